@@ -1,0 +1,52 @@
+# drift: `make help` lists the targets.
+
+GO       ?= go
+OUT      ?= out
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+KEY_FILE ?=
+NODES    ?= 3
+export GOFLAGS ?= -mod=mod
+
+IMAGE_FLAGS = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE))
+PACKAGES    = $(shell sed 's/\#.*//' configs/host-packages.txt)
+
+.PHONY: help deps image demo down test unit vet bench-boot clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## install the Debian/Ubuntu packages drift needs (asks for sudo when not root)
+	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		sudo=$$( [ $$(id -u) = 0 ] || echo sudo ); \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	else echo "all host packages present"; fi
+
+image: ## build out/vmlinuz, out/initramfs, out/drift.iso and out/pxe/ (KEY_FILE=... to use your key)
+	$(GO) run ./cmd/drift-image $(IMAGE_FLAGS)
+
+demo: deps image ## boot a 3-node QEMU lab from out/ and show each node's ready line
+	$(GO) run ./cmd/drift-lab up --image $(OUT) --nodes $(NODES)
+	@echo
+	@echo "consoles:  go run ./cmd/drift-lab console 1   (Ctrl-] leaves)"
+	@echo "commands:  go run ./cmd/drift-lab exec 2 -- hostname"
+	@echo "stop:      make down"
+
+down: ## stop the demo lab
+	$(GO) run ./cmd/drift-lab down
+
+vet: ## go vet
+	$(GO) vet ./...
+
+unit: ## unit and host-tier tests only (no VMs)
+	$(GO) test -timeout 20m ./...
+
+test: image vet ## unit tests and the QEMU scenario tests (boots real VMs)
+	DRIFT_QEMU_TESTS=1 DRIFT_IMAGE_DIR=$(abspath $(OUT)) $(GO) test -timeout 50m ./...
+
+bench-boot: image ## seconds from QEMU start to ready, beside a minimal-init floor; image sizes
+	$(GO) run ./qemu-tests/cmd/bench-boot --image $(OUT)
+
+clean: ## remove out/ (the download cache stays)
+	rm -rf $(OUT)

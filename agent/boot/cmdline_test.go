@@ -1,0 +1,56 @@
+package boot
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseCmdline(t *testing.T) {
+	key := strings.Repeat("ab", 32)
+	tests := []struct {
+		name    string
+		in      string
+		want    Options
+		wantErr string
+	}{
+		{"empty", "", Options{Role: RoleWorker}, ""},
+		{"consoles only", "console=tty0 console=ttyS0,115200 quiet", Options{Role: RoleWorker}, ""},
+		{"head", "quiet drift.role=head", Options{Role: RoleHead}, ""},
+		{"all", "drift.role=worker drift.key=" + key + " drift.join=10.0.0.1:7946,,10.0.0.2:7946 drift.storage=nfs://nas/export drift.dhcp=off ip=dhcp drift.colour=blue",
+			Options{Role: RoleWorker, KeyHex: key, Join: []string{"10.0.0.1:7946", "10.0.0.2:7946"}, Storage: "nfs://nas/export", DHCP: "off", IP: "dhcp", Unknown: []string{"drift.colour=blue"}}, ""},
+		{"bad role", "drift.role=king", Options{}, "want head or worker"},
+		{"short key", "drift.key=abcd", Options{}, "64 hex digits"},
+		{"bad storage", "drift.storage=smb://x", Options{}, "9p://HOST:PORT"},
+		{"bad dhcp", "drift.dhcp=maybe", Options{}, "server, proxy or off"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseCmdline(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseCmdline(%q) error = %v, want one containing %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseCmdline(%q) error: %v", tt.in, err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ParseCmdline(%q) mismatch (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+func FuzzParseCmdline(f *testing.F) {
+	f.Add("drift.role=head drift.join=a:1,b:2")
+	f.Add("drift.key=" + strings.Repeat("0", 64))
+	f.Fuzz(func(t *testing.T, s string) {
+		o, err := ParseCmdline(s)
+		if err == nil && o.Role != RoleHead && o.Role != RoleWorker {
+			t.Errorf("ParseCmdline(%q) role %q", s, o.Role)
+		}
+	})
+}

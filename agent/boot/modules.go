@@ -1,0 +1,167 @@
+package boot
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Alias is one line of modules.alias: devices whose modalias matches
+// Pattern (a shell glob) are driven by Module.
+type Alias struct {
+	Pattern string
+	Module  string
+}
+
+// AliasTable matches device modaliases to modules.
+type AliasTable struct {
+	byBus map[string][]Alias // keyed by the text before the first ':'; "" for patterns that begin with a wildcard
+}
+
+// ParseAliases reads a modules.alias file. Lines that are not
+// "alias PATTERN MODULE", and patterns that are not valid globs, are skipped.
+func ParseAliases(r io.Reader) (*AliasTable, error) {
+	t := &AliasTable{byBus: map[string][]Alias{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 3 || f[0] != "alias" {
+			continue
+		}
+		if _, err := path.Match(f[1], ""); err != nil {
+			continue
+		}
+		t.byBus[bus(f[1])] = append(t.byBus[bus(f[1])], Alias{Pattern: f[1], Module: f[2]})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read modules.alias: %w", err)
+	}
+	return t, nil
+}
+
+// bus returns the modalias type ("pci", "usb", "virtio"...) or "" if the
+// pattern's type part holds a wildcard.
+func bus(s string) string {
+	b, _, ok := strings.Cut(s, ":")
+	if !ok || strings.ContainsAny(b, "*?[") {
+		return ""
+	}
+	return b
+}
+
+// Match returns the modules whose aliases match modalias, in file order,
+// without duplicates.
+func (t *AliasTable) Match(modalias string) []string {
+	var mods []string
+	for _, key := range []string{bus(modalias), ""} {
+		for _, a := range t.byBus[key] {
+			if ok, _ := path.Match(a.Pattern, modalias); ok && !slices.Contains(mods, a.Module) {
+				mods = append(mods, a.Module)
+			}
+		}
+		if bus(modalias) == "" {
+			break
+		}
+	}
+	return mods
+}
+
+// DeviceAliases returns the modalias of every device under sysDir/devices.
+func DeviceAliases(sysDir string) ([]string, error) {
+	var out []string
+	root := filepath.Join(sysDir, "devices")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // devices come and go while we walk
+		}
+		if d.Name() != "modalias" || d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err == nil {
+			if s := strings.TrimSpace(string(b)); s != "" && !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("walk %s: %w", root, err)
+	}
+	return out, nil
+}
+
+// Coldplug loads modules for the hardware present.
+type Coldplug struct {
+	SysDir  string                  // "": /sys
+	Aliases *AliasTable             // required
+	Load    func(name string) error // loads a module with its dependencies; required
+	Always  []string                // modules loaded whatever the hardware
+	Logger  *slog.Logger            // nil: slog.Default()
+	Rounds  int                     // 0: 5; loading a bus driver reveals new devices, so match again
+}
+
+// Run loads Always, then matches devices to modules until no new module
+// loads. It returns the modules it loaded. A module that fails to load
+// is logged and skipped: one bad driver must not stop the boot.
+func (c *Coldplug) Run(ctx context.Context) ([]string, error) {
+	log := c.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	sys := c.SysDir
+	if sys == "" {
+		sys = "/sys"
+	}
+	rounds := c.Rounds
+	if rounds == 0 {
+		rounds = 5
+	}
+	tried := map[string]bool{}
+	var loaded []string
+	load := func(m, why string) bool {
+		if tried[m] {
+			return false
+		}
+		tried[m] = true
+		if err := c.Load(m); err != nil {
+			log.Warn("load module", "module", m, "for", why, "err", err)
+			return false
+		}
+		loaded = append(loaded, m)
+		return true
+	}
+	for _, m := range c.Always {
+		load(m, "always")
+	}
+	for range rounds {
+		if err := ctx.Err(); err != nil {
+			return loaded, err
+		}
+		devs, err := DeviceAliases(sys)
+		if err != nil {
+			return loaded, err
+		}
+		progress := false
+		for _, d := range devs {
+			for _, m := range c.Aliases.Match(d) {
+				if load(m, d) {
+					progress = true
+				}
+			}
+		}
+		if !progress {
+			break
+		}
+	}
+	return loaded, nil
+}

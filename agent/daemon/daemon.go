@@ -1,0 +1,148 @@
+// Package daemon is driftd: the node agent that u-root's init starts as
+// uinit. It brings the node up (modules, host name), prints the ready
+// line, and then supervises the node's services for as long as the
+// machine runs.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/driftcluster/drift/agent/boot"
+	"github.com/driftcluster/drift/agent/console"
+	"github.com/driftcluster/drift/agent/labport"
+	"github.com/driftcluster/drift/agent/supervise"
+	"github.com/driftcluster/drift/agent/version"
+	"github.com/u-root/u-root/pkg/kmodule"
+	"golang.org/x/sys/unix"
+)
+
+// KeyFile is where an image keeps its cluster key.
+const KeyFile = "/etc/drift/cluster.key"
+
+// Config is what the agent needs from its surroundings.
+type Config struct {
+	Logger        *slog.Logger     // nil: slog.Default()
+	Console       *console.Console // required: where "drift: " events go
+	AlwaysModules []string         // loaded at boot whatever the hardware
+}
+
+// Node is the state the agent learns while it boots.
+type Node struct {
+	Name    string
+	Role    boot.Role
+	Addr    string // "none" until the network gives one
+	Options boot.Options
+}
+
+// ErrNotANode reports that driftd was started outside a drift image.
+var ErrNotANode = errors.New("driftd runs only on a node booted from a drift image (" + KeyFile + " not found); to try drift, boot the image: `make demo`")
+
+// Run brings the node up and serves until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if _, err := os.Stat(KeyFile); err != nil {
+		return ErrNotANode
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	node, err := Boot(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	cfg.Console.Event("ready node=%s addr=%s role=%s version=%s", node.Name, node.Addr, node.Role, version.Get())
+	(&supervise.Supervisor{Logger: log}).Run(ctx,
+		supervise.Service{Name: "labport", Run: func(ctx context.Context) error {
+			err := (&labport.Server{Logger: log}).Run(ctx)
+			if errors.Is(err, labport.ErrNotFound) {
+				return supervise.Done(err)
+			}
+			return err
+		}},
+	)
+	return ctx.Err()
+}
+
+// Boot reads the command line, loads modules and names the host.
+func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
+	node := &Node{Addr: "none", Role: boot.RoleWorker}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	opts, err := boot.ParseCmdline(string(cmdline))
+	if err != nil {
+		// A typo on the command line must not cost the node its boot.
+		cfg.Console.Event("error %v; continuing as a worker with defaults", err)
+	} else {
+		node.Role = opts.Role
+	}
+	node.Options = opts
+	for _, u := range opts.Unknown {
+		log.Warn("unknown kernel command line option", "option", u)
+	}
+
+	start := time.Now()
+	loaded, err := loadModules(ctx, cfg.AlwaysModules, log)
+	if err != nil {
+		cfg.Console.Event("error loading modules: %v", err)
+	}
+	log.Info("modules loaded", "count", len(loaded), "modules", strings.Join(loaded, " "), "took", time.Since(start).Round(time.Millisecond))
+
+	node.Name = hostName(ctx, log)
+	if err := unix.Sethostname([]byte(node.Name)); err != nil {
+		return nil, fmt.Errorf("set host name %s: %w", node.Name, err)
+	}
+	os.WriteFile("/etc/hostname", []byte(node.Name+"\n"), 0o644)
+	return node, nil
+}
+
+func loadModules(ctx context.Context, always []string, log *slog.Logger) ([]string, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return nil, fmt.Errorf("uname: %w", err)
+	}
+	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
+	f, err := os.Open(filepath.Join(dir, "modules.alias"))
+	if err != nil {
+		return nil, fmt.Errorf("open module aliases: %w (the image has no modules for kernel %s)", err, filepath.Base(dir))
+	}
+	aliases, err := boot.ParseAliases(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	prober, err := kmodule.NewProber(kmodule.ProbeOpts{})
+	if err != nil {
+		return nil, fmt.Errorf("read module dependencies: %w", err)
+	}
+	cp := &boot.Coldplug{
+		Aliases: aliases,
+		Always:  always,
+		Logger:  log,
+		Load:    func(name string) error { return prober.Probe(name, "") },
+	}
+	return cp.Run(ctx)
+}
+
+// hostName names the node after its first NIC, waiting briefly for NIC
+// drivers that register their interface after probing.
+func hostName(ctx context.Context, log *slog.Logger) string {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		nics, err := boot.PhysicalNICs("/sys")
+		if err == nil && len(nics) > 0 {
+			return boot.NodeName(nics[0].MAC)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			name := boot.RandomNodeName()
+			log.Warn("no network interface found; naming the node at random", "name", name)
+			return name
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
