@@ -1,0 +1,266 @@
+// Package balance is drift's load-balancing policy: given what membership
+// gossips about every node and what a node knows about its own jobs, it
+// says which job to move where, or nothing, and why. It also places new
+// jobs. It is pure (no clocks, no I/O), so the agent, the tests and the
+// simulator in balance/sim drive the very same rules.
+//
+// The model: a CPU-bound job on a node with c cores of relative speed s
+// and r runnable tasks runs at rate s·min(1, c/r). A job moves when its
+// rate on the target (counting itself there) beats its rate here by a
+// margin (hysteresis), when the time that saves over its expected
+// remaining life (taken to be its age so far, as a job that has run long
+// tends to run long) beats the time the move costs (its RSS over the
+// link's bandwidth, plus a fixed cost), and when it has stayed where it is
+// for a minimum time. A node short of memory ushers a job to a node with
+// room before it swaps. Jobs marked Stay never move.
+package balance
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Node is what the policy knows of one node.
+type Node struct {
+	Name     string
+	Cores    int     // 0 counts as 1
+	Speed    float64 // relative per-core speed (1 = reference); 0 counts as 1
+	Runnable float64 // runnable tasks now, this node's jobs included
+	MemTotal uint64  // bytes
+	MemFree  uint64  // bytes
+	Accepts  bool    // false: blocked, draining or not alive; takes no job
+	Draining bool    // every job that may move should leave
+}
+
+// Job is what the policy knows of one job.
+type Job struct {
+	ID       string
+	Node     string        // where it runs
+	CPU      float64       // cores it used over the last sample (1 = one full core)
+	RSS      uint64        // resident bytes
+	Age      time.Duration // since it started
+	Resident time.Duration // since it arrived on Node
+	Moves    int
+	Stay     bool // never moves
+}
+
+// Params tune the policy. The zero value of each field means its default.
+type Params struct {
+	Hysteresis   float64       // a move must raise the job's rate by this factor over 1; 0: 0.3
+	MinResidence time.Duration // no CPU move before a job has stayed this long; 0: 20s
+	MinHorizon   time.Duration // the least remaining life assumed for a job; 0: 30s
+	FixedCost    time.Duration // cost of a move besides copying memory; 0: 2s
+	Bandwidth    float64       // bytes per second between nodes; 0: 10 MB/s
+	CostFactor   float64       // the time saved must exceed the cost times this; 0: 1
+	MemReserve   float64       // a node keeps this fraction of its memory free; 0: 0.1
+	MinCPU       float64       // jobs using less than this fraction of their fair share of a core (an I/O-bound job) are not moved for CPU; 0: 0.5
+}
+
+func (p Params) withDefaults() Params {
+	def := func(v *float64, d float64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&p.Hysteresis, 0.3)
+	def(&p.Bandwidth, 10e6)
+	def(&p.CostFactor, 1)
+	def(&p.MemReserve, 0.1)
+	def(&p.MinCPU, 0.5)
+	defD(&p.MinResidence, 20*time.Second)
+	defD(&p.MinHorizon, 30*time.Second)
+	defD(&p.FixedCost, 2*time.Second)
+	return p
+}
+
+// Move is a decision to move a job.
+type Move struct {
+	Job, From, To string
+	Reason        string
+}
+
+func (m Move) String() string { return fmt.Sprintf("move %s %s→%s: %s", m.Job, m.From, m.To, m.Reason) }
+
+// Rate is the speed at which one CPU-bound task runs on n when n has
+// runnable tasks (that task included).
+func Rate(n *Node, runnable float64) float64 {
+	c, s := float64(max(n.Cores, 1)), n.Speed
+	if s == 0 {
+		s = 1
+	}
+	if runnable <= c {
+		return s
+	}
+	return s * c / runnable
+}
+
+// Cost is how long moving a job of rss bytes takes.
+func (p Params) Cost(rss uint64) time.Duration {
+	p = p.withDefaults()
+	return p.FixedCost + time.Duration(float64(rss)/p.Bandwidth*float64(time.Second))
+}
+
+// reserve is the free memory a node keeps.
+func (p Params) reserve(n *Node) uint64 { return uint64(float64(n.MemTotal) * p.MemReserve) }
+
+// fits reports whether n can take rss bytes and keep its reserve.
+func (p Params) fits(n *Node, rss uint64) bool {
+	return n.MemFree >= rss && n.MemFree-rss >= p.reserve(n)
+}
+
+// Decide returns the move node `from` should make now, if any: its jobs
+// are jobs (those of other nodes are not its business), nodes is the
+// cluster as gossiped. It returns at most one move per call; the agent
+// calls it each period, so the cluster settles step by step on fresh
+// load figures instead of stampeding to the same idle node.
+func Decide(nodes []Node, jobs []Job, from string, p Params) (Move, bool) {
+	p = p.withDefaults()
+	src := find(nodes, from)
+	if src == nil {
+		return Move{}, false
+	}
+	movable := make([]Job, 0, len(jobs))
+	for _, j := range jobs {
+		if j.Node == from && !j.Stay {
+			movable = append(movable, j)
+		}
+	}
+	if len(movable) == 0 {
+		return Move{}, false
+	}
+	targets := candidates(nodes, from)
+	if src.Draining {
+		return drain(src, movable, targets, p)
+	}
+	if src.MemTotal > 0 && src.MemFree < p.reserve(src) {
+		if m, ok := usher(src, movable, targets, p); ok {
+			return m, true
+		}
+	}
+	return cpuMove(src, movable, targets, p)
+}
+
+// candidates are the nodes that accept jobs, other than from, best first
+// for one more CPU-bound task.
+func candidates(nodes []Node, from string) []*Node {
+	var out []*Node
+	for i := range nodes {
+		if n := &nodes[i]; n.Accepts && n.Name != from {
+			out = append(out, n)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, rj := Rate(out[i], out[i].Runnable+1), Rate(out[j], out[j].Runnable+1)
+		if ri != rj {
+			return ri > rj
+		}
+		return out[i].MemFree > out[j].MemFree
+	})
+	return out
+}
+
+// bestFit is the first target (best rate first) that can hold rss.
+func bestFit(targets []*Node, rss uint64, p Params) *Node {
+	for _, t := range targets {
+		if p.fits(t, rss) {
+			return t
+		}
+	}
+	return nil
+}
+
+func drain(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
+	for _, j := range jobs {
+		if t := bestFit(targets, j.RSS, p); t != nil {
+			return Move{Job: j.ID, From: src.Name, To: t.Name,
+				Reason: fmt.Sprintf("%s is draining; %s has the best rate for it (%.2f)", src.Name, t.Name, Rate(t, t.Runnable+1))}, true
+		}
+	}
+	return Move{}, false
+}
+
+// usher sends away the largest job that some node can hold, to the node
+// with the best rate among those.
+func usher(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
+	sorted := append([]Job(nil), jobs...)
+	sort.SliceStable(sorted, func(i, k int) bool { return sorted[i].RSS > sorted[k].RSS })
+	for _, j := range sorted {
+		if t := bestFit(targets, j.RSS, p); t != nil {
+			return Move{Job: j.ID, From: src.Name, To: t.Name,
+				Reason: fmt.Sprintf("memory: %s has %s free of %s; %s has room (%s free) for its %s",
+					src.Name, mib(src.MemFree), mib(src.MemTotal), t.Name, mib(t.MemFree), mib(j.RSS))}, true
+		}
+	}
+	return Move{}, false
+}
+
+// cpuMove picks the job and target that save the most time, if any saves
+// more than its move costs.
+func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
+	cur := Rate(src, src.Runnable)
+	fair := min(1, float64(max(src.Cores, 1))/max(src.Runnable, 1))
+	var (
+		best     Move
+		bestGain time.Duration
+	)
+	for _, j := range jobs {
+		if j.Resident < p.MinResidence || j.CPU < p.MinCPU*fair {
+			continue
+		}
+		t := bestFit(targets, j.RSS, p)
+		if t == nil {
+			continue
+		}
+		next := Rate(t, t.Runnable+1)
+		if next < cur*(1+p.Hysteresis) {
+			continue
+		}
+		horizon := max(j.Age, p.MinHorizon)
+		saved := time.Duration(float64(horizon) * (1 - cur/next))
+		cost := p.Cost(j.RSS)
+		if float64(saved) <= float64(cost)*p.CostFactor || saved <= bestGain {
+			continue
+		}
+		bestGain = saved
+		best = Move{Job: j.ID, From: src.Name, To: t.Name,
+			Reason: fmt.Sprintf("load: rate %.2f on %s (%.1f runnable on %d cores) vs %.2f on %s; saves ~%s for a %s move",
+				cur, src.Name, src.Runnable, max(src.Cores, 1), next, t.Name, saved.Round(time.Second), cost.Round(time.Second))}
+	}
+	return best, bestGain > 0
+}
+
+// Place chooses the node for a new job of rss bytes started from home:
+// the accepting node where it would run fastest, home when that is as
+// good (within the hysteresis margin), so that short jobs do not travel
+// for nothing.
+func Place(nodes []Node, home string, rss uint64, p Params) (node, reason string, err error) {
+	p = p.withDefaults()
+	h := find(nodes, home)
+	targets := candidates(nodes, home)
+	t := bestFit(targets, rss, p)
+	homeOK := h != nil && h.Accepts && p.fits(h, rss)
+	switch {
+	case homeOK && (t == nil || Rate(t, t.Runnable+1) < Rate(h, h.Runnable+1)*(1+p.Hysteresis)):
+		return home, fmt.Sprintf("home %s runs it at rate %.2f", home, Rate(h, h.Runnable+1)), nil
+	case t != nil:
+		return t.Name, fmt.Sprintf("%s runs it at rate %.2f", t.Name, Rate(t, t.Runnable+1)), nil
+	}
+	return "", "", fmt.Errorf("place a job of %s: no node accepts jobs and has that much memory free (see drift nodes; drift unblock NODE)", mib(rss))
+}
+
+func find(nodes []Node, name string) *Node {
+	for i := range nodes {
+		if nodes[i].Name == name {
+			return &nodes[i]
+		}
+	}
+	return nil
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%d MiB", b>>20) }

@@ -1,0 +1,143 @@
+package balance
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const gib = 1 << 30
+
+// node is an accepting 1-core reference node with 4 GiB, 3 free.
+func node(name string, runnable float64) Node {
+	return Node{Name: name, Cores: 1, Speed: 1, Runnable: runnable, MemTotal: 4 * gib, MemFree: 3 * gib, Accepts: true}
+}
+
+// busy returns n CPU-bound 64 MiB jobs on a node, old enough to move.
+func busy(on string, n int) []Job {
+	var js []Job
+	for i := range n {
+		js = append(js, Job{ID: on + "-" + string(rune('a'+i)), Node: on, CPU: 1.0 / float64(n), RSS: 64 << 20,
+			Age: 5 * time.Minute, Resident: time.Minute})
+	}
+	return js
+}
+
+func TestDecide(t *testing.T) {
+	fast := node("fast", 1)
+	fast.Speed = 3
+	fullMem := node("w1", 2)
+	fullMem.MemFree = 100 << 20
+	roomy := node("w3", 2)
+	roomy.MemFree = 3 * gib
+	blocked := node("w2", 0)
+	blocked.Accepts = false
+	draining := node("w1", 1)
+	draining.Draining = true
+	young := busy("w1", 6)
+	for i := range young {
+		young[i].Resident = 5 * time.Second
+	}
+	pinned := busy("w1", 2)
+	for i := range pinned {
+		pinned[i].Stay = true
+	}
+	huge := busy("w1", 2)
+	for i := range huge {
+		huge[i].RSS = 4 * gib
+	}
+	tests := []struct {
+		name   string
+		nodes  []Node
+		jobs   []Job
+		wantTo string // "" = no move
+		reason string
+	}{
+		{"equal nodes, all on one", []Node{node("w1", 6), node("w2", 0), node("w3", 0)}, busy("w1", 6), "w2", "load:"},
+		{"balanced 2/2/2 stays", []Node{node("w1", 2), node("w2", 2), node("w3", 2)}, busy("w1", 2), "", ""},
+		{"3/2/1 moves to the lightest", []Node{node("w1", 3), node("w2", 2), node("w3", 1)}, busy("w1", 3), "w3", "load:"},
+		{"hysteresis: 3/2/2 stays", []Node{node("w1", 3), node("w2", 2), node("w3", 2)}, busy("w1", 3), "", ""},
+		{"one fast node takes work", []Node{node("w1", 2), node("w2", 1), fast}, busy("w1", 2), "fast", "load:"},
+		{"nothing beats a fast node", []Node{func() Node { n := fast; n.Name = "w1"; n.Runnable = 2; return n }(), node("w2", 1)}, busy("w1", 2), "", ""},
+		{"memory ushering", []Node{fullMem, node("w2", 2), roomy}, busy("w1", 2), "w2", "memory:"},
+		{"blocked node gets nothing", []Node{node("w1", 6), blocked}, busy("w1", 6), "", ""},
+		{"minimum residence", []Node{node("w1", 6), node("w2", 0)}, young, "", ""},
+		{"pinned jobs stay", []Node{node("w1", 2), node("w2", 0)}, pinned, "", ""},
+		{"too big for any target", []Node{node("w1", 2), node("w2", 0)}, huge, "", ""},
+		{"drain moves even a balanced node", []Node{draining, node("w2", 1)}, busy("w1", 1), "w2", "draining"},
+		{"unknown source", []Node{node("w2", 0)}, busy("w1", 2), "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, ok := Decide(tt.nodes, tt.jobs, "w1", Params{})
+			if tt.wantTo == "" {
+				if ok {
+					t.Errorf("Decide = %v, want no move", m)
+				}
+				return
+			}
+			if !ok || m.To != tt.wantTo || m.From != "w1" || !strings.Contains(m.Reason, tt.reason) {
+				t.Errorf("Decide = %v (ok=%v), want a move to %s with a reason containing %q", m, ok, tt.wantTo, tt.reason)
+			}
+		})
+	}
+}
+
+func TestCostBlocksShortGain(t *testing.T) {
+	nodes := []Node{node("w1", 2), node("w2", 0)}
+	jobs := busy("w1", 2)
+	for i := range jobs {
+		jobs[i].Age, jobs[i].Resident, jobs[i].RSS = time.Minute, time.Minute, 2*gib
+	}
+	// Moving 2 GiB at 10 MB/s takes ~3.5 minutes; the job's expected
+	// remaining minute at double speed saves 30 s: not worth it.
+	if m, ok := Decide(nodes, jobs, "w1", Params{}); ok {
+		t.Errorf("Decide = %v, want no move: the copy costs more than it saves", m)
+	}
+	if m, ok := Decide(nodes, jobs, "w1", Params{Bandwidth: 1e9}); !ok {
+		t.Errorf("Decide with a 1 GB/s link = no move, want one (got %v)", m)
+	}
+}
+
+func TestNoPingPong(t *testing.T) {
+	// Whatever move Decide makes, the reverse move right after must not be
+	// chosen by the target, even with the residence time waived.
+	for _, loads := range [][2]float64{{2, 0}, {3, 1}, {4, 1}, {5, 2}, {7, 3}} {
+		nodes := []Node{node("a", loads[0]), node("b", loads[1])}
+		m, ok := Decide(nodes, busy("a", int(loads[0])), "a", Params{})
+		if !ok {
+			continue
+		}
+		after := []Node{node("a", loads[0]-1), node("b", loads[1]+1)}
+		back := Job{ID: m.Job, Node: "b", CPU: 1, RSS: 64 << 20, Age: time.Hour, Resident: time.Hour, Moves: 1}
+		if r, ok := Decide(after, []Job{back}, "b", Params{}); ok {
+			t.Errorf("loads %v: moved %v then back %v", loads, m, r)
+		}
+	}
+}
+
+func TestPlace(t *testing.T) {
+	full := node("w1", 0)
+	full.MemFree = 0
+	tests := []struct {
+		name    string
+		nodes   []Node
+		home    string
+		want    string
+		wantErr bool
+	}{
+		{"idle home keeps it", []Node{node("w1", 0), node("w2", 0)}, "w1", "w1", false},
+		{"busy home sends it away", []Node{node("w1", 3), node("w2", 0), node("w3", 1)}, "w1", "w2", false},
+		{"close call stays home", []Node{node("w1", 1), node("w2", 1)}, "w1", "w1", false},
+		{"home without memory", []Node{full, node("w2", 4)}, "w1", "w2", false},
+		{"nobody accepts", []Node{full}, "w1", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _, err := Place(tt.nodes, tt.home, 64<<20, Params{})
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("Place(home %s) = %q, %v; want %q (error %v)", tt.home, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

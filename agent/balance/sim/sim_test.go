@@ -1,0 +1,93 @@
+package sim
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// batch is n equal CPU-bound jobs of work seconds each, all started on home at t=0.
+func batch(n int, work float64, home string) []JobSpec {
+	var js []JobSpec
+	for i := range n {
+		js = append(js, JobSpec{ID: fmt.Sprintf("j%d", i), Work: work, RSS: 64 << 20, Home: home})
+	}
+	return js
+}
+
+func nodes(n int) []NodeSpec {
+	var ns []NodeSpec
+	for i := range n {
+		ns = append(ns, NodeSpec{Name: fmt.Sprintf("n%d", i), Cores: 1, Speed: 1})
+	}
+	return ns
+}
+
+func TestBalancingSpreadsABatch(t *testing.T) {
+	cfg := Config{Nodes: nodes(3), Jobs: batch(6, 300, "n0")}
+	off := Run(cfg)
+	cfg.Balance = true
+	on := Run(cfg)
+	t.Logf("off: %v", off)
+	t.Logf("on:  %v", on)
+	if off.Migrations != 0 {
+		t.Errorf("without balancing %d migrations, want 0", off.Migrations)
+	}
+	if off.Ratio() < 2.9 {
+		t.Errorf("without balancing makespan/ideal = %.2f, want ~3 (everything on one of three nodes)", off.Ratio())
+	}
+	if on.Ratio() > 1.25 {
+		t.Errorf("with balancing makespan/ideal = %.2f, want within 1.25", on.Ratio())
+	}
+	if on.MaxMoves > 2 {
+		t.Errorf("a job moved %d times, want at most 2", on.MaxMoves)
+	}
+}
+
+func TestFastNodeGetsMore(t *testing.T) {
+	ns := nodes(2)
+	ns[1].Speed = 3
+	on := Run(Config{Nodes: ns, Jobs: batch(8, 120, "n0"), Balance: true})
+	// Ideal: 960 s of work over capacity 4 = 240 s.
+	if on.Ratio() > 1.3 {
+		t.Errorf("fast node: %v, want within 1.3 of ideal", on)
+	}
+}
+
+func TestPinnedJobsNeverMove(t *testing.T) {
+	js := batch(4, 200, "n0")
+	for i := range js {
+		js[i].Stay = true
+	}
+	r := Run(Config{Nodes: nodes(2), Jobs: js, Balance: true})
+	if r.Migrations != 0 {
+		t.Errorf("pinned jobs: %d migrations, want 0", r.Migrations)
+	}
+}
+
+func TestPlacement(t *testing.T) {
+	var js []JobSpec
+	for i := range 9 {
+		js = append(js, JobSpec{ID: fmt.Sprint(i), Arrive: time.Duration(i) * time.Second, Work: 100, RSS: 32 << 20, Home: "n0"})
+	}
+	r := Run(Config{Nodes: nodes(3), Jobs: js, Place: true})
+	if r.Ratio() > 1.2 || r.Migrations != 0 {
+		t.Errorf("placement alone: %v, want within 1.2 of ideal and no migration", r)
+	}
+}
+
+func TestThousandNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1000-node simulation in -short mode")
+	}
+	// 3000 jobs started on the first 100 nodes of 1000.
+	var js []JobSpec
+	for i := range 3000 {
+		js = append(js, JobSpec{ID: fmt.Sprint(i), Work: 600, RSS: 64 << 20, Home: fmt.Sprintf("n%d", i%100)})
+	}
+	r := Run(Config{Nodes: nodes(1000), Jobs: js, Balance: true})
+	t.Logf("1000 nodes: %v", r)
+	if r.Ratio() > 1.25 {
+		t.Errorf("1000 nodes: %v, want within 1.25 of ideal", r)
+	}
+}
