@@ -1,0 +1,44 @@
+package workload
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCounter(t *testing.T) {
+	var b strings.Builder
+	if err := Counter(context.Background(), &b, 5, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.String(), "1\n2\n3\n4\n5\n"; got != want {
+		t.Errorf("Counter(5) wrote %q, want %q", got, want)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.Reset()
+	if err := Counter(ctx, &b, 0, time.Hour); err != context.Canceled || b.String() != "1\n" {
+		t.Errorf("Counter(cancelled) = %v after %q, want context.Canceled after one line", err, b.String())
+	}
+}
+
+func TestBurnAndWork(t *testing.T) {
+	if n := Burn(context.Background(), 20*time.Millisecond); n == 0 {
+		t.Error("Burn(20ms) made no iterations")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Work(ctx, 1<<40); err != context.Canceled {
+		t.Errorf("Work(cancelled) = %v, want context.Canceled", err)
+	}
+}
+
+func TestTouch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	defer cancel()
+	ready := false
+	if err := Touch(ctx, 1<<20, 1<<20, func() { ready = true }); err != context.DeadlineExceeded || !ready {
+		t.Errorf("Touch = %v (ready %v), want DeadlineExceeded after reporting ready", err, ready)
+	}
+}

@@ -1,0 +1,92 @@
+// Command drift-workload runs the test and demo workloads shipped in the
+// image:
+//
+//	drift-workload counter [-n 300] [-every 100ms]    numbered lines at a steady rate
+//	drift-workload burn [-for 0]                      one busy core (0: until killed)
+//	drift-workload work -n ITERATIONS                 a fixed amount of CPU work
+//	drift-workload touch -rss 64M [-dirty 1M]         resident memory dirtied per second
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/driftcluster/drift/agent/workload"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "drift-workload: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("usage: drift-workload counter|burn|work|touch [flags]")
+	}
+	fs := flag.NewFlagSet("drift-workload "+args[0], flag.ContinueOnError)
+	switch args[0] {
+	case "counter":
+		n := fs.Int("n", 300, "lines to print (0: forever)")
+		every := fs.Duration("every", 100_000_000, "interval between lines")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return workload.Counter(ctx, os.Stdout, *n, *every)
+	case "burn":
+		d := fs.Duration("for", 0, "how long (0: until killed)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		fmt.Println(workload.Burn(ctx, *d))
+		return nil
+	case "work":
+		n := fs.Uint64("n", 1<<32, "iterations")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return workload.Work(ctx, *n)
+	case "touch":
+		rss := fs.String("rss", "64M", "resident size (K, M, G suffixes)")
+		dirty := fs.String("dirty", "1M", "bytes dirtied per second")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		r, err := parseSize(*rss)
+		if err != nil {
+			return err
+		}
+		d, err := parseSize(*dirty)
+		if err != nil {
+			return err
+		}
+		return workload.Touch(ctx, r, d, func() { fmt.Printf("resident %d bytes\n", r) })
+	}
+	return fmt.Errorf("unknown workload %q: want counter, burn, work or touch", args[0])
+}
+
+func parseSize(s string) (uint64, error) {
+	mult := uint64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: want a number with an optional K, M or G suffix", s)
+	}
+	return n * mult, nil
+}
