@@ -147,13 +147,17 @@ func (m *Manager) setAddr(a Addr) {
 	m.mu.Lock()
 	old := m.addrs[a.Interface]
 	m.addrs[a.Interface] = a
-	close(m.changed)
-	m.changed = make(chan struct{})
 	dnsChanged := !slices.Equal(old.DNS, a.DNS)
 	m.mu.Unlock()
+	// resolv.conf is written before waiters are woken, so that whoever
+	// sees the address can also resolve names through it.
 	if dnsChanged {
 		m.writeResolvConf()
 	}
+	m.mu.Lock()
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
 	if old.Prefix != a.Prefix || old.Source != a.Source {
 		if a.Prefix.IsValid() {
 			m.log.Info("netconf: address", "iface", a.Interface, "addr", a.Prefix, "source", a.Source, "router", a.Router)
