@@ -85,7 +85,9 @@ type Move struct {
 	Reason        string
 }
 
-func (m Move) String() string { return fmt.Sprintf("move %s %s→%s: %s", m.Job, m.From, m.To, m.Reason) }
+func (m Move) String() string {
+	return fmt.Sprintf("move %s %s→%s: %s", m.Job, m.From, m.To, m.Reason)
+}
 
 // Rate is the speed at which one CPU-bound task runs on n when n has
 // runnable tasks (that task included).

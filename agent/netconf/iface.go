@@ -91,7 +91,7 @@ func (m *Manager) runInterface(ctx context.Context, name string) error {
 			if !sleep(ctx, jitter(backoff/2, backoff)) {
 				return nil
 			}
-			backoff = min(2*backoff, 30*time.Second)
+			backoff = min(2*backoff, maxRetry)
 			continue
 		}
 		backoff = 2 * time.Second
@@ -438,3 +438,9 @@ func (l *linkLocal) defend(ctx context.Context, conn *arpConn, addr netip.Addr) 
 		}
 	}
 }
+
+// maxRetry caps the wait between DHCP attempts while an interface has no
+// lease: short enough that nodes which fell back to link-local because
+// they booted before the head move to the head's addresses soon after it
+// starts serving.
+const maxRetry = 10 * time.Second
