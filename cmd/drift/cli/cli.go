@@ -21,6 +21,8 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
+		"nodes":   {"list the cluster's nodes", runNodes},
+		"status":  {"show this node in detail", runStatus},
 		"version": {"print the drift version of this binary and node", runVersion},
 	}
 }
@@ -31,6 +33,7 @@ var errUsage = errors.New("usage")
 // Main runs the drift command line and returns the process exit status.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmds := commands()
+	args = hoistGlobalFlags(args)
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout, cmds)
 		return 0

@@ -1,0 +1,70 @@
+// Package api is the drift agent's API: the JSON types, the HTTP server the
+// agent runs on a unix socket (for the node's own CLI) and on TCP (for other
+// machines, mutual TLS with a certificate derived from the cluster key), and
+// the Client the drift CLI uses to reach either.
+package api
+
+import (
+	"time"
+
+	"github.com/driftcluster/drift/agent/membership"
+)
+
+// Defaults for where the agent serves its API.
+const (
+	DefaultSocket = "/run/drift/api.sock"
+	DefaultPort   = 7947
+)
+
+// Node is one member of the cluster, as GET /v1/nodes lists it.
+type Node struct {
+	Name          string    `json:"name"`
+	Addr          string    `json:"addr"`
+	Port          int       `json:"port"` // memberlist port
+	State         string    `json:"state"`
+	StateSince    time.Time `json:"state_since"`
+	Self          bool      `json:"self,omitempty"` // the node that answered
+	Role          string    `json:"role"`
+	Version       string    `json:"version"`
+	CPUs          int       `json:"cpus"`
+	CPUModel      string    `json:"cpu_model"`
+	MHz           int       `json:"mhz"`
+	Speed         float64   `json:"speed"` // relative speed of one core; 1.0 is the reference machine
+	Load1         float64   `json:"load1"`
+	Runnable      int       `json:"runnable"`
+	MemTotal      uint64    `json:"mem_total"` // bytes
+	MemFree       uint64    `json:"mem_free"`  // bytes
+	Jobs          int       `json:"jobs"`
+	BootTime      time.Time `json:"boot_time,omitzero"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	APIPort       int       `json:"api_port,omitempty"`
+	MetaError     string    `json:"meta_error,omitempty"` // why the node's metadata is missing
+}
+
+// Status is GET /v1/status: the answering node in detail.
+type Status struct {
+	Node      Node   `json:"node"`
+	ClusterID string `json:"cluster_id"`
+	Alive     int    `json:"alive"` // members alive, this node included
+	Suspect   int    `json:"suspect"`
+	Dead      int    `json:"dead"`
+	Go        string `json:"go"`
+}
+
+// nodeFrom converts a member to its API form at now.
+func nodeFrom(m membership.Member, now time.Time) Node {
+	n := Node{
+		Name: m.Name, Addr: m.Addr, Port: m.Port, State: string(m.State), StateSince: m.Since, Self: m.Self,
+		Role: m.Info.Role, Version: m.Info.Version, CPUs: m.Info.Cores, CPUModel: m.Info.CPUModel,
+		MHz: m.Info.MHz, Speed: m.Info.Speed, Load1: m.Info.Load1, Runnable: m.Info.Runnable,
+		MemTotal: m.Info.MemTotal, MemFree: m.Info.MemFree, Jobs: m.Info.Jobs,
+		BootTime: m.Info.BootTime, APIPort: m.Info.APIPort,
+	}
+	if m.State != membership.StateDead {
+		n.UptimeSeconds = m.Info.Uptime(now).Seconds()
+	}
+	if m.InfoErr != nil {
+		n.MetaError = m.InfoErr.Error()
+	}
+	return n
+}

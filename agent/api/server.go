@@ -1,0 +1,257 @@
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/driftcluster/drift/agent/clusterkey"
+	"github.com/driftcluster/drift/agent/membership"
+)
+
+// Cluster is what the server needs from the agent: the member list, this
+// node included (marked Self). *membership.Membership is one.
+type Cluster interface {
+	Members() []membership.Member
+}
+
+// Server serves the agent's API. Set the fields, then Run.
+type Server struct {
+	Cluster    Cluster          // required
+	Key        clusterkey.Key   // the cluster key: TCP clients must hold it
+	SocketPath string           // "": DefaultSocket
+	TCPAddr    string           // "": ":7947" on every address; "-": no TCP
+	Logger     *slog.Logger     // nil: slog.Default()
+	Now        func() time.Time // nil: time.Now
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+// Run serves the API on the unix socket and the TCP port until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	ls, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	return s.ServeListeners(ctx, ls)
+}
+
+// Listeners are the API's open sockets.
+type Listeners struct {
+	Unix net.Listener
+	TCP  net.Listener // nil when TCPAddr is "-"
+}
+
+// Listen opens the unix socket at SocketPath and the TCP port at TCPAddr.
+func (s *Server) Listen() (*Listeners, error) {
+	path := s.SocketPath
+	if path == "" {
+		path = DefaultSocket
+	}
+	ul, err := ListenUnix(path)
+	if err != nil {
+		return nil, err
+	}
+	ls := &Listeners{Unix: ul}
+	if s.TCPAddr != "-" {
+		addr := s.TCPAddr
+		if addr == "" {
+			addr = ":" + strconv.Itoa(DefaultPort)
+		}
+		if ls.TCP, err = net.Listen("tcp", addr); err != nil {
+			ul.Close()
+			return nil, fmt.Errorf("api listen on %s: %w", addr, err)
+		}
+	}
+	return ls, nil
+}
+
+// ServeListeners serves the API on ls (plain on Unix, mutual TLS on TCP)
+// until ctx ends.
+func (s *Server) ServeListeners(ctx context.Context, ls *Listeners) error {
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	wg.Add(1)
+	go func() { defer wg.Done(); errs[0] = s.Serve(ctx, ls.Unix) }()
+	if ls.TCP != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[1] = s.ServeTLS(ctx, ls.TCP) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// ListenUnix listens on a unix socket at path, readable and writable by
+// root only, replacing a stale socket left by an earlier agent.
+func ListenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("api socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("api socket %s: remove stale: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves the API without TLS on l (the node-local unix socket,
+// where file permissions stand guard) until ctx ends.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	return s.serve(ctx, l)
+}
+
+// ServeTLS serves the API on l with mutual TLS: only clients that present
+// the cluster's certificate are answered; others are refused and logged.
+func (s *Server) ServeTLS(ctx context.Context, l net.Listener) error {
+	cfg, err := ServerTLS(s.Key)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	return s.serve(ctx, tls.NewListener(l, cfg))
+}
+
+func (s *Server) serve(ctx context.Context, l net.Listener) error {
+	log := s.logger().With("svc", "api", "addr", l.Addr().String())
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          newErrorLog(log),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	stopCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-stopCtx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+	}()
+	log.Info("api serving")
+	err := srv.Serve(l)
+	stop()
+	<-done
+	if !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("api serve on %s: %w", l.Addr(), err)
+	}
+	return ctx.Err()
+}
+
+// Handler is the API's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/nodes", s.nodes)
+	mux.HandleFunc("GET /v1/status", s.status)
+	return mux
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	ms := s.Cluster.Members()
+	out := make([]Node, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, nodeFrom(m, now))
+	}
+	writeJSON(w, out)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	st := Status{ClusterID: s.Key.ID(), Go: runtime.Version()}
+	found := false
+	for _, m := range s.Cluster.Members() {
+		switch m.State {
+		case membership.StateAlive:
+			st.Alive++
+		case membership.StateSuspect:
+			st.Suspect++
+		default:
+			st.Dead++
+		}
+		if m.Self {
+			st.Node, found = nodeFrom(m, now), true
+		}
+	}
+	if !found {
+		http.Error(w, "this node is not a member yet: try again in a few seconds", http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, st)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	e.Encode(v) // the client sees a truncated body if this fails
+}
+
+// newErrorLog routes net/http's connection errors into slog: failed TLS
+// handshakes (plain HTTP, garbage, a wrong or missing certificate) become
+// "refused API connection" warnings.
+func newErrorLog(l *slog.Logger) *log.Logger {
+	return log.New(errorLogWriter{l}, "", 0)
+}
+
+type errorLogWriter struct{ log *slog.Logger }
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if rest, ok := strings.CutPrefix(msg, "http: TLS handshake error from "); ok {
+		from, reason, _ := strings.Cut(rest, ": ")
+		w.log.Warn("refused API connection from "+from+": "+refusal(reason), "detail", reason)
+		return len(p), nil
+	}
+	w.log.Warn(msg)
+	return len(p), nil
+}
+
+// refusal says in a user's words why a TLS handshake failed.
+func refusal(reason string) string {
+	switch {
+	case strings.Contains(reason, ErrWrongKey.Error()), strings.Contains(reason, "bad certificate"):
+		return "it does not hold this cluster's key"
+	case strings.Contains(reason, "didn't provide a certificate"):
+		return "it presented no certificate"
+	case strings.Contains(reason, "does not look like a TLS handshake"):
+		return "not TLS (plain HTTP or garbage)"
+	}
+	return "TLS handshake failed"
+}
