@@ -6,6 +6,7 @@ package boot
 import (
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -24,6 +25,7 @@ type Options struct {
 	Join    []string // drift.join=host:port,...
 	Storage string   // drift.storage=9p://host:port or nfs://host/export
 	DHCP    string   // drift.dhcp=server|proxy|off; "": automatic
+	Range   string   // drift.range=CIDR: the addresses the head hands out; "": 10.77.0.0/24
 	IP      string   // ip= (kernel static address syntax), passed through
 	Unknown []string // drift.* options this version does not know (logged)
 }
@@ -65,6 +67,11 @@ func ParseCmdline(cmdline string) (Options, error) {
 			default:
 				return o, fmt.Errorf("kernel command line: drift.dhcp=%q: want server, proxy or off", v)
 			}
+		case "drift.range":
+			if p, err := netip.ParsePrefix(v); err != nil || !p.Addr().Is4() {
+				return o, fmt.Errorf("kernel command line: drift.range=%q: want an IPv4 network such as 10.77.0.0/24", v)
+			}
+			o.Range = v
 		case "ip":
 			o.IP = v
 		default:

@@ -23,6 +23,8 @@ func TestParseCmdline(t *testing.T) {
 		{"bad role", "drift.role=king", Options{}, "want head or worker"},
 		{"short key", "drift.key=abcd", Options{}, "64 hex digits"},
 		{"bad storage", "drift.storage=smb://x", Options{}, "9p://HOST:PORT"},
+		{"range", "drift.range=10.78.0.0/16", Options{Role: RoleWorker, Range: "10.78.0.0/16"}, ""},
+		{"bad range", "drift.range=fe80::/64", Options{}, "IPv4 network"},
 		{"bad dhcp", "drift.dhcp=maybe", Options{}, "server, proxy or off"},
 	}
 	for _, tt := range tests {

@@ -1,7 +1,8 @@
 // Package daemon is driftd: the node agent that u-root's init starts as
-// uinit. It brings the node up (modules, host name), prints the ready
-// line, and then supervises the node's services for as long as the
-// machine runs.
+// uinit. It brings the node up (modules, host name, network), prints the
+// ready line, and then supervises the node's services (membership,
+// discovery, the API, the head's DHCP server) for as long as the machine
+// runs.
 package daemon
 
 import (
@@ -14,7 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/boot"
+	"github.com/driftcluster/drift/agent/clusterkey"
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/labport"
 	"github.com/driftcluster/drift/agent/supervise"
@@ -37,12 +40,21 @@ type Config struct {
 type Node struct {
 	Name    string
 	Role    boot.Role
-	Addr    string // "none" until the network gives one
 	Options boot.Options
+	NICs    []boot.NIC
 }
 
 // ErrNotANode reports that driftd was started outside a drift image.
 var ErrNotANode = errors.New("driftd runs only on a node booted from a drift image (" + KeyFile + " not found); to try drift, boot the image: `make demo`")
+
+// agent is one running driftd.
+type agent struct {
+	log  *slog.Logger
+	con  *console.Console
+	node *Node
+	key  clusterkey.Key
+	sup  *supervise.Supervisor
+}
 
 // Run brings the node up and serves until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
@@ -53,35 +65,59 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	a := &agent{log: log, con: cfg.Console, sup: &supervise.Supervisor{Logger: log}}
 	node, err := Boot(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	cfg.Console.Event("ready node=%s addr=%s role=%s version=%s", node.Name, node.Addr, node.Role, version.Get())
-	(&supervise.Supervisor{Logger: log}).Run(ctx,
-		supervise.Service{Name: "labport", Run: func(ctx context.Context) error {
-			err := (&labport.Server{Logger: log}).Run(ctx)
-			if errors.Is(err, labport.ErrNotFound) {
-				return supervise.Done(err)
-			}
-			return err
-		}},
-	)
+	a.node = node
+	if a.key, err = loadKey(node.Options); err != nil {
+		return err
+	}
+	log.Info("cluster", "id", a.key.ID())
+
+	a.sup.Start(ctx, supervise.Service{Name: "labport", Run: func(ctx context.Context) error {
+		err := (&labport.Server{Logger: log}).Run(ctx)
+		if errors.Is(err, labport.ErrNotFound) {
+			return supervise.Done(err)
+		}
+		return err
+	}})
+	net := a.startNetwork(ctx, node.NICs)
+	cl := &cluster{a: a, net: net}
+	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
+	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
+		Cluster: cl, Key: a.key, Logger: log.With("service", "api"),
+	}).Run})
+	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
+	a.sup.Wait()
 	return ctx.Err()
+}
+
+// loadKey returns the cluster key: drift.key on the command line, else
+// the image's.
+func loadKey(o boot.Options) (clusterkey.Key, error) {
+	if o.KeyHex != "" {
+		return clusterkey.Parse([]byte(o.KeyHex))
+	}
+	k, err := clusterkey.LoadFile(KeyFile)
+	if err != nil {
+		return k, fmt.Errorf("load the cluster key: %w", err)
+	}
+	return k, nil
 }
 
 // Boot reads the command line, loads modules and names the host.
 func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
-	node := &Node{Addr: "none", Role: boot.RoleWorker}
+	node := &Node{Role: boot.RoleWorker}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	opts, err := boot.ParseCmdline(string(cmdline))
 	if err != nil {
 		// A typo on the command line must not cost the node its boot.
 		cfg.Console.Event("error %v; continuing as a worker with defaults", err)
-	} else {
-		node.Role = opts.Role
+		opts = boot.Options{Role: boot.RoleWorker}
 	}
-	node.Options = opts
+	node.Role, node.Options = opts.Role, opts
 	for _, u := range opts.Unknown {
 		log.Warn("unknown kernel command line option", "option", u)
 	}
@@ -93,7 +129,13 @@ func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	log.Info("modules loaded", "count", len(loaded), "modules", strings.Join(loaded, " "), "took", time.Since(start).Round(time.Millisecond))
 
-	node.Name = hostName(ctx, log)
+	node.NICs = waitNICs(ctx, log)
+	if len(node.NICs) > 0 {
+		node.Name = boot.NodeName(node.NICs[0].MAC)
+	} else {
+		node.Name = boot.RandomNodeName()
+		log.Warn("no network interface found; naming the node at random", "name", node.Name)
+	}
 	if err := unix.Sethostname([]byte(node.Name)); err != nil {
 		return nil, fmt.Errorf("set host name %s: %w", node.Name, err)
 	}
@@ -129,19 +171,14 @@ func loadModules(ctx context.Context, always []string, log *slog.Logger) ([]stri
 	return cp.Run(ctx)
 }
 
-// hostName names the node after its first NIC, waiting briefly for NIC
-// drivers that register their interface after probing.
-func hostName(ctx context.Context, log *slog.Logger) string {
+// waitNICs lists the physical NICs, waiting briefly for drivers that
+// register their interface after probing.
+func waitNICs(ctx context.Context, log *slog.Logger) []boot.NIC {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		nics, err := boot.PhysicalNICs("/sys")
-		if err == nil && len(nics) > 0 {
-			return boot.NodeName(nics[0].MAC)
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			name := boot.RandomNodeName()
-			log.Warn("no network interface found; naming the node at random", "name", name)
-			return name
+		if err == nil && len(nics) > 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return nics
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

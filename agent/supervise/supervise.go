@@ -33,20 +33,30 @@ type Supervisor struct {
 	MinBackoff time.Duration // 0: 1s
 	MaxBackoff time.Duration // 0: 30s
 	Healthy    time.Duration // a run this long resets the backoff; 0: 1 minute
+
+	wg sync.WaitGroup
 }
 
 // Run runs every service until ctx ends and waits for them all.
 func (s *Supervisor) Run(ctx context.Context, services ...Service) {
-	var wg sync.WaitGroup
 	for _, svc := range services {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.keep(ctx, svc)
-		}()
+		s.Start(ctx, svc)
 	}
-	wg.Wait()
+	s.Wait()
 }
+
+// Start runs svc, restarting it when it fails, until ctx ends. It does
+// not wait: services are started as the node learns what it needs.
+func (s *Supervisor) Start(ctx context.Context, svc Service) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.keep(ctx, svc)
+	}()
+}
+
+// Wait waits for every started service to return.
+func (s *Supervisor) Wait() { s.wg.Wait() }
 
 func (s *Supervisor) keep(ctx context.Context, svc Service) {
 	log := s.Logger

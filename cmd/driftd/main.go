@@ -1,0 +1,34 @@
+// Command driftd is the drift node agent. u-root's init starts it as
+// uinit on every node; it never exits.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/driftcluster/drift/agent/console"
+	"github.com/driftcluster/drift/agent/daemon"
+	"github.com/driftcluster/drift/configs/modules"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	con := console.Open("/proc/consoles", "/dev", os.Stdout)
+	always, err := modules.Read(modules.Always)
+	if err != nil {
+		log.Error("read module list", "err", err)
+	}
+	err = daemon.Run(context.Background(), daemon.Config{Logger: log, Console: con, AlwaysModules: always})
+	if err == daemon.ErrNotANode {
+		con.Event("error %v", err)
+		os.Exit(1)
+	}
+	// driftd must not return: init would start a shell and, once that
+	// exits, the kernel would panic. Say what happened and keep the node up.
+	con.Event("error agent stopped: %v", err)
+	for {
+		time.Sleep(time.Hour)
+	}
+}
