@@ -1,0 +1,81 @@
+package labcli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// Up boots a lab and returns once every node has printed its ready line.
+func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs, state := newFlagSet("up", "", stderr)
+	defImage := os.Getenv("DRIFT_IMAGE_DIR")
+	if defImage == "" {
+		defImage = "out"
+	}
+	nodes := fs.Int("nodes", 3, "number of VMs; node 1 is the head")
+	image := fs.String("image", defImage, "image directory written by drift-image (holds image.json); $DRIFT_IMAGE_DIR sets the default")
+	nic := fs.String("nic", "virtio", "NIC model: virtio or e1000")
+	boot := fs.String("boot", "kernel", "boot mode: kernel, iso, iso-uefi or usb")
+	mem := fs.Int("mem", lab.DefaultMemoryMB, "memory per VM in MB")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for every node to be ready")
+	appendArgs := fs.String("append", "", "extra kernel command line arguments (kernel boot only)")
+	verbose := fs.Bool("v", false, "verbose logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("up: unexpected arguments %q", fs.Args())
+	}
+	bm, err := lab.ParseBoot(*boot)
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	nm, err := lab.ParseNIC(*nic)
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	img, err := lab.LoadImage(*image)
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	cfg := lab.Config{
+		Image:      img,
+		StateDir:   *state,
+		Nodes:      *nodes,
+		Boot:       bm,
+		NIC:        nm,
+		MemoryMB:   *mem,
+		KernelArgs: strings.Fields(*appendArgs),
+		Logger:     newLogger(stderr, *verbose),
+	}
+	start := time.Now()
+	l, err := lab.Start(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	fmt.Fprintf(stdout, "started %d nodes (image %s, boot %s, nic %s, accel %s); waiting up to %s for them to be ready\n",
+		l.Nodes(), img.Version, bm, nm, l.Accel(), *timeout)
+	fmt.Fprintf(stdout, "watch a node boot with: drift-lab console N --state %s (or drift-lab logs N)\n", l.Dir())
+	wctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	err = l.WaitReady(wctx, func(r lab.Ready) {
+		fmt.Fprintf(stdout, "node %d ready after %s: %s\n", r.Node, time.Since(start).Round(100*time.Millisecond), r.Line)
+	})
+	if err != nil {
+		return fmt.Errorf("up: %w\nthe lab is still running: look with drift-lab status/console/logs, stop it with drift-lab down --state %s", err, l.Dir())
+	}
+	fmt.Fprintf(stdout, "all %d nodes ready in %s\n", l.Nodes(), time.Since(start).Round(100*time.Millisecond))
+	for n := 1; n <= l.Nodes(); n++ {
+		r, _ := l.Ready(n)
+		fmt.Fprintf(stdout, "  node %d %-14s console: %s  log: %s\n", n, r.Name, l.ConsoleSock(n), l.ConsoleLog(n))
+	}
+	fmt.Fprintf(stdout, "network: bridge %s in namespace %s (ip netns exec %s ...)\n", l.Bridge(), l.NetNS(), l.NetNS())
+	fmt.Fprintln(stdout, "next: drift-lab console N | drift-lab exec N -- CMD | drift-lab status | drift-lab down")
+	return nil
+}

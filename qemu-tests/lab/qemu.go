@@ -1,0 +1,168 @@
+package lab
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/driftcluster/drift/agent/labport"
+)
+
+// BootMode is how a node's firmware finds drift.
+type BootMode string
+
+const (
+	BootKernel  BootMode = "kernel"   // QEMU loads the image's kernel and initramfs directly (-kernel/-initrd/-append)
+	BootISO     BootMode = "iso"      // the ISO as a CD-ROM under SeaBIOS (isolinux)
+	BootISOUEFI BootMode = "iso-uefi" // the ISO as a CD-ROM under OVMF (GRUB)
+	BootUSB     BootMode = "usb"      // the ISO written to a raw disk on a USB stick (xHCI) under SeaBIOS
+)
+
+// BootModes lists the valid boot modes, for flags and errors.
+var BootModes = []BootMode{BootKernel, BootISO, BootISOUEFI, BootUSB}
+
+// NIC is the model of a node's network card.
+type NIC string
+
+const (
+	NICVirtio NIC = "virtio" // virtio-net-pci
+	NICE1000  NIC = "e1000"  // Intel e1000
+)
+
+// Accel is QEMU's accelerator.
+type Accel string
+
+const (
+	AccelTCG Accel = "tcg" // software emulation, works everywhere
+	AccelKVM Accel = "kvm" // hardware virtualisation, only where the probe boot succeeds
+)
+
+// vmSpec is everything that goes into one node's QEMU command line.
+type vmSpec struct {
+	Node     int
+	Accel    Accel
+	MemoryMB int
+	Boot     BootMode
+	NIC      NIC
+	MAC      string
+	Tap      string // tap device in the lab's namespace; "" for no network
+
+	Kernel, Initrd, Append string // BootKernel
+	ISO                    string // BootISO, BootISOUEFI
+	USBDisk                string // BootUSB: raw disk image
+	OVMFCode, OVMFVars     string // BootISOUEFI: firmware and this node's writable copy of the variables
+
+	ConsoleSock, ConsoleLog string
+	LabSock                 string
+	QMPSock                 string
+	PIDFile                 string
+}
+
+// args returns the QEMU arguments (without the program name) for s.
+func (s vmSpec) args() []string {
+	a := []string{
+		"-name", "drift-node" + strconv.Itoa(s.Node) + ",debug-threads=on",
+		"-nodefaults",
+		"-machine", "pc",
+		"-accel", string(s.Accel),
+		"-smp", "1",
+		"-m", strconv.Itoa(s.MemoryMB),
+		"-display", "none",
+		"-vga", "none",
+		"-monitor", "none",
+		"-no-reboot",
+		"-pidfile", s.PIDFile,
+		"-chardev", "socket,id=qmp,path=" + s.QMPSock + ",server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
+		"-chardev", "socket,id=con,path=" + s.ConsoleSock + ",server=on,wait=off,logfile=" + s.ConsoleLog,
+		"-serial", "chardev:con",
+		"-device", "virtio-serial-pci,id=vser0",
+		"-chardev", "socket,id=lab,path=" + s.LabSock + ",server=on,wait=off",
+		"-device", "virtserialport,bus=vser0.0,chardev=lab,name=" + labport.PortName,
+	}
+	if s.Tap != "" {
+		model := "virtio-net-pci"
+		if s.NIC == NICE1000 {
+			model = "e1000"
+		}
+		a = append(a,
+			"-netdev", "tap,id=net0,ifname="+s.Tap+",script=no,downscript=no",
+			"-device", model+",netdev=net0,mac="+s.MAC,
+		)
+	}
+	switch s.Boot {
+	case BootKernel:
+		a = append(a, "-kernel", s.Kernel, "-initrd", s.Initrd, "-append", s.Append)
+	case BootISO:
+		a = append(a, cdromArgs(s.ISO)...)
+	case BootISOUEFI:
+		a = append(a,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+s.OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+s.OVMFVars,
+		)
+		a = append(a, cdromArgs(s.ISO)...)
+	case BootUSB:
+		a = append(a,
+			"-device", "qemu-xhci,id=xhci",
+			"-drive", "if=none,id=usbdisk,format=raw,file="+s.USBDisk,
+			"-device", "usb-storage,bus=xhci.0,drive=usbdisk,bootindex=1",
+		)
+	}
+	return a
+}
+
+func cdromArgs(iso string) []string {
+	return []string{
+		"-drive", "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file=" + iso,
+		"-device", "ide-cd,bus=ide.1,drive=cd0,bootindex=1",
+	}
+}
+
+// kernelAppend is the kernel command line of node n in BootKernel mode: the
+// image's base command line, the node's role (node 1 is the head), panic=-1
+// so a panic ends QEMU (with -no-reboot) instead of hanging until a timeout,
+// then the caller's extra arguments, which may override any of these.
+func kernelAppend(base string, n int, extra []string) string {
+	role := "worker"
+	if n == 1 {
+		role = "head"
+	}
+	parts := strings.Fields(base)
+	parts = append(parts, "drift.role="+role, "panic=-1")
+	parts = append(parts, extra...)
+	return strings.Join(parts, " ")
+}
+
+// shellQuote renders argv as a line a POSIX shell reads back as argv.
+func shellQuote(argv []string) string {
+	q := make([]string, len(argv))
+	for i, s := range argv {
+		if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=,./:+@%") == "" {
+			q[i] = s
+			continue
+		}
+		q[i] = "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+// ParseBoot returns the boot mode named s (a --boot flag value).
+func ParseBoot(s string) (BootMode, error) {
+	for _, b := range BootModes {
+		if string(b) == s {
+			return b, nil
+		}
+	}
+	return "", fmt.Errorf("unknown boot mode %q (want kernel, iso, iso-uefi or usb)", s)
+}
+
+// ParseNIC returns the NIC model named s (a --nic flag value).
+func ParseNIC(s string) (NIC, error) {
+	switch s {
+	case "virtio", "virtio-net", "virtio-net-pci":
+		return NICVirtio, nil
+	case "e1000":
+		return NICE1000, nil
+	}
+	return "", fmt.Errorf("unknown NIC model %q (want virtio or e1000)", s)
+}
