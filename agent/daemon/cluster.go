@@ -83,7 +83,7 @@ func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 		Key:      a.key,
 		Seeds:    a.node.Options.Join,
 		Meta:     sampler.Sample,
-		Logger:   a.log.With("service", "membership"),
+		Logger:   a.log,
 		OnPeers: func(n int) {
 			if lastPeers.Swap(int64(n)) != int64(n) {
 				a.con.Event("peers=%d", n)
@@ -99,7 +99,7 @@ func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 		Interfaces: ifaceList(c.net.primaryIface()),
 		Addrs:      []string{addr.String()},
 		OnPeers:    mem.Join,
-		Logger:     a.log.With("service", "discovery"),
+		Logger:     a.log,
 	})
 	if err != nil {
 		return err

@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cl := &cluster{a: a, net: net}
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
-		Cluster: cl, Key: a.key, Logger: log.With("service", "api"),
+		Cluster: cl, Key: a.key, Logger: log,
 	}).Run})
 	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
 	a.sup.Wait()

@@ -45,7 +45,7 @@ func (a *agent) startNetwork(ctx context.Context, nics []boot.NIC) *network {
 	}
 	if len(clientIfaces) > 0 {
 		n.nc = netconf.New(netconf.Config{
-			Logger:     a.log.With("service", "netconf"),
+			Logger:     a.log,
 			Interfaces: clientIfaces,
 			Static:     a.node.Options.IP,
 			Hostname:   a.node.Name,
@@ -71,7 +71,7 @@ func (a *agent) startNetwork(ctx context.Context, nics []boot.NIC) *network {
 func (n *network) startDHCPServer(ctx context.Context, iface string) bool {
 	a := n.a
 	cfg := netboot.DHCPConfig{
-		Logger:    a.log.With("service", "dhcp-server"),
+		Logger:    a.log,
 		Interface: iface,
 		LeaseFile: LeaseFile,
 	}
