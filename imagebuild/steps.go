@@ -1,0 +1,269 @@
+package imagebuild
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/driftcluster/drift/agent/clusterkey"
+	"github.com/driftcluster/drift/configs/boot"
+	"github.com/driftcluster/drift/configs/modules"
+	"github.com/driftcluster/drift/imagebuild/kmod"
+	"github.com/driftcluster/drift/initramfs"
+)
+
+// menuTimeout is how long the boot menus wait before the default entry.
+const menuTimeout = 3 * time.Second
+
+// build runs the steps into the staging directory and returns the manifest
+// of what it built there.
+func (b *builder) build(ctx context.Context) (*Manifest, error) {
+	if err := checkISOTools(); err != nil {
+		return nil, err
+	}
+	if err := checkPXEFiles(); err != nil {
+		return nil, err
+	}
+	if b.cfg.Kernel != "" {
+		if _, err := bzImageVersion(b.cfg.Kernel); err != nil {
+			return nil, fmt.Errorf("%w: give --kernel a bzImage such as /boot/vmlinuz-VERSION", err)
+		}
+	}
+	key, err := b.key()
+	if err != nil {
+		return nil, err
+	}
+	k, err := b.kernel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	modFiles, err := b.modules(k)
+	if err != nil {
+		return nil, err
+	}
+	criu, err := b.criu(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.progress("criu: %s, %d files from %d packages (%d cached)", criu.Version, len(criu.Files), criu.Cached+criu.Fetched, criu.Cached)
+	bins, err := b.goBinaries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	files := append(modFiles, bins...)
+	for _, f := range criu.Files {
+		files = append(files, initramfs.File{Src: filepath.Join(criu.Sysroot, f), Dst: f})
+	}
+	rd, err := b.initramfs(ctx, k, key, files)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manifest{
+		Version:       b.cfg.Version,
+		KernelVersion: k.Version,
+		ClusterID:     key.ID(),
+		KeyFile:       filepath.Join(b.cfg.Out, KeyName),
+		Kernel:        KernelName,
+		Initramfs:     filepath.Base(rd),
+		ISO:           ISOName,
+		PXEDir:        PXEDirName,
+		Cmdline:       Cmdline,
+	}
+	kernelPath := filepath.Join(b.staging, KernelName)
+	if err := b.images(ctx, m, kernelPath, rd); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// key returns the cluster key: from --key-file, else the one already in the
+// output directory (so a rebuild does not split the cluster), else a new
+// one. A key that is not yet in the output directory is staged there.
+func (b *builder) key() (clusterkey.Key, error) {
+	existing := filepath.Join(b.cfg.Out, KeyName)
+	var (
+		k     clusterkey.Key
+		err   error
+		note  string
+		stage = true // the output directory does not hold this key yet
+	)
+	switch {
+	case b.cfg.KeyFile != "":
+		k, err = clusterkey.LoadFile(b.cfg.KeyFile)
+		note = "from " + b.cfg.KeyFile
+	case fileSize(existing) > 0:
+		k, err = clusterkey.LoadFile(existing)
+		note = "reusing " + existing + " so this image joins the same cluster; delete it for a new cluster"
+		stage = false
+	default:
+		k, err = clusterkey.Generate()
+		note = "new key"
+	}
+	if err != nil {
+		return k, err
+	}
+	if stage {
+		if err := clusterkey.WriteFile(filepath.Join(b.staging, KeyName), k); err != nil {
+			return k, err
+		}
+	}
+	b.progress("key: cluster %s, %s", k.ID(), note)
+	return k, nil
+}
+
+// kernel gets the kernel and stages it as vmlinuz.
+func (b *builder) kernel(ctx context.Context) (kernel, error) {
+	var (
+		k   kernel
+		err error
+	)
+	if b.cfg.Kernel == "" && b.cfg.Modules == "" {
+		k, err = b.debianKernel(ctx)
+	} else {
+		k, err = b.hostKernel(ctx)
+	}
+	if err != nil {
+		return k, err
+	}
+	if _, err := bzImageVersion(k.Image); err != nil {
+		return k, err
+	}
+	if err := placeFile(k.Image, filepath.Join(b.staging, KernelName)); err != nil {
+		return k, fmt.Errorf("kernel: %w", err)
+	}
+	how := "downloaded"
+	if k.Cached {
+		how = "cached"
+	}
+	b.progress("kernel: %s %s (%s, %s)", k.Source, k.Version, how, mib(fileSize(k.Image)))
+	return k, nil
+}
+
+// modules resolves configs/modules/*.list with their dependencies and
+// returns the module files and index files for the initramfs.
+func (b *builder) modules(k kernel) ([]initramfs.File, error) {
+	tree, err := kmod.Open(k.Modules)
+	if err != nil {
+		return nil, err
+	}
+	lists, err := modules.Lists()
+	if err != nil {
+		return nil, err
+	}
+	var all []string
+	seen := map[string]bool{}
+	for _, name := range modules.SortedNames(lists) {
+		mods, err := tree.Resolve(lists[name]...)
+		if errors.Is(err, kmod.ErrUnknown) {
+			return nil, fmt.Errorf("module list configs/modules/%s: %w (kernel %s): fix the list", name, err, k.Version)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range mods {
+			if !seen[m] {
+				seen[m] = true
+				all = append(all, m)
+			}
+		}
+	}
+	idx := filepath.Join(b.staging, "modules")
+	if err := os.MkdirAll(idx, 0o755); err != nil {
+		return nil, fmt.Errorf("modules: %w", err)
+	}
+	if err := tree.WriteIndex(idx, all); err != nil {
+		return nil, err
+	}
+	dst := "lib/modules/" + k.Version + "/"
+	files := []initramfs.File{{Src: idx, Dst: dst}}
+	var size int64
+	for _, m := range all {
+		src := filepath.Join(tree.Dir, tree.Path(m))
+		size += fileSize(src)
+		files = append(files, initramfs.File{Src: src, Dst: dst + tree.InstallPath(m)})
+	}
+	b.progress("modules: %d from %d lists, dependencies included (%s)", len(all), len(lists), mib(size))
+	return files, nil
+}
+
+// goBinaries builds driftd and the drift CLI with the version stamped in.
+func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
+	dir := filepath.Join(b.staging, "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("go build: %w", err)
+	}
+	var files []initramfs.File
+	for _, name := range []string{"driftd", "drift"} {
+		out := filepath.Join(dir, name)
+		if err := initramfs.GoBuild(ctx, b.cfg.GoDir, "./cmd/"+name, out, b.cfg.Version); err != nil {
+			return nil, err
+		}
+		files = append(files, initramfs.File{Src: out, Dst: "bin/" + name})
+	}
+	b.progress("go build: driftd %s, drift %s (version %s)", mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), b.cfg.Version)
+	return files, nil
+}
+
+// initramfs assembles and compresses the initramfs and returns its path.
+func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, files []initramfs.File) (string, error) {
+	comp := initramfs.Gzip
+	if supportsZstd(k.Config) {
+		comp = initramfs.Zstd
+	}
+	out := filepath.Join(b.staging, "initramfs.cpio"+comp.Ext())
+	cached, err := initramfs.Build(ctx, initramfs.Config{
+		Output:   out,
+		Compress: comp,
+		TempDir:  b.staging,
+		CacheDir: b.cache,
+		GoDir:    b.cfg.GoDir,
+		Uinit:    "/bin/driftd",
+		Files:    files,
+		Data: []initramfs.Data{
+			{Path: "etc/drift/cluster.key", Body: []byte(key.Hex() + "\n"), Mode: 0o600},
+			{Path: "etc/drift/version", Body: []byte(b.cfg.Version + "\n"), Mode: 0o644},
+		},
+		Logger: b.log,
+	})
+	if err != nil {
+		return "", err
+	}
+	how := "busybox built"
+	if cached {
+		how = "busybox cached"
+	}
+	b.progress("initramfs: %s (%s, %s)", filepath.Base(out), mib(fileSize(out)), how)
+	return out, nil
+}
+
+// images writes the ISO and the PXE tree.
+func (b *builder) images(ctx context.Context, m *Manifest, kernel, rd string) error {
+	menu := boot.Menu{
+		Version: m.Version,
+		Marker:  "/" + isoDir + "/drift-" + markerID(m),
+		Timeout: menuTimeout,
+		Entries: boot.StandardEntries(m.Cmdline),
+	}
+	iso := filepath.Join(b.staging, ISOName)
+	if err := b.makeISO(ctx, iso, kernel, rd, menu); err != nil {
+		return err
+	}
+	b.progress("iso: %s (%s, BIOS+UEFI, CD+USB)", ISOName, mib(fileSize(iso)))
+	if err := b.makePXE(filepath.Join(b.staging, PXEDirName), kernel, rd); err != nil {
+		return err
+	}
+	b.progress("pxe: %s/ with boot.ipxe, undionly.kpxe, ipxe.efi", PXEDirName)
+	return nil
+}
+
+// markerID names the file by which GRUB finds this image's medium: the
+// same for the same build, different for another version, kernel or cluster.
+func markerID(m *Manifest) string {
+	h := sha256.Sum256([]byte(m.Version + "\x00" + m.KernelVersion + "\x00" + m.ClusterID))
+	return hex.EncodeToString(h[:8])
+}
