@@ -191,21 +191,23 @@ func (b *builder) modules(k kernel) ([]initramfs.File, error) {
 	return files, nil
 }
 
-// goBinaries builds driftd and the drift CLI with the version stamped in.
+// goBinaries builds driftd, the drift CLI and the demo workloads with the
+// version stamped in.
 func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
 	dir := filepath.Join(b.staging, "bin")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("go build: %w", err)
 	}
 	var files []initramfs.File
-	for _, name := range []string{"driftd", "drift"} {
+	for _, name := range []string{"driftd", "drift", "drift-workload"} {
 		out := filepath.Join(dir, name)
 		if err := initramfs.GoBuild(ctx, b.cfg.GoDir, "./cmd/"+name, out, b.cfg.Version); err != nil {
 			return nil, err
 		}
 		files = append(files, initramfs.File{Src: out, Dst: "bin/" + name})
 	}
-	b.progress("go build: driftd %s, drift %s (version %s)", mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), b.cfg.Version)
+	b.progress("go build: driftd %s, drift %s, drift-workload %s (version %s)",
+		mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), mib(fileSize(files[2].Src)), b.cfg.Version)
 	return files, nil
 }
 
