@@ -71,10 +71,15 @@ func mustKey(t *testing.T) clusterkey.Key {
 // startServer runs a Server on a unix socket and TCP loopback and returns
 // the socket path, the TCP address and the server's log.
 func startServer(t *testing.T, key clusterkey.Key) (string, string, *syncBuffer) {
+	return startServerRoutes(t, key, nil)
+}
+
+// startServerRoutes is startServer with extra routes.
+func startServerRoutes(t *testing.T, key clusterkey.Key, routes map[string]http.Handler) (string, string, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	s := &Server{Cluster: testMembers(), Key: key, Now: func() time.Time { return testNow },
-		Logger: slog.New(slog.NewTextHandler(logs, nil))}
+		Logger: slog.New(slog.NewTextHandler(logs, nil)), Routes: routes}
 	s.SocketPath, s.TCPAddr = filepath.Join(t.TempDir(), "run", "api.sock"), "127.0.0.1:0"
 	ls, err := s.Listen()
 	if err != nil {

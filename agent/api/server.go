@@ -36,6 +36,10 @@ type Server struct {
 	TCPAddr    string           // "": ":7947" on every address; "-": no TCP
 	Logger     *slog.Logger     // nil: slog.Default()
 	Now        func() time.Time // nil: time.Now
+	// Routes are more endpoints, served on both sockets: a ServeMux
+	// pattern ("POST /v1/jobs") to its handler. The agent adds those of
+	// its other services here. nil: none.
+	Routes map[string]http.Handler
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -172,6 +176,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/nodes", s.nodes)
 	mux.HandleFunc("GET /v1/status", s.status)
+	for pattern, h := range s.Routes {
+		mux.Handle(pattern, h)
+	}
 	return mux
 }
 
