@@ -1,0 +1,182 @@
+package jobs
+
+import (
+	"encoding/json"
+	"sync"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// backlogMax bounds the output a home keeps while no client is attached.
+const backlogMax = 1 << 20
+
+// client is an attached terminal (drift run, drift attach).
+type client interface {
+	Write(t byte, data []byte) error
+}
+
+// homeJob is a job's record at its home: where it runs, its terminal.
+type homeJob struct {
+	mu      sync.Mutex
+	info    Info
+	epoch   int                 // the stint whose output is delivered now
+	held    map[int][]api.Frame // output of later stints, held until earlier ones end
+	ended   map[int]*ExitStatus // later stints that ended already (nil value: moved)
+	clients map[client]bool
+	backlog []api.Frame // output while nobody is attached
+	blBytes int
+	exit    *ExitStatus
+	exited  chan struct{}
+	control func(api.Frame) // to the current stint: stdin, signals; nil: none yet
+}
+
+func newHomeJob(info Info) *homeJob {
+	return &homeJob{info: info, epoch: 1, held: map[int][]api.Frame{}, ended: map[int]*ExitStatus{},
+		clients: map[client]bool{}, exited: make(chan struct{})}
+}
+
+// output delivers a stint's output in stint order.
+func (h *homeJob) output(epoch int, t byte, data []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if epoch > h.epoch {
+		h.held[epoch] = append(h.held[epoch], api.Frame{Type: t, Data: data})
+		return
+	}
+	h.deliver(api.Frame{Type: t, Data: data})
+}
+
+// deliver sends a frame to every client, or keeps it for the next one.
+// h.mu is held.
+func (h *homeJob) deliver(f api.Frame) {
+	if len(h.clients) == 0 {
+		h.backlog = append(h.backlog, f)
+		h.blBytes += len(f.Data)
+		for h.blBytes > backlogMax && len(h.backlog) > 1 {
+			h.blBytes -= len(h.backlog[0].Data)
+			h.backlog = h.backlog[1:]
+		}
+		return
+	}
+	for c := range h.clients {
+		if err := c.Write(f.Type, f.Data); err != nil {
+			delete(h.clients, c)
+		}
+	}
+}
+
+// stintEnded records the end of a stint: the job moved (exit nil) or exited.
+func (h *homeJob) stintEnded(epoch int, exit *ExitStatus) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if epoch > h.epoch {
+		h.ended[epoch] = exit
+		return
+	}
+	for {
+		if exit != nil {
+			h.finish(exit)
+			return
+		}
+		// Moved: the next stint's output is now in order.
+		h.epoch++
+		for _, f := range h.held[h.epoch] {
+			h.deliver(f)
+		}
+		delete(h.held, h.epoch)
+		e, ok := h.ended[h.epoch]
+		if !ok {
+			return
+		}
+		delete(h.ended, h.epoch)
+		exit = e
+	}
+}
+
+// finish records the job's exit and tells every client. h.mu is held.
+func (h *homeJob) finish(exit *ExitStatus) {
+	if h.exit != nil {
+		return
+	}
+	h.exit = exit
+	h.info.State = "exited"
+	code := exit.Code
+	h.info.Exit = &code
+	b, _ := json.Marshal(exit)
+	h.deliver(api.Frame{Type: api.FrameExit, Data: b})
+	close(h.exited)
+}
+
+// attach adds a client: it first gets the output kept while nobody was
+// attached. It returns false if the job has exited (the client got the
+// exit frame already).
+func (h *homeJob) attach(c client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range h.backlog {
+		c.Write(f.Type, f.Data)
+	}
+	h.backlog, h.blBytes = nil, 0
+	if h.exit != nil {
+		return false
+	}
+	h.clients[c] = true
+	return true
+}
+
+func (h *homeJob) detach(c client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.clients, c)
+}
+
+// send passes stdin or a signal to the stint that runs the job now.
+func (h *homeJob) send(f api.Frame) bool {
+	h.mu.Lock()
+	ctl := h.control
+	h.mu.Unlock()
+	if ctl == nil {
+		return false
+	}
+	ctl(f)
+	return true
+}
+
+// runsOn records that stint epoch runs on node, controlled through ctl.
+func (h *homeJob) runsOn(epoch int, node string, pid int, ctl func(api.Frame)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if epoch < h.epoch {
+		return
+	}
+	h.control = ctl
+	if h.info.Node != "" && h.info.Node != node {
+		h.info.Moves++
+	}
+	h.info.Node, h.info.PID = node, pid
+	if h.exit == nil {
+		h.info.State = "running"
+	}
+}
+
+func (h *homeJob) snapshot() Info {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.info
+}
+
+// localSink is a stint whose home is this node.
+type localSink struct {
+	h     *homeJob
+	epoch int
+}
+
+func (s localSink) output(t byte, data []byte) error {
+	s.h.output(s.epoch, t, data)
+	return nil
+}
+
+func (s localSink) end(exit *ExitStatus) error {
+	s.h.stintEnded(s.epoch, exit)
+	return nil
+}

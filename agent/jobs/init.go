@@ -1,0 +1,74 @@
+package jobs
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// InitArg is the first argument that makes driftd run as a job's init:
+// driftd job-init -- CMD ARGS...
+const InitArg = "job-init"
+
+// RunInit is the init of a job's PID namespace. As PID 1 it would ignore
+// every signal it has no handler for, so it does not run the job itself:
+// it starts CMD as its child, passes on the signals it gets, reaps every
+// orphan, and exits with the job's status (128+N when a signal N ended
+// it, as shells report). It also turns transparent huge pages off for the
+// job (inherited by its children): with THP on, memory tracking between
+// migration rounds works at 2 MB granularity and pre-copy moves far more.
+func RunInit(args []string) int {
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "drift job-init: no command")
+		return 127
+	}
+	unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0)
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCHLD)
+	path, err := exec.LookPath(args[0])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "drift: %v\n", err)
+		return 127
+	}
+	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
+		Env:   os.Environ(),
+		Files: []uintptr{0, 1, 2},
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "drift: start %s: %v\n", args[0], err)
+		return 126
+	}
+	for sig := range sigs {
+		if sig != syscall.SIGCHLD {
+			syscall.Kill(pid, sig.(syscall.Signal))
+			continue
+		}
+		for {
+			var ws syscall.WaitStatus
+			got, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if err != nil || got <= 0 {
+				break
+			}
+			if got == pid {
+				return exitCode(ws)
+			}
+		}
+	}
+	return 0
+}
+
+// exitCode is a wait status as a shell reports it.
+func exitCode(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}

@@ -1,0 +1,230 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/membership"
+)
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == InitArg {
+		os.Exit(RunInit(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// testPeers reaches in-process agents by their unix sockets.
+type testPeers map[string]string
+
+func (p testPeers) Client(node string) (*api.Client, error) {
+	s, ok := p[node]
+	if !ok {
+		return nil, fmt.Errorf("no node %s", node)
+	}
+	return api.Local(s), nil
+}
+
+func (p testPeers) Nodes() []string {
+	var out []string
+	for n := range p {
+		out = append(out, n)
+	}
+	return out
+}
+
+type noMembers struct{}
+
+func (noMembers) Members() []membership.Member { return nil }
+
+// cluster starts one Manager per name, each behind a real API server on a
+// unix socket, and returns the sockets.
+func cluster(t *testing.T, names ...string) testPeers {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("jobs run in their own PID namespace: needs root")
+	}
+	peers := testPeers{}
+	dir := t.TempDir()
+	for _, n := range names {
+		peers[n] = filepath.Join(dir, n+".sock")
+	}
+	for _, n := range names {
+		m := &Manager{Self: n, Peers: peers, InitCmd: []string{os.Args[0], InitArg, "--"},
+			SharedRoot: dir, StateDir: filepath.Join(dir, n)}
+		s := &api.Server{Cluster: noMembers{}, SocketPath: peers[n], TCPAddr: "-", Routes: m.Routes()}
+		ls, err := s.Listen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.ServeListeners(ctx, ls) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	return peers
+}
+
+// transcript is what a terminal saw.
+type transcript struct {
+	info   Info
+	stdout strings.Builder
+	stderr strings.Builder
+	exit   ExitStatus
+}
+
+// runJob runs spec through node's agent like drift run, feeding stdin,
+// and calls during(info) once the job is running.
+func runJob(t *testing.T, peers testPeers, node string, spec Spec, stdin string, during func(Info)) *transcript {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _ := peers.Client(node)
+	fc, err := c.Stream(ctx, "/v1/jobs/run", RunRequest{Spec: spec})
+	if err != nil {
+		t.Fatalf("run %q: %v", spec.Argv, err)
+	}
+	defer fc.Close()
+	var tr transcript
+	for {
+		f, err := fc.Read()
+		if err != nil {
+			t.Fatalf("run %q: stream ended without an exit: %v (so far %q)", spec.Argv, err, tr.stdout.String())
+		}
+		switch f.Type {
+		case api.FrameInfo:
+			json.Unmarshal(f.Data, &tr.info)
+			if stdin != "" {
+				fc.Write(api.FrameStdin, []byte(stdin))
+				fc.Write(api.FrameStdinEOF, nil)
+			}
+			if during != nil {
+				go during(tr.info)
+			}
+		case api.FrameStdout:
+			tr.stdout.Write(f.Data)
+		case api.FrameStderr:
+			tr.stderr.Write(f.Data)
+		case api.FrameExit:
+			json.Unmarshal(f.Data, &tr.exit)
+			return &tr
+		case api.FrameError:
+			t.Fatalf("run %q: %s", spec.Argv, f.Data)
+		}
+	}
+}
+
+func TestRunLocalAndRemote(t *testing.T) {
+	peers := cluster(t, "drift-aaaaaa", "drift-bbbbbb")
+	for _, node := range []string{"", "drift-bbbbbb"} {
+		t.Run("node="+node, func(t *testing.T) {
+			tr := runJob(t, peers, "drift-aaaaaa", Spec{
+				Argv: []string{"sh", "-c", "echo out $$; echo err >&2; cat; exit 3"}, Node: node,
+			}, "from stdin\n", nil)
+			var pid int
+			if _, err := fmt.Sscanf(tr.stdout.String(), "out %d\nfrom stdin\n", &pid); err != nil || pid > 64 || !strings.HasSuffix(tr.stdout.String(), "\nfrom stdin\n") {
+				t.Errorf("stdout = %q, want \"out PID\" with a small PID of the job's own namespace, then stdin", tr.stdout.String())
+			}
+			if tr.stderr.String() != "err\n" || tr.exit.Code != 3 {
+				t.Errorf("stderr %q exit %+v, want err and code 3", tr.stderr.String(), tr.exit)
+			}
+			if !strings.HasPrefix(tr.info.ID, "aaaaaa-") || tr.info.Home != "drift-aaaaaa" {
+				t.Errorf("job info %+v, want an id homed on drift-aaaaaa", tr.info)
+			}
+		})
+	}
+}
+
+func TestSignalThroughHome(t *testing.T) {
+	peers := cluster(t, "drift-aaaaaa", "drift-bbbbbb")
+	tr := runJob(t, peers, "drift-aaaaaa", Spec{Argv: []string{"sleep", "30"}, Node: "drift-bbbbbb"}, "", func(info Info) {
+		// drift kill from a third place: the other node forwards to the home.
+		c, _ := peers.Client("drift-bbbbbb")
+		for range 50 {
+			err := c.Call(context.Background(), http.MethodPost, "/v1/jobs/"+info.ID+"/signal", SignalRequest{Signal: int(syscall.SIGTERM)}, nil)
+			if err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	if tr.exit.Code != 128+int(syscall.SIGTERM) {
+		t.Errorf("exit = %+v (stderr %q), want %d (SIGTERM)", tr.exit, tr.stderr.String(), 128+int(syscall.SIGTERM))
+	}
+}
+
+func TestPSAndAttach(t *testing.T) {
+	peers := cluster(t, "drift-aaaaaa", "drift-bbbbbb")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, _ := peers.Client("drift-aaaaaa")
+	var info Info
+	if err := a.Call(ctx, http.MethodPost, "/v1/jobs/run", RunRequest{Spec: Spec{
+		Argv: []string{"sh", "-c", "echo one; read x; echo two $x"}, Node: "drift-bbbbbb"}, Detach: true}, &info); err != nil {
+		t.Fatal(err)
+	}
+	var ps []Info
+	for range 50 {
+		b, _ := peers.Client("drift-bbbbbb")
+		if err := b.Call(ctx, http.MethodGet, "/v1/ps", nil, &ps); err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) == 1 && ps[0].State == "running" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(ps) != 1 || ps[0].ID != info.ID || ps[0].Node != "drift-bbbbbb" || ps[0].Home != "drift-aaaaaa" || ps[0].State != "running" {
+		t.Fatalf("ps = %+v, want job %s running on drift-bbbbbb, homed on drift-aaaaaa", ps, info.ID)
+	}
+	// Attach from the other node: it reaches the home, replays "one".
+	b, _ := peers.Client("drift-bbbbbb")
+	fc, err := b.Stream(ctx, "/v1/jobs/"+info.ID+"/attach", struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	var out strings.Builder
+	for {
+		f, err := fc.Read()
+		if err != nil {
+			t.Fatalf("attach: %v (so far %q)", err, out.String())
+		}
+		if f.Type == api.FrameInfo {
+			fc.Write(api.FrameStdin, []byte("x\n"))
+		}
+		if f.Type == api.FrameStdout {
+			out.Write(f.Data)
+		}
+		if f.Type == api.FrameExit {
+			break
+		}
+		if f.Type == api.FrameError {
+			t.Fatalf("attach: %s", f.Data)
+		}
+	}
+	if out.String() != "one\ntwo x\n" {
+		t.Errorf("attached output = %q, want %q", out.String(), "one\ntwo x\n")
+	}
+}
+
+func TestHomeOf(t *testing.T) {
+	for _, tt := range []struct {
+		id, want string
+		ok       bool
+	}{{"d1b102-7", "drift-d1b102", true}, {"d1b102", "", false}, {"x-1", "", false}, {"d1b102-", "", false}} {
+		got, err := HomeOf(tt.id)
+		if got != tt.want || (err == nil) != tt.ok {
+			t.Errorf("HomeOf(%q) = %q, %v; want %q (ok %v)", tt.id, got, err, tt.want, tt.ok)
+		}
+	}
+}

@@ -1,0 +1,607 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// Peers finds other agents.
+type Peers interface {
+	// Client returns an API client of the named node's agent.
+	Client(node string) (*api.Client, error)
+	// Nodes lists the names of the alive members, this node included.
+	Nodes() []string
+}
+
+// Manager runs this node's jobs and keeps the records of the jobs homed
+// here. Its HTTP handlers join the agent's API.
+type Manager struct {
+	Self       string       // this node's name (required)
+	Peers      Peers        // required for anything that crosses nodes
+	Logger     *slog.Logger // nil: slog.Default()
+	InitCmd    []string     // the job init; nil: this executable with "job-init --"
+	SharedRoot string       // the cluster's shared directory; "": /cluster
+	StateDir   string       // where the job counter is kept; "": /var/lib/drift
+
+	mu      sync.Mutex
+	homes   map[string]*homeJob
+	runners map[string]*runner
+	seq     int
+}
+
+func (m *Manager) log() *slog.Logger {
+	if m.Logger != nil {
+		return m.Logger
+	}
+	return slog.Default()
+}
+
+func (m *Manager) init() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.homes == nil {
+		m.homes, m.runners = map[string]*homeJob{}, map[string]*runner{}
+	}
+}
+
+func (m *Manager) initCmd() []string {
+	if m.InitCmd != nil {
+		return m.InitCmd
+	}
+	return []string{"/proc/self/exe", InitArg, "--"}
+}
+
+func (m *Manager) sharedRoot() string {
+	if m.SharedRoot != "" {
+		return m.SharedRoot
+	}
+	return "/cluster"
+}
+
+// nextID gives the next job id homed here. The counter survives agent
+// restarts in StateDir.
+func (m *Manager) nextID() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	dir := m.StateDir
+	if dir == "" {
+		dir = "/var/lib/drift"
+	}
+	path := filepath.Join(dir, "job-seq")
+	if m.seq == 0 {
+		if b, err := os.ReadFile(path); err == nil {
+			fmt.Sscan(string(b), &m.seq)
+		}
+	}
+	m.seq++
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(path, []byte(fmt.Sprint(m.seq)), 0o644)
+	return newID(m.Self, m.seq)
+}
+
+// Routes are the job endpoints of the agent's API.
+func (m *Manager) Routes() map[string]http.Handler {
+	m.init()
+	return map[string]http.Handler{
+		"POST /v1/jobs/run":         http.HandlerFunc(m.handleRun),
+		"POST /v1/jobs/{id}/attach": http.HandlerFunc(m.handleAttach),
+		"POST /v1/jobs/{id}/signal": http.HandlerFunc(m.handleSignal),
+		"GET /v1/jobs":              http.HandlerFunc(m.handleList),
+		"GET /v1/ps":                http.HandlerFunc(m.handlePS),
+		"POST /v1/jobs/{id}/start":  http.HandlerFunc(m.handleStart),
+		"POST /v1/jobs/{id}/stint":  http.HandlerFunc(m.handleStint),
+	}
+}
+
+// RunRequest asks a home to start a job.
+type RunRequest struct {
+	Spec
+	Detach bool `json:"detach,omitempty"` // start it and return its id, no terminal
+}
+
+// StartRequest asks a node to run a stint of a job homed elsewhere.
+type StartRequest struct {
+	Spec  Spec   `json:"spec"`
+	Home  string `json:"home"`
+	Epoch int    `json:"epoch"`
+}
+
+// StintHello opens a stint stream from the running node to the home.
+type StintHello struct {
+	Epoch int    `json:"epoch"`
+	Node  string `json:"node"`
+	PID   int    `json:"pid"`
+}
+
+// handleRun starts a job homed here and relays its terminal.
+func (m *Manager) handleRun(w http.ResponseWriter, r *http.Request) {
+	var req RunRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Argv) == 0 {
+		http.Error(w, "drift run: want a command to run (drift run -- CMD ARGS...)", http.StatusBadRequest)
+		return
+	}
+	h, err := m.start(r.Context(), req.Spec)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	info := h.snapshot()
+	if req.Detach {
+		writeJSON(w, info)
+		return
+	}
+	fc := api.Upgrade(w, r)
+	if fc == nil {
+		return
+	}
+	m.terminal(streamContext(r), fc, h, info)
+}
+
+// terminal relays a client's stream to and from a job homed here.
+func (m *Manager) terminal(ctx context.Context, fc *api.FrameConn, h *homeJob, info Info) {
+	defer fc.Close()
+	fc.WriteJSON(api.FrameInfo, info)
+	if !h.attach(fc) {
+		return
+	}
+	defer h.detach(fc)
+	frames := make(chan api.Frame)
+	go func() {
+		defer close(frames)
+		for {
+			f, err := fc.Read()
+			if err != nil {
+				return
+			}
+			frames <- f
+		}
+	}()
+	for {
+		select {
+		case <-h.exited:
+			return
+		case <-ctx.Done():
+			return
+		case f, ok := <-frames:
+			if !ok {
+				return // the client went away; the job goes on
+			}
+			h.send(f)
+		}
+	}
+}
+
+// start creates the job's home record and starts its first stint, here
+// or on spec.Node.
+func (m *Manager) start(ctx context.Context, spec Spec) (*homeJob, error) {
+	m.init()
+	if spec.Name == "" {
+		spec.Name = filepath.Base(spec.Argv[0])
+	}
+	node := spec.Node
+	if node == "" || node == "home" {
+		node = m.Self
+	}
+	id := m.nextID()
+	h := newHomeJob(Info{ID: id, Name: spec.Name, Home: m.Self, State: "starting", Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
+	m.mu.Lock()
+	m.homes[id] = h
+	m.mu.Unlock()
+	var err error
+	if node == m.Self {
+		err = m.startLocal(id, spec, m.Self, 1, localSink{h, 1}, func(r *runner) {
+			h.runsOn(1, m.Self, r.pid, r.control)
+		})
+	} else {
+		err = m.startRemote(ctx, node, id, spec)
+	}
+	if err != nil {
+		m.mu.Lock()
+		delete(m.homes, id)
+		m.mu.Unlock()
+		return nil, err
+	}
+	m.log().Info("job started", "job", id, "node", node, "argv", spec.Argv)
+	return h, nil
+}
+
+func (m *Manager) startRemote(ctx context.Context, node, id string, spec Spec) error {
+	c, err := m.Peers.Client(node)
+	if err != nil {
+		return fmt.Errorf("start on %s: %w", node, err)
+	}
+	if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/start", StartRequest{Spec: spec, Home: m.Self, Epoch: 1}, nil); err != nil {
+		return fmt.Errorf("start on %s: %w", node, err)
+	}
+	return nil
+}
+
+// startLocal starts a stint of job id here, streaming to s.
+func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sink, started func(*runner)) error {
+	dir := spec.Dir
+	if dir == "" {
+		dir = "/"
+		if st, err := os.Stat(m.sharedRoot()); err == nil && st.IsDir() {
+			dir = m.sharedRoot()
+		}
+	}
+	env := spec.Env
+	if !hasVar(env, "PATH") {
+		env = append(env, "PATH=/bbin:/bin:/usr/bin:/sbin:/usr/sbin")
+	}
+	spec.Env = env
+	cmd, p, err := startProcess(m.initCmd(), spec, dir)
+	if err != nil {
+		return err
+	}
+	r := newRunner(id, epoch, cmd.Process.Pid, p, waitCmd(cmd), s, m.log())
+	m.mu.Lock()
+	m.runners[id] = r
+	m.mu.Unlock()
+	started(r)
+	go func() {
+		<-r.done
+		m.mu.Lock()
+		if m.runners[id] == r {
+			delete(m.runners, id)
+		}
+		m.mu.Unlock()
+	}()
+	return nil
+}
+
+func hasVar(env []string, name string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// handleStart runs a stint here for a job homed elsewhere: the stint
+// streams to the home.
+func (m *Manager) handleStart(w http.ResponseWriter, r *http.Request) {
+	var req StartRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Spec.Argv) == 0 {
+		http.Error(w, "start: want a job spec", http.StatusBadRequest)
+		return
+	}
+	id := r.PathValue("id")
+	s, err := m.dialStint(context.Background(), req.Home, id, req.Epoch)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	err = m.startLocal(id, req.Spec, req.Home, req.Epoch, s, func(r *runner) { s.attach(r) })
+	if err != nil {
+		s.fc.Close()
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	writeJSON(w, map[string]string{"node": m.Self})
+}
+
+// remoteSink streams a stint to its home over the API.
+type remoteSink struct {
+	fc    *api.FrameConn
+	hello StintHello
+	m     *Manager
+}
+
+func (m *Manager) dialStint(ctx context.Context, home, id string, epoch int) (*remoteSink, error) {
+	c, err := m.Peers.Client(home)
+	if err != nil {
+		return nil, fmt.Errorf("reach home %s: %w", home, err)
+	}
+	s := &remoteSink{m: m, hello: StintHello{Epoch: epoch, Node: m.Self}}
+	return s, func() error {
+		s.fc, err = c.Stream(ctx, "/v1/jobs/"+id+"/stint", &s.hello)
+		return err
+	}()
+}
+
+// attach starts relaying the home's control frames to r and tells the
+// home the job's PID here.
+func (s *remoteSink) attach(r *runner) {
+	s.fc.WriteJSON(api.FrameInfo, StintHello{Epoch: s.hello.Epoch, Node: s.m.Self, PID: r.pid})
+	go func() {
+		for {
+			f, err := s.fc.Read()
+			if err != nil {
+				return
+			}
+			r.control(f)
+		}
+	}()
+}
+
+func (s *remoteSink) output(t byte, data []byte) error { return s.fc.Write(t, data) }
+
+func (s *remoteSink) end(exit *ExitStatus) error {
+	defer s.fc.Close()
+	if exit == nil {
+		return s.fc.Write(FrameMoved, nil)
+	}
+	return s.fc.WriteJSON(api.FrameExit, exit)
+}
+
+// handleStint is the home's end of a remote stint.
+func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	m.mu.Lock()
+	h := m.homes[id]
+	m.mu.Unlock()
+	if h == nil {
+		http.Error(w, "no job "+id+" is homed here", http.StatusNotFound)
+		return
+	}
+	var hello StintHello
+	json.NewDecoder(r.Body).Decode(&hello)
+	fc := api.Upgrade(w, r)
+	if fc == nil {
+		return
+	}
+	defer fc.Close()
+	for {
+		f, err := fc.Read()
+		if err != nil {
+			h.stintEnded(hello.Epoch, &ExitStatus{Code: 255, Error: fmt.Sprintf("lost the connection to %s: %v", hello.Node, err)})
+			return
+		}
+		switch f.Type {
+		case api.FrameInfo:
+			var hi StintHello
+			json.Unmarshal(f.Data, &hi)
+			h.runsOn(hello.Epoch, hi.Node, hi.PID, func(c api.Frame) { fc.Write(c.Type, c.Data) })
+		case api.FrameStdout, api.FrameStderr:
+			h.output(hello.Epoch, f.Type, f.Data)
+		case FrameMoved:
+			h.stintEnded(hello.Epoch, nil)
+			return
+		case api.FrameExit:
+			var st ExitStatus
+			json.Unmarshal(f.Data, &st)
+			h.stintEnded(hello.Epoch, &st)
+			return
+		}
+	}
+}
+
+// handleAttach reconnects a terminal to a job homed here, or forwards to
+// its home.
+func (m *Manager) handleAttach(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	h, home, err := m.homeOf(id)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	io.Copy(io.Discard, io.LimitReader(r.Body, 1<<16))
+	fc := api.Upgrade(w, r)
+	if fc == nil {
+		return
+	}
+	if h != nil {
+		m.terminal(streamContext(r), fc, h, h.snapshot())
+		return
+	}
+	m.proxyStream(streamContext(r), fc, home, "/v1/jobs/"+id+"/attach")
+}
+
+// proxyStream joins a client's stream to the same endpoint on node.
+func (m *Manager) proxyStream(ctx context.Context, fc *api.FrameConn, node, path string) {
+	defer fc.Close()
+	c, err := m.Peers.Client(node)
+	if err != nil {
+		fc.Write(api.FrameError, []byte(err.Error()))
+		return
+	}
+	up, err := c.Stream(ctx, path, struct{}{})
+	if err != nil {
+		fc.Write(api.FrameError, []byte(fmt.Sprintf("%s: %v", node, err)))
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			f, err := up.Read()
+			if err != nil {
+				return
+			}
+			if fc.Write(f.Type, f.Data) != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			f, err := fc.Read()
+			if err != nil {
+				up.Close()
+				return
+			}
+			up.Write(f.Type, f.Data)
+		}
+	}()
+	<-done
+}
+
+// homeOf returns the job's record if it is homed here, else the name of
+// its home node.
+func (m *Manager) homeOf(id string) (*homeJob, string, error) {
+	m.init()
+	home, err := HomeOf(id)
+	if err != nil {
+		return nil, "", err
+	}
+	m.mu.Lock()
+	h := m.homes[id]
+	m.mu.Unlock()
+	if home == m.Self {
+		if h == nil {
+			return nil, "", fmt.Errorf("no job %s (drift ps lists the jobs)", id)
+		}
+		return h, home, nil
+	}
+	return nil, home, nil
+}
+
+// SignalRequest asks for a signal to be sent to a job.
+type SignalRequest struct {
+	Signal int `json:"signal"`
+}
+
+// handleSignal sends a signal to a job, through its home.
+func (m *Manager) handleSignal(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req SignalRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Signal <= 0 || req.Signal > 64 {
+		http.Error(w, "signal: want a signal number between 1 and 64", http.StatusBadRequest)
+		return
+	}
+	h, home, err := m.homeOf(id)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	if h == nil {
+		c, err := m.Peers.Client(home)
+		if err == nil {
+			err = c.Call(r.Context(), http.MethodPost, "/v1/jobs/"+id+"/signal", req, nil)
+		}
+		if err != nil {
+			http.Error(w, fmt.Sprintf("signal %s through its home %s: %v", id, home, err), http.StatusBadGateway)
+			return
+		}
+		writeJSON(w, map[string]string{"job": id})
+		return
+	}
+	if h.snapshot().State == "exited" {
+		http.Error(w, "job "+id+" has exited", http.StatusConflict)
+		return
+	}
+	if !h.send(api.Frame{Type: api.FrameSignal, Data: []byte{byte(req.Signal)}}) {
+		http.Error(w, "job "+id+" is not running yet", http.StatusConflict)
+		return
+	}
+	writeJSON(w, map[string]string{"job": id})
+}
+
+// Local lists the jobs homed or running here.
+func (m *Manager) Local() []Info {
+	m.init()
+	m.mu.Lock()
+	var out []Info
+	for _, h := range m.homes {
+		out = append(out, h.snapshot())
+	}
+	runners := make(map[string]*runner, len(m.runners))
+	for id, r := range m.runners {
+		runners[id] = r
+	}
+	m.mu.Unlock()
+	for i := range out {
+		if r := runners[out[i].ID]; r != nil {
+			out[i].CPU, out[i].RSS = sampleTree(r.pid)
+			delete(runners, out[i].ID)
+		}
+	}
+	for id, r := range runners {
+		info := Info{ID: id, Node: m.Self, State: "running", PID: r.pid}
+		info.CPU, info.RSS = sampleTree(r.pid)
+		out = append(out, info)
+	}
+	return out
+}
+
+// Running is the number of jobs running on this node.
+func (m *Manager) Running() int {
+	m.init()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.runners)
+}
+
+func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, m.Local())
+}
+
+// handlePS lists every job in the cluster: each node's own list, merged
+// (the home knows a job's record, the running node its CPU and memory).
+func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
+	all := map[string]Info{}
+	merge := func(list []Info) {
+		for _, j := range list {
+			cur, ok := all[j.ID]
+			switch {
+			case !ok:
+				all[j.ID] = j
+			case j.Home != "": // the home's record, with the runner's figures
+				j.CPU, j.RSS = max(j.CPU, cur.CPU), max(j.RSS, cur.RSS)
+				all[j.ID] = j
+			default:
+				cur.CPU, cur.RSS = max(j.CPU, cur.CPU), max(j.RSS, cur.RSS)
+				all[j.ID] = cur
+			}
+		}
+	}
+	merge(m.Local())
+	var errs []string
+	if m.Peers != nil {
+		for _, n := range m.Peers.Nodes() {
+			if n == m.Self {
+				continue
+			}
+			c, err := m.Peers.Client(n)
+			var list []Info
+			if err == nil {
+				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+				err = c.Call(ctx, http.MethodGet, "/v1/jobs", nil, &list)
+				cancel()
+			}
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", n, err))
+				continue
+			}
+			merge(list)
+		}
+	}
+	out := make([]Info, 0, len(all))
+	for _, j := range all {
+		out = append(out, j)
+	}
+	sort.Slice(out, func(i, k int) bool {
+		return out[i].Started.Before(out[k].Started) || out[i].Started.Equal(out[k].Started) && out[i].ID < out[k].ID
+	})
+	if len(errs) > 0 {
+		m.log().Warn("ps: some nodes did not answer", "errors", strings.Join(errs, "; "))
+	}
+	writeJSON(w, out)
+}
+
+// streamContext is the context of a hijacked stream: the server may
+// cancel the request's own context once the connection is taken over, so
+// a stream lives until the agent stops or either side hangs up.
+func streamContext(r *http.Request) context.Context {
+	return context.WithoutCancel(r.Context())
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}

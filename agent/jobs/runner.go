@@ -1,0 +1,252 @@
+package jobs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+	"golang.org/x/sys/unix"
+)
+
+// FrameMoved ends a stint whose job moved to another node: everything the
+// job wrote on this node has been sent.
+const FrameMoved byte = 'm'
+
+// sink receives a stint's output, in order, and its end.
+type sink interface {
+	output(t byte, data []byte) error
+	end(exit *ExitStatus) error // exit nil: the job moved away
+}
+
+// runner is a job's process on this node: one stint.
+type runner struct {
+	id    string
+	epoch int
+	pid   int
+	log   *slog.Logger
+
+	stdin          *os.File // write end: what the home sends
+	stdout, stderr *os.File // read ends
+	inodes         [3]uint64
+
+	sink    sink
+	moved   atomic.Bool // set before the job is released after a move
+	pending atomic.Int64
+	done    chan struct{} // closed when the stint has ended
+	wait    func() (syscall.WaitStatus, error)
+	stdinMu sync.Mutex
+}
+
+// pipes are the job's standard streams: the job's ends and ours.
+type pipes struct {
+	jobIn, jobOut, jobErr *os.File
+	in, out, errR         *os.File
+}
+
+func newPipes() (*pipes, error) {
+	var p pipes
+	var err error
+	if p.jobIn, p.in, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("stdin pipe: %w", err)
+	}
+	if p.out, p.jobOut, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	if p.errR, p.jobErr, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	return &p, nil
+}
+
+// closeJobEnds closes the ends that belong to the job once it holds them.
+func (p *pipes) closeJobEnds() {
+	p.jobIn.Close()
+	p.jobOut.Close()
+	p.jobErr.Close()
+}
+
+func (p *pipes) closeAll() {
+	p.closeJobEnds()
+	p.in.Close()
+	p.out.Close()
+	p.errR.Close()
+}
+
+func inode(f *os.File) uint64 {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// startProcess starts spec behind the job init in a new PID namespace and
+// session, with its stdio on fresh pipes.
+func startProcess(initCmd []string, spec Spec, dir string) (*exec.Cmd, *pipes, error) {
+	p, err := newPipes()
+	if err != nil {
+		return nil, nil, err
+	}
+	args := append(append([]string(nil), initCmd...), spec.Argv...)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = spec.Env
+	cmd.Dir = dir
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.jobIn, p.jobOut, p.jobErr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true}
+	if err := cmd.Start(); err != nil {
+		p.closeAll()
+		return nil, nil, fmt.Errorf("start %s: %w", spec.Argv[0], err)
+	}
+	return cmd, p, nil
+}
+
+// newRunner runs a stint for a process that holds the job ends of p.
+func newRunner(id string, epoch, pid int, p *pipes, wait func() (syscall.WaitStatus, error), s sink, log *slog.Logger) *runner {
+	r := &runner{
+		id: id, epoch: epoch, pid: pid, log: log,
+		stdin: p.in, stdout: p.out, stderr: p.errR,
+		inodes: [3]uint64{inode(p.jobIn), inode(p.jobOut), inode(p.jobErr)},
+		sink:   s, done: make(chan struct{}), wait: wait,
+	}
+	p.closeJobEnds()
+	go r.run()
+	return r
+}
+
+func (r *runner) run() {
+	defer close(r.done)
+	var readers sync.WaitGroup
+	for _, s := range []struct {
+		f *os.File
+		t byte
+	}{{r.stdout, api.FrameStdout}, {r.stderr, api.FrameStderr}} {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			r.pump(s.f, s.t)
+		}()
+	}
+	ws, err := r.wait()
+	// The pipes reach EOF once every process of the job is gone (the
+	// kernel ends them all with the namespace's init).
+	readers.Wait()
+	r.stdin.Close()
+	if r.moved.Load() {
+		r.sink.end(nil)
+		return
+	}
+	st := &ExitStatus{Code: exitCode(ws)}
+	if ws.Signaled() {
+		st.Signal = int(ws.Signal())
+	}
+	if err != nil {
+		st = &ExitStatus{Code: 255, Error: err.Error()}
+	}
+	r.log.Info("job exited", "job", r.id, "code", st.Code, "signal", st.Signal)
+	r.sink.end(st)
+}
+
+// pump sends what the job writes on f to the sink.
+func (r *runner) pump(f *os.File, t byte) {
+	defer f.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			r.pending.Add(int64(n))
+			if serr := r.sink.output(t, append([]byte(nil), buf[:n]...)); serr != nil {
+				r.log.Warn("job output lost", "job", r.id, "bytes", n, "err", serr)
+			}
+			r.pending.Add(-int64(n))
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
+				r.log.Warn("read job output", "job", r.id, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// drain waits until everything the (frozen) job wrote has been read and
+// handed to the sink.
+func (r *runner) drain(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		in1, _ := unix.IoctlGetInt(int(r.stdout.Fd()), unix.TIOCINQ)
+		in2, _ := unix.IoctlGetInt(int(r.stderr.Fd()), unix.TIOCINQ)
+		if in1 == 0 && in2 == 0 && r.pending.Load() == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("drain job output: %d bytes still unread after %s", in1+in2, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// control applies a frame from the home: stdin data, its end, a signal.
+func (r *runner) control(f api.Frame) {
+	switch f.Type {
+	case api.FrameStdin:
+		r.stdinMu.Lock()
+		_, err := r.stdin.Write(f.Data)
+		r.stdinMu.Unlock()
+		if err != nil {
+			r.log.Debug("job stdin", "job", r.id, "err", err)
+		}
+	case api.FrameStdinEOF:
+		r.stdin.Close()
+	case api.FrameSignal:
+		if len(f.Data) == 1 {
+			r.signal(syscall.Signal(f.Data[0]))
+		}
+	}
+}
+
+// signal sends sig to the job's init, which passes it on to the job.
+// SIGKILL goes to the whole namespace: killing its init ends every process.
+func (r *runner) signal(sig syscall.Signal) error {
+	// Until the init has set up its signal handling, a signal would meet
+	// PID 1's defaults (ignored, or the Go runtime's exit status 2). The
+	// init starts the job only after that, so wait for its child.
+	for deadline := time.Now().Add(2 * time.Second); sig != syscall.SIGKILL && len(Tree(r.pid)) < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return syscall.Kill(r.pid, sig)
+}
+
+// waitPID waits for a process that is this agent's child by PID (a job
+// restored by CRIU as our child).
+func waitPID(pid int) func() (syscall.WaitStatus, error) {
+	return func() (syscall.WaitStatus, error) {
+		var ws syscall.WaitStatus
+		for {
+			_, err := syscall.Wait4(pid, &ws, 0, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			return ws, err
+		}
+	}
+}
+
+// waitCmd waits for a process started with exec.
+func waitCmd(cmd *exec.Cmd) func() (syscall.WaitStatus, error) {
+	return func() (syscall.WaitStatus, error) {
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if err == nil || errors.As(err, &ee) {
+			return cmd.ProcessState.Sys().(syscall.WaitStatus), nil
+		}
+		return 0, err
+	}
+}
