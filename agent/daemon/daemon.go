@@ -19,6 +19,7 @@ import (
 	"github.com/driftcluster/drift/agent/boot"
 	"github.com/driftcluster/drift/agent/clusterkey"
 	"github.com/driftcluster/drift/agent/console"
+	"github.com/driftcluster/drift/agent/jobs"
 	"github.com/driftcluster/drift/agent/labport"
 	"github.com/driftcluster/drift/agent/supervise"
 	"github.com/driftcluster/drift/agent/version"
@@ -54,6 +55,7 @@ type agent struct {
 	node *Node
 	key  clusterkey.Key
 	sup  *supervise.Supervisor
+	jobs *jobs.Manager
 }
 
 // Run brings the node up and serves until ctx ends.
@@ -85,9 +87,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}})
 	net := a.startNetwork(ctx, node.NICs)
 	cl := &cluster{a: a, net: net}
+	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log}
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
-		Cluster: cl, Key: a.key, Logger: log,
+		Cluster: cl, Key: a.key, Logger: log, Routes: a.jobs.Routes(),
 	}).Run})
 	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
 	a.sup.Wait()

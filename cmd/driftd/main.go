@@ -10,10 +10,14 @@ import (
 
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/daemon"
+	"github.com/driftcluster/drift/agent/jobs"
 	"github.com/driftcluster/drift/configs/modules"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == jobs.InitArg {
+		os.Exit(jobs.RunInit(os.Args[2:]))
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	con := console.Open("/proc/consoles", "/dev", os.Stdout)
 	always, err := modules.Read(modules.Always)

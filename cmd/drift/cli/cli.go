@@ -21,7 +21,11 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
+		"attach":  {"reconnect the terminal to a job", runAttach},
+		"kill":    {"send a signal to a job, wherever it runs", runKill},
 		"nodes":   {"list the cluster's nodes", runNodes},
+		"ps":      {"list every job in the cluster", runPS},
+		"run":     {"run a command in the pool", runRun},
 		"status":  {"show this node in detail", runStatus},
 		"version": {"print the drift version of this binary and node", runVersion},
 	}
@@ -46,6 +50,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if err := c.run(ctx, args[1:], stdin, stdout, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
 		}
 		fmt.Fprintf(stderr, "drift %s: %v\n", args[0], err)
 		if errors.Is(err, errUsage) {

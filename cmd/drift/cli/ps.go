@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/jobs"
+	"golang.org/x/sys/unix"
+)
+
+func runPS(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return query(ctx, "ps", args, stdout, stderr,
+		func(c *api.Client, ctx context.Context) ([]jobs.Info, error) {
+			var out []jobs.Info
+			return out, c.Call(ctx, "GET", "/v1/ps", nil, &out)
+		},
+		func(w io.Writer, list []jobs.Info) error { return writePS(w, list, time.Now()) })
+}
+
+func writePS(w io.Writer, list []jobs.Info, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tNAME\tNODE\tHOME\tSTATE\tCPU%\tRSS\tAGE\tMOVES\tCOMMAND")
+	for _, j := range list {
+		state := j.State
+		if j.Exit != nil {
+			state = fmt.Sprintf("exited(%d)", *j.Exit)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%d\t%s\n", j.ID, j.Name, j.Node, j.Home, state,
+			j.CPU, humanBytes(j.RSS), now.Sub(j.Started).Round(time.Second), j.Moves, truncate(j.Command(), 40))
+	}
+	return tw.Flush()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func runKill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("kill", "[-s SIGNAL] JOB", stderr)
+	sig := fs.String("s", "TERM", "the signal: a name (TERM, INT, KILL, HUP, USR1...) or a number")
+	cf := addClientFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return fmt.Errorf("want one job id (drift ps lists them): %w", errUsage)
+	}
+	n, err := parseSignal(*sig)
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	return c.Call(ctx, "POST", "/v1/jobs/"+fs.Arg(0)+"/signal", jobs.SignalRequest{Signal: int(n)}, nil)
+}
+
+// parseSignal reads a signal name (TERM, SIGTERM, term) or number.
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	for n := syscall.Signal(1); n < 32; n++ {
+		if strings.EqualFold(strings.TrimPrefix(strings.ToUpper(unix.SignalName(n)), "SIG"), name) {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown signal %q: use a name such as TERM, INT, KILL, HUP or a number: %w", s, errUsage)
+}
