@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +40,7 @@ func RunInit(args []string) int {
 		fmt.Fprintf(os.Stderr, "drift: %v\n", err)
 		return 127
 	}
+	args[0] = busyboxName(path, args[0])
 	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
 		Env:   os.Environ(),
 		Files: []uintptr{0, 1, 2},
@@ -71,4 +74,15 @@ func exitCode(ws syscall.WaitStatus) int {
 		return 128 + int(ws.Signal())
 	}
 	return ws.ExitStatus()
+}
+
+// busyboxName is the name to run path under: u-root's busybox picks the
+// command by argv[0], so a link such as /bin/sh → ../bbin/gosh must be
+// run as "gosh".
+func busyboxName(path, argv0 string) string {
+	target, err := os.Readlink(path)
+	if err != nil || !strings.Contains(target, "bbin/") {
+		return argv0
+	}
+	return filepath.Base(target)
 }
