@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}})
 	net := a.startNetwork(ctx, node.NICs)
 	cl := &cluster{a: a, net: net}
-	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log}
+	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: cl.place}
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
 		Cluster: cl, Key: a.key, Logger: log, Routes: a.jobs.Routes(),

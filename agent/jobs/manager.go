@@ -34,6 +34,9 @@ type Manager struct {
 	InitCmd    []string     // the job init; nil: this executable with "job-init --"
 	SharedRoot string       // the cluster's shared directory; "": /cluster
 	StateDir   string       // where the job counter is kept; "": /var/lib/drift
+	// Place chooses the node for a job started without --node; it returns
+	// the node and why. nil: this node.
+	Place func() (node, reason string, err error)
 
 	mu      sync.Mutex
 	homes   map[string]*homeJob
@@ -191,7 +194,17 @@ func (m *Manager) start(ctx context.Context, spec Spec) (*homeJob, error) {
 		spec.Name = filepath.Base(spec.Argv[0])
 	}
 	node := spec.Node
-	if node == "" || node == "home" {
+	switch {
+	case node == "home":
+		node = m.Self
+	case node == "" && m.Place != nil:
+		n, why, err := m.Place()
+		if err != nil {
+			return nil, err
+		}
+		node = n
+		m.log().Info("job placed", "node", n, "why", why)
+	case node == "":
 		node = m.Self
 	}
 	id := m.nextID()
