@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"time"
+
 	"github.com/driftcluster/drift/agent/balance"
 	"github.com/driftcluster/drift/agent/membership"
 )
@@ -26,6 +28,35 @@ func (c *cluster) view() []balance.Node {
 
 // place chooses the node for a new job: where it would run fastest, this
 // node when that is as good.
+// Placements of the last few seconds count as load on their node until
+// gossip shows them, so that jobs started in a burst spread out.
 func (c *cluster) place() (string, string, error) {
-	return balance.Place(c.view(), c.a.node.Name, 0, balance.Params{})
+	c.placeMu.Lock()
+	defer c.placeMu.Unlock()
+	now := time.Now()
+	view := c.view()
+	for i := range view {
+		for _, t := range c.placed[view[i].Name] {
+			if now.Sub(t) < placeMemory {
+				view[i].Runnable++
+			}
+		}
+	}
+	node, why, err := balance.Place(view, c.a.node.Name, 0, balance.Params{})
+	if err == nil {
+		if c.placed == nil {
+			c.placed = map[string][]time.Time{}
+		}
+		recent := c.placed[node][:0]
+		for _, t := range c.placed[node] {
+			if now.Sub(t) < placeMemory {
+				recent = append(recent, t)
+			}
+		}
+		c.placed[node] = append(recent, now)
+	}
+	return node, why, err
 }
+
+// placeMemory is how long a placement counts before gossip reflects it.
+const placeMemory = 10 * time.Second

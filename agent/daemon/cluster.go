@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,9 @@ type cluster struct {
 	a   *agent
 	net *network
 	cur atomic.Pointer[membership.Membership]
+
+	placeMu sync.Mutex
+	placed  map[string][]time.Time // recent placements by node
 }
 
 // Members serves the API: the members as the current membership sees them.
