@@ -96,6 +96,9 @@ func TestMain(m *testing.M) {
 	if snapDir != "" {
 		os.RemoveAll(snapDir)
 	}
+	if driftBin != "" {
+		os.RemoveAll(filepath.Dir(driftBin))
+	}
 	os.Exit(code)
 }
 

@@ -140,7 +140,7 @@ func (t *leaseTable) decline(p *pool, req *dhcpv4.DHCPv4, mac string, now time.T
 	if e == nil || e.addr != a {
 		return nil, false, fmt.Errorf("DECLINE of %s by %s: not its address", a, mac)
 	}
-	t.put(&entry{addr: a, expiry: now.Add(p.declineTime), state: stateDeclined})
+	t.holdBack(p, a, now)
 	return nil, e.state == stateBound, fmt.Errorf("DECLINE by %s: %s is in use by another host; held back for %s", mac, a, p.declineTime)
 }
 

@@ -91,6 +91,12 @@ func (t *leaseTable) put(e *entry) {
 	t.byAddr[e.addr] = e
 }
 
+// holdBack marks a as used by a host the server did not lease it to (a
+// probe found it), for the pool's declineTime, as a DECLINE does.
+func (t *leaseTable) holdBack(p *pool, a netip.Addr, now time.Time) {
+	t.put(&entry{addr: a, expiry: now.Add(p.declineTime), state: stateDeclined})
+}
+
 // leases lists the bound leases, sorted by address.
 func (t *leaseTable) leases() []Lease {
 	var ls []Lease

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -48,6 +49,11 @@ type DHCPConfig struct {
 	// DetectTimeout is how long Run listens for another DHCP server's
 	// OFFER before serving. Zero: 3 s. Negative: do not look.
 	DetectTimeout time.Duration
+	// ProbeTimeout is how long the server waits for an ARP answer when it
+	// probes an address before OFFERing it for the first time to a client
+	// (an address some host answers for is held back and the next one
+	// offered). Zero: DefaultProbeTimeout. Negative: do not probe.
+	ProbeTimeout time.Duration
 }
 
 // DefaultRange is the subnet a head serves when none is configured.
@@ -86,6 +92,12 @@ type DHCPServer struct {
 	pool       *pool
 	serverAddr netip.Addr
 	drops      dropLimiter
+	pxe        atomic.Pointer[PXE] // boot options for PXE clients; nil: none (SetPXE, pxe.go)
+
+	// probe checks an address before it is first offered; nil: Run sets
+	// an ARP prober (tests set a fake before Run).
+	probe  prober
+	budget probeBudget // touched only by the serving goroutine
 }
 
 // NewDHCPServer returns a server for cfg; it does nothing until Run.
@@ -101,6 +113,9 @@ func NewDHCPServer(cfg DHCPConfig) *DHCPServer {
 	}
 	if cfg.DetectTimeout == 0 {
 		cfg.DetectTimeout = 3 * time.Second
+	}
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
 	return &DHCPServer{cfg: cfg, log: cfg.Logger.With("service", "dhcp-server", "iface", cfg.Interface), table: newLeaseTable()}
 }
@@ -167,6 +182,9 @@ func (s *DHCPServer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dhcp server: listen on %s port %d: %w", ifname, dhcpv4.ServerPort, err)
 	}
+	if s.probe == nil && s.cfg.ProbeTimeout > 0 {
+		s.probe = arpProber(ifname, self, s.cfg.ProbeTimeout)
+	}
 	s.mu.Lock()
 	s.pool, s.table, s.serverAddr = p, table, self
 	s.mu.Unlock()
@@ -205,12 +223,13 @@ func (s *DHCPServer) serve(ctx context.Context, conn net.PacketConn) error {
 			s.drop(peer, fmt.Errorf("malformed packet (%d bytes): %w", n, err))
 			continue
 		}
-		s.handlePacket(conn, peer, req, time.Now())
+		s.handlePacket(ctx, conn, peer, req, time.Now())
 	}
 }
 
-// handlePacket runs the handler, persists leases and sends the reply.
-func (s *DHCPServer) handlePacket(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4, now time.Time) {
+// handlePacket runs the handler, probes a newly offered address, persists
+// leases and sends the reply.
+func (s *DHCPServer) handlePacket(ctx context.Context, conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4, now time.Time) {
 	s.mu.Lock()
 	var before entry
 	if len(req.ClientHWAddr) == 6 {
@@ -219,6 +238,9 @@ func (s *DHCPServer) handlePacket(conn net.PacketConn, peer net.Addr, req *dhcpv
 		}
 	}
 	reply, changed, herr := s.table.handle(s.pool, req, now)
+	s.mu.Unlock()
+	reply, changed, herr = s.probeOffer(ctx, req, before, reply, changed, herr, now)
+	s.mu.Lock()
 	var after entry
 	if e := s.table.byMAC[before.mac]; before.mac != "" && e != nil {
 		after = *e
@@ -242,6 +264,7 @@ func (s *DHCPServer) handlePacket(conn net.PacketConn, peer net.Addr, req *dhcpv
 	if reply == nil {
 		return
 	}
+	s.addBootOptions(req, reply)
 	dst := replyDest(req, reply)
 	if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {
 		s.log.Warn("dhcp server: send reply", "to", dst, "type", reply.MessageType(), "err", err)
@@ -256,6 +279,54 @@ func (s *DHCPServer) handlePacket(conn net.PacketConn, peer net.Addr, req *dhcpv
 			s.log.Info("dhcp server: lease", "mac", mac, "addr", yi, "hostname", after.hostname)
 		}
 	}
+}
+
+// probeOffer checks, when reply OFFERs an address the client did not hold
+// or have offered before, that no other host answers for it; if one does,
+// the address is held back and the DISCOVER answered again with the next
+// one, up to maxProbesPerDiscover times (after that, no OFFER this time).
+// Past the probe budget, or when probing fails, the OFFER goes as it is.
+func (s *DHCPServer) probeOffer(ctx context.Context, req *dhcpv4.DHCPv4, before entry, reply *dhcpv4.DHCPv4, changed bool, herr error, now time.Time) (*dhcpv4.DHCPv4, bool, error) {
+	if s.probe == nil {
+		return reply, changed, herr
+	}
+	for range maxProbesPerDiscover {
+		if reply == nil || reply.MessageType() != dhcpv4.MessageTypeOffer {
+			return reply, changed, herr
+		}
+		a := addr4(reply.YourIPAddr)
+		if !a.IsValid() || before.mac != "" && before.addr == a {
+			return reply, changed, herr // the client's own lease or reservation
+		}
+		if !s.budget.take(now) {
+			s.log.Debug("dhcp server: probe budget spent; offering unprobed", "addr", a)
+			return reply, changed, herr
+		}
+		by, err := s.probe(ctx, a, req.ClientHWAddr)
+		if err != nil {
+			s.log.Warn("dhcp server: probe before offer", "addr", a, "err", err)
+			return reply, changed, herr
+		}
+		if by == nil {
+			return reply, changed, herr
+		}
+		s.log.Warn("dhcp server: address in use by a host it was not leased to: holding it back", "addr", a, "mac", by.String(), "for", s.pool.declineTime)
+		s.mu.Lock()
+		s.table.holdBack(s.pool, a, now)
+		var c bool
+		reply, c, herr = s.table.handle(s.pool, req, now)
+		changed = changed || c
+		s.mu.Unlock()
+	}
+	if reply != nil && reply.MessageType() == dhcpv4.MessageTypeOffer {
+		s.mu.Lock()
+		if e := s.table.byAddr[addr4(reply.YourIPAddr)]; e != nil && e.state == stateOffered {
+			s.table.remove(e)
+		}
+		s.mu.Unlock()
+		return nil, changed, fmt.Errorf("DISCOVER from %s: %d addresses in a row in use by other hosts; not offering an unprobed one", req.ClientHWAddr, maxProbesPerDiscover)
+	}
+	return reply, changed, herr
 }
 
 // replyDest is where RFC 2131 section 4.1 says a reply goes: the relay,

@@ -44,11 +44,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Minute
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	img, err := lab.LoadImage(cfg.ImageDir)
+	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -65,19 +61,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer os.RemoveAll(work)
 
-	res.Accel = cfg.Accel
-	if res.Accel == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			cache = work
-		}
-		cache = filepath.Join(cache, "drift-lab")
-		if err := os.MkdirAll(cache, 0o755); err != nil {
-			return nil, fmt.Errorf("bench: %w", err)
-		}
-		if res.Accel, err = lab.ResolveAccel(ctx, lab.ProbeConfig{CacheDir: cache, Kernel: img.Kernel, Logger: log}); err != nil {
-			return nil, fmt.Errorf("bench: %w", err)
-		}
+	if res.Accel, err = resolveAccel(ctx, cfg.Accel, img, log); err != nil {
+		return nil, err
 	}
 
 	floorImg := img
@@ -99,6 +84,27 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Floor = append(res.Floor, d)
 	}
 	return res, nil
+}
+
+// resolveAccel returns accel, or when it is "" the accelerator
+// lab.ResolveAccel picks, its probe cached in the user cache directory.
+func resolveAccel(ctx context.Context, accel lab.Accel, img lab.Image, log *slog.Logger) (lab.Accel, error) {
+	if accel != "" {
+		return accel, nil
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	cache = filepath.Join(cache, "drift-lab")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	a, err := lab.ResolveAccel(ctx, lab.ProbeConfig{CacheDir: cache, Kernel: img.Kernel, Logger: log})
+	if err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	return a, nil
 }
 
 // bootOnce starts one kernel-boot node and returns the time from its QEMU

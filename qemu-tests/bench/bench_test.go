@@ -3,6 +3,8 @@ package bench
 import (
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestMedian(t *testing.T) {
@@ -20,5 +22,28 @@ func TestMedian(t *testing.T) {
 		if got := Median(tt.in); got != tt.want {
 			t.Errorf("Median(%v) = %v, want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestParseConverge(t *testing.T) {
+	tests := []struct {
+		name string
+		out  string
+		want []Converge
+	}{
+		{"two sizes", "goos: linux\nBenchmarkConverge/agents=50-2  \t       1\t         2.310 s/converge\t       812.0 B/node/s\nBenchmarkConverge/agents=200-2 1 9.5 s/converge 1024 B/node/s\nPASS\n",
+			[]Converge{{50, 2.31, 812, ""}, {200, 9.5, 1024, ""}}},
+		{"without GOMAXPROCS suffix", "BenchmarkConverge/agents=7 1 0.5 s/converge 10 B/node/s", []Converge{{7, 0.5, 10, ""}}},
+		{"log lines and other benchmarks ignored", "    bench_test.go:49: 50 agents: converged in 2.31s\nBenchmarkOther 1 3 ns/op\n", nil},
+		{"malformed size", "BenchmarkConverge/agents=x-2 1 1 s/converge", nil},
+		{"a failed size", "BenchmarkConverge/agents=50-2 1 2.6 s/converge 630.7 B/node/s\n--- FAIL: BenchmarkConverge/agents=200\n    bench_test.go:102: 200 agents did not converge in 60s\n--- FAIL: BenchmarkConverge\n",
+			[]Converge{{50, 2.6, 630.7, ""}, {200, 0, 0, "bench_test.go:102: 200 agents did not converge in 60s"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, ParseConverge(tt.out)); diff != "" {
+				t.Errorf("ParseConverge(%q) mismatch (-want +got):\n%s", tt.out, diff)
+			}
+		})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,9 +92,12 @@ func LoadImage(dir string) (Image, error) {
 
 // Config describes a lab to start.
 type Config struct {
-	Image    Image    // what to boot; required
-	StateDir string   // sockets, logs, pids and lab.json; required, created if missing
-	Nodes    int      // number of VMs; 0: 1. Node 1 is the head.
+	Image    Image  // what to boot; required
+	StateDir string // sockets, logs, pids and lab.json; required, created if missing
+	Nodes    int    // number of VMs; 0: 1. Node 1 is the head unless NoHead.
+	// NoHead makes every node a worker: no DHCP server on the segment, so
+	// the nodes take link-local addresses.
+	NoHead   bool
 	Boot     BootMode // "": BootKernel
 	NIC      NIC      // "": NICVirtio
 	MemoryMB int      // RAM per VM; 0: DefaultMemoryMB
@@ -103,6 +107,9 @@ type Config struct {
 	// KernelArgs are appended to each node's kernel command line in
 	// BootKernel mode (after drift.role=...); nil: none.
 	KernelArgs []string
+	// NodeArgs are appended after KernelArgs on the command line of the
+	// node numbered by the key (e.g. {4: {"drift.key=..."}}); nil: none.
+	NodeArgs map[int][]string
 	// DieWithParent has the kernel kill the VMs when the process that
 	// started them ends (tests, so a test binary killed at its -timeout
 	// leaves no VM behind). false: the VMs outlive it (drift-lab up).
@@ -117,6 +124,10 @@ type Lab struct {
 	dir string
 	st  *state
 	log *slog.Logger
+
+	// dieWithParent is Config.DieWithParent, for nodes started later
+	// (Add, StartNode); false for a lab from Open.
+	dieWithParent bool
 
 	mu    sync.Mutex
 	cmds  map[int]*exec.Cmd // QEMU processes this process started
@@ -186,8 +197,7 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	ipPath, err := exec.LookPath("ip")
-	if err != nil {
+	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, ErrNoIP
 	}
 	if err := checkImage(cfg); err != nil {
@@ -218,7 +228,6 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 		cfg.Accel = a
 	}
 
-	id := labID(dir)
 	st := &state{
 		NetNS:    NetNSName(dir),
 		Bridge:   BridgeName,
@@ -228,8 +237,15 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 		NIC:      cfg.NIC,
 		Accel:    cfg.Accel,
 		Started:  time.Now().UTC(),
+
+		Image:      cfg.Image,
+		MemoryMB:   cfg.MemoryMB,
+		KernelArgs: cfg.KernelArgs,
+		NoHead:     cfg.NoHead,
+		QEMU:       qemu,
+		OVMFDir:    cfg.OVMFDir,
 	}
-	l := &Lab{dir: dir, st: st, log: log, cmds: map[int]*exec.Cmd{}, ready: map[int]Ready{}}
+	l := &Lab{dir: dir, st: st, log: log, dieWithParent: cfg.DieWithParent, cmds: map[int]*exec.Cmd{}, ready: map[int]Ready{}}
 	fail := func(err error) (*Lab, error) {
 		if derr := l.Down(context.WithoutCancel(ctx)); derr != nil {
 			log.Error("stop lab after failed start", "err", derr)
@@ -243,11 +259,32 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 		return fail(fmt.Errorf("start lab: %w", err))
 	}
 	for n := 1; n <= cfg.Nodes; n++ {
-		if err := l.startNode(ctx, cfg, n, id, ipPath, qemu); err != nil {
+		if err := l.newNode(ctx, n, cfg.NodeArgs[n]); err != nil {
 			return fail(fmt.Errorf("start node %d: %w", n, err))
 		}
 	}
 	return l, nil
+}
+
+// Add boots one more node (a worker) on the running lab's network, with
+// args appended to its kernel command line, and returns its number. It
+// does not wait for the node to be ready (WaitReadyNode does).
+func (l *Lab) Add(ctx context.Context, args []string) (int, error) {
+	l.mu.Lock()
+	n := len(l.st.Nodes) + 1
+	l.mu.Unlock()
+	if p := l.nodePath(n, ".console.sock"); len(p) > maxSockPath {
+		return 0, fmt.Errorf("add node %d: socket path %s is too long", n, p)
+	}
+	for _, c := range tapCommands(l.st.NetNS, n) {
+		if err := ip(ctx, c...); err != nil {
+			return 0, fmt.Errorf("add node %d: %w", n, err)
+		}
+	}
+	if err := l.newNode(ctx, n, args); err != nil {
+		return 0, fmt.Errorf("add node %d: %w", n, err)
+	}
+	return n, nil
 }
 
 // checkImage checks that the files the boot mode needs exist.
@@ -289,10 +326,18 @@ func (l *Lab) nodePath(n int, suffix string) string {
 	return filepath.Join(l.dir, "node"+strconv.Itoa(n)+suffix)
 }
 
-func (l *Lab) startNode(ctx context.Context, cfg Config, n int, id, ipPath, qemu string) error {
+// newNode builds node n's QEMU command line and starts it, with extra
+// appended to its kernel command line.
+func (l *Lab) newNode(ctx context.Context, n int, extra []string) error {
+	st := l.st
+	ipPath, err := exec.LookPath("ip")
+	if err != nil {
+		return ErrNoIP
+	}
 	ns := nodeState{
 		Num:         n,
-		MAC:         NodeMAC(id, n),
+		Role:        nodeRole(n, st.NoHead),
+		MAC:         NodeMAC(labID(l.dir), n),
 		Tap:         tapName(n),
 		ConsoleSock: l.nodePath(n, ".console.sock"),
 		ConsoleLog:  l.nodePath(n, ".console.log"),
@@ -301,41 +346,52 @@ func (l *Lab) startNode(ctx context.Context, cfg Config, n int, id, ipPath, qemu
 		QEMULog:     l.nodePath(n, ".qemu.log"),
 		PIDFile:     l.nodePath(n, ".pid"),
 	}
-	for _, p := range []string{ns.ConsoleSock, ns.LabSock, ns.QMPSock, ns.ConsoleLog, ns.PIDFile} {
-		os.Remove(p)
-	}
 	spec := vmSpec{
-		Node: n, Accel: cfg.Accel, MemoryMB: cfg.MemoryMB, Boot: cfg.Boot, NIC: cfg.NIC,
+		Node: n, Accel: st.Accel, MemoryMB: st.MemoryMB, Boot: st.Boot, NIC: st.NIC,
 		MAC: ns.MAC, Tap: ns.Tap,
 		ConsoleSock: ns.ConsoleSock, ConsoleLog: ns.ConsoleLog, LabSock: ns.LabSock,
 		QMPSock: ns.QMPSock, PIDFile: ns.PIDFile,
 	}
-	switch cfg.Boot {
+	switch st.Boot {
 	case BootKernel:
-		spec.Kernel, spec.Initrd = cfg.Image.Kernel, cfg.Image.Initramfs
-		spec.Append = kernelAppend(cfg.Image.Cmdline, n, cfg.KernelArgs)
+		spec.Kernel, spec.Initrd = st.Image.Kernel, st.Image.Initramfs
+		spec.Append = kernelAppend(st.Image.Cmdline, ns.Role, append(slices.Clone(st.KernelArgs), extra...))
 	case BootISO:
-		spec.ISO = cfg.Image.ISO
+		spec.ISO = st.Image.ISO
 	case BootISOUEFI:
-		spec.ISO = cfg.Image.ISO
-		spec.OVMFCode = filepath.Join(cfg.OVMFDir, "OVMF_CODE_4M.fd")
+		spec.ISO = st.Image.ISO
+		spec.OVMFCode = filepath.Join(st.OVMFDir, "OVMF_CODE_4M.fd")
 		spec.OVMFVars = l.nodePath(n, ".OVMF_VARS.fd")
-		if err := copyFile(spec.OVMFVars, filepath.Join(cfg.OVMFDir, "OVMF_VARS_4M.fd")); err != nil {
+		if err := copyFile(spec.OVMFVars, filepath.Join(st.OVMFDir, "OVMF_VARS_4M.fd")); err != nil {
 			return err
 		}
 	case BootUSB:
 		spec.USBDisk = l.nodePath(n, ".usb.img")
-		if err := copyFile(spec.USBDisk, cfg.Image.ISO); err != nil {
+		if err := copyFile(spec.USBDisk, st.Image.ISO); err != nil {
 			return err
 		}
 	}
-	ns.Argv = append([]string{ipPath, "netns", "exec", l.st.NetNS, qemu}, spec.args()...)
-	line := shellQuote(ns.Argv)
-	if err := os.WriteFile(l.nodePath(n, ".cmdline"), []byte(reproScript(l.st.NetNS, n, line)), 0o644); err != nil {
+	ns.Argv = append([]string{ipPath, "netns", "exec", st.NetNS, st.QEMU}, spec.args()...)
+	if err := os.WriteFile(l.nodePath(n, ".cmdline"), []byte(reproScript(st.NetNS, n, shellQuote(ns.Argv))), 0o644); err != nil {
 		return err
 	}
-	l.log.Info("start qemu", "node", n, "mac", ns.MAC, "cmdline", line)
+	l.mu.Lock()
+	l.st.Nodes = append(l.st.Nodes, ns)
+	l.mu.Unlock()
+	return l.launch(ctx, n)
+}
 
+// launch runs node n's recorded QEMU command line (the same MAC, the same
+// disks) and records its process.
+func (l *Lab) launch(ctx context.Context, n int) error {
+	ns, err := l.node(n)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{ns.ConsoleSock, ns.LabSock, ns.QMPSock, ns.ConsoleLog, ns.PIDFile} {
+		os.Remove(p)
+	}
+	l.log.Info("start qemu", "node", n, "mac", ns.MAC, "cmdline", shellQuote(ns.Argv))
 	out, err := os.OpenFile(ns.QEMULog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
@@ -345,20 +401,68 @@ func (l *Lab) startNode(ctx context.Context, cfg Config, n int, id, ipPath, qemu
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own session: QEMU outlives drift-lab up and ignores its terminal's signals.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if cfg.DieWithParent {
+	if l.dieWithParent {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
 	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("run qemu: %w", err)
 	}
-	ns.PID = cmd.Process.Pid // ip netns exec execs QEMU in place
-	ns.Started = started
 	l.mu.Lock()
 	l.cmds[n] = cmd
-	l.st.Nodes = append(l.st.Nodes, ns)
+	delete(l.ready, n)
+	// ip netns exec execs QEMU in place: its PID is QEMU's.
+	l.st.Nodes[n-1].PID, l.st.Nodes[n-1].Started = cmd.Process.Pid, started
 	l.mu.Unlock()
 	return writeState(l.dir, l.st)
+}
+
+// StopNode powers node n off hard, as when a machine loses power: QEMU
+// quits at once (QMP quit, SIGKILL if it lingers); the guest gets no
+// shutdown. Its console log is kept, as nodeN.console.log.prev once
+// StartNode boots it again. Stopping a stopped node does nothing.
+func (l *Lab) StopNode(ctx context.Context, n int) error {
+	ns, err := l.node(n)
+	if err != nil {
+		return err
+	}
+	l.stopNode(ctx, ns)
+	if qemuRunning(ns.PID) {
+		return fmt.Errorf("stop node %d: qemu pid %d still runs", n, ns.PID)
+	}
+	l.mu.Lock()
+	l.st.Nodes[n-1].PID = 0
+	delete(l.ready, n)
+	l.mu.Unlock()
+	return writeState(l.dir, l.st)
+}
+
+// StartNode boots stopped node n again with the same command line: the
+// same MAC address, kernel arguments and disks. It does not wait for the
+// node to be ready (WaitReadyNode does).
+func (l *Lab) StartNode(ctx context.Context, n int) error {
+	ns, err := l.node(n)
+	if err != nil {
+		return err
+	}
+	if qemuRunning(ns.PID) {
+		return fmt.Errorf("start node %d: it is running (stop it first with drift-lab stop)", n)
+	}
+	if err := os.Rename(ns.ConsoleLog, ns.ConsoleLog+".prev"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("start node %d: %w", n, err)
+	}
+	if err := l.launch(ctx, n); err != nil {
+		return fmt.Errorf("start node %d: %w", n, err)
+	}
+	return nil
+}
+
+// Command returns a command that runs name with args on the host inside
+// the lab's network namespace, where the bridge holds HostAddr and
+// HostLinkLocal and so reaches every node (e.g. the drift CLI with
+// --cluster and --key-file).
+func (l *Lab) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.st.NetNS, name}, args...)...)
 }
 
 // reproScript is the content of nodeN.cmdline: the QEMU command line, to run

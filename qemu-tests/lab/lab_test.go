@@ -123,18 +123,21 @@ func TestResolveNode(t *testing.T) {
 
 func TestKernelAppend(t *testing.T) {
 	tests := []struct {
-		base  string
-		n     int
-		extra []string
-		want  string
+		base   string
+		n      int
+		noHead bool
+		extra  []string
+		want   string
 	}{
-		{"console=ttyS0 quiet", 1, nil, "console=ttyS0 quiet drift.role=head panic=-1"},
-		{"console=ttyS0  quiet ", 2, nil, "console=ttyS0 quiet drift.role=worker panic=-1"},
-		{"console=ttyS0", 3, []string{"drift.dhcp=off"}, "console=ttyS0 drift.role=worker panic=-1 drift.dhcp=off"},
+		{"console=ttyS0 quiet", 1, false, nil, "console=ttyS0 quiet drift.role=head panic=-1"},
+		{"console=ttyS0  quiet ", 2, false, nil, "console=ttyS0 quiet drift.role=worker panic=-1"},
+		{"console=ttyS0", 3, false, []string{"drift.dhcp=off"}, "console=ttyS0 drift.role=worker panic=-1 drift.dhcp=off"},
+		{"console=ttyS0", 1, true, nil, "console=ttyS0 drift.role=worker panic=-1"},
+		{"console=ttyS0", 4, false, []string{"drift.key=ab", "x=1"}, "console=ttyS0 drift.role=worker panic=-1 drift.key=ab x=1"},
 	}
 	for _, tt := range tests {
-		if got := kernelAppend(tt.base, tt.n, tt.extra); got != tt.want {
-			t.Errorf("kernelAppend(%q, %d, %q) = %q, want %q", tt.base, tt.n, tt.extra, got, tt.want)
+		if got := kernelAppend(tt.base, nodeRole(tt.n, tt.noHead), tt.extra); got != tt.want {
+			t.Errorf("kernelAppend(%q, node %d, noHead %v, %q) = %q, want %q", tt.base, tt.n, tt.noHead, tt.extra, got, tt.want)
 		}
 	}
 }
@@ -290,6 +293,8 @@ func TestReproScript(t *testing.T) {
 #   ip netns add drift-lab-ab12cd34
 #   ip -n drift-lab-ab12cd34 link set lo up
 #   ip -n drift-lab-ab12cd34 link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+#   ip -n drift-lab-ab12cd34 addr add 10.77.0.254/24 dev br0
+#   ip -n drift-lab-ab12cd34 addr add 169.254.0.254/16 dev br0
 #   ip -n drift-lab-ab12cd34 link set br0 up
 #   ip -n drift-lab-ab12cd34 tuntap add dev tap2 mode tap
 #   ip -n drift-lab-ab12cd34 link set tap2 master br0 up

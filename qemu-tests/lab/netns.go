@@ -19,6 +19,16 @@ import (
 // server) reach the nodes by attaching to it.
 const BridgeName = "br0"
 
+// The bridge's own addresses, so that host-side tools run in the lab's
+// namespace (drift-lab run) reach the nodes: one on the head's DHCP range
+// (the head's server probes before it offers, so it never hands this one
+// out) and one link-local, for labs without a head. 169.254.0.0/24 is
+// reserved by RFC 3927, so no node picks HostLinkLocal for itself.
+const (
+	HostAddr      = "10.77.0.254"
+	HostLinkLocal = "169.254.0.254"
+)
+
 // tapName is node n's tap device inside the lab's namespace.
 func tapName(n int) string { return "tap" + strconv.Itoa(n) }
 
@@ -47,22 +57,30 @@ func netnsExists(name string) bool {
 }
 
 // networkCommands returns the ip commands (arguments after "ip") that make
-// the namespace ns with lo up and a bridge with one tap per node number in
-// taps, all up. Nothing in it is connected to the host's network.
+// the namespace ns with lo up, a bridge holding HostAddr/24 and
+// HostLinkLocal/16, and one tap per node number in taps, all up. Nothing in
+// it is connected to the host's network.
 func networkCommands(ns string, taps []int) [][]string {
 	cmds := [][]string{
 		{"netns", "add", ns},
 		{"-n", ns, "link", "set", "lo", "up"},
 		{"-n", ns, "link", "add", BridgeName, "type", "bridge", "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"},
+		{"-n", ns, "addr", "add", HostAddr + "/24", "dev", BridgeName},
+		{"-n", ns, "addr", "add", HostLinkLocal + "/16", "dev", BridgeName},
 		{"-n", ns, "link", "set", BridgeName, "up"},
 	}
 	for _, n := range taps {
-		cmds = append(cmds,
-			[]string{"-n", ns, "tuntap", "add", "dev", tapName(n), "mode", "tap"},
-			[]string{"-n", ns, "link", "set", tapName(n), "master", BridgeName, "up"},
-		)
+		cmds = append(cmds, tapCommands(ns, n)...)
 	}
 	return cmds
+}
+
+// tapCommands returns the ip commands that add node n's tap to the bridge.
+func tapCommands(ns string, n int) [][]string {
+	return [][]string{
+		{"-n", ns, "tuntap", "add", "dev", tapName(n), "mode", "tap"},
+		{"-n", ns, "link", "set", tapName(n), "master", BridgeName, "up"},
+	}
 }
 
 // createNetwork runs networkCommands for nodes 1 to nodes.

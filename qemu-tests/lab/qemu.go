@@ -118,15 +118,20 @@ func cdromArgs(iso string) []string {
 	}
 }
 
-// kernelAppend is the kernel command line of node n in BootKernel mode: the
-// image's base command line, the node's role (node 1 is the head), panic=-1
-// so a panic ends QEMU (with -no-reboot) instead of hanging until a timeout,
-// then the caller's extra arguments, which may override any of these.
-func kernelAppend(base string, n int, extra []string) string {
-	role := "worker"
-	if n == 1 {
-		role = "head"
+// nodeRole is node n's drift.role: node 1 is the head unless the lab has
+// none.
+func nodeRole(n int, noHead bool) string {
+	if n == 1 && !noHead {
+		return "head"
 	}
+	return "worker"
+}
+
+// kernelAppend is a node's kernel command line in BootKernel mode: the
+// image's base command line, the node's role, panic=-1 so a panic ends QEMU
+// (with -no-reboot) instead of hanging until a timeout, then the caller's
+// extra arguments, which may override any of these.
+func kernelAppend(base, role string, extra []string) string {
 	parts := strings.Fields(base)
 	parts = append(parts, "drift.role="+role, "panic=-1")
 	parts = append(parts, extra...)

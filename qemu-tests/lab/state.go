@@ -27,11 +27,20 @@ type state struct {
 	Accel    Accel       `json:"accel"`
 	Started  time.Time   `json:"started"`
 	Nodes    []nodeState `json:"nodes"`
+
+	// What a node added later (drift-lab add) boots with.
+	Image      Image    `json:"image"`
+	MemoryMB   int      `json:"memory_mb"`
+	KernelArgs []string `json:"kernel_args,omitempty"`
+	NoHead     bool     `json:"no_head,omitempty"`
+	QEMU       string   `json:"qemu"`
+	OVMFDir    string   `json:"ovmf_dir"`
 }
 
 type nodeState struct {
 	Num         int       `json:"num"`
-	PID         int       `json:"pid"`
+	Role        string    `json:"role"`
+	PID         int       `json:"pid"` // 0 while stopped (StopNode)
 	MAC         string    `json:"mac"`
 	Tap         string    `json:"tap"`
 	Argv        []string  `json:"argv"` // full command, starting with ip netns exec

@@ -7,11 +7,8 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
+	"io"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/driftcluster/drift/qemu-tests/bench"
@@ -23,21 +20,13 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Minute, "limit per boot")
 	verbose := flag.Bool("v", false, "log QEMU command lines")
 	flag.Parse()
-	level := slog.LevelWarn
-	if *verbose {
-		level = slog.LevelInfo
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	res, err := bench.Run(ctx, bench.Config{
-		ImageDir: *image,
-		Runs:     *runs,
-		Timeout:  *timeout,
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	bench.Main("bench-boot", *verbose, func(ctx context.Context, log *slog.Logger) (interface{ Print(io.Writer) }, error) {
+		res, err := bench.Run(ctx, bench.Config{
+			ImageDir: *image,
+			Runs:     *runs,
+			Timeout:  *timeout,
+			Logger:   log,
+		})
+		return res, err
 	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-boot:", err)
-		os.Exit(1)
-	}
-	res.Print(os.Stdout)
 }

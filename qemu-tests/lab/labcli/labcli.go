@@ -43,6 +43,10 @@ func commands() map[string]command {
 		"exec":    {"run a command on a node: exec NODE -- CMD ARGS...", Exec},
 		"logs":    {"print a node's console log (-f follows it)", Logs},
 		"down":    {"stop every VM and remove the lab's network", Down},
+		"add":     {"boot one more node (a worker) on the running lab: add [--append ARGS]", Add},
+		"stop":    {"power a node off hard (as if its plug were pulled): stop NODE", Stop},
+		"start":   {"boot a stopped node again, same MAC and disks: start NODE", Start},
+		"run":     {"run a host command on the lab's network: run -- CMD ARGS...", RunHost},
 	}
 }
 

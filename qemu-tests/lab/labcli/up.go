@@ -18,7 +18,8 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 	if defImage == "" {
 		defImage = "out"
 	}
-	nodes := fs.Int("nodes", 3, "number of VMs; node 1 is the head")
+	nodes := fs.Int("nodes", 3, "number of VMs; node 1 is the head unless --no-head")
+	noHead := fs.Bool("no-head", false, "every node a worker: no DHCP server on the segment, nodes take link-local addresses")
 	image := fs.String("image", defImage, "image directory written by drift-image (holds image.json); $DRIFT_IMAGE_DIR sets the default")
 	nic := fs.String("nic", "virtio", "NIC model: virtio or e1000")
 	boot := fs.String("boot", "kernel", "boot mode: kernel, iso, iso-uefi or usb")
@@ -26,6 +27,7 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for every node to be ready")
 	appendArgs := fs.String("append", "", "extra kernel command line arguments (kernel boot only)")
 	verbose := fs.Bool("v", false, "verbose logging")
+	pxe := fs.Bool("pxe", false, "node 1 is the head with the ISO as its CD; the others boot diskless from it over the network (pxe.go)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -48,6 +50,7 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 		Image:      img,
 		StateDir:   *state,
 		Nodes:      *nodes,
+		NoHead:     *noHead,
 		Boot:       bm,
 		NIC:        nm,
 		MemoryMB:   *mem,
@@ -55,8 +58,11 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 		Logger:     newLogger(stderr, *verbose),
 	}
 	start := time.Now()
-	l, err := lab.Start(ctx, cfg)
+	l, err := startLab(ctx, cfg, *pxe, *timeout)
 	if err != nil {
+		if l != nil {
+			return fmt.Errorf("up: %w\nthe lab is still running: look with drift-lab status/console/logs, stop it with drift-lab down --state %s", err, l.Dir())
+		}
 		return fmt.Errorf("up: %w", err)
 	}
 	fmt.Fprintf(stdout, "started %d nodes (image %s, boot %s, nic %s, accel %s); waiting up to %s for them to be ready\n",
@@ -75,7 +81,8 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 		r, _ := l.Ready(n)
 		fmt.Fprintf(stdout, "  node %d %-14s console: %s  log: %s\n", n, r.Name, l.ConsoleSock(n), l.ConsoleLog(n))
 	}
-	fmt.Fprintf(stdout, "network: bridge %s in namespace %s (ip netns exec %s ...)\n", l.Bridge(), l.NetNS(), l.NetNS())
-	fmt.Fprintln(stdout, "next: drift-lab console N | drift-lab exec N -- CMD | drift-lab status | drift-lab down")
+	fmt.Fprintf(stdout, "network: bridge %s (%s, %s) in namespace %s; run host commands there with drift-lab run -- CMD\n",
+		l.Bridge(), lab.HostAddr, lab.HostLinkLocal, l.NetNS())
+	fmt.Fprintln(stdout, "next: drift-lab console N | drift-lab exec N -- CMD | drift-lab add | drift-lab stop/start N | drift-lab status | drift-lab down")
 	return nil
 }

@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/labport"
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// NetbootConfig says what bench-netboot measures.
+type NetbootConfig struct {
+	ImageDir string        // drift-image output (image.json); required
+	Timeout  time.Duration // per lab; 0: 15 minutes
+	Accel    lab.Accel     // "": lab.ResolveAccel, cached
+	Logger   *slog.Logger  // nil: discard
+}
+
+// NetbootResult is what one bench-netboot measured.
+type NetbootResult struct {
+	Accel lab.Accel
+	Floor time.Duration   // the same image booted from kernel+initramfs, power-on to ready (a worker)
+	One   time.Duration   // one diskless worker, power-on to ready
+	Three []time.Duration // three diskless workers powered on at once (virtio, e1000, UEFI)
+	// Bytes served per protocol, from the head's drift netboot.
+	OneTFTP, OneHTTP     int64
+	ThreeTFTP, ThreeHTTP int64
+}
+
+// RunNetboot boots the floor (one kernel-boot worker), then a head with
+// one diskless worker, then a head with three, one lab at a time.
+func RunNetboot(ctx context.Context, cfg NetbootConfig) (*NetbootResult, error) {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 15 * time.Minute
+	}
+	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	res := &NetbootResult{}
+	if res.Accel, err = resolveAccel(ctx, cfg.Accel, img, log); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "dnbench-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	// The floor: the same worker, loaded by QEMU from kernel+initramfs.
+	fl, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work + "/f", Nodes: 1, NoHead: true, Boot: lab.BootKernel, Accel: res.Accel, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	_, err = fl.WaitReadyNode(wctx, 1)
+	res.Floor = time.Since(fl.StartedAt(1))
+	cancel()
+	fl.Down(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("bench: floor: %w", err)
+	}
+
+	for _, workers := range [][]lab.PXEWorker{lab.PXEWorkers(1), lab.PXEWorkers(3)} {
+		times, tftp, http, err := pxeRun(ctx, cfg, img, res.Accel, log, fmt.Sprintf("%s/p%d", work, len(workers)), workers)
+		if err != nil {
+			return nil, err
+		}
+		if len(workers) == 1 {
+			res.One, res.OneTFTP, res.OneHTTP = times[0], tftp, http
+		} else {
+			res.Three, res.ThreeTFTP, res.ThreeHTTP = times, tftp, http
+		}
+	}
+	return res, nil
+}
+
+// pxeRun boots a PXE lab and returns each worker's power-on to ready and
+// the head's bytes served per protocol.
+func pxeRun(ctx context.Context, cfg NetbootConfig, img lab.Image, accel lab.Accel, log *slog.Logger, dir string, workers []lab.PXEWorker) ([]time.Duration, int64, int64, error) {
+	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	l, err := lab.StartPXE(wctx, lab.PXEConfig{Config: lab.Config{Image: img, StateDir: dir, Accel: accel, Logger: log}, Workers: workers})
+	if l != nil {
+		defer l.Down(context.WithoutCancel(ctx))
+	}
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("bench: pxe lab of %d: %w", len(workers), err)
+	}
+	times := make([]time.Duration, len(workers))
+	if err := l.WaitReady(wctx, func(r lab.Ready) {
+		if r.Node > 1 {
+			times[r.Node-2] = time.Since(l.StartedAt(r.Node))
+		}
+	}); err != nil {
+		return nil, 0, 0, fmt.Errorf("bench: pxe lab of %d: %w", len(workers), err)
+	}
+	r, err := labport.Exec(wctx, l.LabSock(1), labport.Request{Argv: []string{"drift", "netboot", "--json"}})
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("bench: drift netboot on the head: %w", err)
+	}
+	var nb api.Netboot
+	if err := json.Unmarshal(r.Stdout, &nb); err != nil {
+		return nil, 0, 0, fmt.Errorf("bench: drift netboot --json: %w (%s)", err, r.Stdout)
+	}
+	return times, nb.TFTPBytes, nb.HTTPBytes, nil
+}
+
+// Print writes the figures.
+func (r *NetbootResult) Print(w io.Writer) {
+	fmt.Fprintf(w, "bench-netboot (accel %s): power-on to drift: ready\n", r.Accel)
+	fmt.Fprintf(w, "  kernel+initramfs (floor)  %6.1f s\n", r.Floor.Seconds())
+	fmt.Fprintf(w, "  1 PXE worker              %6.1f s  (%.2fx the floor)  served TFTP %s, HTTP %s\n",
+		r.One.Seconds(), ratio(r.One, r.Floor), mb(r.OneTFTP), mb(r.OneHTTP))
+	var slowest time.Duration
+	for _, d := range r.Three {
+		slowest = max(slowest, d)
+	}
+	fmt.Fprintf(w, "  3 PXE workers at once     %6.1f s  (slowest; %.2fx the floor) each:", slowest.Seconds(), ratio(slowest, r.Floor))
+	for _, d := range r.Three {
+		fmt.Fprintf(w, " %.1f", d.Seconds())
+	}
+	fmt.Fprintf(w, " s  served TFTP %s, HTTP %s\n", mb(r.ThreeTFTP), mb(r.ThreeHTTP))
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }

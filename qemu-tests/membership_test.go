@@ -1,0 +1,313 @@
+package qemutests
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/imagebuild"
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// Deadlines the networking issue sets as behaviour (not speed) goals.
+const (
+	convergeDeadline = 30 * time.Second // every node lists all members, after the last ready line
+	deadDeadline     = 15 * time.Second // a powered-off node is shown dead
+	// foreignWatch is how long a node with another key is watched never
+	// to appear in anyone's list.
+	foreignWatch = 20 * time.Second
+)
+
+// TestClusterMembership boots a head and two workers once and checks, in
+// order: leases and membership; the cluster from the host's side (the CLI
+// with the key, a wrong key, garbage on the API port); a node with
+// another key that is refused; a worker powered off and booted again.
+func TestClusterMembership(t *testing.T) {
+	img := image(t)
+	t.Parallel()
+	l, ctx := bootLab(t, lab.Config{Image: img, Nodes: 3}, 12*time.Minute)
+	lastReady := time.Now()
+	names := readyNames(t, l)
+
+	t.Run("workers leased by the head, 3 alive everywhere", func(t *testing.T) {
+		head, _ := l.Ready(1)
+		if head.Addr != "10.77.0.1" {
+			t.Errorf("head ready at %s, want 10.77.0.1 (its DHCP server's address)", head.Addr)
+		}
+		lan := netip.MustParsePrefix("10.77.0.0/24")
+		for _, n := range []int{2, 3} {
+			r, _ := l.Ready(n)
+			a, err := netip.ParseAddr(r.Addr)
+			if err != nil || !lan.Contains(a) || a == netip.MustParseAddr(lab.HostAddr) {
+				t.Errorf("worker %d ready at %q, want a lease from the head in %s (not the bridge's %s)", n, r.Addr, lan, lab.HostAddr)
+			}
+			out := execOK(ctx, t, l, n, "ip", "-4", "addr", "show")
+			if !strings.Contains(string(out.Stdout), r.Addr+"/24") {
+				t.Errorf("worker %d: ip addr does not show %s/24:\n%s", n, r.Addr, out.Stdout)
+			}
+		}
+		wctx, cancel := context.WithDeadline(ctx, lastReady.Add(convergeDeadline))
+		defer cancel()
+		if _, err := l.WaitMembers(wctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
+			t.Fatalf("every node lists %v alive within %s of the last ready line: %v", names, convergeDeadline, err)
+		}
+		t.Logf("all 3 nodes list 3 alive members %s after the last ready line", since(lastReady))
+	})
+
+	t.Run("from the host", func(t *testing.T) {
+		drift := buildDrift(t)
+		key := filepath.Join(img.Dir, imagebuild.KeyName)
+		nodes, err := hostNodes(ctx, l, drift, "10.77.0.1", key)
+		if err != nil {
+			t.Fatalf("drift --cluster 10.77.0.1 --key-file %s nodes: %v", key, err)
+		}
+		if got := lab.MemberStates(nodes); !lab.AllAlive(names...)(0, got) {
+			t.Errorf("host lists %v, want %v alive", got, names)
+		}
+		wrong := filepath.Join(t.TempDir(), "wrong.key")
+		if err := os.WriteFile(wrong, []byte(randomKeyHex(t)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err = hostNodes(ctx, l, drift, "10.77.0.1", wrong)
+		if err == nil || !strings.Contains(err.Error(), "refused this key: check --key-file") {
+			t.Errorf("drift with a wrong key file = %v, want the CLI's refusal naming --key-file", err)
+		}
+		// Garbage on the API port, raw and dressed as a TLS ClientHello,
+		// from several connections: the agent must still answer after.
+		for i, script := range []string{
+			"head -c 65536 /dev/urandom > /dev/tcp/10.77.0.1/7947",
+			"{ printf '\\x16\\x03\\x01\\x02\\x00'; head -c 600 /dev/urandom; } > /dev/tcp/10.77.0.1/7947",
+			"printf 'GET /v1/nodes HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' > /dev/tcp/10.77.0.1/7947",
+			"for i in 1 2 3 4 5 6 7 8; do head -c 3000 /dev/urandom > /dev/tcp/10.77.0.1/7947 & done; wait",
+		} {
+			cmd := l.Command(ctx, "bash", "-c", script)
+			t.Logf("garbage %d: %s", i, cmd)
+			cmd.Run() // the agent may reset the connection: not an error here
+		}
+		if _, err := hostNodes(ctx, l, drift, "10.77.0.1", key); err != nil {
+			t.Errorf("drift nodes after garbage on the API port: %v", err)
+		}
+		execOK(ctx, t, l, 1, "drift", "status")
+	})
+
+	t.Run("a node with another key is refused", func(t *testing.T) {
+		args := []string{"drift.key=" + randomKeyHex(t), "drift.join=10.77.0.1:7946,10.77.0.2:7946,10.77.0.3:7946"}
+		n, err := l.Add(ctx, args)
+		if err != nil {
+			t.Fatalf("add a node with another key: %v", err)
+		}
+		t.Cleanup(func() { l.StopNode(context.Background(), n) })
+		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
+		r, err := l.WaitReadyNode(ctx, n)
+		if err != nil {
+			t.Fatalf("node with another key: %v", err)
+		}
+		t.Logf("foreign node ready: %s", r.Line)
+		refused := regexp.MustCompile(`refused packet from ` + regexp.QuoteMeta(r.Addr) + `: `)
+		// Every member logs the refusal; wait for that in the background.
+		wctx, cancel := context.WithCancel(ctx)
+		lines, errs := make([]string, 4), make([]error, 4)
+		var wg sync.WaitGroup
+		defer func() { cancel(); wg.Wait() }()
+		for m := 1; m <= 3; m++ {
+			wg.Go(func() {
+				lines[m], errs[m] = l.WaitFor(wctx, m, refused)
+			})
+		}
+		// Meanwhile, and for foreignWatch after its ready line, nobody
+		// lists it, and it lists only itself.
+		for until := time.Now().Add(foreignWatch); time.Now().Before(until); {
+			for m := 1; m <= 3; m++ {
+				ms, err := l.Members(ctx, m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st, ok := lab.MemberStates(ms)[r.Name]; ok {
+					t.Fatalf("node %d lists the node with another key (%s, %s)", m, r.Name, st)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(2 * time.Second):
+			}
+		}
+		ms, err := l.Members(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := lab.MemberStates(ms); len(got) != 1 {
+			t.Errorf("the node with another key lists %v, want only itself", got)
+		}
+		wg.Wait()
+		for m := 1; m <= 3; m++ {
+			if errs[m] != nil {
+				t.Errorf("node %d never logged that it refused %s: %v", m, r.Addr, errs[m])
+			} else {
+				t.Logf("node %d: %s", m, lines[m])
+			}
+		}
+		if err := l.StopNode(ctx, n); err != nil {
+			t.Errorf("stop node %d: %v", n, err)
+		}
+	})
+
+	t.Run("a worker powered off is dead, then rejoins", func(t *testing.T) {
+		gone := names[2]
+		if err := l.StopNode(ctx, 3); err != nil {
+			t.Fatalf("power off node 3: %v", err)
+		}
+		off := time.Now()
+		dctx, cancel := context.WithDeadline(ctx, off.Add(deadDeadline))
+		defer cancel()
+		_, err := l.WaitMembers(dctx, []int{1, 2}, func(_ int, st map[string]string) bool { return st[gone] == "dead" })
+		if err != nil {
+			t.Fatalf("nodes 1 and 2 show %s dead within %s of its power-off: %v", gone, deadDeadline, err)
+		}
+		t.Logf("%s shown dead by both others %s after power-off", gone, since(off))
+
+		if err := l.StartNode(ctx, 3); err != nil {
+			t.Fatalf("boot node 3 again: %v", err)
+		}
+		t.Logf("node 3 qemu command line: %s", l.CommandLine(3))
+		r, err := l.WaitReadyNode(ctx, 3)
+		if err != nil {
+			t.Fatalf("node 3 booted again: %v", err)
+		}
+		if r.Name != gone {
+			t.Errorf("node 3 came back as %s, want %s (same MAC)", r.Name, gone)
+		}
+		back := time.Now()
+		if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
+			t.Fatalf("node 3 rejoins: %v", err)
+		}
+		t.Logf("node 3 alive again everywhere %s after its ready line", since(back))
+	})
+}
+
+// TestNoHeadLinkLocal boots three workers on a segment with no DHCP
+// server: they take link-local addresses and still form one cluster,
+// which the host reaches over the bridge's link-local address.
+func TestNoHeadLinkLocal(t *testing.T) {
+	img := image(t)
+	t.Parallel()
+	l, ctx := bootLab(t, lab.Config{Image: img, Nodes: 3, NoHead: true}, 10*time.Minute)
+	lastReady := time.Now()
+	names := readyNames(t, l)
+	ll := netip.MustParsePrefix("169.254.0.0/16")
+	for n := 1; n <= 3; n++ {
+		r, _ := l.Ready(n)
+		if a, err := netip.ParseAddr(r.Addr); err != nil || !ll.Contains(a) || r.Role != "worker" {
+			t.Errorf("node %d ready as %s at %q, want a worker with a link-local address", n, r.Role, r.Addr)
+		}
+	}
+	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
+		t.Fatalf("three link-local workers form one cluster: %v", err)
+	}
+	t.Logf("all 3 list 3 alive members %s after the last ready line", since(lastReady))
+	r, _ := l.Ready(2)
+	nodes, err := hostNodes(ctx, l, buildDrift(t), r.Addr, filepath.Join(img.Dir, imagebuild.KeyName))
+	if err != nil {
+		t.Fatalf("drift --cluster %s from the host: %v", r.Addr, err)
+	}
+	if got := lab.MemberStates(nodes); !lab.AllAlive(names...)(0, got) {
+		t.Errorf("host lists %v through %s, want %v alive", got, r.Addr, names)
+	}
+}
+
+// bootLab starts a lab for the test, logs its QEMU command lines and
+// waits until every node is ready; the context it returns bounds the whole
+// test by timeout.
+func bootLab(t *testing.T, cfg lab.Config, timeout time.Duration) (*lab.Lab, context.Context) {
+	t.Helper()
+	l := startLab(t, cfg)
+	for n := 1; n <= l.Nodes(); n++ {
+		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
+	}
+	ctx := waitContext(t, timeout)
+	start := time.Now()
+	if err := l.WaitReady(ctx, func(r lab.Ready) { t.Logf("ready after %s: node %d: %s", since(start), r.Node, r.Line) }); err != nil {
+		t.Fatalf("wait for %d nodes: %v", l.Nodes(), err)
+	}
+	return l, ctx
+}
+
+// readyNames returns the names of the lab's nodes, from their ready lines.
+func readyNames(t *testing.T, l *lab.Lab) []string {
+	t.Helper()
+	var names []string
+	for n := 1; n <= l.Nodes(); n++ {
+		r, ok := l.Ready(n)
+		if !ok {
+			t.Fatalf("node %d has no ready line", n)
+		}
+		names = append(names, r.Name)
+	}
+	return names
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
+
+func randomKeyHex(t *testing.T) string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+var (
+	driftOnce sync.Once
+	driftBin  string
+	driftErr  error
+)
+
+// buildDrift builds the drift CLI for the host, once per test binary.
+func buildDrift(t *testing.T) string {
+	t.Helper()
+	driftOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ddrift-")
+		if err != nil {
+			driftErr = err
+			return
+		}
+		driftBin = filepath.Join(dir, "drift")
+		out, err := exec.Command("go", "build", "-o", driftBin, "github.com/driftcluster/drift/cmd/drift").CombinedOutput()
+		if err != nil {
+			driftErr = fmt.Errorf("go build drift: %w: %s", err, out)
+		}
+	})
+	if driftErr != nil {
+		t.Fatal(driftErr)
+	}
+	return driftBin
+}
+
+// hostNodes runs the drift CLI on the host, in the lab's network, against
+// the node at addr with the key in keyFile.
+func hostNodes(ctx context.Context, l *lab.Lab, drift, addr, keyFile string) ([]api.Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := l.Command(ctx, drift, "--cluster", addr, "--key-file", keyFile, "nodes", "--json")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", cmd, err, strings.TrimSpace(stderr.String()))
+	}
+	var nodes []api.Node
+	if err := json.Unmarshal(out, &nodes); err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return nodes, nil
+}
