@@ -10,7 +10,7 @@ export GOFLAGS ?= -mod=mod
 IMAGE_FLAGS = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE))
 PACKAGES    = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
-.PHONY: help deps image demo down test unit vet bench-boot clean
+.PHONY: help deps image demo down test unit vet bench-boot bench-join clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: image vet ## unit tests and the QEMU scenario tests (boots real VMs)
 
 bench-boot: image ## seconds from QEMU start to ready, beside a minimal-init floor; image sizes
 	$(GO) run ./qemu-tests/cmd/bench-boot --image $(OUT)
+
+bench-join: image ## seconds until every node of a 3-node lab sees all 3; memberlist convergence of 50 and 200 in-process agents, gossip bytes per node per second
+	$(GO) run ./qemu-tests/cmd/bench-join --image $(OUT)
 
 clean: ## remove out/ (the download cache stays)
 	rm -rf $(OUT)
