@@ -1,0 +1,137 @@
+//go:build linux
+
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/agent/labport"
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// vmResult is the last stderr line of migratetest source.
+type vmResult struct {
+	Migrated bool
+	Err      string
+	Reasons  []Reason
+	Stats    Stats
+}
+
+// TestMigrateVM moves jobs between two drift VMs with real CRIU (it does
+// not work on the hosts' own kernel): a counter whose output must come out
+// whole, a target that dies while the job is frozen, and a job that holds
+// a /tmp file. Run with DRIFT_QEMU_TESTS=1 after `make image`
+// (DRIFT_IMAGE_DIR overrides ../../out).
+func TestMigrateVM(t *testing.T) {
+	if os.Getenv("DRIFT_QEMU_TESTS") != "1" {
+		t.Skip("boots QEMU VMs: run with DRIFT_QEMU_TESTS=1")
+	}
+	imgDir := os.Getenv("DRIFT_IMAGE_DIR")
+	if imgDir == "" {
+		imgDir = filepath.Join("..", "..", "out")
+	}
+	img, err := lab.LoadImage(imgDir)
+	if err != nil {
+		t.Fatalf("no image in %s (run make image): %v", imgDir, err)
+	}
+	bin := filepath.Join(t.TempDir(), "migratetest")
+	build := exec.Command("go", "build", "-o", bin, "./internal/migratetest")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build migratetest: %v\n%s", err, out)
+	}
+	prog, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	l, err := lab.Up(ctx, lab.Config{Image: img, StateDir: t.TempDir(), Nodes: 2, DieWithParent: true,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}, nil)
+	if l != nil {
+		t.Cleanup(func() {
+			if err := l.Down(context.Background()); err != nil {
+				t.Errorf("lab down: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	for n := 1; n <= 2; n++ {
+		t.Logf("node %d: %s", n, l.CommandLine(n))
+		run(t, ctx, l, n, nil, "cp", "/bin/drift-workload", "/tmp/mt") // an executable to overwrite: no chmod in the image
+		run(t, ctx, l, n, prog, "dd", "of=/tmp/mt", "bs=1M")
+	}
+	r2, _ := l.Ready(2)
+	target := r2.Addr + ":7070"
+
+	for _, tt := range []struct {
+		name       string
+		targetArgs []string
+		sourceArgs []string
+		lines      int
+		migrated   bool
+		errHas     string
+	}{
+		{"counter moves whole", nil, []string{"-after", "3s"}, 300, true, ""},
+		{"target dies while frozen", []string{"-die-at", "final.tar"}, []string{"-after", "3s"}, 100, false, "send final"},
+		{"file under /tmp", nil, []string{"-after", "2s", "-open-tmp"}, 50, false, "/tmp/migratetest.log (fd 3)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := labport.Exec(ctx, l.LabSock(2), labport.Request{Argv: append([]string{"/tmp/mt", "target", "-listen", ":7070"}, tt.targetArgs...)})
+				if err == nil {
+					t.Logf("target: exit %d\n%s", res.ExitCode, res.Stderr)
+				}
+			}()
+			argv := append([]string{"/tmp/mt", "source", "-target", target}, tt.sourceArgs...)
+			argv = append(argv, "/bin/drift-workload", "counter", "-n", strconv.Itoa(tt.lines), "-every", "100ms")
+			res, err := labport.Exec(ctx, l.LabSock(1), labport.Request{Argv: argv})
+			if err != nil {
+				t.Fatalf("source: %v", err)
+			}
+			wg.Wait()
+			t.Logf("source: exit %d\n%s", res.ExitCode, res.Stderr)
+			var want strings.Builder
+			for i := 1; i <= tt.lines; i++ {
+				fmt.Fprintln(&want, i)
+			}
+			if got := string(res.Stdout); got != want.String() {
+				t.Errorf("job output = %q, want 1..%d once each", got, tt.lines)
+			}
+			var r vmResult
+			lines := strings.Split(strings.TrimSpace(string(res.Stderr)), "\n")
+			if s, ok := strings.CutPrefix(lines[len(lines)-1], "RESULT "); !ok || json.Unmarshal([]byte(s), &r) != nil {
+				t.Fatalf("no RESULT line from the source")
+			}
+			if r.Migrated != tt.migrated || !strings.Contains(r.Err, tt.errHas) {
+				t.Errorf("Migrate: migrated %v, error %q; want migrated %v, error containing %q", r.Migrated, r.Err, tt.migrated, tt.errHas)
+			}
+			t.Logf("stats: %+v", r.Stats)
+		})
+	}
+}
+
+func run(t *testing.T, ctx context.Context, l *lab.Lab, n int, stdin []byte, argv ...string) {
+	t.Helper()
+	res, err := labport.Exec(ctx, l.LabSock(n), labport.Request{Argv: argv, Stdin: stdin})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("node %d: %q: %v %+v", n, argv, err, res)
+	}
+}
