@@ -234,3 +234,35 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 	d := &tls.Dialer{Config: tr.TLSClientConfig}
 	return d.DialContext(ctx, "tcp", c.target)
 }
+
+// Upload sends the body read from r to path with PUT, streaming it, and
+// returns how many bytes went.
+func (c *Client) Upload(ctx context.Context, path string, r io.Reader) (int64, error) {
+	cr := &countingReader{r: r}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+path, cr)
+	if err != nil {
+		return 0, fmt.Errorf("api %s: %w", path, err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.callClient().Do(req)
+	if err != nil {
+		return cr.n, c.dialError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return cr.n, &StatusError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
+	}
+	return cr.n, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,8 +90,10 @@ func Run(ctx context.Context, cfg Config) error {
 	cl := &cluster{a: a, net: net}
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: cl.place}
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
+	routes := a.jobs.Routes()
+	maps.Copy(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
-		Cluster: cl, Key: a.key, Logger: log, Routes: a.jobs.Routes(),
+		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
 	}).Run})
 	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
 	a.sup.Wait()
@@ -125,6 +128,12 @@ func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 		log.Warn("unknown kernel command line option", "option", u)
 	}
 
+	// CRIU restores a job's reserved but unused address space (Go
+	// programs reserve hundreds of MB) as writable mappings; with the
+	// kernel's heuristic overcommit a small node refuses them.
+	if err := os.WriteFile("/proc/sys/vm/overcommit_memory", []byte("1"), 0o644); err != nil {
+		log.Warn("allow memory overcommit (needed to restore migrated jobs)", "err", err)
+	}
 	start := time.Now()
 	loaded, err := loadModules(ctx, cfg.AlwaysModules, log)
 	if err != nil {

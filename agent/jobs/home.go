@@ -143,7 +143,7 @@ func (h *homeJob) send(f api.Frame) bool {
 }
 
 // runsOn records that stint epoch runs on node, controlled through ctl.
-func (h *homeJob) runsOn(epoch int, node string, pid int, ctl func(api.Frame)) {
+func (h *homeJob) runsOn(epoch int, node string, pid int, ctl func(api.Frame), reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if epoch < h.epoch {
@@ -152,6 +152,10 @@ func (h *homeJob) runsOn(epoch int, node string, pid int, ctl func(api.Frame)) {
 	h.control = ctl
 	if h.info.Node != "" && h.info.Node != node {
 		h.info.Moves++
+		h.info.LastMove = reason
+		if reason == "" {
+			h.info.LastMove = "drift migrate"
+		}
 	}
 	h.info.Node, h.info.PID = node, pid
 	if h.exit == nil {

@@ -97,7 +97,7 @@ func (m *Manager) nextID() string {
 // Routes are the job endpoints of the agent's API.
 func (m *Manager) Routes() map[string]http.Handler {
 	m.init()
-	return map[string]http.Handler{
+	routes := map[string]http.Handler{
 		"POST /v1/jobs/run":         http.HandlerFunc(m.handleRun),
 		"POST /v1/jobs/{id}/attach": http.HandlerFunc(m.handleAttach),
 		"POST /v1/jobs/{id}/signal": http.HandlerFunc(m.handleSignal),
@@ -106,6 +106,8 @@ func (m *Manager) Routes() map[string]http.Handler {
 		"POST /v1/jobs/{id}/start":  http.HandlerFunc(m.handleStart),
 		"POST /v1/jobs/{id}/stint":  http.HandlerFunc(m.handleStint),
 	}
+	m.migrateRoutes(routes)
+	return routes
 }
 
 // RunRequest asks a home to start a job.
@@ -123,9 +125,10 @@ type StartRequest struct {
 
 // StintHello opens a stint stream from the running node to the home.
 type StintHello struct {
-	Epoch int    `json:"epoch"`
-	Node  string `json:"node"`
-	PID   int    `json:"pid"`
+	Epoch  int    `json:"epoch"`
+	Node   string `json:"node"`
+	PID    int    `json:"pid"`
+	Reason string `json:"reason,omitempty"` // why the job moved here
 }
 
 // handleRun starts a job homed here and relays its terminal.
@@ -215,7 +218,7 @@ func (m *Manager) start(ctx context.Context, spec Spec) (*homeJob, error) {
 	var err error
 	if node == m.Self {
 		err = m.startLocal(id, spec, m.Self, 1, localSink{h, 1}, func(r *runner) {
-			h.runsOn(1, m.Self, r.pid, r.control)
+			h.runsOn(1, m.Self, r.pid, r.control, "")
 		})
 	} else {
 		err = m.startRemote(ctx, node, id, spec)
@@ -260,18 +263,9 @@ func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sin
 		return err
 	}
 	r := newRunner(id, epoch, cmd.Process.Pid, p, waitCmd(cmd), s, m.log())
-	m.mu.Lock()
-	m.runners[id] = r
-	m.mu.Unlock()
+	r.spec, r.home = spec, home
+	m.adopt(id, r)
 	started(r)
-	go func() {
-		<-r.done
-		m.mu.Lock()
-		if m.runners[id] == r {
-			delete(m.runners, id)
-		}
-		m.mu.Unlock()
-	}()
 	return nil
 }
 
@@ -329,7 +323,7 @@ func (m *Manager) dialStint(ctx context.Context, home, id string, epoch int) (*r
 // attach starts relaying the home's control frames to r and tells the
 // home the job's PID here.
 func (s *remoteSink) attach(r *runner) {
-	s.fc.WriteJSON(api.FrameInfo, StintHello{Epoch: s.hello.Epoch, Node: s.m.Self, PID: r.pid})
+	s.fc.WriteJSON(api.FrameInfo, StintHello{Epoch: s.hello.Epoch, Node: s.m.Self, PID: r.pid, Reason: s.hello.Reason})
 	go func() {
 		for {
 			f, err := s.fc.Read()
@@ -378,7 +372,7 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 		case api.FrameInfo:
 			var hi StintHello
 			json.Unmarshal(f.Data, &hi)
-			h.runsOn(hello.Epoch, hi.Node, hi.PID, func(c api.Frame) { fc.Write(c.Type, c.Data) })
+			h.runsOn(hello.Epoch, hi.Node, hi.PID, func(c api.Frame) { fc.Write(c.Type, c.Data) }, hi.Reason)
 		case api.FrameStdout, api.FrameStderr:
 			h.output(hello.Epoch, f.Type, f.Data)
 		case FrameMoved:

@@ -37,12 +37,15 @@ type runner struct {
 	stdout, stderr *os.File // read ends
 	inodes         [3]uint64
 
-	sink    sink
-	moved   atomic.Bool // set before the job is released after a move
-	pending atomic.Int64
-	done    chan struct{} // closed when the stint has ended
-	wait    func() (syscall.WaitStatus, error)
-	stdinMu sync.Mutex
+	spec      Spec   // what the job runs, for the next node
+	home      string // the job's home node
+	sink      sink
+	moved     atomic.Bool // set before the job is released after a move
+	migrating atomic.Bool
+	pending   atomic.Int64
+	done      chan struct{} // closed when the stint has ended
+	wait      func() (syscall.WaitStatus, error)
+	stdinMu   sync.Mutex
 }
 
 // pipes are the job's standard streams: the job's ends and ours.

@@ -23,11 +23,14 @@ func commands() map[string]command {
 	return map[string]command{
 		"attach":  {"reconnect the terminal to a job", runAttach},
 		"kill":    {"send a signal to a job, wherever it runs", runKill},
+		"netboot": {"list the machines that network-booted from this head", runNetboot},
+		"migrate": {"move a running job to another node", runMigrate},
 		"nodes":   {"list the cluster's nodes", runNodes},
 		"ps":      {"list every job in the cluster", runPS},
 		"run":     {"run a command in the pool", runRun},
 		"status":  {"show this node in detail", runStatus},
 		"version": {"print the drift version of this binary and node", runVersion},
+		"why":     {"say whether a job can migrate now, and if not, why", runWhy},
 	}
 }
 

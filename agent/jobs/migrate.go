@@ -1,0 +1,331 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/migrate"
+)
+
+// MigrateRequest asks for a job to move.
+type MigrateRequest struct {
+	To     string `json:"to"`               // node name, or "home"
+	Reason string `json:"reason,omitempty"` // why (shown by drift ps); "": asked by a user
+}
+
+// MigrateResult is what a move cost.
+type MigrateResult struct {
+	Job    string        `json:"job"`
+	From   string        `json:"from"`
+	To     string        `json:"to"`
+	Rounds int           `json:"rounds"`
+	Bytes  int64         `json:"bytes"`
+	Freeze time.Duration `json:"freeze"`
+	Total  time.Duration `json:"total"`
+}
+
+// RestoreRequest asks the target to restore a job from the images it
+// received and to run it as the next stint.
+type RestoreRequest struct {
+	Spec   Spec      `json:"spec"`
+	Home   string    `json:"home"`
+	Epoch  int       `json:"epoch"`
+	Stdio  [3]uint64 `json:"stdio"` // the job's stdio pipe inodes on the source
+	Reason string    `json:"reason,omitempty"`
+}
+
+// WhyResult says whether a job can move now.
+type WhyResult struct {
+	Job     string           `json:"job"`
+	Node    string           `json:"node"`
+	Movable bool             `json:"movable"`
+	Reasons []migrate.Reason `json:"reasons,omitempty"`
+}
+
+func (m *Manager) migrateRoutes(routes map[string]http.Handler) {
+	routes["POST /v1/jobs/{id}/migrate"] = http.HandlerFunc(m.handleMigrate)
+	routes["GET /v1/jobs/{id}/why"] = http.HandlerFunc(m.handleWhy)
+	routes["POST /v1/jobs/{id}/cpucheck"] = http.HandlerFunc(m.handleCPUCheck)
+	routes["PUT /v1/jobs/{id}/images/{name}"] = http.HandlerFunc(m.handleImages)
+	routes["POST /v1/jobs/{id}/restore"] = http.HandlerFunc(m.handleRestore)
+	routes["POST /v1/jobs/{id}/discard"] = http.HandlerFunc(m.handleDiscard)
+}
+
+func (m *Manager) workDir() string {
+	if m.StateDir != "" {
+		return filepath.Join(m.StateDir, "migrate")
+	}
+	return "/var/lib/drift/migrate"
+}
+
+// runner returns the job's runner here, or nil.
+func (m *Manager) runnerOf(id string) *runner {
+	m.init()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.runners[id]
+}
+
+// forward sends a request about a job to the node that can answer it:
+// the node running it (known to the home), else the home. It returns
+// false when the job's runner is on this node.
+func (m *Manager) forward(w http.ResponseWriter, r *http.Request, method, suffix string, in any) bool {
+	id := r.PathValue("id")
+	if m.runnerOf(id) != nil {
+		return false
+	}
+	h, home, err := m.homeOf(id)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return true
+	}
+	node := home
+	if h != nil {
+		info := h.snapshot()
+		if info.State == "exited" {
+			http.Error(w, "job "+id+" has exited", http.StatusConflict)
+			return true
+		}
+		node = info.Node
+		if node == m.Self || node == "" {
+			http.Error(w, "job "+id+" is not running yet", http.StatusConflict)
+			return true
+		}
+	}
+	c, err := m.Peers.Client(node)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("reach %s, where job %s runs: %v", node, id, err), http.StatusBadGateway)
+		return true
+	}
+	var out json.RawMessage
+	if err := c.Call(r.Context(), method, "/v1/jobs/"+id+suffix, in, &out); err != nil {
+		code := http.StatusBadGateway
+		var se *api.StatusError
+		if errors.As(err, &se) {
+			code = se.Code
+		}
+		http.Error(w, err.Error(), code)
+		return true
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(out)
+	return true
+}
+
+// handleMigrate moves a job: where it runs, or forwarded there.
+func (m *Manager) handleMigrate(w http.ResponseWriter, r *http.Request) {
+	var req MigrateRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.To == "" {
+		http.Error(w, "migrate: want a target node (a name from drift nodes, or home)", http.StatusBadRequest)
+		return
+	}
+	if m.forward(w, r, http.MethodPost, "/migrate", req) {
+		return
+	}
+	res, err := m.Migrate(r.Context(), r.PathValue("id"), req)
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, migrate.ErrNotMigratable) || errors.Is(err, errBadTarget) {
+			code = http.StatusConflict
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	writeJSON(w, res)
+}
+
+var errBadTarget = errors.New("bad target")
+
+// Migrate moves job id, running here, to req.To. On any failure the job
+// keeps running here and the error says which step failed.
+func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (MigrateResult, error) {
+	r := m.runnerOf(id)
+	if r == nil {
+		return MigrateResult{}, fmt.Errorf("job %s does not run on %s", id, m.Self)
+	}
+	to := req.To
+	if to == "home" {
+		to = r.home
+	}
+	res := MigrateResult{Job: id, From: m.Self, To: to}
+	if to == m.Self {
+		return res, fmt.Errorf("migrate %s: it already runs on %s: %w", id, to, errBadTarget)
+	}
+	c, err := m.Peers.Client(to)
+	if err != nil {
+		return res, fmt.Errorf("migrate %s to %s: %v: %w", id, to, err, errBadTarget)
+	}
+	if !r.migrating.CompareAndSwap(false, true) {
+		return res, fmt.Errorf("migrate %s: a migration of it is already under way", id)
+	}
+	defer r.migrating.Store(false)
+	// The target's CPU must run what the job may use here (P.Haul's check).
+	if img, err := migrate.CPUInfoDump(ctx, ""); err == nil {
+		if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/cpucheck", img, nil); err != nil {
+			return res, fmt.Errorf("migrate %s to %s: the target's CPU: %w", id, to, err)
+		}
+	} else {
+		m.log().Warn("cpu info dump", "err", err)
+	}
+	os.MkdirAll(m.workDir(), 0o700)
+	src := &migrate.Source{WorkDir: m.workDir(), Logger: m.log(), Pid: r.pid, SharedRoot: m.sharedRoot(), StdioPipes: r.inodes[:]}
+	snd := sender{c: c, id: id}
+	restore := RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason}
+	st, err := src.Migrate(ctx, snd,
+		func() {
+			if err := r.drain(5 * time.Second); err != nil {
+				m.log().Warn("migrate: drain", "job", id, "err", err)
+			}
+		},
+		func(ctx context.Context) error {
+			if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/restore", restore, nil); err != nil {
+				return fmt.Errorf("restore on %s: %w", to, err)
+			}
+			r.moved.Store(true)
+			return nil
+		})
+	res.Rounds, res.Bytes, res.Freeze, res.Total = st.Rounds, st.PreBytes+st.FinalBytes, st.Freeze, st.Total
+	if err != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c.Call(dctx, http.MethodPost, "/v1/jobs/"+id+"/discard", nil, nil)
+		cancel()
+		m.log().Warn("migration failed; the job runs here still", "job", id, "to", to, "err", err)
+		return res, err
+	}
+	m.log().Info("job migrated", "job", id, "to", to, "freeze", st.Freeze, "total", st.Total, "bytes", res.Bytes, "rounds", st.Rounds)
+	return res, nil
+}
+
+// sender streams a migration's images to the target's agent.
+type sender struct {
+	c  *api.Client
+	id string
+}
+
+func (s sender) Send(ctx context.Context, name string, r io.Reader) (int64, error) {
+	return s.c.Upload(ctx, "/v1/jobs/"+s.id+"/images/"+name, r)
+}
+
+func (m *Manager) target() *migrate.Target {
+	os.MkdirAll(m.workDir(), 0o700)
+	return &migrate.Target{WorkDir: m.workDir(), Logger: m.log()}
+}
+
+func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
+	var img []byte
+	if err := json.NewDecoder(r.Body).Decode(&img); err != nil {
+		http.Error(w, "cpucheck: want the source's cpuinfo image", http.StatusBadRequest)
+		return
+	}
+	if err := migrate.CPUInfoCheck(r.Context(), "", img); err != nil {
+		http.Error(w, fmt.Sprintf("%s cannot run it: %v", m.Self, err), http.StatusConflict)
+		return
+	}
+	writeJSON(w, map[string]bool{"ok": true})
+}
+
+func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
+	if err := m.target().Receive(r.Context(), r.PathValue("id"), r.PathValue("name"), r.Body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	writeJSON(w, map[string]bool{"ok": true})
+}
+
+func (m *Manager) handleDiscard(w http.ResponseWriter, r *http.Request) {
+	m.target().Discard(r.PathValue("id"))
+	writeJSON(w, map[string]bool{"ok": true})
+}
+
+// handleRestore restores a job from the images received and runs it as
+// the next stint, with fresh stdio pipes in place of the source's.
+func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req RestoreRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, "restore: want a restore request", http.StatusBadRequest)
+		return
+	}
+	t := m.target()
+	defer t.Discard(id)
+	var s sink
+	var started func(*runner)
+	if req.Home == m.Self {
+		h, _, err := m.homeOf(id)
+		if err != nil || h == nil {
+			http.Error(w, fmt.Sprintf("restore %s: no such job homed here", id), http.StatusNotFound)
+			return
+		}
+		s = localSink{h, req.Epoch}
+		started = func(rn *runner) { h.runsOn(req.Epoch, m.Self, rn.pid, rn.control, req.Reason) }
+	} else {
+		rs, err := m.dialStint(context.Background(), req.Home, id, req.Epoch)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		rs.hello.Reason = req.Reason
+		s, started = rs, rs.attach
+	}
+	p, err := newPipes()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	pid, err := t.Restore(r.Context(), id, []migrate.InheritFd{
+		{Key: fmt.Sprintf("pipe:[%d]", req.Stdio[0]), File: p.jobIn},
+		{Key: fmt.Sprintf("pipe:[%d]", req.Stdio[1]), File: p.jobOut},
+		{Key: fmt.Sprintf("pipe:[%d]", req.Stdio[2]), File: p.jobErr},
+	})
+	if err != nil {
+		p.closeAll()
+		if rs, ok := s.(*remoteSink); ok {
+			rs.fc.Close()
+		}
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	rn := newRunner(id, req.Epoch, pid, p, waitPID(pid), s, m.log())
+	rn.spec, rn.home = req.Spec, req.Home
+	m.adopt(id, rn)
+	started(rn)
+	writeJSON(w, map[string]int{"pid": pid})
+}
+
+// adopt records a runner and forgets it when its stint ends.
+func (m *Manager) adopt(id string, r *runner) {
+	m.mu.Lock()
+	m.runners[id] = r
+	m.mu.Unlock()
+	go func() {
+		<-r.done
+		m.mu.Lock()
+		if m.runners[id] == r {
+			delete(m.runners, id)
+		}
+		m.mu.Unlock()
+	}()
+}
+
+// handleWhy says whether a job can move now, and if not, why.
+func (m *Manager) handleWhy(w http.ResponseWriter, r *http.Request) {
+	if m.forward(w, r, http.MethodGet, "/why", nil) {
+		return
+	}
+	id := r.PathValue("id")
+	rn := m.runnerOf(id)
+	reasons, err := migrate.Check(rn.pid, m.sharedRoot(), rn.inodes[:])
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons})
+}

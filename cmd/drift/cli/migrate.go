@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/driftcluster/drift/agent/jobs"
+)
+
+func runMigrate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("migrate", "[--json] JOB NODE|home", stderr)
+	asJSON := fs.Bool("json", false, "print as JSON")
+	cf := addClientFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return fmt.Errorf("want a job id and a node (drift ps, drift nodes): %w", errUsage)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var res jobs.MigrateResult
+	if err := c.Call(ctx, "POST", "/v1/jobs/"+fs.Arg(0)+"/migrate", jobs.MigrateRequest{To: fs.Arg(1)}, &res); err != nil {
+		return fmt.Errorf("%w\nthe job keeps running where it was", err)
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	_, err = fmt.Fprintf(stdout, "%s moved %s → %s: frozen %s, total %s, %s moved in %d pre-copy rounds and a final dump\n",
+		res.Job, res.From, res.To, res.Freeze.Round(time.Millisecond), res.Total.Round(time.Millisecond), humanBytes(uint64(res.Bytes)), res.Rounds)
+	return err
+}
+
+func runWhy(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("why", "[--json] JOB", stderr)
+	asJSON := fs.Bool("json", false, "print as JSON")
+	cf := addClientFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return fmt.Errorf("want a job id (drift ps lists them): %w", errUsage)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var r jobs.WhyResult
+	if err := c.Call(ctx, "GET", "/v1/jobs/"+fs.Arg(0)+"/why", nil, &r); err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(r)
+	}
+	if r.Movable {
+		_, err := fmt.Fprintf(stdout, "%s can migrate now (it runs on %s)\n", r.Job, r.Node)
+		return err
+	}
+	fmt.Fprintf(stdout, "%s cannot migrate from %s now:\n", r.Job, r.Node)
+	for _, reason := range r.Reasons {
+		fmt.Fprintf(stdout, "  - %s: %s; %s\n", reason.What, reason.Why, reason.Fix)
+	}
+	return nil
+}
