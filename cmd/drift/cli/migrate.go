@@ -27,7 +27,7 @@ func runMigrate(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	var res jobs.MigrateResult
 	if err := c.Call(ctx, "POST", "/v1/jobs/"+fs.Arg(0)+"/migrate", jobs.MigrateRequest{To: fs.Arg(1)}, &res); err != nil {
-		return fmt.Errorf("%w\nthe job keeps running where it was", err)
+		return err
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
