@@ -25,6 +25,8 @@ type Info struct {
 	Version  string    // drift version, at most MaxVersion bytes
 	BootTime time.Time // when the node booted (uptime = now - BootTime); zero if unknown
 	APIPort  int       // TCP port of the node's agent API; 0 if it serves none
+	Blocked  bool      // accepts no new jobs or migrations (drift block)
+	Draining bool      // sends its jobs away (drift drain)
 }
 
 // Uptime is how long the node has been up at now, or 0 if BootTime is unknown.
@@ -41,6 +43,7 @@ func (i Info) Uptime(now time.Time) time.Duration {
 func (i Info) Differs(o Info) bool {
 	if i.Cores != o.Cores || i.CPUModel != o.CPUModel || i.Role != o.Role ||
 		i.Version != o.Version || i.APIPort != o.APIPort || i.Jobs != o.Jobs ||
+		i.Blocked != o.Blocked || i.Draining != o.Draining ||
 		i.Runnable != o.Runnable || i.MemTotal != o.MemTotal || !i.BootTime.Equal(o.BootTime) {
 		return true
 	}

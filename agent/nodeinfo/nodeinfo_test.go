@@ -60,8 +60,8 @@ func TestDecodeMalformed(t *testing.T) {
 		{"empty", nil},
 		{"wrong version", append([]byte{9}, good[1:]...)},
 		{"truncated numbers", good[:10]},
-		{"truncated string", good[:len(good)-1]},
-		{"string length past end", append(bytes.Clone(good[:len(good)-3]), 200)},
+		{"truncated string", good[:len(good)-2]}, // the last byte is the flags
+		{"string length past end", append(bytes.Clone(good[:len(good)-4]), 200)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,5 +144,19 @@ func TestDiffers(t *testing.T) {
 				t.Errorf("%v.Differs(%v) = %v, want %v", o, base, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestFlagsRoundTrip(t *testing.T) {
+	for _, in := range []Info{{Role: "worker"}, {Role: "worker", Blocked: true}, {Role: "head", Draining: true, Blocked: true}} {
+		out, err := Decode(in.Encode())
+		if err != nil || out.Blocked != in.Blocked || out.Draining != in.Draining {
+			t.Errorf("Decode(Encode(%+v)) = %+v, %v; want the same flags", in, out, err)
+		}
+	}
+	// Metadata from an agent that sends no flags byte decodes with none set.
+	b := Info{Role: "worker", Blocked: true}.Encode()
+	if out, err := Decode(b[:len(b)-1]); err != nil || out.Blocked {
+		t.Errorf("Decode(without flags) = %+v, %v; want no flags and no error", out, err)
 	}
 }

@@ -16,12 +16,13 @@ import (
 // /proc with no role, version, jobs or API port; set those fields before
 // the first Sample. A Sampler is safe for concurrent use.
 type Sampler struct {
-	Proc    fs.FS          // nil: os.DirFS("/proc")
-	Role    string         // copied into every sample
-	Version string         // copied into every sample
-	APIPort int            // copied into every sample
-	Jobs    func() int     // nil: no jobs
-	Bench   func() float64 // nil: MeasureSpeed, run once on first Sample
+	Proc    fs.FS                           // nil: os.DirFS("/proc")
+	Role    string                          // copied into every sample
+	Version string                          // copied into every sample
+	APIPort int                             // copied into every sample
+	Jobs    func() int                      // nil: no jobs
+	Mode    func() (blocked, draining bool) // nil: neither
+	Bench   func() float64                  // nil: MeasureSpeed, run once on first Sample
 
 	once  sync.Once
 	speed float64
@@ -42,6 +43,9 @@ func (s *Sampler) Sample() Info {
 		proc = os.DirFS("/proc")
 	}
 	i := Info{Role: s.Role, Version: s.Version, APIPort: s.APIPort, Speed: s.speed}
+	if s.Mode != nil {
+		i.Blocked, i.Draining = s.Mode()
+	}
 	if s.Jobs != nil {
 		i.Jobs = s.Jobs()
 	}

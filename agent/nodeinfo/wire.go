@@ -51,8 +51,21 @@ func (i Info) Encode() []byte {
 	b = appendString(b, i.CPUModel, MaxModel)
 	b = appendString(b, i.Role, MaxRole)
 	b = appendString(b, i.Version, MaxVersion)
-	return b
+	var flags byte
+	if i.Blocked {
+		flags |= flagBlocked
+	}
+	if i.Draining {
+		flags |= flagDraining
+	}
+	return append(b, flags)
 }
+
+// Flags, in the last byte (absent in older agents' metadata: none set).
+const (
+	flagBlocked byte = 1 << iota
+	flagDraining
+)
 
 // Decode parses the wire form made by Encode. It never panics: anything
 // short, of an unknown version or with strings past the end is ErrMalformed.
@@ -77,6 +90,10 @@ func Decode(b []byte) (Info, error) {
 	i.CPUModel = d.str()
 	i.Role = d.str()
 	i.Version = d.str()
+	if d.err == nil && len(d.b) > 0 {
+		flags := d.u8()
+		i.Blocked, i.Draining = flags&flagBlocked != 0, flags&flagDraining != 0
+	}
 	if d.err != nil {
 		return Info{}, d.err
 	}
