@@ -20,7 +20,8 @@ func (c *cluster) view() []balance.Node {
 			Runnable: float64(max(i.Runnable-1, i.Jobs, 0)), // procs_running counts the sampler itself
 			MemTotal: i.MemTotal,
 			MemFree:  i.MemFree,
-			Accepts:  m.State == membership.StateAlive && i.Cores > 0,
+			Accepts:  m.State == membership.StateAlive && i.Cores > 0 && !i.Blocked && !i.Draining,
+			Draining: i.Draining,
 		})
 	}
 	return out

@@ -78,7 +78,7 @@ func (c *cluster) Run(ctx context.Context) error {
 // runOn runs membership and discovery bound to addr until ctx ends.
 func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 	a := c.a
-	sampler := &nodeinfo.Sampler{Role: string(a.node.Role), Version: version.Get(), APIPort: api.DefaultPort, Jobs: a.jobs.Running}
+	sampler := &nodeinfo.Sampler{Role: string(a.node.Role), Version: version.Get(), APIPort: api.DefaultPort, Jobs: a.jobs.Running, Mode: a.bal.mode}
 	var lastPeers atomic.Int64
 	lastPeers.Store(-1)
 	mem, err := membership.New(membership.Config{

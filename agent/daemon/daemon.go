@@ -57,6 +57,7 @@ type agent struct {
 	key  clusterkey.Key
 	sup  *supervise.Supervisor
 	jobs *jobs.Manager
+	bal  *balancer
 }
 
 // Run brings the node up and serves until ctx ends.
@@ -88,10 +89,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}})
 	net := a.startNetwork(ctx, node.NICs)
 	cl := &cluster{a: a, net: net}
-	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: cl.place}
+	a.bal = &balancer{a: a, cl: cl}
+	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: cl.place, Accepting: a.bal.accepting}
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
+	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
 	routes := a.jobs.Routes()
-	maps.Copy(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
+	a.bal.routes(routes)
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
 		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
 	}).Run})

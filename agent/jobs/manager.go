@@ -37,6 +37,9 @@ type Manager struct {
 	// Place chooses the node for a job started without --node; it returns
 	// the node and why. nil: this node.
 	Place func() (node, reason string, err error)
+	// Accepting says whether this node takes new jobs and migrations (not
+	// blocked or draining); it returns why not. nil: always.
+	Accepting func() (bool, string)
 
 	mu      sync.Mutex
 	homes   map[string]*homeJob
@@ -286,6 +289,10 @@ func (m *Manager) handleStart(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "start: want a job spec", http.StatusBadRequest)
 		return
 	}
+	if ok, why := m.accepting(); !ok {
+		http.Error(w, why, http.StatusConflict)
+		return
+	}
 	id := r.PathValue("id")
 	s, err := m.dialStint(context.Background(), req.Home, id, req.Epoch)
 	if err != nil {
@@ -532,6 +539,42 @@ func (m *Manager) Local() []Info {
 		info := Info{ID: id, Node: m.Self, State: "running", PID: r.pid}
 		info.CPU, info.RSS = sampleTree(r.pid)
 		out = append(out, info)
+	}
+	return out
+}
+
+func (m *Manager) accepting() (bool, string) {
+	if m.Accepting == nil {
+		return true, ""
+	}
+	return m.Accepting()
+}
+
+// Resident describes a job running on this node, for the balancer.
+type Resident struct {
+	ID    string
+	CPU   float64 // cores used over the last sample
+	RSS   uint64
+	Since time.Time // when it arrived here
+	Moves int
+	Stay  bool
+}
+
+// Residents lists the jobs running on this node that are not moving now.
+func (m *Manager) Residents() []Resident {
+	m.init()
+	m.mu.Lock()
+	rs := make([]*runner, 0, len(m.runners))
+	for _, r := range m.runners {
+		if !r.migrating.Load() && !r.moved.Load() {
+			rs = append(rs, r)
+		}
+	}
+	m.mu.Unlock()
+	out := make([]Resident, 0, len(rs))
+	for _, r := range rs {
+		cpu, rss := sampleTree(r.pid)
+		out = append(out, Resident{ID: r.id, CPU: cpu / 100, RSS: rss, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay})
 	}
 	return out
 }

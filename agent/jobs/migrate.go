@@ -220,6 +220,10 @@ func (m *Manager) target() *migrate.Target {
 }
 
 func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
+	if ok, why := m.accepting(); !ok {
+		http.Error(w, why, http.StatusConflict)
+		return
+	}
 	var img []byte
 	if err := json.NewDecoder(r.Body).Decode(&img); err != nil {
 		http.Error(w, "cpucheck: want the source's cpuinfo image", http.StatusBadRequest)

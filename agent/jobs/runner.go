@@ -42,6 +42,7 @@ type runner struct {
 	sink      sink
 	moved     atomic.Bool // set before the job is released after a move
 	migrating atomic.Bool
+	arrived   time.Time // when this stint began
 	pending   atomic.Int64
 	done      chan struct{} // closed when the stint has ended
 	wait      func() (syscall.WaitStatus, error)
@@ -117,7 +118,7 @@ func newRunner(id string, epoch, pid int, p *pipes, wait func() (syscall.WaitSta
 		id: id, epoch: epoch, pid: pid, log: log,
 		stdin: p.in, stdout: p.out, stderr: p.errR,
 		inodes: [3]uint64{inode(p.jobIn), inode(p.jobOut), inode(p.jobErr)},
-		sink:   s, done: make(chan struct{}), wait: wait,
+		sink:   s, done: make(chan struct{}), wait: wait, arrived: time.Now(),
 	}
 	p.closeJobEnds()
 	go r.run()
