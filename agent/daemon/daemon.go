@@ -95,6 +95,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
 	routes := a.jobs.Routes()
 	a.bal.routes(routes)
+	maps.Copy(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
 		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
 	}).Run})

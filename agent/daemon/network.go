@@ -26,7 +26,7 @@ type network struct {
 	a       *agent
 	nc      *netconf.Manager
 	dhcp    *netboot.DHCPServer
-	dhcpIf  string // the interface the DHCP server serves
+	dhcpIf  string        // the interface the DHCP server serves
 	changed chan struct{} // signalled (buffered, 1) when the primary address may have changed
 }
 
@@ -38,7 +38,8 @@ type network struct {
 func (a *agent) startNetwork(ctx context.Context, nics []boot.NIC) *network {
 	n := &network{a: a, changed: make(chan struct{}, 1)}
 	clientIfaces := nicNames(nics)
-	if a.node.Role == boot.RoleHead && a.node.Options.DHCP != "off" && len(nics) > 0 {
+	// drift.dhcp=proxy: the LAN's server numbers it; netboot.go answers PXE clients.
+	if a.node.Role == boot.RoleHead && a.node.Options.DHCP != "off" && a.node.Options.DHCP != "proxy" && len(nics) > 0 {
 		if n.startDHCPServer(ctx, nics[0].Name) {
 			clientIfaces = clientIfaces[1:]
 		}

@@ -214,7 +214,7 @@ func proxyReply(p *PXE, req *dhcpv4.DHCPv4, pxePort bool, server netip.Addr) (*d
 	default:
 		return nil, fmt.Errorf("message type %s on port %d from %s: want REQUEST", t, PXEPort, req.ClientHWAddr)
 	}
-	mods, _, err := p.bootOptions(req, c, server)
+	mods, _, err := p.bootOptions(req, c, server, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", req.ClientHWAddr, err)
 	}

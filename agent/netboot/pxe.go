@@ -92,12 +92,15 @@ func (p *PXE) bootFile(c pxeClient, server netip.Addr) (string, error) {
 
 // bootOptions are the reply modifiers that tell c, from server, what to
 // boot: next-server (siaddr) and option 66 name the TFTP server, the
-// BOOTP file field and option 67 the boot file, and option 60
-// "PXEClient" marks the reply as PXE's to a PXE client (without it UEFI
-// firmware treats the offer as plain DHCP). No option 43: the client
-// takes the boot file from this reply (or, from a proxy, asks on port
-// 4011) rather than running PXE boot-server discovery.
-func (p *PXE) bootOptions(req *dhcpv4.DHCPv4, c pxeClient, server netip.Addr) ([]dhcpv4.Modifier, string, error) {
+// BOOTP file field and option 67 the boot file. With proxy, option 60
+// "PXEClient" marks the reply as a PXE proxy's (the spec requires it; a
+// client ignores a proxy offer without it). The full server leaves
+// option 60 out: UEFI firmware takes a PXEClient offer that carries an
+// address for a "BINL" server and asks it again on port 4011 before
+// booting, while a plain offer with a boot file it boots at once. No
+// option 43: the client takes the boot file from the reply (or, from a
+// proxy, asks on port 4011) rather than running boot-server discovery.
+func (p *PXE) bootOptions(req *dhcpv4.DHCPv4, c pxeClient, server netip.Addr, proxy bool) ([]dhcpv4.Modifier, string, error) {
 	file, err := p.bootFile(c, server)
 	if err != nil {
 		return nil, "", err
@@ -108,7 +111,7 @@ func (p *PXE) bootOptions(req *dhcpv4.DHCPv4, c pxeClient, server netip.Addr) ([
 		dhcpv4.WithOption(dhcpv4.OptBootFileName(file)),
 		func(d *dhcpv4.DHCPv4) { d.BootFileName = file },
 	}
-	if c.pxeVendor {
+	if proxy && c.pxeVendor {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")))
 	}
 	// The client's UUID (option 97): PXE clients expect it echoed.
@@ -134,7 +137,7 @@ func (p *PXE) decorate(req, reply *dhcpv4.DHCPv4) (string, error) {
 	if !server.IsValid() {
 		return "", errors.New("reply has no server identifier")
 	}
-	mods, file, err := p.bootOptions(req, c, server)
+	mods, file, err := p.bootOptions(req, c, server, false)
 	if err != nil {
 		return "", err
 	}

@@ -175,7 +175,7 @@ func TestDecorate(t *testing.T) {
 				}
 				return
 			}
-			checkBootReply(t, reply, tt.mt, tt.wantFile, true)
+			checkBootReply(t, reply, tt.mt, tt.wantFile, false) // no option 60 from the full server
 			if got := addr4(reply.YourIPAddr); got != yi {
 				t.Errorf("yiaddr = %v, want %v kept", got, yi)
 			}

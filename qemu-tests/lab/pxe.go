@@ -74,6 +74,7 @@ func StartPXE(ctx context.Context, cfg PXEConfig) (*Lab, error) {
 	}
 	// Start booted the head without its CD: add the CD and boot it again
 	// (before OnNetwork, so nothing it starts sees a head come and go).
+	l.Kill(1) // not booted yet: no need to wait for a clean quit
 	if err := l.StopNode(ctx, 1); err != nil {
 		return fail(err)
 	}

@@ -1,0 +1,157 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/boot"
+	"github.com/driftcluster/drift/agent/membership"
+	"github.com/driftcluster/drift/agent/storage"
+	"github.com/driftcluster/drift/agent/supervise"
+	"github.com/u-root/u-root/pkg/kmodule"
+)
+
+// nodeStorage is the node's part of the shared storage: on the head the
+// export (unless drift.storage= names an external source), on every node
+// the mount at /cluster.
+type nodeStorage struct {
+	a        *agent
+	cl       *cluster
+	external string // drift.storage=, as given
+	mounter  *storage.Mounter
+	backing  atomic.Pointer[storage.Backing] // the head's, once mounted
+}
+
+// startStorage starts the shared storage services: the head exports its
+// backing store to the cluster's members, and every node mounts the
+// head's export (or drift.storage=) at /cluster once it knows where it
+// is. The API serves the returned value's routes.
+func (a *agent) startStorage(ctx context.Context, cl *cluster) *nodeStorage {
+	s := &nodeStorage{a: a, cl: cl, external: a.node.Options.Storage}
+	resolve := s.headSource
+	if s.external != "" {
+		src, err := storage.ParseSource(s.external)
+		if err != nil {
+			a.con.Event("storage: error drift.storage=%s: %v; /cluster is not mounted", s.external, err)
+			return s
+		}
+		resolve = func() (storage.Source, error) { return src, nil }
+	} else if a.node.Role == boot.RoleHead {
+		a.sup.Start(ctx, supervise.Service{Name: "storage-server", Run: s.serve})
+	}
+	s.mounter = &storage.Mounter{
+		Resolve: resolve,
+		Logger:  a.log,
+		Mount: func(src storage.Source, target string) error {
+			loadClientModules(a, src.Kind)
+			return storage.MountSource(src, target)
+		},
+		OnMount: func(src storage.Source) {
+			a.con.Event("storage mounted=%s from=%s", storage.MountPoint, src)
+		},
+	}
+	a.sup.Start(ctx, supervise.Service{Name: "storage-mount", Run: s.mounter.Run})
+	return s
+}
+
+// serve prepares the head's backing store and exports it until ctx ends.
+func (s *nodeStorage) serve(ctx context.Context) error {
+	a := s.a
+	b, err := storage.PrepareBacking(ctx, storage.BackingConfig{Logger: a.log, LoadModule: loadFSModule})
+	if err != nil {
+		return err
+	}
+	if s.backing.Swap(&b) == nil {
+		if b.Persistent {
+			a.con.Event("storage: exporting %s (%s on %s, label %s) on port %d", b.Dir, b.FSType, b.Device, b.Label, storage.DefaultPort)
+		} else {
+			why := "no " + storage.DataLabel + " partition"
+			if b.Error != "" {
+				why = b.Error
+			}
+			a.con.Event("storage: WARNING %s: the shared storage is a tmpfs in memory and its data is lost at power-off; exporting on port %d", why, storage.DefaultPort)
+		}
+	}
+	srv := &storage.Server{Dir: b.Dir, Logger: a.log, Allow: s.isMember}
+	return srv.Run(ctx)
+}
+
+// loadFSModule loads a kernel module, such as a file system type's (ext4,
+// xfs, vfat), with its dependencies; built-in or loaded already is fine.
+func loadFSModule(fstype string) error {
+	p, err := kmodule.NewProber(kmodule.ProbeOpts{})
+	if err != nil {
+		return fmt.Errorf("load %s: %w", fstype, err)
+	}
+	return p.Probe(fstype, "")
+}
+
+// clientModules are the kernel modules a mount of each kind needs that the
+// kernel would otherwise ask modprobe for, which a drift node does not
+// have: the 9P TCP transport is its own module since Linux 6.0, and the
+// NFS client loads its version modules on demand.
+var clientModules = map[storage.Kind][]string{
+	storage.Kind9P:  {"9p", "9pnet_fd"},
+	storage.KindNFS: {"nfs", "nfsv4", "nfsv3"},
+}
+
+// loadClientModules loads what a mount of kind needs; a module that is
+// missing is logged, and the mount's own error then says what failed.
+func loadClientModules(a *agent, kind storage.Kind) {
+	for _, m := range clientModules[kind] {
+		if err := loadFSModule(m); err != nil {
+			a.log.Warn("load kernel module for shared storage", "module", m, "err", err)
+		}
+	}
+}
+
+// isMember reports whether addr is the address of a member that is not
+// known to be dead (a suspect member may just be slow to answer).
+func (s *nodeStorage) isMember(addr netip.Addr) bool {
+	return slices.ContainsFunc(s.cl.Members(), func(m membership.Member) bool {
+		return m.State != membership.StateDead && m.Addr == addr.String()
+	})
+}
+
+// headSource is the head's export, as membership knows the head.
+func (s *nodeStorage) headSource() (storage.Source, error) {
+	for _, m := range s.cl.Members() {
+		if m.Info.Role != string(boot.RoleHead) || m.State != membership.StateAlive {
+			continue
+		}
+		addr, err := netip.ParseAddr(m.Addr)
+		if err != nil {
+			continue
+		}
+		return storage.Source{Kind: storage.Kind9P, Host: addr, Port: storage.DefaultPort}, nil
+	}
+	return storage.Source{}, fmt.Errorf("no alive head in the member list: %w", storage.ErrNoServer)
+}
+
+// status is this node's storage, for the API.
+func (s *nodeStorage) status() api.StorageStatus {
+	st := api.StorageStatus{External: s.external}
+	if s.mounter != nil {
+		st.Mount = s.mounter.Status()
+	} else {
+		st.Mount = storage.MountStatus{Target: storage.MountPoint, Error: "drift.storage= is not a source drift can mount"}
+	}
+	if b := s.backing.Load(); b != nil {
+		e := &api.StorageExport{Backing: *b, Port: storage.DefaultPort}
+		if sp, err := storage.SpaceOf(b.Dir); err == nil {
+			e.Total, e.Free = sp.Total, sp.Free
+		}
+		st.Export = e
+	}
+	return st
+}
+
+// routes are the storage endpoints for the API server's Routes.
+func (s *nodeStorage) routes() map[string]http.Handler {
+	return api.StorageRoutes(s.cl, s.a.key, s.status)
+}

@@ -1,0 +1,295 @@
+package qemutests
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/agent/labport"
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// headExport is the shared storage every node of a lab mounts: the head's
+// 9P export at its DHCP server address.
+const headExport = "9p://10.77.0.1:5640"
+
+var mountedRE = regexp.MustCompile(`drift: storage mounted=/cluster from=` + regexp.QuoteMeta(headExport))
+
+// TestSharedStorage boots a head and two workers once and checks, in
+// order: every node mounts the head's export (a tmpfs, with the warning);
+// a file written on worker 2 reads back byte for byte everywhere; a 100 MB
+// file's checksum matches on all three; three nodes appending to one file
+// at once lose no line; a node with another key cannot mount the export;
+// the head rebooted onto a DRIFT-DATA disk, and rebooted again, with the
+// workers' /cluster coming back by itself and the file written before the
+// reboot still there.
+func TestSharedStorage(t *testing.T) {
+	img := image(t)
+	t.Parallel()
+	l := startLab(t, lab.Config{Image: img, Nodes: 3})
+	for n := 1; n <= l.Nodes(); n++ {
+		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
+	}
+	ctx := waitContext(t, 25*time.Minute)
+	start := time.Now()
+	if err := l.WaitReady(ctx, nil); err != nil {
+		t.Fatalf("wait for 3 nodes: %v", err)
+	}
+	for n := 1; n <= 3; n++ {
+		line, err := l.WaitFor(ctx, n, mountedRE)
+		if err != nil {
+			t.Fatalf("node %d never mounted the head's export: %v", n, err)
+		}
+		t.Logf("node %d after %s: %s", n, time.Since(start).Round(time.Second), line)
+	}
+
+	t.Run("tmpfs says its data is lost", func(t *testing.T) {
+		if _, err := l.WaitFor(ctx, 1, regexp.MustCompile(`drift: storage: WARNING .*tmpfs.*lost at power-off`)); err != nil {
+			t.Errorf("head console lacks the tmpfs warning: %v", err)
+		}
+		out := string(storageExec(ctx, t, l, 2, time.Minute, "drift", "storage").Stdout)
+		t.Logf("drift storage on node 2:\n%s", out)
+		if n := strings.Count(out, headExport+"  ok"); n != 3 {
+			t.Errorf("drift storage lists %d healthy mounts of %s, want 3", n, headExport)
+		}
+		if !strings.Contains(out, "WARNING: the shared storage is in memory (tmpfs)") {
+			t.Errorf("drift storage does not say the tmpfs loses its data")
+		}
+	})
+
+	t.Run("file from worker 2 reads back everywhere", func(t *testing.T) {
+		storageExec(ctx, t, l, 3, time.Minute, "dd", "if=/dev/urandom", "of=/cluster/w2.bin", "bs=1024", "count=300")
+		want := storageExec(ctx, t, l, 3, time.Minute, "cat", "/cluster/w2.bin").Stdout
+		if len(want) != 300<<10 {
+			t.Fatalf("worker 2 reads back %d bytes of what it wrote, want %d", len(want), 300<<10)
+		}
+		for _, n := range []int{2, 1} {
+			got := storageExec(ctx, t, l, n, time.Minute, "cat", "/cluster/w2.bin").Stdout
+			if !bytes.Equal(got, want) {
+				t.Errorf("node %d reads %d bytes that differ from worker 2's %d", n, len(got), len(want))
+			}
+		}
+	})
+
+	t.Run("100 MB checksum matches on all three", func(t *testing.T) {
+		storageExec(ctx, t, l, 2, 2*time.Minute, "dd", "if=/dev/urandom", "of=/tmp/big", "bs=1M", "count=100")
+		want := shasum(ctx, t, l, 2, "/tmp/big")
+		began := time.Now()
+		storageExec(ctx, t, l, 2, 5*time.Minute, "cp", "/tmp/big", "/cluster/big")
+		t.Logf("100 MB copied to /cluster in %s", time.Since(began).Round(100*time.Millisecond))
+		storageExec(ctx, t, l, 2, time.Minute, "rm", "/tmp/big")
+		for n := 1; n <= 3; n++ {
+			if got := shasum(ctx, t, l, n, "/cluster/big"); got != want {
+				t.Errorf("node %d: sha256 of /cluster/big = %s, want %s", n, got, want)
+			}
+		}
+		storageExec(ctx, t, l, 3, time.Minute, "rm", "/cluster/big")
+	})
+
+	t.Run("three nodes append at once and lose no line", func(t *testing.T) {
+		const lines = 300
+		// drift-workload writes each line with one write(2); the shell
+		// opens the file with O_APPEND, O_CREAT: on every node at once.
+		var wg sync.WaitGroup
+		for n := 1; n <= 3; n++ {
+			wg.Go(func() {
+				argv := []string{"gosh", "-c", fmt.Sprintf("drift-workload counter -n %d -every 1ms >> /cluster/append.log", lines)}
+				ectx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+				defer cancel()
+				res, err := labport.Exec(ectx, l.LabSock(n), labport.Request{Argv: argv})
+				if err == nil && res.ExitCode != 0 {
+					err = fmt.Errorf("exit %d: %s", res.ExitCode, res.Stderr)
+				}
+				if err != nil {
+					t.Errorf("node %d: %q: %v", n, argv, err)
+				}
+			})
+		}
+		wg.Wait()
+		out := storageExec(ctx, t, l, 1, time.Minute, "cat", "/cluster/append.log").Stdout
+		count := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+			count[line]++
+		}
+		for i := 1; i <= lines; i++ {
+			if c := count[strconv.Itoa(i)]; c != 3 {
+				t.Errorf("line %d appears %d times, want 3 (one per node)", i, c)
+			}
+			delete(count, strconv.Itoa(i))
+		}
+		if len(count) > 0 {
+			t.Errorf("torn or foreign lines in the file: %v", count)
+		}
+	})
+
+	t.Run("a node with another key cannot mount the export", func(t *testing.T) {
+		key := make([]byte, 32)
+		rand.Read(key)
+		n, err := l.Add(ctx, []string{"drift.key=" + hex.EncodeToString(key)})
+		if err != nil {
+			t.Fatalf("add a node with another key: %v", err)
+		}
+		t.Cleanup(func() { l.StopNode(context.Background(), n) })
+		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
+		r, err := l.WaitReadyNode(ctx, n)
+		if err != nil {
+			t.Fatalf("node with another key: %v", err)
+		}
+		mount := []string{"mount", "-t", "9p", "-o", "trans=tcp,port=5640,version=9p2000.L,cache=none", "10.77.0.1", "/mnt/steal"}
+		// The same mount by hand on a member works: the refusal below is
+		// the server's, not the command's.
+		storageExec(ctx, t, l, 2, time.Minute, "mkdir", "-p", "/mnt/steal")
+		storageExec(ctx, t, l, 2, time.Minute, mount...)
+		storageExec(ctx, t, l, 2, time.Minute, "cat", "/mnt/steal/w2.bin")
+		storageExec(ctx, t, l, 2, time.Minute, "umount", "/mnt/steal")
+
+		storageExec(ctx, t, l, n, time.Minute, "mkdir", "-p", "/mnt/steal")
+		res := labExec(ctx, t, l, n, time.Minute, mount...)
+		if res.ExitCode == 0 {
+			ls := labExec(ctx, t, l, n, time.Minute, "ls", "/mnt/steal")
+			t.Fatalf("a node with another key mounted the head's export (it lists %q)", ls.Stdout)
+		}
+		t.Logf("mount from the foreign node failed as it must: %s", bytes.TrimSpace(res.Stderr))
+		refused := regexp.MustCompile(`refused storage connection from ` + regexp.QuoteMeta(r.Addr) + `:\d+: not a cluster member`)
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if _, err := l.WaitFor(wctx, 1, refused); err != nil {
+			t.Errorf("head did not log the refusal of %s: %v", r.Addr, err)
+		}
+		if err := l.StopNode(ctx, n); err != nil {
+			t.Errorf("stop the foreign node: %v", err)
+		}
+	})
+
+	t.Run("head reboots onto DRIFT-DATA; workers remount by themselves", func(t *testing.T) {
+		disk := dataDisk(t)
+		if err := l.StopNode(ctx, 1); err != nil {
+			t.Fatalf("stop the head: %v", err)
+		}
+		if err := l.AttachDisk(1, disk); err != nil {
+			t.Fatal(err)
+		}
+		bootHead(ctx, t, l)
+		line, err := l.WaitFor(ctx, 1, regexp.MustCompile(`drift: storage: exporting /var/lib/drift/data \(ext4 on /dev/vda, label DRIFT-DATA\)`))
+		if err != nil {
+			t.Fatalf("head does not export its DRIFT-DATA disk: %v", err)
+		}
+		t.Logf("head: %s", line)
+		const content = "written before the reboot\n"
+		storageExec(ctx, t, l, 1, time.Minute, "gosh", "-c", "echo 'written before the reboot' > /cluster/persist.txt && sync")
+		waitFile(ctx, t, l, []int{2, 3}, "/cluster/persist.txt", content, 3*time.Minute)
+
+		// Power cut: the file must be on the disk, not in a cache.
+		if err := l.StopNode(ctx, 1); err != nil {
+			t.Fatalf("stop the head: %v", err)
+		}
+		bootHead(ctx, t, l)
+		waitFile(ctx, t, l, []int{1, 2, 3}, "/cluster/persist.txt", content, 3*time.Minute)
+
+		out := string(storageExec(ctx, t, l, 3, time.Minute, "drift", "storage").Stdout)
+		t.Logf("drift storage on node 3:\n%s", out)
+		if !strings.Contains(out, "ext4 on /dev/vda (label DRIFT-DATA)") || strings.Contains(out, "WARNING") {
+			t.Errorf("drift storage does not show the head's DRIFT-DATA disk (or still warns)")
+		}
+	})
+}
+
+// bootHead starts the stopped head and waits until it is ready and has
+// mounted its own export.
+func bootHead(ctx context.Context, t *testing.T, l *lab.Lab) {
+	t.Helper()
+	if err := l.StartNode(ctx, 1); err != nil {
+		t.Fatalf("start the head: %v", err)
+	}
+	t.Logf("head qemu command line: %s", l.CommandLine(1))
+	if _, err := l.WaitReadyNode(ctx, 1); err != nil {
+		t.Fatalf("head after reboot: %v", err)
+	}
+	if _, err := l.WaitFor(ctx, 1, mountedRE); err != nil {
+		t.Fatalf("head after reboot never mounted its export: %v", err)
+	}
+}
+
+// waitFile polls nodes until each reads content from path, which they do
+// once their /cluster came back.
+func waitFile(ctx context.Context, t *testing.T, l *lab.Lab, nodes []int, path, content string, limit time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for _, n := range nodes {
+		for {
+			res := labExec(ctx, t, l, n, 30*time.Second, "cat", path)
+			if res.ExitCode == 0 && string(res.Stdout) == content {
+				t.Logf("node %d reads %s after %s", n, path, time.Since(start).Round(100*time.Millisecond))
+				break
+			}
+			if time.Since(start) > limit {
+				t.Fatalf("node %d: %s not readable within %s: exit %d, %q %s", n, path, limit, res.ExitCode, res.Stdout, res.Stderr)
+			}
+			time.Sleep(2 * time.Second)
+		}
+	}
+}
+
+// dataDisk makes a 64 MB ext4 image labelled DRIFT-DATA.
+func dataDisk(t *testing.T) string {
+	t.Helper()
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		t.Fatalf("mkfs.ext4 not found: apt-get install e2fsprogs")
+	}
+	p := filepath.Join(t.TempDir(), "data.img")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", "-L", "DRIFT-DATA", p).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	return p
+}
+
+// shasum returns the sha256 of path on node n (u-root's shasum).
+func shasum(ctx context.Context, t *testing.T, l *lab.Lab, n int, path string) string {
+	t.Helper()
+	out := storageExec(ctx, t, l, n, 5*time.Minute, "shasum", "-a", "256", path).Stdout
+	sum, _, _ := strings.Cut(string(out), " ")
+	if len(sum) != 64 {
+		t.Fatalf("node %d: shasum %s printed %q", n, path, out)
+	}
+	return sum
+}
+
+// labExec runs argv on node n with a time limit and returns what it did.
+func labExec(ctx context.Context, t *testing.T, l *lab.Lab, n int, limit time.Duration, argv ...string) *labport.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	res, err := labport.Exec(ctx, l.LabSock(n), labport.Request{Argv: argv})
+	if err != nil {
+		t.Fatalf("node %d: exec %q: %v", n, argv, err)
+	}
+	return res
+}
+
+// storageExec is labExec that fails the test unless argv exits 0.
+func storageExec(ctx context.Context, t *testing.T, l *lab.Lab, n int, limit time.Duration, argv ...string) *labport.Result {
+	t.Helper()
+	res := labExec(ctx, t, l, n, limit, argv...)
+	if res.ExitCode != 0 {
+		t.Fatalf("node %d: exec %q exited %d: %s", n, argv, res.ExitCode, res.Stderr)
+	}
+	return res
+}
