@@ -22,6 +22,9 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"attach":  {"reconnect the terminal to a job", runAttach},
+		"balance": {"turn automatic balancing on or off for the whole cluster", runBalance},
+		"block":   {"stop a node taking new jobs and migrations", runBlock},
+		"drain":   {"move every job away from a node, and block it", runDrain},
 		"kill":    {"send a signal to a job, wherever it runs", runKill},
 		"netboot": {"list the machines that network-booted from this head", runNetboot},
 		"migrate": {"move a running job to another node", runMigrate},
@@ -29,6 +32,7 @@ func commands() map[string]command {
 		"ps":      {"list every job in the cluster", runPS},
 		"run":     {"run a command in the pool", runRun},
 		"status":  {"show this node in detail", runStatus},
+		"unblock": {"let a node take jobs again", runUnblock},
 		"version": {"print the drift version of this binary and node", runVersion},
 		"why":     {"say whether a job can migrate now, and if not, why", runWhy},
 	}

@@ -26,14 +26,26 @@ func runPS(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 
 func writePS(w io.Writer, list []jobs.Info, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tNAME\tNODE\tHOME\tSTATE\tCPU%\tRSS\tAGE\tMOVES\tCOMMAND")
+	moved := false
+	for _, j := range list {
+		moved = moved || j.LastMove != ""
+	}
+	header := "JOB\tNAME\tNODE\tHOME\tSTATE\tCPU%\tRSS\tAGE\tMOVES\tCOMMAND"
+	if moved {
+		header += "\tLAST MOVE"
+	}
+	fmt.Fprintln(tw, header)
 	for _, j := range list {
 		state := j.State
 		if j.Exit != nil {
 			state = fmt.Sprintf("exited(%d)", *j.Exit)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%d\t%s\n", j.ID, j.Name, j.Node, j.Home, state,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%d\t%s", j.ID, j.Name, j.Node, j.Home, state,
 			j.CPU, humanBytes(j.RSS), now.Sub(j.Started).Round(time.Second), j.Moves, truncate(j.Command(), 40))
+		if moved {
+			fmt.Fprintf(tw, "\t%s", truncate(j.LastMove, 60))
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }
