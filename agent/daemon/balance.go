@@ -14,10 +14,12 @@ func (c *cluster) view() []balance.Node {
 	for _, m := range c.Members() {
 		i := m.Info
 		out = append(out, balance.Node{
-			Name:     m.Name,
-			Cores:    i.Cores,
-			Speed:    i.Speed,
-			Runnable: float64(max(i.Runnable-1, i.Jobs, 0)), // procs_running counts the sampler itself
+			Name:  m.Name,
+			Cores: i.Cores,
+			Speed: i.Speed,
+			// The drift jobs a node runs: procs_running is one instant's
+			// count, too noisy to move jobs on.
+			Runnable: float64(i.Jobs),
 			MemTotal: i.MemTotal,
 			MemFree:  i.MemFree,
 			Accepts:  m.State == membership.StateAlive && i.Cores > 0 && !i.Blocked && !i.Draining,

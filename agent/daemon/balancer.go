@@ -77,8 +77,14 @@ func (b *balancer) step(ctx context.Context) bool {
 	}
 	now := time.Now()
 	var js []balance.Job
+	residents := b.a.jobs.Residents()
+	for i := range nodes {
+		if nodes[i].Name == self {
+			nodes[i].Runnable = float64(len(residents))
+		}
+	}
 	b.mu.Lock()
-	for _, r := range b.a.jobs.Residents() {
+	for _, r := range residents {
 		if t, ok := b.failed[r.ID]; ok && now.Sub(t) < time.Minute {
 			continue
 		}
@@ -91,7 +97,13 @@ func (b *balancer) step(ctx context.Context) bool {
 		return false
 	}
 	b.a.log.Info("balance: moving a job", "job", mv.Job, "to", mv.To, "why", mv.Reason)
-	res, err := b.a.jobs.Migrate(ctx, mv.Job, jobs.MigrateRequest{To: mv.To, Reason: mv.Reason})
+	var expect int
+	for _, n := range nodes {
+		if n.Name == mv.To {
+			expect = int(n.Runnable)
+		}
+	}
+	res, err := b.a.jobs.Migrate(ctx, mv.Job, jobs.MigrateRequest{To: mv.To, Reason: mv.Reason, Expect: &expect})
 	if err != nil {
 		b.a.log.Warn("balance: move failed; the job stays", "job", mv.Job, "to", mv.To, "err", err)
 		b.mu.Lock()

@@ -41,10 +41,11 @@ type Manager struct {
 	// blocked or draining); it returns why not. nil: always.
 	Accepting func() (bool, string)
 
-	mu      sync.Mutex
-	homes   map[string]*homeJob
-	runners map[string]*runner
-	seq     int
+	mu       sync.Mutex
+	homes    map[string]*homeJob
+	runners  map[string]*runner
+	incoming map[string]time.Time // migrations admitted, not yet restored
+	seq      int
 }
 
 func (m *Manager) log() *slog.Logger {

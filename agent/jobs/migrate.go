@@ -19,6 +19,19 @@ import (
 type MigrateRequest struct {
 	To     string `json:"to"`               // node name, or "home"
 	Reason string `json:"reason,omitempty"` // why (shown by drift ps); "": asked by a user
+	// Expect, when set, is how many jobs the balancer believed the target
+	// runs: the target refuses if it runs (or is receiving) more by now,
+	// so that nodes acting on the same gossip do not all pile their jobs
+	// onto one idle machine. nil: no such check (a user's request).
+	Expect *int `json:"expect,omitempty"`
+}
+
+// CPUCheckRequest opens a migration on the target: can its CPU run the
+// job, and does it still have the room the source counted on?
+type CPUCheckRequest struct {
+	Job     string `json:"job"`
+	CPUInfo []byte `json:"cpuinfo,omitempty"` // criu cpuinfo dump of the source; nil: not checked
+	Expect  *int   `json:"expect,omitempty"`
 }
 
 // MigrateResult is what a move cost.
@@ -167,13 +180,16 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 		return res, fmt.Errorf("migrate %s: a migration of it is already under way", id)
 	}
 	defer r.migrating.Store(false)
-	// The target's CPU must run what the job may use here (P.Haul's check).
+	// The target's CPU must run what the job may use here (P.Haul's
+	// check), and the target must still have room.
+	check := CPUCheckRequest{Job: id, Expect: req.Expect}
 	if img, err := migrate.CPUInfoDump(ctx, ""); err == nil {
-		if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/cpucheck", img, nil); err != nil {
-			return res, fmt.Errorf("migrate %s to %s: the target's CPU: %w", id, to, err)
-		}
+		check.CPUInfo = img
 	} else {
 		m.log().Warn("cpu info dump", "err", err)
+	}
+	if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/cpucheck", check, nil); err != nil {
+		return res, fmt.Errorf("migrate %s to %s: %w: %w", id, to, err, errBadTarget)
 	}
 	os.MkdirAll(m.workDir(), 0o700)
 	src := &migrate.Source{WorkDir: m.workDir(), Logger: m.log(), Pid: r.pid, SharedRoot: m.sharedRoot(), StdioPipes: r.inodes[:]}
@@ -224,13 +240,19 @@ func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, http.StatusConflict)
 		return
 	}
-	var img []byte
-	if err := json.NewDecoder(r.Body).Decode(&img); err != nil {
-		http.Error(w, "cpucheck: want the source's cpuinfo image", http.StatusBadRequest)
+	var req CPUCheckRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, "cpucheck: want a CPUCheckRequest", http.StatusBadRequest)
 		return
 	}
-	if err := migrate.CPUInfoCheck(r.Context(), "", img); err != nil {
-		http.Error(w, fmt.Sprintf("%s cannot run it: %v", m.Self, err), http.StatusConflict)
+	if req.CPUInfo != nil {
+		if err := migrate.CPUInfoCheck(r.Context(), "", req.CPUInfo); err != nil {
+			http.Error(w, fmt.Sprintf("%s cannot run it: %v", m.Self, err), http.StatusConflict)
+			return
+		}
+	}
+	if !m.admit(r.PathValue("id"), req.Expect) {
+		http.Error(w, fmt.Sprintf("%s is busier than the source counted (%d jobs running or arriving, it counted %d): try again later", m.Self, m.load(), *req.Expect), http.StatusConflict)
 		return
 	}
 	writeJSON(w, map[string]bool{"ok": true})
@@ -245,6 +267,7 @@ func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *Manager) handleDiscard(w http.ResponseWriter, r *http.Request) {
+	m.arrived(r.PathValue("id"))
 	m.target().Discard(r.PathValue("id"))
 	writeJSON(w, map[string]bool{"ok": true})
 }
@@ -260,6 +283,7 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	t := m.target()
 	defer t.Discard(id)
+	defer m.arrived(id)
 	var s sink
 	var started func(*runner)
 	if req.Home == m.Self {
@@ -332,4 +356,44 @@ func (m *Manager) handleWhy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons})
+}
+
+// incomingTTL bounds how long an admitted migration counts as arriving.
+const incomingTTL = 2 * time.Minute
+
+// load is the number of jobs running here or admitted and on their way.
+func (m *Manager) load() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := len(m.runners)
+	for id, t := range m.incoming {
+		if time.Since(t) > incomingTTL {
+			delete(m.incoming, id)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// admit records an arriving job, unless expect is set and this node
+// already runs or receives more jobs than that.
+func (m *Manager) admit(id string, expect *int) bool {
+	if expect != nil && m.load() > *expect {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.incoming == nil {
+		m.incoming = map[string]time.Time{}
+	}
+	m.incoming[id] = time.Now()
+	return true
+}
+
+// arrived forgets an admitted job: restored (now a runner) or abandoned.
+func (m *Manager) arrived(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.incoming, id)
 }
