@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -27,8 +28,13 @@ type balancer struct {
 	draining atomic.Bool // drift drain: every job leaves
 
 	mu     sync.Mutex
-	failed map[string]time.Time // jobs whose last move failed, left alone a while
+	failed map[string]time.Time   // jobs whose last move failed, left alone a while
+	sent   map[string][]time.Time // moves made to each node, until gossip shows them
 }
+
+// sentMemory is how long a move counts as load on its target before the
+// target's own gossip reflects it.
+const sentMemory = 15 * time.Second
 
 // mode is what the node gossips about itself.
 func (b *balancer) mode() (blocked, draining bool) {
@@ -56,7 +62,9 @@ func (b *balancer) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		for b.step(ctx) && b.draining.Load() && ctx.Err() == nil {
+		// A move changes the picture here at once: look again straight
+		// away (every job in turn while draining).
+		for n := 0; b.step(ctx) && ctx.Err() == nil && (n < 3 || b.draining.Load()); n++ {
 		}
 	}
 }
@@ -78,12 +86,17 @@ func (b *balancer) step(ctx context.Context) bool {
 	now := time.Now()
 	var js []balance.Job
 	residents := b.a.jobs.Residents()
+	b.mu.Lock()
 	for i := range nodes {
 		if nodes[i].Name == self {
 			nodes[i].Runnable = float64(len(residents))
 		}
+		for _, t := range b.sent[nodes[i].Name] {
+			if now.Sub(t) < sentMemory {
+				nodes[i].Runnable++
+			}
+		}
 	}
-	b.mu.Lock()
 	for _, r := range residents {
 		if t, ok := b.failed[r.ID]; ok && now.Sub(t) < time.Minute {
 			continue
@@ -104,6 +117,11 @@ func (b *balancer) step(ctx context.Context) bool {
 		}
 	}
 	res, err := b.a.jobs.Migrate(ctx, mv.Job, jobs.MigrateRequest{To: mv.To, Reason: mv.Reason, Expect: &expect})
+	if errors.Is(err, jobs.ErrTargetRefused) {
+		// The target is busier than gossip said: the next look will know.
+		b.a.log.Info("balance: target refused; the job stays for now", "job", mv.Job, "to", mv.To, "err", err)
+		return false
+	}
 	if err != nil {
 		b.a.log.Warn("balance: move failed; the job stays", "job", mv.Job, "to", mv.To, "err", err)
 		b.mu.Lock()
@@ -114,6 +132,18 @@ func (b *balancer) step(ctx context.Context) bool {
 		b.mu.Unlock()
 		return false
 	}
+	b.mu.Lock()
+	if b.sent == nil {
+		b.sent = map[string][]time.Time{}
+	}
+	recent := b.sent[mv.To][:0]
+	for _, t := range b.sent[mv.To] {
+		if now.Sub(t) < sentMemory {
+			recent = append(recent, t)
+		}
+	}
+	b.sent[mv.To] = append(recent, now)
+	b.mu.Unlock()
 	b.a.log.Info("balance: moved", "job", mv.Job, "to", mv.To, "freeze", res.Freeze, "total", res.Total)
 	return true
 }

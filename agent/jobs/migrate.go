@@ -155,7 +155,12 @@ func (m *Manager) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, res)
 }
 
+// errBadTarget marks a migration refused before anything moved.
 var errBadTarget = errors.New("bad target")
+
+// ErrTargetRefused reports that the target declined the job before
+// anything moved (busy, blocked, or a CPU that cannot run it).
+var ErrTargetRefused = errBadTarget
 
 // Migrate moves job id, running here, to req.To. On any failure the job
 // keeps running here and the error says which step failed.
