@@ -156,7 +156,7 @@ func (m *Manager) handleMigrate(w http.ResponseWriter, r *http.Request) {
 }
 
 // errBadTarget marks a migration refused before anything moved.
-var errBadTarget = errors.New("bad target")
+var errBadTarget = errors.New("nothing moved; the job runs where it was")
 
 // ErrTargetRefused reports that the target declined the job before
 // anything moved (busy, blocked, or a CPU that cannot run it).
