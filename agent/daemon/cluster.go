@@ -24,6 +24,9 @@ type cluster struct {
 	net *network
 	cur atomic.Pointer[membership.Membership]
 
+	samplerOnce sync.Once
+	sampler     *nodeinfo.Sampler // kept across rejoins: it remembers the node's measured speed
+
 	placeMu sync.Mutex
 	placed  map[string][]time.Time // recent placements by node
 }
@@ -78,7 +81,10 @@ func (c *cluster) Run(ctx context.Context) error {
 // runOn runs membership and discovery bound to addr until ctx ends.
 func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 	a := c.a
-	sampler := &nodeinfo.Sampler{Role: string(a.node.Role), Version: version.Get(), APIPort: api.DefaultPort, Jobs: a.jobs.Running, Mode: a.bal.mode}
+	c.samplerOnce.Do(func() {
+		c.sampler = &nodeinfo.Sampler{Role: string(a.node.Role), Version: version.Get(), APIPort: api.DefaultPort, Jobs: a.jobs.Running, Mode: a.bal.mode}
+	})
+	sampler := c.sampler
 	var lastPeers atomic.Int64
 	lastPeers.Store(-1)
 	mem, err := membership.New(membership.Config{

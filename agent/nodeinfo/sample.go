@@ -22,22 +22,31 @@ type Sampler struct {
 	APIPort int                             // copied into every sample
 	Jobs    func() int                      // nil: no jobs
 	Mode    func() (blocked, draining bool) // nil: neither
-	Bench   func() float64                  // nil: MeasureSpeed, run once on first Sample
+	Bench   func() float64                  // nil: MeasureSpeed
 
-	once  sync.Once
-	speed float64
+	mu       sync.Mutex
+	speed    float64
+	measured time.Time
 }
+
+// remeasure is how often an idle node measures its speed again. The
+// best figure so far is kept: a measurement taken while the machine was
+// busy (booting, serving, other VMs on the same host) only reads low.
+const remeasure = time.Minute
 
 // Sample returns the node's current Info. Files that are missing or
 // unreadable leave their fields zero: a sample is always usable.
 func (s *Sampler) Sample() Info {
-	s.once.Do(func() {
+	s.mu.Lock()
+	if s.speed == 0 || time.Since(s.measured) > remeasure && (s.Jobs == nil || s.Jobs() == 0) {
 		bench := s.Bench
 		if bench == nil {
 			bench = MeasureSpeed
 		}
-		s.speed = bench()
-	})
+		s.speed = max(s.speed, bench())
+		s.measured = time.Now()
+	}
+	s.mu.Unlock()
 	proc := s.Proc
 	if proc == nil {
 		proc = os.DirFS("/proc")
@@ -139,7 +148,7 @@ const (
 // moment costs little accuracy.
 func MeasureSpeed() float64 {
 	best := time.Duration(1<<63 - 1)
-	for range 3 {
+	for range 10 {
 		start := time.Now()
 		benchSink = benchWork(benchRounds)
 		if d := time.Since(start); d < best {
