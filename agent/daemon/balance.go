@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"math"
 	"time"
 
 	"github.com/driftcluster/drift/agent/balance"
@@ -10,6 +11,30 @@ import (
 // view is the cluster as the balancing policy sees it, from what
 // membership gossips.
 func (c *cluster) view() []balance.Node {
+	out := c.rawView()
+	fastest := 0.0
+	for _, n := range out {
+		fastest = max(fastest, n.Speed)
+	}
+	for i := range out {
+		out[i].Speed = coarseSpeed(out[i].Speed, fastest)
+	}
+	return out
+}
+
+// coarseSpeed counts a node's speed in halvings below the fastest node's:
+// a node is half as fast only when it measures at most half the fastest.
+// The speed benchmark is a few milliseconds of work, and on shared or
+// busy hardware it reads tens of percent low; moving jobs on such noise
+// would make them wander.
+func coarseSpeed(s, fastest float64) float64 {
+	if s <= 0 || fastest <= 0 {
+		return s
+	}
+	return fastest / math.Exp2(math.Floor(math.Log2(fastest/s)))
+}
+
+func (c *cluster) rawView() []balance.Node {
 	var out []balance.Node
 	for _, m := range c.Members() {
 		i := m.Info
