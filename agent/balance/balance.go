@@ -48,7 +48,7 @@ type Job struct {
 // Params tune the policy. The zero value of each field means its default.
 type Params struct {
 	Hysteresis   float64       // a move must raise the job's rate by this factor over 1; 0: 0.3
-	MinResidence time.Duration // no CPU move before a job has stayed this long; 0: 20s
+	MinResidence time.Duration // no CPU move before a job has stayed this long; 0: 10s
 	MinHorizon   time.Duration // the least remaining life assumed for a job; 0: 30s
 	FixedCost    time.Duration // cost of a move besides copying memory; 0: 2s
 	Bandwidth    float64       // bytes per second between nodes; 0: 10 MB/s
@@ -73,7 +73,7 @@ func (p Params) withDefaults() Params {
 	def(&p.CostFactor, 1)
 	def(&p.MemReserve, 0.1)
 	def(&p.MinCPU, 0.5)
-	defD(&p.MinResidence, 20*time.Second)
+	defD(&p.MinResidence, 10*time.Second)
 	defD(&p.MinHorizon, 30*time.Second)
 	defD(&p.FixedCost, 2*time.Second)
 	return p

@@ -16,13 +16,17 @@ import (
 // driftd job-init -- CMD ARGS...
 const InitArg = "job-init"
 
+// JobNice is the nice value jobs run at.
+const JobNice = 5
+
 // RunInit is the init of a job's PID namespace. As PID 1 it would ignore
 // every signal it has no handler for, so it does not run the job itself:
 // it starts CMD as its child, passes on the signals it gets, reaps every
 // orphan, and exits with the job's status (128+N when a signal N ended
 // it, as shells report). It also turns transparent huge pages off for the
-// job (inherited by its children): with THP on, memory tracking between
-// migration rounds works at 2 MB granularity and pre-copy moves far more.
+// job, inherited by its children (with THP on, memory tracking between
+// migration rounds works at 2 MB granularity and pre-copy moves far
+// more), and lowers the job's priority to JobNice.
 func RunInit(args []string) int {
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
@@ -32,6 +36,9 @@ func RunInit(args []string) int {
 		return 127
 	}
 	unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0)
+	// Jobs run at a lower priority than the agent, so that a node busy
+	// with jobs still answers, gossips and migrates promptly.
+	unix.Setpriority(unix.PRIO_PROCESS, 0, JobNice)
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCHLD)

@@ -1,0 +1,125 @@
+package qemutests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// Goals the load-balancing issue sets as behaviour.
+const (
+	spreadDeadline = 90 * time.Second // six CPU-bound jobs started on one node spread 2/2/2 (±1)
+	maxMovesPerJob = 2
+)
+
+// TestBalance starts six CPU-bound jobs on one worker of a 3-node lab and
+// types no migrate: they must spread over the three nodes, no job moving
+// more than twice; then draining that worker must leave it empty with
+// every job still running.
+func TestBalance(t *testing.T) {
+	img := image(t)
+	t.Parallel()
+	l, ctx := bootLab(t, lab.Config{Image: img, Nodes: 3}, 10*time.Minute)
+	names := readyNames(t, l)
+	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
+		t.Fatal(err)
+	}
+	w1 := names[1]
+	var ids []string
+	for range 6 {
+		res := execOK(ctx, t, l, 2, "drift", "run", "-d", "--node", w1, "--", "drift-workload", "burn")
+		ids = append(ids, string(trimNL(res.Stdout)))
+	}
+	started := time.Now()
+	t.Logf("started %v on %s", ids, w1)
+
+	var ps []jobs.Info
+	spread := false
+	for time.Since(started) < spreadDeadline && !spread {
+		time.Sleep(3 * time.Second)
+		ps = listJobs(ctx, t, l, 1)
+		counts := perNode(ps, names)
+		spread = true
+		for _, n := range names {
+			spread = spread && counts[n] >= 1 && counts[n] <= 3
+		}
+		t.Logf("after %s: %v", since(started), counts)
+	}
+	if !spread {
+		t.Fatalf("after %s the jobs are spread %v, want 2/2/2 (±1)", spreadDeadline, perNode(ps, names))
+	}
+	// Give the balancer a few more rounds: the spread must hold, and no job
+	// may wander.
+	time.Sleep(15 * time.Second)
+	ps = listJobs(ctx, t, l, 1)
+	for _, j := range ps {
+		if j.Moves > maxMovesPerJob {
+			t.Errorf("job %s moved %d times, want at most %d (last: %s)", j.ID, j.Moves, maxMovesPerJob, j.LastMove)
+		}
+		if j.Moves > 0 && j.LastMove == "" {
+			t.Errorf("job %s moved without a reason in drift ps", j.ID)
+		}
+	}
+	t.Logf("spread after %s, %v; moves: %v", since(started), perNode(ps, names), moves(ps))
+
+	execOK(ctx, t, l, 1, "drift", "drain", w1)
+	ps = listJobs(ctx, t, l, 1)
+	counts := perNode(ps, names)
+	running := 0
+	for _, j := range ps {
+		if j.State == "running" {
+			running++
+		}
+	}
+	if counts[w1] != 0 || running != 6 {
+		t.Errorf("after drift drain %s: %v, %d running; want none on %s and all 6 running", w1, counts, running, w1)
+	}
+	execOK(ctx, t, l, 1, "drift", "unblock", w1)
+	for _, id := range ids {
+		execOK(ctx, t, l, 1, "drift", "kill", "-s", "KILL", id)
+	}
+}
+
+func listJobs(ctx context.Context, t *testing.T, l *lab.Lab, n int) []jobs.Info {
+	t.Helper()
+	var ps []jobs.Info
+	res := execOK(ctx, t, l, n, "drift", "ps", "--json")
+	if err := json.Unmarshal(res.Stdout, &ps); err != nil {
+		t.Fatalf("drift ps --json: %v: %s", err, res.Stdout)
+	}
+	return ps
+}
+
+// perNode counts the running jobs on each node.
+func perNode(ps []jobs.Info, names []string) map[string]int {
+	c := map[string]int{}
+	for _, n := range names {
+		c[n] = 0
+	}
+	for _, j := range ps {
+		if j.State == "running" {
+			c[j.Node]++
+		}
+	}
+	return c
+}
+
+func moves(ps []jobs.Info) string {
+	s := ""
+	for _, j := range ps {
+		s += fmt.Sprintf("%s:%d ", j.ID, j.Moves)
+	}
+	return s
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
