@@ -10,7 +10,7 @@ export GOFLAGS ?= -mod=mod
 IMAGE_FLAGS = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE))
 PACKAGES    = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
-.PHONY: help deps image demo down test unit vet bench-boot bench-join clean
+.PHONY: help deps image demo down test unit vet bench-boot bench-join bench-netboot bench-migrate bench-balance clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench-boot: image ## seconds from QEMU start to ready, beside a minimal-init flo
 
 bench-join: image ## seconds until every node of a 3-node lab sees all 3; memberlist convergence of 50 and 200 in-process agents, gossip bytes per node per second
 	$(GO) run ./qemu-tests/cmd/bench-join --image $(OUT)
+
+bench-netboot: image ## seconds from power-on to ready for 1 and 3 PXE workers, beside kernel+initramfs; bytes served per protocol
+	$(GO) run ./qemu-tests/cmd/bench-netboot --image $(OUT)
 
 clean: ## remove out/ (the download cache stays)
 	rm -rf $(OUT)

@@ -83,6 +83,17 @@ func (b *builder) makeISO(ctx context.Context, iso, kernel, initramfs string, m 
 			return fmt.Errorf("iso: %w", err)
 		}
 	}
+	// The head serves network-booting machines the iPXE binaries from
+	// its own boot medium: /pxe on the ISO, regular files (Debian ships
+	// ipxe.efi as a symlink).
+	if err := os.MkdirAll(filepath.Join(tree, "pxe"), 0o755); err != nil {
+		return fmt.Errorf("iso: %w", err)
+	}
+	for _, src := range ipxeFiles {
+		if err := placeFile(src, filepath.Join(tree, "pxe", filepath.Base(src))); err != nil {
+			return fmt.Errorf("iso: %w", err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(tree, m.Marker), []byte(b.cfg.Version+"\n"), 0o644); err != nil {
 		return fmt.Errorf("iso: %w", err)
 	}

@@ -27,18 +27,25 @@ type nodeStorage struct {
 	backing  atomic.Pointer[storage.Backing] // the head's, once mounted
 }
 
-// startStorage starts the shared storage services: the head exports its
-// backing store to the cluster's members, and every node mounts the
-// head's export (or drift.storage=) at /cluster once it knows where it
-// is. The API serves the returned value's routes.
-func (a *agent) startStorage(ctx context.Context, cl *cluster) *nodeStorage {
+// startStorage starts the shared storage services under the supervisor:
+// the head exports its backing store to the cluster's members, and every
+// node mounts the head's export (or drift.storage=) at /cluster once it
+// knows where it is. It returns the storage API routes (GET /v1/storage,
+// GET /v1/storage/local): add them to the API server's Routes.
+func (a *agent) startStorage(ctx context.Context, cl *cluster) map[string]http.Handler {
 	s := &nodeStorage{a: a, cl: cl, external: a.node.Options.Storage}
+	s.start(ctx)
+	return api.StorageRoutes(cl, a.key, s.status)
+}
+
+func (s *nodeStorage) start(ctx context.Context) {
+	a := s.a
 	resolve := s.headSource
 	if s.external != "" {
 		src, err := storage.ParseSource(s.external)
 		if err != nil {
 			a.con.Event("storage: error drift.storage=%s: %v; /cluster is not mounted", s.external, err)
-			return s
+			return
 		}
 		resolve = func() (storage.Source, error) { return src, nil }
 	} else if a.node.Role == boot.RoleHead {
@@ -56,7 +63,6 @@ func (a *agent) startStorage(ctx context.Context, cl *cluster) *nodeStorage {
 		},
 	}
 	a.sup.Start(ctx, supervise.Service{Name: "storage-mount", Run: s.mounter.Run})
-	return s
 }
 
 // serve prepares the head's backing store and exports it until ctx ends.
@@ -149,9 +155,4 @@ func (s *nodeStorage) status() api.StorageStatus {
 		st.Export = e
 	}
 	return st
-}
-
-// routes are the storage endpoints for the API server's Routes.
-func (s *nodeStorage) routes() map[string]http.Handler {
-	return api.StorageRoutes(s.cl, s.a.key, s.status)
 }

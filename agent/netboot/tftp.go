@@ -166,7 +166,7 @@ func openInTree(root *os.Root, name string) (*os.File, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s: file not found", name)
 		}
-		return nil, fmt.Errorf("%s: %w", name, ErrTFTPPath)
+		return nil, fmt.Errorf("%s: %w (%v)", name, ErrTFTPPath, err)
 	}
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {

@@ -54,7 +54,7 @@ func RunNetboot(ctx context.Context, cfg NetbootConfig) (*NetbootResult, error) 
 	defer os.RemoveAll(work)
 
 	// The floor: the same worker, loaded by QEMU from kernel+initramfs.
-	fl, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work + "/f", Nodes: 1, NoHead: true, Boot: lab.BootKernel, Accel: res.Accel, Logger: log})
+	fl, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work + "/f", Nodes: 1, NoHead: true, Boot: lab.BootKernel, Accel: res.Accel, Logger: log, DieWithParent: true})
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +86,7 @@ func RunNetboot(ctx context.Context, cfg NetbootConfig) (*NetbootResult, error) 
 func pxeRun(ctx context.Context, cfg NetbootConfig, img lab.Image, accel lab.Accel, log *slog.Logger, dir string, workers []lab.PXEWorker) ([]time.Duration, int64, int64, error) {
 	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	l, err := lab.StartPXE(wctx, lab.PXEConfig{Config: lab.Config{Image: img, StateDir: dir, Accel: accel, Logger: log}, Workers: workers})
+	l, err := lab.StartPXE(wctx, lab.PXEConfig{Config: lab.Config{Image: img, StateDir: dir, Accel: accel, Logger: log, DieWithParent: true}, Workers: workers})
 	if l != nil {
 		defer l.Down(context.WithoutCancel(ctx))
 	}
