@@ -1,0 +1,219 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/driftcluster/drift/agent/balance/sim"
+	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/labport"
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// BalanceConfig says what bench-balance measures.
+type BalanceConfig struct {
+	ImageDir string        // drift-image output; required
+	Jobs     int           // equal CPU-bound jobs started on one node; 0: 9
+	Share    float64       // CPU share each VM is held to; 0: 0.6 (three VMs on two cores)
+	JobTime  time.Duration // the run time of one job alone on a node, calibrated; 0: 20s
+	Accel    lab.Accel
+	Logger   *slog.Logger // nil: discard
+}
+
+// BalanceResult is what one bench-balance measured.
+type BalanceResult struct {
+	Accel         lab.Accel
+	Jobs          int
+	Share         float64
+	Alone         time.Duration // one job alone on a node
+	Ideal         time.Duration // total work over total capacity: Jobs × Alone / nodes
+	WithoutBal    time.Duration // makespan with balancing off
+	WithBal       time.Duration // makespan with balancing on
+	Migrations    int           // moves made with balancing on
+	Sim3, Sim1000 [2]sim.Result // the simulator: without and with balancing
+}
+
+// Balance boots a 3-node lab, holds each VM to the same CPU share, and
+// runs the same batch of equal CPU-bound jobs from one node with
+// balancing off and on; then runs the simulator at 3 and 1000 nodes.
+func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
+	if cfg.Jobs == 0 {
+		cfg.Jobs = 9
+	}
+	if cfg.Share == 0 {
+		cfg.Share = 0.6
+	}
+	if cfg.JobTime == 0 {
+		cfg.JobTime = 20 * time.Second
+	}
+	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	res := &BalanceResult{Jobs: cfg.Jobs, Share: cfg.Share}
+	if res.Accel, err = resolveAccel(ctx, cfg.Accel, img, log); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "dbal-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(work)
+	l, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work, Nodes: 3, Accel: res.Accel, Logger: log, DieWithParent: true})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer l.Down(context.WithoutCancel(ctx))
+	q, err := limitCPU(fmt.Sprintf("drift-bench-%d", os.Getpid()), cfg.Share, l.PID(1), l.PID(2), l.PID(3))
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer q.release()
+	if err := l.WaitReady(ctx, nil); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	var names []string
+	for n := 1; n <= 3; n++ {
+		r, _ := l.Ready(n)
+		names = append(names, r.Name)
+	}
+	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	b := &batch{l: l, on: names[1]}
+	// Calibrate a job that runs about cfg.JobTime alone.
+	probe := uint64(1 << 26)
+	t, err := b.run(ctx, 1, probe, false)
+	if err != nil {
+		return nil, err
+	}
+	iters := uint64(float64(probe) * cfg.JobTime.Seconds() / math.Max(t.Seconds(), 0.1))
+	if res.Alone, err = b.run(ctx, 1, iters, false); err != nil {
+		return nil, err
+	}
+	res.Ideal = time.Duration(float64(cfg.Jobs) * float64(res.Alone) / 3)
+	if res.WithoutBal, err = b.run(ctx, cfg.Jobs, iters, false); err != nil {
+		return nil, err
+	}
+	before := b.moves
+	if res.WithBal, err = b.run(ctx, cfg.Jobs, iters, true); err != nil {
+		return nil, err
+	}
+	res.Migrations = b.moves - before
+	res.Sim3 = simulate(3)
+	res.Sim1000 = simulate(1000)
+	return res, nil
+}
+
+// batch runs jobs from one node of a lab.
+type batch struct {
+	l     *lab.Lab
+	on    string // the node they start on
+	moves int
+}
+
+// run starts n jobs of iters work on b.on, balancing on or off, and
+// returns the time until the last one ends.
+func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (time.Duration, error) {
+	mode := "off"
+	if balancing {
+		mode = "on"
+	}
+	if _, err := b.exec(ctx, "drift", "balance", mode); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	var ids []string
+	for range n {
+		out, err := b.exec(ctx, "drift", "run", "-d", "--node", b.on, "--", "drift-workload", "work", "-n", fmt.Sprint(iters))
+		if err != nil {
+			return 0, err
+		}
+		ids = append(ids, strings.TrimSpace(out))
+	}
+	for {
+		out, err := b.exec(ctx, "drift", "ps", "--json")
+		if err != nil {
+			return 0, err
+		}
+		var ps []jobs.Info
+		if err := json.Unmarshal([]byte(out), &ps); err != nil {
+			return 0, fmt.Errorf("bench: drift ps --json: %w", err)
+		}
+		left, moves := 0, 0
+		for _, j := range ps {
+			for _, id := range ids {
+				if j.ID == id {
+					moves += j.Moves
+					if j.State != "exited" {
+						left++
+					}
+				}
+			}
+		}
+		if left == 0 {
+			b.moves += moves
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (b *batch) exec(ctx context.Context, argv ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	res, err := labport.Exec(ctx, b.l.LabSock(1), labport.Request{Argv: argv})
+	if err != nil {
+		return "", fmt.Errorf("bench: %q: %w", argv, err)
+	}
+	if res.ExitCode != 0 {
+		return "", fmt.Errorf("bench: %q exited %d: %s", argv, res.ExitCode, res.Stderr)
+	}
+	return string(res.Stdout), nil
+}
+
+// simulate runs the balancer's simulator: 3 jobs per node, started on a
+// tenth of the nodes, without and with balancing.
+func simulate(nodes int) [2]sim.Result {
+	var ns []sim.NodeSpec
+	for i := range nodes {
+		ns = append(ns, sim.NodeSpec{Name: fmt.Sprintf("n%d", i), Cores: 1, Speed: 1})
+	}
+	var js []sim.JobSpec
+	for i := range 3 * nodes {
+		js = append(js, sim.JobSpec{ID: fmt.Sprint(i), Work: 600, RSS: 64 << 20, Home: fmt.Sprintf("n%d", i%max(1, nodes/10))})
+	}
+	var out [2]sim.Result
+	for i, bal := range []bool{false, true} {
+		out[i] = sim.Run(sim.Config{Nodes: ns, Jobs: js, Balance: bal})
+	}
+	return out
+}
+
+// Print writes the figures.
+func (r *BalanceResult) Print(w io.Writer) {
+	fmt.Fprintf(w, "balance: %d equal CPU-bound jobs started on one node of 3, each VM held to %.0f%% of a core, accel %s\n", r.Jobs, r.Share*100, r.Accel)
+	fmt.Fprintf(w, "  one job alone          %8.1f s\n", r.Alone.Seconds())
+	fmt.Fprintf(w, "  ideal (work/capacity)  %8.1f s\n", r.Ideal.Seconds())
+	fmt.Fprintf(w, "  without balancing      %8.1f s  %.2fx ideal\n", r.WithoutBal.Seconds(), ratio(r.WithoutBal, r.Ideal))
+	fmt.Fprintf(w, "  with balancing         %8.1f s  %.2fx ideal  (%d migrations; goal: within 1.25x)\n", r.WithBal.Seconds(), ratio(r.WithBal, r.Ideal), r.Migrations)
+	fmt.Fprintf(w, "simulator (3 jobs per node started on a tenth of the nodes):\n")
+	for _, s := range []struct {
+		n int
+		r [2]sim.Result
+	}{{3, r.Sim3}, {1000, r.Sim1000}} {
+		fmt.Fprintf(w, "  %4d nodes without balancing: %v\n", s.n, s.r[0])
+		fmt.Fprintf(w, "  %4d nodes with balancing:    %v\n", s.n, s.r[1])
+	}
+}
