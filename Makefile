@@ -10,7 +10,7 @@ export GOFLAGS ?= -mod=mod
 IMAGE_FLAGS = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE))
 PACKAGES    = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
-.PHONY: help deps image demo down test unit vet bench-boot bench-join bench-netboot bench-balance clean
+.PHONY: help deps image demo down test unit vet bench-boot bench-join bench-netboot bench-balance bench-storage clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench-netboot: image ## seconds from power-on to ready for 1 and 3 PXE workers, 
 
 bench-balance: image ## makespan of 9 equal CPU-bound jobs from one node of 3 with balancing off and on, beside the ideal; the simulator at 3 and 1000 nodes
 	$(GO) run ./qemu-tests/cmd/bench-balance --image $(OUT)
+
+bench-storage: image ## MiB/s written to and read from /cluster between two VMs, beside raw TCP over the same link; their ratio
+	$(GO) run ./qemu-tests/cmd/bench-storage --image $(OUT)
 
 clean: ## remove out/ (the download cache stays)
 	rm -rf $(OUT)

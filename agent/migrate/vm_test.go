@@ -1,11 +1,12 @@
 //go:build linux
 
-package migrate
+package migrate_test
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/driftcluster/drift/agent/migrate"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -24,8 +25,8 @@ import (
 type vmResult struct {
 	Migrated bool
 	Err      string
-	Reasons  []Reason
-	Stats    Stats
+	Reasons  []migrate.Reason
+	Stats    migrate.Stats
 }
 
 // TestMigrateVM moves jobs between two drift VMs with real CRIU (it does

@@ -118,7 +118,7 @@ func (f *file) GetAttr(req p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 	r := f.fs.root
 	if valid.Permissions {
-		if err := r.Chmod(f.path, os.FileMode(attr.Permissions.Permissions())|setBits(attr.Permissions)); err != nil {
+		if err := r.Chmod(f.path, osMode(attr.Permissions)); err != nil {
 			return err
 		}
 	}
@@ -166,9 +166,10 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 	return nil // CTime changes with any of the above
 }
 
-// setBits maps the setuid, setgid and sticky bits of m to os.FileMode's.
-func setBits(m p9.FileMode) os.FileMode {
-	var out os.FileMode
+// osMode is the permission bits of m, with its setuid, setgid and sticky
+// bits as os.FileMode has them.
+func osMode(m p9.FileMode) os.FileMode {
+	out := os.FileMode(m & 0o777)
 	if m&p9.FileMode(unix.S_ISUID) != 0 {
 		out |= os.ModeSetuid
 	}
@@ -226,12 +227,12 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 func (f *file) Create(name string, mode p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
 	p := f.child(name)
 	flags := openFlags(mode)
-	of, err := f.fs.root.OpenFile(p, flags|os.O_CREATE|os.O_EXCL, os.FileMode(perm.Permissions()))
+	of, err := f.fs.root.OpenFile(p, flags|os.O_CREATE|os.O_EXCL, osMode(perm)&os.ModePerm)
 	switch {
 	case err == nil:
 		// The client applied its umask already: give the file exactly
 		// the mode it asked for, whatever the server's umask.
-		of.Chmod(os.FileMode(perm.Permissions()) | setBits(perm))
+		of.Chmod(osMode(perm))
 		chown(of, uid, gid)
 	case errors.Is(err, fs.ErrExist) && int(mode)&unix.O_EXCL == 0:
 		if of, err = f.fs.root.OpenFile(p, flags, 0); err != nil {
@@ -266,10 +267,10 @@ func chown(of *os.File, uid p9.UID, gid p9.GID) {
 // Mkdir implements p9.File.
 func (f *file) Mkdir(name string, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.QID, error) {
 	p := f.child(name)
-	if err := f.fs.root.Mkdir(p, os.FileMode(perm.Permissions())); err != nil {
+	if err := f.fs.root.Mkdir(p, osMode(perm)&os.ModePerm); err != nil {
 		return p9.QID{}, err
 	}
-	f.fs.root.Chmod(p, os.FileMode(perm.Permissions())|setBits(perm))
+	f.fs.root.Chmod(p, osMode(perm))
 	if uid.Ok() || gid.Ok() {
 		u, g := -1, -1
 		if uid.Ok() {
@@ -376,9 +377,9 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 		return nil, nil
 	}
 	// An entry takes at least 24 bytes on the wire: no more can fit.
-	max := min(uint64(len(names)), offset+uint64(count)/24+1)
+	end := min(uint64(len(names)), offset+uint64(count)/24+1)
 	var out p9.Dirents
-	for i := offset; i < max; i++ {
+	for i := offset; i < end; i++ {
 		fi, err := f.fs.root.Lstat(f.child(names[i]))
 		if err != nil {
 			continue // removed meanwhile
