@@ -22,7 +22,7 @@ type BalanceConfig struct {
 	ImageDir string        // drift-image output; required
 	Jobs     int           // equal CPU-bound jobs started on one node; 0: 9
 	Share    float64       // CPU share each VM is held to; 0: 0.6 (three VMs on two cores)
-	JobTime  time.Duration // the run time of one job alone on a node, calibrated; 0: 20s
+	JobTime  time.Duration // the run time of one job alone on a node, calibrated; 0: 30s
 	Accel    lab.Accel
 	Logger   *slog.Logger // nil: discard
 }
@@ -51,7 +51,7 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		cfg.Share = 0.6
 	}
 	if cfg.JobTime == 0 {
-		cfg.JobTime = 20 * time.Second
+		cfg.JobTime = 30 * time.Second
 	}
 	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
 	if err != nil {
@@ -88,15 +88,18 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	b := &batch{l: l, on: names[1]}
-	// Calibrate a job that runs about cfg.JobTime alone.
-	probe := uint64(1 << 26)
-	t, err := b.run(ctx, 1, probe, false)
-	if err != nil {
-		return nil, err
-	}
-	iters := uint64(float64(probe) * cfg.JobTime.Seconds() / math.Max(t.Seconds(), 0.1))
-	if res.Alone, err = b.run(ctx, 1, iters, false); err != nil {
-		return nil, err
+	// Calibrate a job that runs about cfg.JobTime alone: starting and
+	// watching a job has overhead of its own, so scale until it is small.
+	iters := uint64(1 << 26)
+	for range 5 {
+		if res.Alone, err = b.run(ctx, 1, iters, false); err != nil {
+			return nil, err
+		}
+		if res.Alone >= cfg.JobTime*7/10 {
+			break
+		}
+		scale := math.Min(16, cfg.JobTime.Seconds()/math.Max(res.Alone.Seconds(), 0.1))
+		iters = uint64(float64(iters) * scale)
 	}
 	res.Ideal = time.Duration(float64(cfg.Jobs) * float64(res.Alone) / 3)
 	if res.WithoutBal, err = b.run(ctx, cfg.Jobs, iters, false); err != nil {

@@ -19,7 +19,7 @@ func main() {
 	image := flag.String("image", "out", "image directory written by drift-image")
 	jobs := flag.Int("jobs", 9, "equal CPU-bound jobs started on one node")
 	share := flag.Float64("share", 0.6, "share of a host core each VM is held to")
-	jobTime := flag.Duration("job-time", 20*time.Second, "run time of one job alone, calibrated")
+	jobTime := flag.Duration("job-time", 30*time.Second, "run time of one job alone, calibrated")
 	verbose := flag.Bool("v", false, "log QEMU command lines")
 	flag.Parse()
 	bench.Main("bench-balance", *verbose, func(ctx context.Context, log *slog.Logger) (interface{ Print(io.Writer) }, error) {
