@@ -17,7 +17,7 @@ import (
 const InitArg = "job-init"
 
 // JobNice is the nice value jobs run at.
-const JobNice = 5
+const JobNice = 10
 
 // RunInit is the init of a job's PID namespace. As PID 1 it would ignore
 // every signal it has no handler for, so it does not run the job itself:
