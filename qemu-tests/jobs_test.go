@@ -33,6 +33,15 @@ func TestJobs(t *testing.T) {
 	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
 		t.Fatalf("every node lists %v alive: %v", names, err)
 	}
+	// A job's working directory is /cluster once the node has mounted
+	// it: start jobs after that, not while it happens.
+	for n := 1; n <= 3; n++ {
+		mctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if _, err := l.WaitFor(mctx, n, clusterMountedRE); err != nil {
+			t.Logf("node %d has not mounted /cluster: jobs run in / there (%v)", n, err)
+		}
+		cancel()
+	}
 	t.Logf("lab of 3 ready and converged after %s", since(start))
 
 	t.Run("counter moved worker 1 → worker 2 → head → worker 1", func(t *testing.T) {
@@ -153,13 +162,14 @@ func TestJobs(t *testing.T) {
 			"--", "drift-workload", "counter", "-n", strconv.Itoa(lines), "-every", "100ms")
 		counter := waitNamed(ctx, t, l, 1, "survivor", lab.Running(w1))
 
-		migBig := startExec(ctx, t, l, 1, "drift", "migrate", big.ID, w2)
-		if _, err := l.WaitFor(ctx, 2, preDumpRE(big.PID, 1)); err != nil {
-			t.Fatalf("migration of %s never finished its first pre-copy round: %v", big.ID, err)
-		}
-		// The counter's migration from the host, since node 1's lab
-		// port is busy with the first.
+		// Both migrations start together; the target is powered off once
+		// the counter's first pre-copy round is sent (its second round
+		// and its freeze follow), while the big job's first round, many
+		// times larger, is still on its way. The counter's migration
+		// runs from the host, since node 1's lab port is busy with the
+		// first.
 		drift, key, headAddr := buildDrift(t), filepath.Join(img.Dir, imagebuild.KeyName), readyAddr(t, l, 1)
+		migBig := startExec(ctx, t, l, 1, "drift", "migrate", big.ID, w2)
 		migCounter := startHost(ctx, t, l, drift, "--cluster", headAddr, "--key-file", key, "migrate", counter.ID, w2)
 		if _, err := l.WaitFor(ctx, 2, preDumpRE(counter.PID, 1)); err != nil {
 			t.Fatalf("migration of %s never finished its first pre-copy round: %v", counter.ID, err)
@@ -169,6 +179,13 @@ func TestJobs(t *testing.T) {
 		}
 		off := time.Now()
 		t.Logf("%s powered off during both migrations", w2)
+		lctx, lcancel := context.WithTimeout(ctx, 2*time.Second)
+		if line, err := l.WaitFor(lctx, 2, preDumpRE(big.PID, 1)); err == nil {
+			t.Logf("the big job's first pre-copy round had been sent: %s", line)
+		} else {
+			t.Logf("the big job was in its first pre-copy round")
+		}
+		lcancel()
 
 		// Both migrations fail soon after the power-off: the agents see
 		// the target dead within seconds, so failDeadline is generous. A
@@ -208,6 +225,9 @@ func TestJobs(t *testing.T) {
 	})
 	t.Logf("TestJobs took %s", since(start))
 }
+
+// clusterMountedRE is a node's event for its shared storage mounted.
+var clusterMountedRE = regexp.MustCompile(`drift: storage mounted=/cluster `)
 
 // failDeadline is how long after its target is powered off a migration
 // may take to fail.

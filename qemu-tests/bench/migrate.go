@@ -61,9 +61,8 @@ func (s StopCopy) Freeze() time.Duration { return s.Dump + s.Copy + s.Restore }
 const (
 	migPort    = "9170" // netcat port on the target
 	linkMB     = 64     // bytes sent to measure the link, MiB
-	linkRuns   = 2
+	linkRuns   = 3
 	scDir      = "/tmp/sc" // stop-and-copy images, on each side
-	scTar      = "/tmp/sc.tar"
 	scPIDFile  = "/tmp/sc.pid"
 	rssTimeout = 2 * time.Minute
 )
@@ -161,16 +160,15 @@ func (b *migBench) exec(ctx context.Context, n int, argv ...string) (string, tim
 	return out, time.Since(start), nil
 }
 
-// send runs a netcat listener on node 2 with shell command recv (reading
-// it from stdin), then shell command send on node 1 (which writes to
-// netcat), and returns how long from the send's start until the
-// receiver ended.
+// send runs shell script recv on node 2, which listens with netcat on
+// migPort, then shell script send on node 1, which connects to it, and
+// returns how long from the send's start until the receiver ended.
 func (b *migBench) send(ctx context.Context, recv, send string) (time.Duration, error) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	received := make(chan error, 1)
 	go func() {
-		_, _, err := b.exec(lctx, 2, "gosh", "-c", "netcat -l "+migPort+" | "+recv)
+		_, _, err := b.exec(lctx, 2, "gosh", "-c", recv)
 		received <- err
 	}()
 	var (
@@ -181,7 +179,7 @@ func (b *migBench) send(ctx context.Context, recv, send string) (time.Duration, 
 	for range 40 {
 		time.Sleep(250 * time.Millisecond)
 		start = time.Now()
-		if _, _, err = b.exec(ctx, 1, "gosh", "-c", send+" | netcat "+b.dst.Addr+" "+migPort); err == nil {
+		if _, _, err = b.exec(ctx, 1, "gosh", "-c", send); err == nil {
 			break
 		}
 	}
@@ -196,12 +194,18 @@ func (b *migBench) send(ctx context.Context, recv, send string) (time.Duration, 
 	}
 }
 
-// link measures the bandwidth between the nodes with netcat, best of
-// linkRuns.
+// link measures the bandwidth between the nodes, best of linkRuns: a
+// file in node 1's memory sent by netcat to a netcat on node 2 that
+// drops it.
 func (b *migBench) link(ctx context.Context) (int64, time.Duration, error) {
+	const src = "/tmp/link.src"
+	if _, _, err := b.exec(ctx, 1, "dd", "if=/dev/zero", "of="+src, "bs=1M", fmt.Sprintf("count=%d", linkMB)); err != nil {
+		return 0, 0, err
+	}
+	defer b.exec(ctx, 1, "rm", src)
 	var best time.Duration
 	for range linkRuns {
-		d, err := b.send(ctx, "wc -c", fmt.Sprintf("dd if=/dev/zero bs=1M count=%d", linkMB))
+		d, err := b.send(ctx, "netcat -l "+migPort+" > /dev/null", "netcat "+b.dst.Addr+" "+migPort+" < "+src)
 		if err != nil {
 			return 0, 0, fmt.Errorf("bench: measure the link: %w", err)
 		}
@@ -258,10 +262,7 @@ func (b *migBench) drift(ctx context.Context, size string) (jobs.MigrateResult, 
 		return res, 0, fmt.Errorf("bench: %w", err)
 	}
 	b.log.Info("drift migrate", "job", j.ID, "result", res)
-	if _, _, err := b.exec(ctx, 1, "drift", "kill", "-s", "KILL", j.ID); err != nil {
-		return res, 0, err
-	}
-	return res, j.RSS, nil
+	return res, j.RSS, b.kill(ctx, j.ID)
 }
 
 // stopCopy moves a job of size by hand: criu dump, tar over netcat,
@@ -269,7 +270,7 @@ func (b *migBench) drift(ctx context.Context, size string) (jobs.MigrateResult, 
 func (b *migBench) stopCopy(ctx context.Context, size string) (StopCopy, error) {
 	var sc StopCopy
 	for n := 1; n <= 2; n++ {
-		if _, _, err := b.exec(ctx, n, "rm", "-rf", scDir, scTar); err != nil {
+		if _, _, err := b.exec(ctx, n, "rm", "-rf", scDir, scPIDFile); err != nil {
 			return sc, err
 		}
 		if _, _, err := b.exec(ctx, n, "mkdir", "-p", scDir); err != nil {
@@ -281,16 +282,18 @@ func (b *migBench) stopCopy(ctx context.Context, size string) (StopCopy, error) 
 		return sc, err
 	}
 	if _, sc.Dump, err = b.exec(ctx, 1, "criu", "dump", "-t", strconv.Itoa(j.PID), "-D", scDir, "-o", "dump.log"); err != nil {
-		return sc, fmt.Errorf("%w (criu's log: %s/dump.log on node 1)", err, scDir)
+		return sc, fmt.Errorf("%w; the end of %s/dump.log on node 1:\n%s", err, scDir, b.tail(ctx, 1, scDir+"/dump.log"))
 	}
-	// The images are plain files in one directory.
-	if sc.Copy, err = b.send(ctx, "cat > "+scTar+" && tar -x -f "+scTar+" "+scDir, "tar -c -f /dev/stdout "+scDir); err != nil {
+	// u-root's tar archives a directory relative to it and extracts into
+	// one; it reads and writes pipes through /proc/self/fd.
+	if sc.Copy, err = b.send(ctx, "netcat -l "+migPort+" | tar -x -f /proc/self/fd/0 "+scDir,
+		"cd "+scDir+" && tar -c -f /proc/self/fd/1 . | netcat "+b.dst.Addr+" "+migPort); err != nil {
 		return sc, fmt.Errorf("bench: copy the images: %w", err)
 	}
 	if _, sc.Restore, err = b.exec(ctx, 2, "criu", "restore", "-d", "-D", scDir, "-o", "restore.log", "--pidfile", scPIDFile); err != nil {
-		return sc, fmt.Errorf("%w (criu's log: %s/restore.log on node 2)", err, scDir)
+		return sc, fmt.Errorf("%w; the end of %s/restore.log on node 2:\n%s", err, scDir, b.tail(ctx, 2, scDir+"/restore.log"))
 	}
-	out, _, err := b.exec(ctx, 2, "wc", "-c", scTar)
+	out, _, err := b.exec(ctx, 1, "gosh", "-c", "cd "+scDir+" && tar -c -f /proc/self/fd/1 . | wc -c")
 	if err != nil {
 		return sc, err
 	}
@@ -305,10 +308,35 @@ func (b *migBench) stopCopy(ctx context.Context, size string) (StopCopy, error) 
 		return sc, fmt.Errorf("%w: the restored job is not running", err)
 	}
 	for n := 1; n <= 2; n++ {
-		b.exec(ctx, n, "rm", "-rf", scDir, scTar)
+		b.exec(ctx, n, "rm", "-rf", scDir, scPIDFile)
 	}
 	b.log.Info("stop and copy", "job", j.ID, "dump", sc.Dump, "copy", sc.Copy, "restore", sc.Restore, "bytes", sc.Bytes)
 	return sc, nil
+}
+
+// kill stops job id and waits until drift ps shows it exited, so that
+// its memory is free for the next step.
+func (b *migBench) kill(ctx context.Context, id string) error {
+	if _, _, err := b.exec(ctx, 1, "drift", "kill", "-s", "KILL", id); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := b.l.WaitJob(wctx, 1, id, func(j jobs.Info) bool { return j.State != "running" && j.State != "migrating" }); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return nil
+}
+
+// tail is the end of a file on node n and the node's free memory, for
+// error messages.
+func (b *migBench) tail(ctx context.Context, n int, path string) string {
+	out, _ := b.l.Exec(ctx, n, "tail", "-n", "15", path)
+	mem, _ := b.l.Exec(ctx, n, "free", "-m")
+	if out == nil || mem == nil {
+		return "(unreadable)"
+	}
+	return string(out.Stdout) + string(out.Stderr) + "free memory on node " + strconv.Itoa(n) + ":\n" + string(mem.Stdout)
 }
 
 // parseSize reads drift-workload's sizes: 64M, 1G, 512K, or bytes.
