@@ -10,7 +10,7 @@ export GOFLAGS ?= -mod=mod
 IMAGE_FLAGS = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE))
 PACKAGES    = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
-.PHONY: help deps image demo down test unit vet bench-boot bench-join bench-netboot bench-balance bench-storage clean
+.PHONY: help deps image demo down test unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench-balance: image ## makespan of 9 equal CPU-bound jobs from one node of 3 wi
 
 bench-storage: image ## MiB/s written to and read from /cluster between two VMs, beside raw TCP over the same link; their ratio
 	$(GO) run ./qemu-tests/cmd/bench-storage --image $(OUT)
+
+bench-migrate: image ## migration freeze and total time for 64 MB and 256 MB jobs, beside stop-and-copy by hand and the link floor
+	$(GO) run ./qemu-tests/cmd/bench-migrate --image $(OUT)
 
 clean: ## remove out/ (the download cache stays)
 	rm -rf $(OUT)

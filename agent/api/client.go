@@ -66,7 +66,10 @@ func Remote(addr string, k clusterkey.Key) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false, TLSHandshakeTimeout: 10 * time.Second}
+	// Agents on dead machines must not hold a caller for minutes: a short
+	// dial timeout, and TCP gives up on unacknowledged data after 15 s.
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 10 * time.Second, Control: userTimeout(15 * time.Second)}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false, TLSHandshakeTimeout: 10 * time.Second, DialContext: dialer.DialContext}
 	return &Client{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, base: "https://" + addr, target: addr, remote: true}, nil
 }
 
@@ -123,4 +126,19 @@ func isTLSRefusal(err error) bool {
 	var op *net.OpError // crypto/tls reports a peer's alert as a "remote error"
 	return errors.Is(err, ErrWrongKey) || errors.As(err, &alert) || errors.As(err, &rec) ||
 		(errors.As(err, &op) && op.Op == "remote error")
+}
+
+// userTimeout sets TCP_USER_TIMEOUT on a socket: how long sent data may
+// stay unacknowledged before the connection is dropped.
+func userTimeout(d time.Duration) func(network, address string, c syscall.RawConn) error {
+	return func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, 0x12 /* TCP_USER_TIMEOUT */, int(d.Milliseconds()))
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // A stream is a long-lived two-way connection for a job's terminal: the
@@ -231,7 +232,7 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 	if !c.remote {
 		return tr.DialContext(ctx, "unix", c.target)
 	}
-	d := &tls.Dialer{Config: tr.TLSClientConfig}
+	d := &tls.Dialer{Config: tr.TLSClientConfig, NetDialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 10 * time.Second, Control: userTimeout(15 * time.Second)}}
 	return d.DialContext(ctx, "tcp", c.target)
 }
 

@@ -185,6 +185,11 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 		return res, fmt.Errorf("migrate %s: a migration of it is already under way", id)
 	}
 	defer r.migrating.Store(false)
+	// A target that membership declares dead ends the migration at once
+	// (the job resumes here), instead of waiting on TCP.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go m.watchTarget(ctx, to, cancel)
 	// The target's CPU must run what the job may use here (P.Haul's
 	// check), and the target must still have room.
 	check := CPUCheckRequest{Job: id, Expect: req.Expect}
@@ -215,11 +220,14 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 		})
 	res.Rounds, res.Bytes, res.Freeze, res.Total = st.Rounds, st.PreBytes+st.FinalBytes, st.Freeze, st.Total
 	if err != nil {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		c.Call(dctx, http.MethodPost, "/v1/jobs/"+id+"/discard", nil, nil)
-		cancel()
+		dcancel()
 		m.log().Warn("migration failed; the job runs here still", "job", id, "to", to, "err", err)
-		return res, err
+		return res, fmt.Errorf("migrate %s to %s: %w", id, to, err)
 	}
 	m.log().Info("job migrated", "job", id, "to", to, "freeze", st.Freeze, "total", st.Total, "bytes", res.Bytes, "rounds", st.Rounds)
 	return res, nil
@@ -401,4 +409,25 @@ func (m *Manager) arrived(id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.incoming, id)
+}
+
+// watchTarget cancels a migration when its target leaves the cluster.
+func (m *Manager) watchTarget(ctx context.Context, target string, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		alive := false
+		for _, n := range m.Peers.Nodes() {
+			alive = alive || n == target
+		}
+		if !alive {
+			cancel(fmt.Errorf("%s left the cluster during the migration", target))
+			return
+		}
+	}
 }

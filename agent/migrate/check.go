@@ -20,7 +20,7 @@ import (
 // ImageDirs hold the files of the node image: identical on every node, so
 // a job may keep them open read-only and map them (binaries, libraries,
 // configuration) and still move.
-var ImageDirs = []string{"/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc"}
+var ImageDirs = []string{"/bin", "/bbin", "/sbin", "/lib", "/lib64", "/usr", "/etc"}
 
 // kernelDirs hold kernel interface files present on every node, which a
 // job may keep open read-only: Go 1.25+ programs keep their cgroup's CPU
