@@ -228,3 +228,12 @@ func TestHomeOf(t *testing.T) {
 		}
 	}
 }
+
+func TestIsMountPoint(t *testing.T) {
+	if !isMountPoint("/proc") {
+		t.Error("isMountPoint(/proc) = false, want true")
+	}
+	if isMountPoint(t.TempDir()) {
+		t.Error("isMountPoint(a plain temp dir) = true, want false")
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"golang.org/x/sys/unix"
 )
 
 // Peers finds other agents.
@@ -252,8 +253,10 @@ func (m *Manager) startRemote(ctx context.Context, node, id string, spec Spec) e
 func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sink, started func(*runner)) error {
 	dir := spec.Dir
 	if dir == "" {
+		// The shared directory only once it is mounted: a job whose working
+		// directory is the empty mount point underneath cannot move.
 		dir = "/"
-		if st, err := os.Stat(m.sharedRoot()); err == nil && st.IsDir() {
+		if isMountPoint(m.sharedRoot()) {
 			dir = m.sharedRoot()
 		}
 	}
@@ -271,6 +274,16 @@ func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sin
 	m.adopt(id, r)
 	started(r)
 	return nil
+}
+
+// isMountPoint reports whether dir is a directory on another device than
+// its parent.
+func isMountPoint(dir string) bool {
+	var st, parent unix.Stat_t
+	if unix.Stat(dir, &st) != nil || unix.Stat(filepath.Dir(dir), &parent) != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Dev != parent.Dev
 }
 
 func hasVar(env []string, name string) bool {

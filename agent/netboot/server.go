@@ -47,7 +47,8 @@ type DHCPConfig struct {
 	// DNS servers to send. nil: no DNS option.
 	DNS []netip.Addr
 	// DetectTimeout is how long Run listens for another DHCP server's
-	// OFFER before serving. Zero: 3 s. Negative: do not look.
+	// OFFER before serving (three tries). Zero: 6 s, so that a busy server
+	// or a slow machine is not taken for none. Negative: do not look.
 	DetectTimeout time.Duration
 	// ProbeTimeout is how long the server waits for an ARP answer when it
 	// probes an address before OFFERing it for the first time to a client
@@ -112,7 +113,7 @@ func NewDHCPServer(cfg DHCPConfig) *DHCPServer {
 		cfg.LeaseTime = DefaultLeaseTime
 	}
 	if cfg.DetectTimeout == 0 {
-		cfg.DetectTimeout = 3 * time.Second
+		cfg.DetectTimeout = 6 * time.Second
 	}
 	if cfg.ProbeTimeout == 0 {
 		cfg.ProbeTimeout = DefaultProbeTimeout
