@@ -42,7 +42,7 @@ func NetbootRoutes(status func() Netboot) map[string]http.Handler {
 				http.Error(w, "this node is not a head: network boot runs on the head (drift.role=head)", http.StatusNotFound)
 				return
 			}
-			writeJSON(w, status())
+			WriteJSON(w, status())
 		}),
 	}
 }

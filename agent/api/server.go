@@ -196,7 +196,7 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 	for _, m := range ms {
 		out = append(out, nodeFrom(m, now))
 	}
-	writeJSON(w, out)
+	WriteJSON(w, out)
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -220,10 +220,12 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this node is not a member yet: try again in a few seconds", http.StatusServiceUnavailable)
 		return
 	}
-	writeJSON(w, st)
+	WriteJSON(w, st)
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+// WriteJSON answers with v as JSON; the agent's other services use it for
+// the routes they add.
+func WriteJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")

@@ -48,7 +48,7 @@ const storageTimeout = 5 * time.Second
 func StorageRoutes(cl Cluster, key clusterkey.Key, local func() StorageStatus) map[string]http.Handler {
 	sr := &storageRoutes{cl: cl, key: key, local: local}
 	return map[string]http.Handler{
-		"GET /v1/storage/local": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, local()) }),
+		"GET /v1/storage/local": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, local()) }),
 		"GET /v1/storage":       http.HandlerFunc(sr.all),
 	}
 }
@@ -97,7 +97,7 @@ func (s *storageRoutes) all(w http.ResponseWriter, r *http.Request) {
 		}
 		return strings.Compare(a.Node, b.Node)
 	})
-	writeJSON(w, out)
+	WriteJSON(w, out)
 }
 
 func (s *storageRoutes) remote(ctx context.Context, m membership.Member) (StorageStatus, error) {

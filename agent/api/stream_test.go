@@ -44,7 +44,7 @@ func echoRoutes() map[string]http.Handler {
 			for _, n := range in {
 				sum += n
 			}
-			writeJSON(w, sum)
+			WriteJSON(w, sum)
 		}),
 	}
 }

@@ -55,36 +55,20 @@ func (c *cluster) rawView() []balance.Node {
 }
 
 // place chooses the node for a new job: where it would run fastest, this
-// node when that is as good.
-// Placements of the last few seconds count as load on their node until
-// gossip shows them, so that jobs started in a burst spread out.
+// node when that is as good. Placements of the last few seconds count as
+// load on their node until gossip shows them, so that jobs started in a
+// burst spread out.
 func (c *cluster) place() (string, string, error) {
 	c.placeMu.Lock()
 	defer c.placeMu.Unlock()
 	now := time.Now()
 	view := c.view()
 	for i := range view {
-		for _, t := range c.placed[view[i].Name] {
-			if now.Sub(t) < placeMemory {
-				view[i].Runnable++
-			}
-		}
+		view[i].Runnable += float64(c.placed.count(view[i].Name, now))
 	}
 	node, why, err := balance.Place(view, c.a.node.Name, 0, balance.Params{})
 	if err == nil {
-		if c.placed == nil {
-			c.placed = map[string][]time.Time{}
-		}
-		recent := c.placed[node][:0]
-		for _, t := range c.placed[node] {
-			if now.Sub(t) < placeMemory {
-				recent = append(recent, t)
-			}
-		}
-		c.placed[node] = append(recent, now)
+		c.placed.add(node, now)
 	}
 	return node, why, err
 }
-
-// placeMemory is how long a placement counts before gossip reflects it.
-const placeMemory = 10 * time.Second

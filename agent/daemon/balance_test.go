@@ -1,6 +1,9 @@
 package daemon
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestCoarseSpeed(t *testing.T) {
 	for _, tt := range []struct{ s, fastest, want float64 }{
@@ -13,6 +16,23 @@ func TestCoarseSpeed(t *testing.T) {
 	} {
 		if got := coarseSpeed(tt.s, tt.fastest); got != tt.want {
 			t.Errorf("coarseSpeed(%v, %v) = %v, want %v", tt.s, tt.fastest, got, tt.want)
+		}
+	}
+}
+
+func TestPending(t *testing.T) {
+	p := pending{Window: 10 * time.Second}
+	t0 := time.Unix(1000, 0)
+	p.add("a", t0)
+	p.add("a", t0.Add(5*time.Second))
+	p.add("b", t0)
+	for _, tt := range []struct {
+		node string
+		at   time.Duration
+		want int
+	}{{"a", 6 * time.Second, 2}, {"a", 12 * time.Second, 1}, {"b", 9 * time.Second, 1}, {"b", 10 * time.Second, 0}, {"c", 0, 0}} {
+		if got := p.count(tt.node, t0.Add(tt.at)); got != tt.want {
+			t.Errorf("count(%s, +%s) = %d, want %d", tt.node, tt.at, got, tt.want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/balance"
 	"github.com/driftcluster/drift/agent/jobs"
 )
@@ -28,13 +29,9 @@ type balancer struct {
 	draining atomic.Bool // drift drain: every job leaves
 
 	mu     sync.Mutex
-	failed map[string]time.Time   // jobs whose last move failed, left alone a while
-	sent   map[string][]time.Time // moves made to each node, until gossip shows them
+	failed map[string]time.Time // jobs whose last move failed, left alone a while
+	sent   pending              // moves made to each node, until gossip shows them
 }
-
-// sentMemory is how long a move counts as load on its target before the
-// target's own gossip reflects it.
-const sentMemory = 15 * time.Second
 
 // mode is what the node gossips about itself.
 func (b *balancer) mode() (blocked, draining bool) {
@@ -91,11 +88,7 @@ func (b *balancer) step(ctx context.Context) bool {
 		if nodes[i].Name == self {
 			nodes[i].Runnable = float64(len(residents))
 		}
-		for _, t := range b.sent[nodes[i].Name] {
-			if now.Sub(t) < sentMemory {
-				nodes[i].Runnable++
-			}
-		}
+		nodes[i].Runnable += float64(b.sent.count(nodes[i].Name, now))
 	}
 	for _, r := range residents {
 		if t, ok := b.failed[r.ID]; ok && now.Sub(t) < time.Minute {
@@ -132,18 +125,7 @@ func (b *balancer) step(ctx context.Context) bool {
 		b.mu.Unlock()
 		return false
 	}
-	b.mu.Lock()
-	if b.sent == nil {
-		b.sent = map[string][]time.Time{}
-	}
-	recent := b.sent[mv.To][:0]
-	for _, t := range b.sent[mv.To] {
-		if now.Sub(t) < sentMemory {
-			recent = append(recent, t)
-		}
-	}
-	b.sent[mv.To] = append(recent, now)
-	b.mu.Unlock()
+	b.sent.add(mv.To, now)
 	b.a.log.Info("balance: moved", "job", mv.Job, "to", mv.To, "freeze", res.Freeze, "total", res.Total)
 	return true
 }
@@ -164,7 +146,7 @@ func (b *balancer) routes(routes map[string]http.Handler) {
 	routes["POST /v1/nodes/{name}/mode"] = http.HandlerFunc(b.handleMode)
 	routes["POST /v1/balance"] = http.HandlerFunc(b.handleBalance)
 	routes["GET /v1/balance"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, BalanceState{On: !b.off.Load()})
+		api.WriteJSON(w, BalanceState{On: !b.off.Load()})
 	})
 }
 
@@ -185,7 +167,7 @@ func (b *balancer) handleMode(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("set the mode of %s: %v", name, err), http.StatusBadGateway)
 			return
 		}
-		writeJSON(w, req)
+		api.WriteJSON(w, req)
 		return
 	}
 	if req.Blocked != nil {
@@ -196,7 +178,7 @@ func (b *balancer) handleMode(w http.ResponseWriter, r *http.Request) {
 	}
 	blocked, draining := b.mode()
 	b.a.con.Event("mode blocked=%v draining=%v", blocked, draining)
-	writeJSON(w, req)
+	api.WriteJSON(w, req)
 }
 
 // handleBalance turns balancing on or off on every node.
@@ -208,7 +190,7 @@ func (b *balancer) handleBalance(w http.ResponseWriter, r *http.Request) {
 	}
 	b.off.Store(!req.On)
 	if req.Local {
-		writeJSON(w, req)
+		api.WriteJSON(w, req)
 		return
 	}
 	p := &peers{a: b.a, cl: b.cl}
@@ -229,7 +211,7 @@ func (b *balancer) handleBalance(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("balancing is %s here, but these nodes did not hear it: %v", onOff(req.On), failed), http.StatusBadGateway)
 		return
 	}
-	writeJSON(w, req)
+	api.WriteJSON(w, req)
 }
 
 func onOff(on bool) string {
@@ -237,9 +219,4 @@ func onOff(on bool) string {
 		return "on"
 	}
 	return "off"
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
 }

@@ -28,7 +28,7 @@ type cluster struct {
 	sampler     *nodeinfo.Sampler // kept across rejoins: it remembers the node's measured speed
 
 	placeMu sync.Mutex
-	placed  map[string][]time.Time // recent placements by node
+	placed  pending // recent placements by node
 }
 
 // Members serves the API: the members as the current membership sees them.

@@ -150,7 +150,7 @@ func (m *Manager) handleRun(w http.ResponseWriter, r *http.Request) {
 	}
 	info := h.snapshot()
 	if req.Detach {
-		writeJSON(w, info)
+		api.WriteJSON(w, info)
 		return
 	}
 	fc := api.Upgrade(w, r)
@@ -319,7 +319,7 @@ func (m *Manager) handleStart(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	writeJSON(w, map[string]string{"node": m.Self})
+	api.WriteJSON(w, map[string]string{"node": m.Self})
 }
 
 // remoteSink streams a stint to its home over the API.
@@ -516,7 +516,7 @@ func (m *Manager) handleSignal(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("signal %s through its home %s: %v", id, home, err), http.StatusBadGateway)
 			return
 		}
-		writeJSON(w, map[string]string{"job": id})
+		api.WriteJSON(w, map[string]string{"job": id})
 		return
 	}
 	if h.snapshot().State == "exited" {
@@ -527,7 +527,7 @@ func (m *Manager) handleSignal(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "job "+id+" is not running yet", http.StatusConflict)
 		return
 	}
-	writeJSON(w, map[string]string{"job": id})
+	api.WriteJSON(w, map[string]string{"job": id})
 }
 
 // Local lists the jobs homed or running here.
@@ -602,7 +602,7 @@ func (m *Manager) Running() int {
 }
 
 func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, m.Local())
+	api.WriteJSON(w, m.Local())
 }
 
 // handlePS lists every job in the cluster: each node's own list, merged
@@ -655,7 +655,7 @@ func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
 	if len(errs) > 0 {
 		m.log().Warn("ps: some nodes did not answer", "errors", strings.Join(errs, "; "))
 	}
-	writeJSON(w, out)
+	api.WriteJSON(w, out)
 }
 
 // streamContext is the context of a hijacked stream: the server may
@@ -663,9 +663,4 @@ func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
 // a stream lives until the agent stops or either side hangs up.
 func streamContext(r *http.Request) context.Context {
 	return context.WithoutCancel(r.Context())
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
 }

@@ -152,7 +152,7 @@ func (m *Manager) handleMigrate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), code)
 		return
 	}
-	writeJSON(w, res)
+	api.WriteJSON(w, res)
 }
 
 // errBadTarget marks a migration refused before anything moved.
@@ -268,7 +268,7 @@ func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("%s is busier than the source counted (%d jobs running or arriving, it counted %d): try again later", m.Self, m.load(), *req.Expect), http.StatusConflict)
 		return
 	}
-	writeJSON(w, map[string]bool{"ok": true})
+	api.WriteJSON(w, map[string]bool{"ok": true})
 }
 
 func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
@@ -276,13 +276,13 @@ func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	writeJSON(w, map[string]bool{"ok": true})
+	api.WriteJSON(w, map[string]bool{"ok": true})
 }
 
 func (m *Manager) handleDiscard(w http.ResponseWriter, r *http.Request) {
 	m.arrived(r.PathValue("id"))
 	m.target().Discard(r.PathValue("id"))
-	writeJSON(w, map[string]bool{"ok": true})
+	api.WriteJSON(w, map[string]bool{"ok": true})
 }
 
 // handleRestore restores a job from the images received and runs it as
@@ -338,7 +338,7 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 	rn.spec, rn.home = req.Spec, req.Home
 	m.adopt(id, rn)
 	started(rn)
-	writeJSON(w, map[string]int{"pid": pid})
+	api.WriteJSON(w, map[string]int{"pid": pid})
 }
 
 // adopt records a runner and forgets it when its stint ends.
@@ -368,7 +368,7 @@ func (m *Manager) handleWhy(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	writeJSON(w, WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons})
+	api.WriteJSON(w, WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons})
 }
 
 // incomingTTL bounds how long an admitted migration counts as arriving.

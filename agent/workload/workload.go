@@ -10,6 +10,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -107,4 +109,20 @@ func Touch(ctx context.Context, rss, dirtyPerSec uint64, report func()) error {
 			mem[next*page]++
 		}
 	}
+}
+
+// ParseSize reads a size as the workloads take it: bytes, or a number
+// with a K, M or G suffix (64M, 1G).
+func ParseSize(s string) (uint64, error) {
+	mult, num := uint64(1), s
+	for i, suffix := range []string{"K", "M", "G"} {
+		if strings.HasSuffix(s, suffix) {
+			mult, num = 1<<(10*(i+1)), strings.TrimSuffix(s, suffix)
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: want a number with an optional K, M or G suffix", s)
+	}
+	return n * mult, nil
 }

@@ -42,3 +42,16 @@ func TestTouch(t *testing.T) {
 		t.Errorf("Touch = %v (ready %v), want DeadlineExceeded after reporting ready", err, ready)
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{{"64M", 64 << 20, true}, {"1G", 1 << 30, true}, {"512K", 512 << 10, true}, {"4096", 4096, true}, {"M", 0, false}, {"1.5G", 0, false}} {
+		got, err := ParseSize(tt.in)
+		if got != tt.want || (err == nil) != tt.ok {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d (ok %v)", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}

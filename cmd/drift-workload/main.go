@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/driftcluster/drift/agent/workload"
@@ -61,32 +59,15 @@ func run(ctx context.Context, args []string) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		r, err := parseSize(*rss)
+		r, err := workload.ParseSize(*rss)
 		if err != nil {
 			return err
 		}
-		d, err := parseSize(*dirty)
+		d, err := workload.ParseSize(*dirty)
 		if err != nil {
 			return err
 		}
 		return workload.Touch(ctx, r, d, func() { fmt.Printf("resident %d bytes\n", r) })
 	}
 	return fmt.Errorf("unknown workload %q: want counter, burn, work or touch", args[0])
-}
-
-func parseSize(s string) (uint64, error) {
-	mult := uint64(1)
-	switch {
-	case strings.HasSuffix(s, "K"):
-		mult, s = 1<<10, strings.TrimSuffix(s, "K")
-	case strings.HasSuffix(s, "M"):
-		mult, s = 1<<20, strings.TrimSuffix(s, "M")
-	case strings.HasSuffix(s, "G"):
-		mult, s = 1<<30, strings.TrimSuffix(s, "G")
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: want a number with an optional K, M or G suffix", s)
-	}
-	return n * mult, nil
 }

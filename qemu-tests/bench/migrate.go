@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/driftcluster/drift/agent/workload"
 	"io"
 	"log/slog"
 	"os"
@@ -225,7 +226,7 @@ func (b *migBench) start(ctx context.Context, size string) (jobs.Info, error) {
 		"--", "drift-workload", "touch", "-rss", size, "-dirty", b.dirty); err != nil {
 		return jobs.Info{}, err
 	}
-	want, err := parseSize(size)
+	want, err := workload.ParseSize(size)
 	if err != nil {
 		return jobs.Info{}, err
 	}
@@ -337,25 +338,6 @@ func (b *migBench) tail(ctx context.Context, n int, path string) string {
 		return "(unreadable)"
 	}
 	return string(out.Stdout) + string(out.Stderr) + "free memory on node " + strconv.Itoa(n) + ":\n" + string(mem.Stdout)
-}
-
-// parseSize reads drift-workload's sizes: 64M, 1G, 512K, or bytes.
-func parseSize(s string) (uint64, error) {
-	mult := uint64(1)
-	num := s
-	switch {
-	case strings.HasSuffix(s, "K"):
-		mult, num = 1<<10, strings.TrimSuffix(s, "K")
-	case strings.HasSuffix(s, "M"):
-		mult, num = 1<<20, strings.TrimSuffix(s, "M")
-	case strings.HasSuffix(s, "G"):
-		mult, num = 1<<30, strings.TrimSuffix(s, "G")
-	}
-	v, err := strconv.ParseUint(num, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("bench: size %q: want a number with K, M or G", s)
-	}
-	return v * mult, nil
 }
 
 // Print writes the figures: per size, drift's freeze and total beside
