@@ -23,6 +23,9 @@ func TestCoarseSpeed(t *testing.T) {
 func TestPending(t *testing.T) {
 	p := pending{Window: 10 * time.Second}
 	t0 := time.Unix(1000, 0)
+	if got := p.count("a", t0); got != 0 {
+		t.Errorf("count before any event = %d, want 0", got)
+	}
 	p.add("a", t0)
 	p.add("a", t0.Add(5*time.Second))
 	p.add("b", t0)

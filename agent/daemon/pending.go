@@ -35,6 +35,9 @@ func (p *pending) count(node string, now time.Time) int {
 
 // prune drops node's expired events; p.mu is held.
 func (p *pending) prune(node string, now time.Time) []time.Time {
+	if p.events == nil {
+		return nil
+	}
 	kept := p.events[node][:0]
 	for _, t := range p.events[node] {
 		if now.Sub(t) < p.Window {
