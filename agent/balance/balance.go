@@ -11,7 +11,9 @@
 // remaining life (taken to be its age so far, as a job that has run long
 // tends to run long) beats the time the move costs (its RSS over the
 // link's bandwidth, plus a fixed cost), and when it has stayed where it is
-// for a minimum time. A node short of memory ushers a job to a node with
+// for a minimum time (after a move; a job that never moved goes as soon
+// as its CPU use is known, so that a burst started on one node spreads
+// at once). A node short of memory ushers a job to a node with
 // room before it swaps. Jobs marked Stay never move.
 package balance
 
@@ -48,7 +50,8 @@ type Job struct {
 // Params tune the policy. The zero value of each field means its default.
 type Params struct {
 	Hysteresis   float64       // a move must raise the job's rate by this factor over 1; 0: 0.3
-	MinResidence time.Duration // no CPU move before a job has stayed this long; 0: 10s
+	MinResidence time.Duration // no CPU move of a job that has moved before it has stayed this long; 0: 10s
+	FirstMove    time.Duration // a job that has never moved may move once it has run this long (its CPU use is measured by then); 0: 2s
 	MinHorizon   time.Duration // the least remaining life assumed for a job; 0: 30s
 	FixedCost    time.Duration // cost of a move besides copying memory; 0: 2s
 	Bandwidth    float64       // bytes per second between nodes; 0: 10 MB/s
@@ -74,6 +77,7 @@ func (p Params) withDefaults() Params {
 	def(&p.MemReserve, 0.1)
 	def(&p.MinCPU, 0.5)
 	defD(&p.MinResidence, 10*time.Second)
+	defD(&p.FirstMove, 2*time.Second)
 	defD(&p.MinHorizon, 30*time.Second)
 	defD(&p.FixedCost, 2*time.Second)
 	return p
@@ -212,7 +216,11 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		bestGain time.Duration
 	)
 	for _, j := range jobs {
-		if j.Resident < p.MinResidence || j.CPU < p.MinCPU*fair {
+		stay := p.MinResidence
+		if j.Moves == 0 {
+			stay = p.FirstMove
+		}
+		if j.Resident < stay || j.CPU < p.MinCPU*fair {
 			continue
 		}
 		t := bestFit(targets, j.RSS, p)

@@ -34,9 +34,17 @@ func TestDecide(t *testing.T) {
 	blocked.Accepts = false
 	draining := node("w1", 1)
 	draining.Draining = true
-	young := busy("w1", 6)
+	young := busy("w1", 6) // moved here 5 s ago
 	for i := range young {
-		young[i].Resident = 5 * time.Second
+		young[i].Resident, young[i].Moves = 5*time.Second, 1
+	}
+	fresh := busy("w1", 6) // started 1 s ago
+	for i := range fresh {
+		fresh[i].Age, fresh[i].Resident = time.Second, time.Second
+	}
+	started := busy("w1", 6) // started 3 s ago, never moved
+	for i := range started {
+		started[i].Age, started[i].Resident = 3*time.Second, 3*time.Second
 	}
 	pinned := busy("w1", 2)
 	for i := range pinned {
@@ -61,7 +69,9 @@ func TestDecide(t *testing.T) {
 		{"nothing beats a fast node", []Node{func() Node { n := fast; n.Name = "w1"; n.Runnable = 2; return n }(), node("w2", 1)}, busy("w1", 2), "", ""},
 		{"memory ushering", []Node{fullMem, node("w2", 2), roomy}, busy("w1", 2), "w2", "memory:"},
 		{"blocked node gets nothing", []Node{node("w1", 6), blocked}, busy("w1", 6), "", ""},
-		{"minimum residence", []Node{node("w1", 6), node("w2", 0)}, young, "", ""},
+		{"minimum residence after a move", []Node{node("w1", 6), node("w2", 0)}, young, "", ""},
+		{"a new job's CPU use is not known yet", []Node{node("w1", 6), node("w2", 0)}, fresh, "", ""},
+		{"a burst spreads at once", []Node{node("w1", 6), node("w2", 0)}, started, "w2", "load:"},
 		{"pinned jobs stay", []Node{node("w1", 2), node("w2", 0)}, pinned, "", ""},
 		{"too big for any target", []Node{node("w1", 2), node("w2", 0)}, huge, "", ""},
 		{"drain moves even a balanced node", []Node{draining, node("w2", 1)}, busy("w1", 1), "w2", "draining"},

@@ -15,8 +15,14 @@ import (
 	"github.com/driftcluster/drift/agent/jobs"
 )
 
-// balancePeriod is how often a node looks for a job to send elsewhere.
-const balancePeriod = 5 * time.Second
+// balancePeriod is how often a node looks for jobs to send elsewhere,
+// besides right after each of its moves ends and each mode change.
+const balancePeriod = 2 * time.Second
+
+// maxOutgoing is how many moves a node makes at once, each to a
+// different target: a node's first jobs reach idle machines together, and
+// the node (busy by definition) does not share its CPU among more dumps.
+const maxOutgoing = 2
 
 // balancer runs the balancing policy on this node's own jobs, from the
 // load that membership gossips, and migrates what it decides; it also
@@ -28,9 +34,12 @@ type balancer struct {
 	blocked  atomic.Bool // drift block: no new jobs or migrations here
 	draining atomic.Bool // drift drain: every job leaves
 
-	mu     sync.Mutex
-	failed map[string]time.Time // jobs whose last move failed, left alone a while
-	sent   pending              // moves made to each node, until gossip shows them
+	wake chan struct{} // look again now
+
+	mu       sync.Mutex
+	failed   map[string]time.Time // jobs whose last move failed, left alone a while
+	sent     pending              // moves made to each node, until gossip shows them
+	inflight map[string]string    // moves under way: job → target
 }
 
 // mode is what the node gossips about itself.
@@ -49,85 +58,134 @@ func (b *balancer) accepting() (bool, string) {
 	return true, ""
 }
 
-// Run decides and moves, one job per period (back to back while draining).
+// wakeUp makes Run look again now; it does not block.
+func (b *balancer) wakeUp() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run decides and starts moves each period, and again whenever a move
+// ends, until ctx ends; moves under way finish (or fail, leaving their job
+// here) before it returns.
 func (b *balancer) Run(ctx context.Context) error {
 	t := time.NewTicker(balancePeriod)
 	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-b.wake:
 		}
-		// A move changes the picture here at once: look again straight
-		// away (every job in turn while draining).
-		for n := 0; b.step(ctx) && ctx.Err() == nil && (n < 3 || b.draining.Load()); n++ {
+		for {
+			mv, expect, ok := b.decide()
+			if !ok {
+				break
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.move(ctx, mv, expect)
+			}()
 		}
 	}
 }
 
-// step makes at most one move and reports whether it made one.
-func (b *balancer) step(ctx context.Context) bool {
+// decide returns the next move to start, if any, and the number of jobs
+// the target is counted to have: moves under way count on their targets
+// and no longer here, and a target with a move under way gets no other.
+func (b *balancer) decide() (balance.Move, int, bool) {
 	if b.off.Load() && !b.draining.Load() {
-		return false
+		return balance.Move{}, 0, false
 	}
 	self := b.a.node.Name
 	nodes := b.cl.view()
-	for i := range nodes {
-		if nodes[i].Name == self { // our own mode, fresher than gossip
-			blocked, draining := b.mode()
-			nodes[i].Accepts = nodes[i].Accepts && !blocked
-			nodes[i].Draining = draining
-		}
-	}
 	now := time.Now()
-	var js []balance.Job
 	residents := b.a.jobs.Residents()
 	b.mu.Lock()
-	for i := range nodes {
-		if nodes[i].Name == self {
-			nodes[i].Runnable = float64(len(residents))
-		}
-		nodes[i].Runnable += float64(b.sent.count(nodes[i].Name, now))
+	defer b.mu.Unlock()
+	if len(b.inflight) >= maxOutgoing {
+		return balance.Move{}, 0, false
 	}
+	busy := map[string]bool{}
+	for _, to := range b.inflight {
+		busy[to] = true
+	}
+	var js []balance.Job
 	for _, r := range residents {
+		if _, moving := b.inflight[r.ID]; moving {
+			continue
+		}
 		if t, ok := b.failed[r.ID]; ok && now.Sub(t) < time.Minute {
 			continue
 		}
 		js = append(js, balance.Job{ID: r.ID, Node: self, CPU: r.CPU, RSS: r.RSS, Age: now.Sub(r.Since),
 			Resident: now.Sub(r.Since), Moves: r.Moves, Stay: r.Stay})
 	}
-	b.mu.Unlock()
+	for i := range nodes {
+		n := &nodes[i]
+		if n.Name == self { // our own mode and jobs, fresher than gossip
+			blocked, draining := b.mode()
+			n.Accepts = n.Accepts && !blocked
+			n.Draining = draining
+			n.Runnable = 0
+			for _, r := range residents {
+				if _, moving := b.inflight[r.ID]; !moving {
+					n.Runnable++
+				}
+			}
+			continue
+		}
+		n.Runnable += float64(b.sent.count(n.Name, now))
+		if busy[n.Name] {
+			n.Runnable++
+			n.Accepts = false
+		}
+	}
 	mv, ok := balance.Decide(nodes, js, self, balance.Params{})
 	if !ok {
-		return false
+		return balance.Move{}, 0, false
 	}
-	b.a.log.Info("balance: moving a job", "job", mv.Job, "to", mv.To, "why", mv.Reason)
 	var expect int
 	for _, n := range nodes {
 		if n.Name == mv.To {
 			expect = int(n.Runnable)
 		}
 	}
-	res, err := b.a.jobs.Migrate(ctx, mv.Job, jobs.MigrateRequest{To: mv.To, Reason: mv.Reason, Expect: &expect})
-	if errors.Is(err, jobs.ErrTargetRefused) {
-		// The target is busier than gossip said: the next look will know.
-		b.a.log.Info("balance: target refused; the job stays for now", "job", mv.Job, "to", mv.To, "err", err)
-		return false
+	if b.inflight == nil {
+		b.inflight = map[string]string{}
 	}
-	if err != nil {
+	b.inflight[mv.Job] = mv.To
+	return mv, expect, true
+}
+
+// move migrates one job as decided, then has Run look again.
+func (b *balancer) move(ctx context.Context, mv balance.Move, expect int) {
+	defer b.wakeUp()
+	b.a.log.Info("balance: moving a job", "job", mv.Job, "to", mv.To, "why", mv.Reason)
+	res, err := b.a.jobs.Migrate(ctx, mv.Job, jobs.MigrateRequest{To: mv.To, Reason: mv.Reason, Expect: &expect})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.inflight, mv.Job)
+	switch {
+	case errors.Is(err, jobs.ErrTargetRefused):
+		// The target is busier than gossip said: it gossips its load as
+		// it changes, so the next look will know.
+		b.a.log.Info("balance: target refused; the job stays for now", "job", mv.Job, "to", mv.To, "err", err)
+	case err != nil:
 		b.a.log.Warn("balance: move failed; the job stays", "job", mv.Job, "to", mv.To, "err", err)
-		b.mu.Lock()
 		if b.failed == nil {
 			b.failed = map[string]time.Time{}
 		}
-		b.failed[mv.Job] = now
-		b.mu.Unlock()
-		return false
+		b.failed[mv.Job] = time.Now()
+	default:
+		b.sent.add(mv.To, time.Now())
+		b.a.log.Info("balance: moved", "job", mv.Job, "to", mv.To, "freeze", res.Freeze, "total", res.Total)
 	}
-	b.sent.add(mv.To, now)
-	b.a.log.Info("balance: moved", "job", mv.Job, "to", mv.To, "freeze", res.Freeze, "total", res.Total)
-	return true
 }
 
 // ModeRequest changes a node's mode; nil fields stay as they are.
@@ -177,6 +235,8 @@ func (b *balancer) handleMode(w http.ResponseWriter, r *http.Request) {
 		b.draining.Store(*req.Draining)
 	}
 	blocked, draining := b.mode()
+	b.cl.refresh()
+	b.wakeUp()
 	b.a.con.Event("mode blocked=%v draining=%v", blocked, draining)
 	api.WriteJSON(w, req)
 }

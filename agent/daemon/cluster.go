@@ -41,6 +41,13 @@ func (c *cluster) Members() []membership.Member {
 
 // Run keeps membership and discovery running on the current primary
 // address until ctx ends.
+// refresh gossips this node's load and mode now.
+func (c *cluster) refresh() {
+	if m := c.cur.Load(); m != nil {
+		m.Refresh()
+	}
+}
+
 func (c *cluster) Run(ctx context.Context) error {
 	for {
 		addr := c.net.primary()
@@ -82,7 +89,7 @@ func (c *cluster) Run(ctx context.Context) error {
 func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 	a := c.a
 	c.samplerOnce.Do(func() {
-		c.sampler = &nodeinfo.Sampler{Role: string(a.node.Role), Version: version.Get(), APIPort: api.DefaultPort, Jobs: a.jobs.Running, Mode: a.bal.mode}
+		c.sampler = &nodeinfo.Sampler{Role: string(a.node.Role), Version: version.Get(), APIPort: api.DefaultPort, Jobs: a.jobs.Load, Mode: a.bal.mode}
 	})
 	sampler := c.sampler
 	var lastPeers atomic.Int64

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -17,7 +19,7 @@ import (
 const InitArg = "job-init"
 
 // JobNice is the nice value jobs run at.
-const JobNice = 10
+const JobNice = 19
 
 // RunInit is the init of a job's PID namespace. As PID 1 it would ignore
 // every signal it has no handler for, so it does not run the job itself:
@@ -37,8 +39,14 @@ func RunInit(args []string) int {
 	}
 	unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0)
 	// Jobs run at a lower priority than the agent, so that a node busy
-	// with jobs still answers, gossips and migrates promptly.
-	unix.Setpriority(unix.PRIO_PROCESS, 0, JobNice)
+	// with jobs still answers, gossips and migrates promptly. Linux keeps
+	// a nice value per thread and a child inherits the one of the thread
+	// that forks it: renice every thread of this process, and fork from
+	// this one.
+	runtime.LockOSThread()
+	if err := lowerPriority(JobNice); err != nil {
+		fmt.Fprintf(os.Stderr, "drift: job priority: %v\n", err)
+	}
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCHLD)
@@ -73,6 +81,37 @@ func RunInit(args []string) int {
 		}
 	}
 	return 0
+}
+
+// lowerPriority sets the nice value of every thread of this process,
+// until no thread is left at another (the Go runtime may start threads
+// meanwhile; they inherit from the thread that starts them).
+func lowerPriority(nice int) error {
+	for range 10 {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		changed := false
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			// getpriority returns 20-nice, to stay positive.
+			if p, err := unix.Getpriority(unix.PRIO_PROCESS, tid); err == nil && 20-p == nice {
+				continue
+			}
+			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil && err != unix.ESRCH {
+				return fmt.Errorf("thread %d: %w", tid, err)
+			}
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+	}
+	return fmt.Errorf("threads keep appearing at another priority")
 }
 
 // exitCode is a wait status as a shell reports it.

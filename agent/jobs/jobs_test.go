@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -235,5 +236,21 @@ func TestIsMountPoint(t *testing.T) {
 	}
 	if isMountPoint(t.TempDir()) {
 		t.Error("isMountPoint(a plain temp dir) = true, want false")
+	}
+}
+
+// The job init runs its command at JobNice whichever of its threads
+// starts it (Linux keeps a nice value per thread).
+func TestInitLowersPriority(t *testing.T) {
+	for range 5 {
+		out, err := exec.Command(os.Args[0], InitArg, "--", "cat", "/proc/self/stat").Output()
+		if err != nil {
+			t.Fatalf("job init: %v", err)
+		}
+		s := string(out)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 17 || f[16] != fmt.Sprint(JobNice) {
+			t.Fatalf("the command ran at nice %q, want %d (/proc/self/stat: %s)", f[16], JobNice, s)
+		}
 	}
 }

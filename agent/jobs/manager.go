@@ -41,12 +41,18 @@ type Manager struct {
 	// Accepting says whether this node takes new jobs and migrations (not
 	// blocked or draining); it returns why not. nil: always.
 	Accepting func() (bool, string)
+	// OnLoad is called when the jobs running or arriving here change, so
+	// that the node's load is gossiped at once. nil: nothing.
+	OnLoad func()
 
 	mu       sync.Mutex
 	homes    map[string]*homeJob
 	runners  map[string]*runner
 	incoming map[string]time.Time // migrations admitted, not yet restored
 	seq      int
+
+	psMeter, balMeter cpuMeter // CPU use for drift ps, and for the balancer
+	cpuinfo           cpuInfo  // this node's CPU, as CRIU describes it
 }
 
 func (m *Manager) log() *slog.Logger {
@@ -54,6 +60,12 @@ func (m *Manager) log() *slog.Logger {
 		return m.Logger
 	}
 	return slog.Default()
+}
+
+func (m *Manager) loadChanged() {
+	if m.OnLoad != nil {
+		m.OnLoad()
+	}
 }
 
 func (m *Manager) init() {
@@ -545,13 +557,13 @@ func (m *Manager) Local() []Info {
 	m.mu.Unlock()
 	for i := range out {
 		if r := runners[out[i].ID]; r != nil {
-			out[i].CPU, out[i].RSS = sampleTree(r.pid)
+			out[i].CPU, out[i].RSS = r.usage(&m.psMeter)
 			delete(runners, out[i].ID)
 		}
 	}
 	for id, r := range runners {
 		info := Info{ID: id, Node: m.Self, State: "running", PID: r.pid}
-		info.CPU, info.RSS = sampleTree(r.pid)
+		info.CPU, info.RSS = r.usage(&m.psMeter)
 		out = append(out, info)
 	}
 	return out
@@ -587,18 +599,17 @@ func (m *Manager) Residents() []Resident {
 	m.mu.Unlock()
 	out := make([]Resident, 0, len(rs))
 	for _, r := range rs {
-		cpu, rss := sampleTree(r.pid)
-		out = append(out, Resident{ID: r.id, CPU: cpu / 100, RSS: rss, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay})
+		cpu, rss := m.balMeter.read(r.pid, r.arrived)
+		out = append(out, Resident{ID: r.id, CPU: cpu, RSS: rss, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay})
 	}
 	return out
 }
 
-// Running is the number of jobs running on this node.
-func (m *Manager) Running() int {
+// Load is the number of jobs running on this node or admitted and on
+// their way here: what the node gossips as its jobs.
+func (m *Manager) Load() int {
 	m.init()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.runners)
+	return m.load()
 }
 
 func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {

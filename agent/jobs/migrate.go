@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
@@ -193,7 +195,7 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 	// The target's CPU must run what the job may use here (P.Haul's
 	// check), and the target must still have room.
 	check := CPUCheckRequest{Job: id, Expect: req.Expect}
-	if img, err := migrate.CPUInfoDump(ctx, ""); err == nil {
+	if img, err := m.cpuinfo.dump(ctx); err == nil {
 		check.CPUInfo = img
 	} else {
 		m.log().Warn("cpu info dump", "err", err)
@@ -233,6 +235,50 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 	return res, nil
 }
 
+// cpuInfo holds this node's CPU description, dumped once, and the
+// sources' descriptions already found compatible: a node's CPU does not
+// change while it runs, and each criu run costs seconds on a busy node.
+type cpuInfo struct {
+	mu   sync.Mutex
+	img  []byte
+	fits map[[sha256.Size]byte]bool
+}
+
+func (c *cpuInfo) dump(ctx context.Context) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.img != nil {
+		return c.img, nil
+	}
+	img, err := migrate.CPUInfoDump(ctx, "")
+	if err == nil {
+		c.img = img
+	}
+	return img, err
+}
+
+// check says whether a job from a node whose CPU img describes can run
+// here; only successes are remembered.
+func (c *cpuInfo) check(ctx context.Context, img []byte) error {
+	sum := sha256.Sum256(img)
+	c.mu.Lock()
+	ok := c.fits[sum]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := migrate.CPUInfoCheck(ctx, "", img); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.fits == nil {
+		c.fits = map[[sha256.Size]byte]bool{}
+	}
+	c.fits[sum] = true
+	c.mu.Unlock()
+	return nil
+}
+
 // sender streams a migration's images to the target's agent.
 type sender struct {
 	c  *api.Client
@@ -259,7 +305,7 @@ func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.CPUInfo != nil {
-		if err := migrate.CPUInfoCheck(r.Context(), "", req.CPUInfo); err != nil {
+		if err := m.cpuinfo.check(r.Context(), req.CPUInfo); err != nil {
 			http.Error(w, fmt.Sprintf("%s cannot run it: %v", m.Self, err), http.StatusConflict)
 			return
 		}
@@ -346,6 +392,7 @@ func (m *Manager) adopt(id string, r *runner) {
 	m.mu.Lock()
 	m.runners[id] = r
 	m.mu.Unlock()
+	m.loadChanged()
 	go func() {
 		<-r.done
 		m.mu.Lock()
@@ -353,6 +400,9 @@ func (m *Manager) adopt(id string, r *runner) {
 			delete(m.runners, id)
 		}
 		m.mu.Unlock()
+		m.psMeter.forget(r.pid)
+		m.balMeter.forget(r.pid)
+		m.loadChanged()
 	}()
 }
 
@@ -396,19 +446,21 @@ func (m *Manager) admit(id string, expect *int) bool {
 		return false
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.incoming == nil {
 		m.incoming = map[string]time.Time{}
 	}
 	m.incoming[id] = time.Now()
+	m.mu.Unlock()
+	m.loadChanged()
 	return true
 }
 
 // arrived forgets an admitted job: restored (now a runner) or abandoned.
 func (m *Manager) arrived(id string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	delete(m.incoming, id)
+	m.mu.Unlock()
+	m.loadChanged()
 }
 
 // watchTarget cancels a migration when its target leaves the cluster.

@@ -30,17 +30,25 @@ func Tree(pid int) []int {
 	return out
 }
 
-// cpuSamples remembers each tree's last CPU time, to turn it into a rate.
-var cpuSamples sync.Map // root pid → sample
+// cpuMeter turns each job tree's CPU time into a rate between one
+// reading and the next. Each reader (drift ps, the balancer) has its own
+// meter, so that neither shortens the other's window.
+type cpuMeter struct {
+	mu   sync.Mutex
+	last map[int]sample // root pid → its last reading
+}
 
 type sample struct {
 	at    time.Time
 	ticks uint64
 }
 
-// sampleTree returns the CPU use of the tree rooted at pid since the last
-// call (percent of one core) and its resident memory in bytes.
-func sampleTree(pid int) (cpu float64, rss uint64) {
+// read returns the CPU use of the tree rooted at pid (fraction of one
+// core) since this meter's last reading of it, or since the tree began at
+// since when there was none, and the tree's resident memory in bytes. A
+// restored tree starts counting its CPU time from zero, so since is the
+// start of its stint on this node.
+func (c *cpuMeter) read(pid int, since time.Time) (cpu float64, rss uint64) {
 	var ticks uint64
 	for _, p := range Tree(pid) {
 		t, r := procStat(p)
@@ -48,14 +56,27 @@ func sampleTree(pid int) (cpu float64, rss uint64) {
 		rss += r
 	}
 	now := time.Now()
-	if prev, ok := cpuSamples.Load(pid); ok {
-		s := prev.(sample)
-		if dt := now.Sub(s.at).Seconds(); dt > 0 && ticks >= s.ticks {
-			cpu = float64(ticks-s.ticks) / 100 / dt * 100 // USER_HZ is 100 on Linux
-		}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[int]sample{}
 	}
-	cpuSamples.Store(pid, sample{at: now, ticks: ticks})
+	prev, ok := c.last[pid]
+	if !ok {
+		prev = sample{at: since}
+	}
+	if dt := now.Sub(prev.at).Seconds(); dt > 0 && ticks >= prev.ticks {
+		cpu = float64(ticks-prev.ticks) / 100 / dt // USER_HZ is 100 on Linux
+	}
+	c.last[pid] = sample{at: now, ticks: ticks}
 	return cpu, rss
+}
+
+// forget drops a tree that ended or left.
+func (c *cpuMeter) forget(pid int) {
+	c.mu.Lock()
+	delete(c.last, pid)
+	c.mu.Unlock()
 }
 
 // procStat reads a process's CPU ticks (user+system) and resident bytes.
@@ -77,4 +98,11 @@ func procStat(pid int) (ticks, rss uint64) {
 	st, _ := strconv.ParseUint(f[12], 10, 64)
 	pages, _ := strconv.ParseUint(f[21], 10, 64)
 	return ut + st, pages * uint64(os.Getpagesize())
+}
+
+// usage is the job's CPU use in percent of one core, by meter, and its
+// resident memory, for drift ps.
+func (r *runner) usage(meter *cpuMeter) (cpuPct float64, rss uint64) {
+	cpu, rss := meter.read(r.pid, r.arrived)
+	return cpu * 100, rss
 }

@@ -83,6 +83,7 @@ type Membership struct {
 
 	joinCh  chan struct{} // signals Run that pending has addresses
 	changed chan struct{} // signals Run that a member changed state
+	refresh chan struct{} // asks Run to sample and gossip metadata now
 
 	mu       sync.Mutex
 	ml       *memberlist.Memberlist // nil until Run has created it
@@ -119,6 +120,7 @@ func New(cfg Config) (*Membership, error) {
 		log:      cfg.Logger,
 		joinCh:   make(chan struct{}, 1),
 		changed:  make(chan struct{}, 1),
+		refresh:  make(chan struct{}, 1),
 		members:  map[string]*Member{},
 		lastPeer: -1,
 	}
@@ -225,14 +227,31 @@ func (m *Membership) refreshLoop(ctx context.Context, ml *memberlist.Memberlist)
 			}
 		case <-t.C:
 			m.forgetDead(time.Now())
-			if m.cfg.Meta == nil {
-				continue
-			}
-			if m.setMeta(m.cfg.Meta()) {
-				if err := ml.UpdateNode(time.Second); err != nil {
-					m.log.Debug("gossip metadata", "err", err)
-				}
-			}
+			m.gossipMeta(ml)
+		case <-m.refresh:
+			m.gossipMeta(ml)
+		}
+	}
+}
+
+// Refresh samples this node's metadata now, instead of at the next
+// MetaInterval, and gossips it if it changed: the agent calls it when its
+// load changes, so that balancing acts on fresh figures. It does not
+// block.
+func (m *Membership) Refresh() {
+	select {
+	case m.refresh <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Membership) gossipMeta(ml *memberlist.Memberlist) {
+	if m.cfg.Meta == nil {
+		return
+	}
+	if m.setMeta(m.cfg.Meta()) {
+		if err := ml.UpdateNode(time.Second); err != nil {
+			m.log.Debug("gossip metadata", "err", err)
 		}
 	}
 }

@@ -90,6 +90,11 @@ type agent struct {
 
 func startAgent(t testing.TB, name string, key clusterkey.Key, port int, tune func(*memberlist.Config)) *agent {
 	t.Helper()
+	return startAgentWith(t, name, key, port, tune, 200*time.Millisecond)
+}
+
+func startAgentWith(t testing.TB, name string, key clusterkey.Key, port int, tune func(*memberlist.Config), metaInterval time.Duration) *agent {
+	t.Helper()
 	a := &agent{logs: &syncBuffer{}, done: make(chan error, 1)}
 	a.peers.Store(-1)
 	a.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -102,7 +107,7 @@ func startAgent(t testing.TB, name string, key clusterkey.Key, port int, tune fu
 		Meta: func() nodeinfo.Info {
 			return nodeinfo.Info{Cores: 2, Role: "worker", Version: "test", Jobs: int(a.jobs.Load()), APIPort: 7947}
 		},
-		MetaInterval: 200 * time.Millisecond,
+		MetaInterval: metaInterval,
 		OnPeers:      func(n int) { a.peers.Store(int64(n)) },
 		Tune:         tune,
 	})
@@ -367,4 +372,29 @@ func TestLogWriter(t *testing.T) {
 	if n := strings.Count(buf.String(), "refused packet"); n != 2 {
 		t.Errorf("3 refusals within 100 s logged %d warnings, want 2:\n%s", n, buf.String())
 	}
+}
+
+// Refresh gossips a load change at once, without waiting for the next
+// metadata interval.
+func TestRefreshGossipsAtOnce(t *testing.T) {
+	key := mustKey(t)
+	a := startAgentWith(t, "drift-a", key, freePort(t), fastTiming, time.Hour)
+	b := startAgentWith(t, "drift-b", key, freePort(t), fastTiming, time.Hour)
+	b.m.Join([]string{a.addr})
+	waitFor(t, 5*time.Second, "a and b see each other", func() bool { return a.peers.Load() == 1 && b.peers.Load() == 1 })
+	jobsOf := func(name string) int {
+		for _, m := range a.m.Members() {
+			if m.Name == name {
+				return m.Info.Jobs
+			}
+		}
+		return -1
+	}
+	b.jobs.Store(3)
+	time.Sleep(500 * time.Millisecond)
+	if n := jobsOf("drift-b"); n != 0 {
+		t.Fatalf("a sees b's jobs=%d before b refreshed, want 0 (the interval is an hour)", n)
+	}
+	b.m.Refresh()
+	waitFor(t, 5*time.Second, "a sees b's jobs=3 after Refresh", func() bool { return jobsOf("drift-b") == 3 })
 }

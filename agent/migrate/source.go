@@ -72,6 +72,27 @@ type Source struct {
 	// agent reconnects on the target (InheritFd); other pipes to the
 	// outside keep the job from moving.
 	StdioPipes []uint64
+	// PreCopyMin is the resident memory below which a job skips pre-copy:
+	// a pre-dump round costs a CRIU run of its own, more than sending a
+	// small job's memory while it is frozen. 0: 8 MiB; negative: always
+	// pre-copy.
+	PreCopyMin int64
+}
+
+const defaultPreCopyMin = 8 << 20
+
+// preCopy reports whether the job's memory (rss, when it could be read)
+// is large enough for pre-copy.
+func (s *Source) preCopy() (bool, int64) {
+	least := s.PreCopyMin
+	if least == 0 {
+		least = defaultPreCopyMin
+	}
+	if least < 0 {
+		return true, 0
+	}
+	rss, err := treeRSS(s.Pid)
+	return err != nil || rss >= least, rss
 }
 
 // Stats describe one migration.
@@ -145,7 +166,11 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 
 	var prev uint64
 	parent := ""
-	for {
+	precopy, rss := s.preCopy()
+	if !precopy {
+		log.Info("pre-copy skipped: small job", "rss", rss)
+	}
+	for precopy {
 		if err := ctx.Err(); err != nil {
 			return st, fmt.Errorf("migrate job %d: before pre-dump round %d: %w", s.Pid, st.Rounds+1, err)
 		}

@@ -51,6 +51,30 @@ func tree(pid int) ([]int, error) {
 	return out, nil
 }
 
+// treeRSS is the resident anonymous memory of pid and its descendants,
+// in bytes: what a dump copies (file pages stay in their files).
+func treeRSS(pid int) (int64, error) {
+	pids, err := tree(pid)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, p := range pids {
+		b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(p), "statm"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 3 {
+			continue
+		}
+		resident, _ := strconv.ParseInt(f[1], 10, 64)
+		shared, _ := strconv.ParseInt(f[2], 10, 64) // file-backed and shared pages
+		total += max(0, resident-shared) * int64(os.Getpagesize())
+	}
+	return total, nil
+}
+
 // signalTree sends sig to pid and every descendant, parents first. A
 // process that is gone is not an error.
 func signalTree(pid int, sig syscall.Signal) error {
