@@ -94,7 +94,7 @@ func lowerPriority(nice int) error {
 		}
 		changed := false
 		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
+			tid, err := nsTID(t.Name())
 			if err != nil {
 				continue
 			}
@@ -112,6 +112,23 @@ func lowerPriority(nice int) error {
 		}
 	}
 	return fmt.Errorf("threads keep appearing at another priority")
+}
+
+// nsTID is the id, in this process's PID namespace, of the thread that
+// /proc/self/task lists as name: /proc may belong to an outer namespace
+// (a job's init sees the node's /proc), and setpriority takes ids of the
+// caller's own. The last NSpid entry is the innermost.
+func nsTID(name string) (int, error) {
+	b, err := os.ReadFile("/proc/self/task/" + name + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
+			return strconv.Atoi(f[len(f)-1])
+		}
+	}
+	return strconv.Atoi(name)
 }
 
 // exitCode is a wait status as a shell reports it.

@@ -240,12 +240,22 @@ func TestIsMountPoint(t *testing.T) {
 }
 
 // The job init runs its command at JobNice whichever of its threads
-// starts it (Linux keeps a nice value per thread).
+// starts it (Linux keeps a nice value per thread), also in its own PID
+// namespace under the node's /proc, as jobs run.
 func TestInitLowersPriority(t *testing.T) {
-	for range 5 {
-		out, err := exec.Command(os.Args[0], InitArg, "--", "cat", "/proc/self/stat").Output()
-		if err != nil {
-			t.Fatalf("job init: %v", err)
+	for i := range 6 {
+		cmd := exec.Command(os.Args[0], InitArg, "--", "cat", "/proc/self/stat")
+		if i%2 == 1 {
+			if os.Geteuid() != 0 {
+				continue
+			}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+		}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil || stderr.Len() > 0 {
+			t.Fatalf("job init: %v %s", err, stderr.String())
 		}
 		s := string(out)
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
