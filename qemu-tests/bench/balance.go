@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/driftcluster/drift/agent/balance/sim"
@@ -87,7 +90,7 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	b := &batch{l: l, on: names[1]}
+	b := &batch{l: l, on: names[1], exits: watchExits(ctx, l)}
 	// Calibrate a job that runs about cfg.JobTime alone: starting and
 	// watching a job has overhead of its own, so scale until it is small.
 	iters := uint64(1 << 26)
@@ -119,11 +122,14 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 type batch struct {
 	l     *lab.Lab
 	on    string // the node they start on
+	exits *exitWatch
 	moves int
 }
 
 // run starts n jobs of iters work on b.on, balancing on or off, and
-// returns the time until the last one ends.
+// returns the time until the last one ends. It learns of ends from the
+// nodes' consoles, which the host reads, so that watching costs the
+// busy VMs nothing; drift ps is asked once, at the end, for the moves.
 func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (time.Duration, error) {
 	mode := "off"
 	if balancing {
@@ -141,36 +147,89 @@ func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (t
 		}
 		ids = append(ids, strings.TrimSpace(out))
 	}
+	var last time.Time
 	for {
-		out, err := b.exec(ctx, "drift", "ps", "--json")
-		if err != nil {
-			return 0, err
+		ended, at, failed := b.exits.ended(ids)
+		if failed != "" {
+			return 0, fmt.Errorf("bench: %s", failed)
 		}
-		var ps []jobs.Info
-		if err := json.Unmarshal([]byte(out), &ps); err != nil {
-			return 0, fmt.Errorf("bench: drift ps --json: %w", err)
-		}
-		left, moves := 0, 0
-		for _, j := range ps {
-			for _, id := range ids {
-				if j.ID == id {
-					moves += j.Moves
-					if j.State != "exited" {
-						left++
-					}
-				}
-			}
-		}
-		if left == 0 {
-			b.moves += moves
-			return time.Since(start), nil
+		if ended == len(ids) {
+			last = at
+			break
 		}
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	out, err := b.exec(ctx, "drift", "ps", "--json")
+	if err != nil {
+		return 0, err
+	}
+	var ps []jobs.Info
+	if err := json.Unmarshal([]byte(out), &ps); err != nil {
+		return 0, fmt.Errorf("bench: drift ps --json: %w", err)
+	}
+	for _, j := range ps {
+		if slices.Contains(ids, j.ID) {
+			b.moves += j.Moves
+		}
+	}
+	return last.Sub(start), nil
+}
+
+// exitWatch follows every node's console for the agent's "job exited"
+// lines and notes when each job ended.
+type exitWatch struct {
+	mu   sync.Mutex
+	at   map[string]time.Time
+	code map[string]string
+}
+
+var exitedRE = regexp.MustCompile(`msg="job exited" job=(\S+) code=(\d+)`)
+
+func watchExits(ctx context.Context, l *lab.Lab) *exitWatch {
+	w := &exitWatch{at: map[string]time.Time{}, code: map[string]string{}}
+	for n := 1; n <= l.Nodes(); n++ {
+		go l.FollowConsole(ctx, n, w)
+	}
+	return w
+}
+
+// Write takes console lines (FollowConsole writes one at a time).
+func (w *exitWatch) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(string(p), "\n") {
+		if m := exitedRE.FindStringSubmatch(line); m != nil {
+			w.mu.Lock()
+			if _, seen := w.at[m[1]]; !seen {
+				w.at[m[1]], w.code[m[1]] = time.Now(), m[2]
+			}
+			w.mu.Unlock()
+		}
+	}
+	return len(p), nil
+}
+
+// ended counts the jobs of ids that have ended and says when the last of
+// them did; failed names a job that ended with another status than 0.
+func (w *exitWatch) ended(ids []string) (n int, last time.Time, failed string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		at, ok := w.at[id]
+		if !ok {
+			continue
+		}
+		if c := w.code[id]; c != "0" {
+			return n, last, fmt.Sprintf("job %s exited %s", id, c)
+		}
+		n++
+		if at.After(last) {
+			last = at
+		}
+	}
+	return n, last, ""
 }
 
 func (b *batch) exec(ctx context.Context, argv ...string) (string, error) {
