@@ -149,7 +149,8 @@ func TestJobs(t *testing.T) {
 	t.Run("the target dies during a migration", func(t *testing.T) {
 		// Two jobs on worker 1 move to worker 2, which is powered off
 		// while both migrations are in pre-copy: a 48 MB toucher, whose
-		// pre-copy takes seconds, and a counter whose output must go on.
+		// pre-copy takes seconds, and a counter whose output must go on
+		// (holding 16 MB, so that it pre-copies too).
 		out, err := l.ExecOK(ctx, 2, "drift", "run", "-d", "--stay", "--node", w1, "--name", "big",
 			"--", "drift-workload", "touch", "-rss", "48M", "-dirty", "1M")
 		if err != nil {
@@ -159,7 +160,7 @@ func TestJobs(t *testing.T) {
 		t.Cleanup(func() { l.Exec(context.Background(), 1, "drift", "kill", big.ID) })
 		const lines = 400
 		run := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "survivor",
-			"--", "drift-workload", "counter", "-n", strconv.Itoa(lines), "-every", "100ms")
+			"--", "drift-workload", "counter", "-n", strconv.Itoa(lines), "-every", "100ms", "-rss", "16M")
 		counter := waitNamed(ctx, t, l, 1, "survivor", lab.Running(w1))
 
 		// Both migrations start together; the target is powered off once

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,19 @@ const balancePeriod = 2 * time.Second
 // the node (busy by definition) does not share its CPU among more dumps.
 const maxOutgoing = 2
 
+// A job whose move failed is left alone for retryFirst, twice as long
+// after each further failure, at most retryMax: a failure may pass (a
+// busy target, a CRIU hiccup) or last (what the job holds).
+const (
+	retryFirst = 10 * time.Second
+	retryMax   = 5 * time.Minute
+)
+
+type failure struct {
+	n     int       // failed moves in a row
+	retry time.Time // not before
+}
+
 // balancer runs the balancing policy on this node's own jobs, from the
 // load that membership gossips, and migrates what it decides; it also
 // holds the node's mode (blocked, draining) and whether balancing is on.
@@ -37,7 +51,7 @@ type balancer struct {
 	wake chan struct{} // look again now
 
 	mu       sync.Mutex
-	failed   map[string]time.Time // jobs whose last move failed, left alone a while
+	failed   map[string]failure   // jobs whose last moves failed, left alone a while
 	sent     pending              // moves made to each node, until gossip shows them
 	inflight map[string]string    // moves under way: job → target
 }
@@ -115,12 +129,17 @@ func (b *balancer) decide() (balance.Move, int, bool) {
 	for _, to := range b.inflight {
 		busy[to] = true
 	}
+	for id := range b.failed { // forget jobs that ended or left
+		if _, moving := b.inflight[id]; !moving && !slices.ContainsFunc(residents, func(r jobs.Resident) bool { return r.ID == id }) {
+			delete(b.failed, id)
+		}
+	}
 	var js []balance.Job
 	for _, r := range residents {
 		if _, moving := b.inflight[r.ID]; moving {
 			continue
 		}
-		if t, ok := b.failed[r.ID]; ok && now.Sub(t) < time.Minute {
+		if f, ok := b.failed[r.ID]; ok && now.Before(f.retry) {
 			continue
 		}
 		js = append(js, balance.Job{ID: r.ID, Node: self, CPU: r.CPU, RSS: r.RSS, Age: now.Sub(r.Since),
@@ -179,10 +198,14 @@ func (b *balancer) move(ctx context.Context, mv balance.Move, expect int) {
 	case err != nil:
 		b.a.log.Warn("balance: move failed; the job stays", "job", mv.Job, "to", mv.To, "err", err)
 		if b.failed == nil {
-			b.failed = map[string]time.Time{}
+			b.failed = map[string]failure{}
 		}
-		b.failed[mv.Job] = time.Now()
+		f := b.failed[mv.Job]
+		f.n++
+		f.retry = time.Now().Add(min(retryFirst<<(f.n-1), retryMax))
+		b.failed[mv.Job] = f
 	default:
+		delete(b.failed, mv.Job)
 		b.sent.add(mv.To, time.Now())
 		b.a.log.Info("balance: moved", "job", mv.Job, "to", mv.To, "freeze", res.Freeze, "total", res.Total)
 	}

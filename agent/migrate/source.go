@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,6 +50,12 @@ func lastRound(round int, pages, prev uint64) (bool, string) {
 	}
 	return false, ""
 }
+
+// dumping lets one CRIU dump run at a time on a node: Debian's CRIU 3.17
+// fails now and then to take a job's file descriptors from its parasite
+// ("Can't retrieve FD from socket") while another dump runs beside it.
+// Sending and restoring still overlap with the next dump.
+var dumping sync.Mutex
 
 // Sender carries one images directory, as a tar stream, to the target.
 // name is "pre-1.tar" ... or "final.tar"; Send returns when the target has
@@ -181,7 +188,9 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 			return st, fmt.Errorf("migrate job %d: %w", s.Pid, err)
 		}
 		t0 := time.Now()
+		dumping.Lock()
 		err = c.PreDump(opts, nil)
+		dumping.Unlock()
 		img.Close()
 		if err != nil {
 			return st, fmt.Errorf("migrate job %d: %w", s.Pid, criuError("pre-dump round "+fmt.Sprint(st.Rounds), filepath.Join(dir, name+".log"), err))
@@ -216,7 +225,11 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 	}
 	defer img.Close()
 	var freezeStart time.Time
+	var unlock sync.Once
 	hook := &postDump{ctx: ctx, run: func(ctx context.Context) error {
+		// The images are written: another dump may start while this
+		// one's are sent and restored.
+		unlock.Do(dumping.Unlock)
 		st.DumpTime = time.Since(freezeStart)
 		frozen()
 		n, err := sendDir(ctx, snd, "final.tar", filepath.Join(dir, "final"))
@@ -229,8 +242,10 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 		}
 		return nil
 	}}
+	dumping.Lock()
 	freezeStart = time.Now()
 	err = c.Dump(opts, hook)
+	unlock.Do(dumping.Unlock)
 	committed := hook.done && hook.err == nil
 	if !committed {
 		// Closing the swrk socket without answering the post-dump

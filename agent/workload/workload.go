@@ -126,3 +126,13 @@ func ParseSize(s string) (uint64, error) {
 	}
 	return n * mult, nil
 }
+
+// Hold returns size bytes of memory with every page written, so that it
+// stays resident (anonymous memory a migration has to copy).
+func Hold(size uint64) []byte {
+	b := make([]byte, size)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	return b
+}

@@ -55,3 +55,13 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestHold(t *testing.T) {
+	b := Hold(3*4096 + 1)
+	if len(b) != 3*4096+1 || b[0] != 1 || b[3*4096] != 1 {
+		t.Errorf("Hold: %d bytes, first page byte %d, last page byte %d", len(b), b[0], b[len(b)-1])
+	}
+	if len(Hold(0)) != 0 {
+		t.Error("Hold(0) holds memory")
+	}
+}

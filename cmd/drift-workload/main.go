@@ -1,7 +1,8 @@
 // Command drift-workload runs the test and demo workloads shipped in the
 // image:
 //
-//	drift-workload counter [-n 300] [-every 100ms]    numbered lines at a steady rate
+//	drift-workload counter [-n 300] [-every 100ms] [-rss 0]
+//	                                                  numbered lines at a steady rate, holding -rss of memory
 //	drift-workload burn [-for 0]                      one busy core (0: until killed)
 //	drift-workload work -n ITERATIONS                 a fixed amount of CPU work
 //	drift-workload touch -rss 64M [-dirty 1M]         resident memory dirtied per second
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/driftcluster/drift/agent/workload"
@@ -36,9 +38,16 @@ func run(ctx context.Context, args []string) error {
 	case "counter":
 		n := fs.Int("n", 300, "lines to print (0: forever)")
 		every := fs.Duration("every", 100_000_000, "interval between lines")
+		rss := fs.String("rss", "0", "memory to hold resident meanwhile (K, M, G suffixes)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
+		r, err := workload.ParseSize(*rss)
+		if err != nil {
+			return err
+		}
+		held := workload.Hold(r)
+		defer runtime.KeepAlive(held)
 		return workload.Counter(ctx, os.Stdout, *n, *every)
 	case "burn":
 		d := fs.Duration("for", 0, "how long (0: until killed)")
