@@ -228,6 +228,10 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		c.Call(dctx, http.MethodPost, "/v1/jobs/"+id+"/discard", nil, nil)
 		dcancel()
+		if r.ended(500 * time.Millisecond) {
+			m.log().Info("the job ended during its migration", "job", id, "to", to, "err", err)
+			return res, fmt.Errorf("migrate %s to %s: the job ended meanwhile: %w", id, to, err)
+		}
 		m.log().Warn("migration failed; the job runs here still", "job", id, "to", to, "err", err)
 		return res, fmt.Errorf("migrate %s to %s: %w", id, to, err)
 	}

@@ -180,6 +180,16 @@ func (r *runner) pump(f *os.File, t byte) {
 	}
 }
 
+// ended reports whether the stint ends within wait.
+func (r *runner) ended(wait time.Duration) bool {
+	select {
+	case <-r.done:
+		return true
+	case <-time.After(wait):
+		return false
+	}
+}
+
 // drain waits until everything the (frozen) job wrote has been read and
 // handed to the sink.
 func (r *runner) drain(timeout time.Duration) error {

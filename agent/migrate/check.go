@@ -96,9 +96,17 @@ func (c *checker) inImage(path string) bool {
 func (c *checker) process(pid int) error {
 	dir := filepath.Join(procRoot, strconv.Itoa(pid))
 	if cwd, err := os.Readlink(filepath.Join(dir, "cwd")); err == nil {
-		if cwd != "/" && !under(cwd, c.shared) && !c.inImage(cwd) {
+		switch {
+		case cwd != "/" && !under(cwd, c.shared) && !c.inImage(cwd):
 			c.add(pid, "working directory "+cwd, "a directory outside "+c.shared+" is not on the other node",
 				"start the job in a directory under "+c.shared+", or "+stayFix)
+		case !sameFile(filepath.Join(dir, "cwd"), cwd):
+			// The directory the job is in is not what its path names now:
+			// removed, or covered by a mount made after the job started
+			// (a job started before /cluster was mounted sits in the
+			// empty directory beneath). The target would open the path.
+			c.add(pid, "working directory "+cwd, "the job's directory is not the one that path names now (it was removed, or a mount covers it)",
+				"start the job again in "+cwd+", or "+stayFix)
 		}
 	}
 	fds, err := os.ReadDir(filepath.Join(dir, "fd"))
@@ -113,6 +121,16 @@ func (c *checker) process(pid int) error {
 		c.fd(pid, fd, filepath.Join(dir, "fd", e.Name()))
 	}
 	return c.maps(pid, filepath.Join(dir, "maps"))
+}
+
+// sameFile reports whether paths a and b name the same file (device and
+// inode).
+func sameFile(a, b string) bool {
+	var sa, sb unix.Stat_t
+	if unix.Stat(a, &sa) != nil || unix.Stat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // fdFlags reads the open flags of fd from /proc/PID/fdinfo.

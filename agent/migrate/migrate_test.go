@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -310,5 +311,49 @@ func TestNotMigratableError(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "/tmp/x (fd 3)") {
 		t.Errorf("Error() = %q, want the file named", err)
+	}
+}
+
+// A job whose working directory is no longer what its path names (it was
+// removed, or a mount covers it) is named: the target would open the path.
+func TestCheckStaleCwd(t *testing.T) {
+	shared := t.TempDir()
+	for _, tt := range []struct {
+		name  string
+		after func(dir string) error
+		want  bool
+	}{
+		{"in place", func(string) error { return nil }, false},
+		{"removed", os.Remove, true},
+		{"replaced", func(dir string) error {
+			if err := os.Remove(dir); err != nil {
+				return err
+			}
+			return os.Mkdir(dir, 0o700)
+		}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(shared, tt.name)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("sleep", "60")
+			cmd.Dir = dir
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			if err := tt.after(dir); err != nil {
+				t.Fatal(err)
+			}
+			reasons, err := Check(cmd.Process.Pid, shared, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := slices.ContainsFunc(reasons, func(r Reason) bool { return strings.Contains(r.What, "working directory") })
+			if got != tt.want {
+				t.Errorf("Check = %v; want a working-directory reason: %v", reasons, tt.want)
+			}
+		})
 	}
 }
