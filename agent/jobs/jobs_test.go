@@ -264,3 +264,26 @@ func TestInitLowersPriority(t *testing.T) {
 		}
 	}
 }
+
+// A busy tree reads as busy, also when read twice in a row: the second
+// reading repeats the rate instead of measuring a window too short for
+// CPU ticks.
+func TestCPUMeter(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "while :; do :; done")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	start := time.Now()
+	var m cpuMeter
+	time.Sleep(1500 * time.Millisecond)
+	first, rss := m.read(cmd.Process.Pid, start)
+	again, _ := m.read(cmd.Process.Pid, start)
+	if first < 0.3 || again != first || rss == 0 {
+		t.Errorf("busy loop: CPU %.2f then %.2f (rss %d), want the same rate above 0.3 twice", first, again, rss)
+	}
+	m.forget(cmd.Process.Pid)
+	if _, ok := m.last[cmd.Process.Pid]; ok {
+		t.Error("forget kept the reading")
+	}
+}

@@ -248,6 +248,14 @@ type cpuInfo struct {
 	fits map[[sha256.Size]byte]bool
 }
 
+// Prepare does ahead what every migration from here needs, while the
+// node is still idle: it dumps this node's CPU description.
+func (m *Manager) Prepare(ctx context.Context) {
+	if _, err := m.cpuinfo.dump(ctx); err != nil {
+		m.log().Warn("cpu info dump", "err", err)
+	}
+}
+
 func (c *cpuInfo) dump(ctx context.Context) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -32,15 +32,20 @@ func Tree(pid int) []int {
 
 // cpuMeter turns each job tree's CPU time into a rate between one
 // reading and the next. Each reader (drift ps, the balancer) has its own
-// meter, so that neither shortens the other's window.
+// meter, so that neither shortens the other's window; readings closer
+// together than minWindow repeat the last rate (CPU time counts in 10 ms
+// ticks: a short window reads as idle).
 type cpuMeter struct {
 	mu   sync.Mutex
 	last map[int]sample // root pid → its last reading
 }
 
+const minWindow = time.Second
+
 type sample struct {
 	at    time.Time
 	ticks uint64
+	rate  float64 // over the window that ended at at
 }
 
 // read returns the CPU use of the tree rooted at pid (fraction of one
@@ -65,10 +70,14 @@ func (c *cpuMeter) read(pid int, since time.Time) (cpu float64, rss uint64) {
 	if !ok {
 		prev = sample{at: since}
 	}
-	if dt := now.Sub(prev.at).Seconds(); dt > 0 && ticks >= prev.ticks {
-		cpu = float64(ticks-prev.ticks) / 100 / dt // USER_HZ is 100 on Linux
+	dt := now.Sub(prev.at)
+	if ok && dt < minWindow {
+		return prev.rate, rss
 	}
-	c.last[pid] = sample{at: now, ticks: ticks}
+	if dt > 0 && ticks >= prev.ticks {
+		cpu = float64(ticks-prev.ticks) / 100 / dt.Seconds() // USER_HZ is 100 on Linux
+	}
+	c.last[pid] = sample{at: now, ticks: ticks, rate: cpu}
 	return cpu, rss
 }
 
