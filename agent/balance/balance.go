@@ -39,7 +39,7 @@ type Node struct {
 type Job struct {
 	ID       string
 	Node     string        // where it runs
-	CPU      float64       // cores it used over the last sample (1 = one full core)
+	CPU      float64       // cores it wants: the time it ran or waited to run over the last sample (1 = one full core)
 	RSS      uint64        // resident bytes
 	Age      time.Duration // since it started
 	Resident time.Duration // since it arrived on Node
@@ -57,7 +57,7 @@ type Params struct {
 	Bandwidth    float64       // bytes per second between nodes; 0: 10 MB/s
 	CostFactor   float64       // the time saved must exceed the cost times this; 0: 1
 	MemReserve   float64       // a node keeps this fraction of its memory free; 0: 0.1
-	MinCPU       float64       // jobs using less than this fraction of their fair share of a core (an I/O-bound job) are not moved for CPU; 0: 0.5
+	MinCPU       float64       // jobs that want less than this many cores (I/O-bound jobs) are not moved for CPU; 0: 0.5
 }
 
 func (p Params) withDefaults() Params {
@@ -210,7 +210,6 @@ func usher(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 // more than its move costs.
 func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 	cur := Rate(src, src.Runnable)
-	fair := min(1, float64(max(src.Cores, 1))/max(src.Runnable, 1))
 	var (
 		best     Move
 		bestGain time.Duration
@@ -220,7 +219,7 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		if j.Moves == 0 {
 			stay = p.FirstMove
 		}
-		if j.Resident < stay || j.CPU < p.MinCPU*fair {
+		if j.Resident < stay || j.CPU < p.MinCPU {
 			continue
 		}
 		t := bestFit(targets, j.RSS, p)

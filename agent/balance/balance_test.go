@@ -17,7 +17,7 @@ func node(name string, runnable float64) Node {
 func busy(on string, n int) []Job {
 	var js []Job
 	for i := range n {
-		js = append(js, Job{ID: on + "-" + string(rune('a'+i)), Node: on, CPU: 1.0 / float64(n), RSS: 64 << 20,
+		js = append(js, Job{ID: on + "-" + string(rune('a'+i)), Node: on, CPU: 1, RSS: 64 << 20,
 			Age: 5 * time.Minute, Resident: time.Minute})
 	}
 	return js
@@ -46,6 +46,10 @@ func TestDecide(t *testing.T) {
 	for i := range started {
 		started[i].Age, started[i].Resident = 3*time.Second, 3*time.Second
 	}
+	idle := busy("w1", 6) // I/O-bound: they want a tenth of a core each
+	for i := range idle {
+		idle[i].CPU = 0.1
+	}
 	pinned := busy("w1", 2)
 	for i := range pinned {
 		pinned[i].Stay = true
@@ -72,6 +76,7 @@ func TestDecide(t *testing.T) {
 		{"minimum residence after a move", []Node{node("w1", 6), node("w2", 0)}, young, "", ""},
 		{"a new job's CPU use is not known yet", []Node{node("w1", 6), node("w2", 0)}, fresh, "", ""},
 		{"a burst spreads at once", []Node{node("w1", 6), node("w2", 0)}, started, "w2", "load:"},
+		{"I/O-bound jobs stay", []Node{node("w1", 6), node("w2", 0)}, idle, "", ""},
 		{"pinned jobs stay", []Node{node("w1", 2), node("w2", 0)}, pinned, "", ""},
 		{"too big for any target", []Node{node("w1", 2), node("w2", 0)}, huge, "", ""},
 		{"drain moves even a balanced node", []Node{draining, node("w2", 1)}, busy("w1", 1), "w2", "draining"},

@@ -277,10 +277,19 @@ func TestCPUMeter(t *testing.T) {
 	start := time.Now()
 	var m cpuMeter
 	time.Sleep(1500 * time.Millisecond)
-	first, rss := m.read(cmd.Process.Pid, start)
-	again, _ := m.read(cmd.Process.Pid, start)
-	if first < 0.3 || again != first || rss == 0 {
-		t.Errorf("busy loop: CPU %.2f then %.2f (rss %d), want the same rate above 0.3 twice", first, again, rss)
+	first := m.read(cmd.Process.Pid, start)
+	again := m.read(cmd.Process.Pid, start)
+	if first.CPU < 0.3 || first.Demand < 0.9 || again != first || first.RSS == 0 {
+		t.Errorf("busy loop: %+v then %+v, want CPU above 0.3, demand near 1, and the same twice", first, again)
+	}
+	// A sleeper wants nothing.
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleeper.Process.Kill(); sleeper.Wait() }()
+	if u := m.read(sleeper.Process.Pid, time.Now().Add(-time.Second)); u.Demand > 0.1 {
+		t.Errorf("sleep: %+v, want demand near 0", u)
 	}
 	m.forget(cmd.Process.Pid)
 	if _, ok := m.last[cmd.Process.Pid]; ok {

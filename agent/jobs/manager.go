@@ -579,7 +579,7 @@ func (m *Manager) accepting() (bool, string) {
 // Resident describes a job running on this node, for the balancer.
 type Resident struct {
 	ID    string
-	CPU   float64 // cores used over the last sample
+	CPU   float64 // cores it wanted over the last sample: it ran or waited to run
 	RSS   uint64
 	Since time.Time // when it arrived here
 	Moves int
@@ -599,8 +599,8 @@ func (m *Manager) Residents() []Resident {
 	m.mu.Unlock()
 	out := make([]Resident, 0, len(rs))
 	for _, r := range rs {
-		cpu, rss := m.balMeter.read(r.pid, r.arrived)
-		out = append(out, Resident{ID: r.id, CPU: cpu, RSS: rss, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay})
+		u := m.balMeter.read(r.pid, r.arrived)
+		out = append(out, Resident{ID: r.id, CPU: u.Demand, RSS: u.RSS, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay})
 	}
 	return out
 }

@@ -30,11 +30,11 @@ func Tree(pid int) []int {
 	return out
 }
 
-// cpuMeter turns each job tree's CPU time into a rate between one
-// reading and the next. Each reader (drift ps, the balancer) has its own
-// meter, so that neither shortens the other's window; readings closer
-// together than minWindow repeat the last rate (CPU time counts in 10 ms
-// ticks: a short window reads as idle).
+// cpuMeter turns each job tree's CPU time into rates between one reading
+// and the next. Each reader (drift ps, the balancer) has its own meter,
+// so that neither shortens the other's window; readings closer together
+// than minWindow repeat the last rates (CPU time counts in 10 ms ticks: a
+// short window reads as idle).
 type cpuMeter struct {
 	mu   sync.Mutex
 	last map[int]sample // root pid → its last reading
@@ -43,22 +43,30 @@ type cpuMeter struct {
 const minWindow = time.Second
 
 type sample struct {
-	at    time.Time
-	ticks uint64
-	rate  float64 // over the window that ended at at
+	at     time.Time
+	ticks  uint64 // CPU time, in USER_HZ ticks
+	wantNs uint64 // time its threads ran or waited to run, in ns
+	use    usage  // over the window that ended at at
 }
 
-// read returns the CPU use of the tree rooted at pid (fraction of one
-// core) since this meter's last reading of it, or since the tree began at
-// since when there was none, and the tree's resident memory in bytes. A
-// restored tree starts counting its CPU time from zero, so since is the
-// start of its stint on this node.
-func (c *cpuMeter) read(pid int, since time.Time) (cpu float64, rss uint64) {
-	var ticks uint64
+// usage is what a job tree used over a window.
+type usage struct {
+	CPU    float64 // cores it ran on (1 = one full core)
+	Demand float64 // cores it wanted: it ran or waited on a run queue (a CPU-bound job wants 1 however busy the node)
+	RSS    uint64  // resident bytes, now
+}
+
+// read returns what the tree rooted at pid used since this meter's last
+// reading of it, or since the tree began at since when there was none. A
+// restored tree starts counting from zero, so since is the start of its
+// stint on this node.
+func (c *cpuMeter) read(pid int, since time.Time) usage {
+	var ticks, wantNs, rss uint64
 	for _, p := range Tree(pid) {
 		t, r := procStat(p)
 		ticks += t
 		rss += r
+		wantNs += procWant(p)
 	}
 	now := time.Now()
 	c.mu.Lock()
@@ -72,13 +80,18 @@ func (c *cpuMeter) read(pid int, since time.Time) (cpu float64, rss uint64) {
 	}
 	dt := now.Sub(prev.at)
 	if ok && dt < minWindow {
-		return prev.rate, rss
+		prev.use.RSS = rss
+		return prev.use
 	}
+	u := usage{RSS: rss}
 	if dt > 0 && ticks >= prev.ticks {
-		cpu = float64(ticks-prev.ticks) / 100 / dt.Seconds() // USER_HZ is 100 on Linux
+		u.CPU = float64(ticks-prev.ticks) / 100 / dt.Seconds() // USER_HZ is 100 on Linux
 	}
-	c.last[pid] = sample{at: now, ticks: ticks, rate: cpu}
-	return cpu, rss
+	if dt > 0 && wantNs >= prev.wantNs { // a thread that ended takes its counts along
+		u.Demand = float64(wantNs-prev.wantNs) / float64(dt.Nanoseconds())
+	}
+	c.last[pid] = sample{at: now, ticks: ticks, wantNs: wantNs, use: u}
+	return u
 }
 
 // forget drops a tree that ended or left.
@@ -86,6 +99,30 @@ func (c *cpuMeter) forget(pid int) {
 	c.mu.Lock()
 	delete(c.last, pid)
 	c.mu.Unlock()
+}
+
+// procWant is the time the threads of a process have spent running or
+// waiting on a run queue, from /proc/PID/task/*/schedstat, in ns.
+func procWant(pid int) uint64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var total uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		run, _ := strconv.ParseUint(f[0], 10, 64)
+		wait, _ := strconv.ParseUint(f[1], 10, 64)
+		total += run + wait
+	}
+	return total
 }
 
 // procStat reads a process's CPU ticks (user+system) and resident bytes.
@@ -112,6 +149,6 @@ func procStat(pid int) (ticks, rss uint64) {
 // usage is the job's CPU use in percent of one core, by meter, and its
 // resident memory, for drift ps.
 func (r *runner) usage(meter *cpuMeter) (cpuPct float64, rss uint64) {
-	cpu, rss := meter.read(r.pid, r.arrived)
-	return cpu * 100, rss
+	u := meter.read(r.pid, r.arrived)
+	return u.CPU * 100, u.RSS
 }

@@ -278,11 +278,10 @@ func (s *state) tick() {
 
 // view is node i's jobs as its agent reports them.
 func (s *state) view(i int) []balance.Job {
-	share := math.Min(1, float64(s.nodes[i].Cores)/math.Max(1, float64(len(s.running[i]))))
 	var out []balance.Job
 	for _, j := range s.running[i] {
 		out = append(out, balance.Job{
-			ID: j.spec.ID, Node: s.nodes[i].Name, CPU: share, RSS: j.spec.RSS,
+			ID: j.spec.ID, Node: s.nodes[i].Name, CPU: 1, RSS: j.spec.RSS, // CPU-bound: always wants a core
 			Age: dur(s.now - j.spec.Arrive.Seconds()), Resident: dur(s.now - j.arrived),
 			Moves: j.moves, Stay: j.spec.Stay,
 		})
