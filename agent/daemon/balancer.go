@@ -33,6 +33,17 @@ const (
 	retryMax   = 5 * time.Minute
 )
 
+// admission is a target's load as it reported it on taking a job, which
+// counts until gossip has surely caught up.
+type admission struct {
+	load int
+	at   time.Time
+}
+
+// admissionTTL is how long a target's own count outranks gossip that
+// shows less (gossip carries a load change within a second or so).
+const admissionTTL = 3 * time.Second
+
 type failure struct {
 	n     int       // failed moves in a row
 	retry time.Time // not before
@@ -52,7 +63,7 @@ type balancer struct {
 
 	mu       sync.Mutex
 	failed   map[string]failure   // jobs whose last moves failed, left alone a while
-	sent     pending              // moves made to each node, until gossip shows them
+	admitted map[string]admission // the load each target reported when it last took a job from here
 	inflight map[string]string    // moves under way: job → target
 }
 
@@ -159,7 +170,9 @@ func (b *balancer) decide() (balance.Move, int, bool) {
 			}
 			continue
 		}
-		n.Runnable += float64(b.sent.count(n.Name, now))
+		if a, ok := b.admitted[n.Name]; ok && now.Sub(a.at) < admissionTTL {
+			n.Runnable = max(n.Runnable, float64(a.load))
+		}
 		if busy[n.Name] {
 			n.Runnable++
 			n.Accepts = false
@@ -206,7 +219,10 @@ func (b *balancer) move(ctx context.Context, mv balance.Move, expect int) {
 		b.failed[mv.Job] = f
 	default:
 		delete(b.failed, mv.Job)
-		b.sent.add(mv.To, time.Now())
+		if b.admitted == nil {
+			b.admitted = map[string]admission{}
+		}
+		b.admitted[mv.To] = admission{load: res.TargetLoad, at: time.Now()}
 		b.a.log.Info("balance: moved", "job", mv.Job, "to", mv.To, "freeze", res.Freeze, "total", res.Total)
 	}
 }

@@ -89,7 +89,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}})
 	net := a.startNetwork(ctx, node.NICs)
 	cl := &cluster{a: a, net: net, placed: pending{Window: 10 * time.Second}}
-	a.bal = &balancer{a: a, cl: cl, sent: pending{Window: 3 * time.Second}, wake: make(chan struct{}, 1)}
+	a.bal = &balancer{a: a, cl: cl, wake: make(chan struct{}, 1)}
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: cl.place, Accepting: a.bal.accepting, OnLoad: cl.refresh}
 	go a.jobs.Prepare(ctx)
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})

@@ -6,9 +6,9 @@ import (
 )
 
 // pending counts, per node, events of the last Window: jobs this node has
-// just placed or moved there, which count as load on that node until its
-// own gossip shows them, so that a burst of decisions does not pile onto
-// one machine.
+// just placed there, which count as load on that node until its own
+// gossip shows them, so that a burst of drift run does not pile onto one
+// machine.
 type pending struct {
 	Window time.Duration
 

@@ -36,15 +36,23 @@ type CPUCheckRequest struct {
 	Expect  *int   `json:"expect,omitempty"`
 }
 
+// CPUCheckResult is the target's answer: it takes the job, and the jobs
+// it then counts as running or arriving, this one included.
+type CPUCheckResult struct {
+	OK   bool `json:"ok"`
+	Load int  `json:"load"`
+}
+
 // MigrateResult is what a move cost.
 type MigrateResult struct {
-	Job    string        `json:"job"`
-	From   string        `json:"from"`
-	To     string        `json:"to"`
-	Rounds int           `json:"rounds"`
-	Bytes  int64         `json:"bytes"`
-	Freeze time.Duration `json:"freeze"`
-	Total  time.Duration `json:"total"`
+	Job        string        `json:"job"`
+	From       string        `json:"from"`
+	To         string        `json:"to"`
+	Rounds     int           `json:"rounds"`
+	Bytes      int64         `json:"bytes"`
+	Freeze     time.Duration `json:"freeze"`
+	Total      time.Duration `json:"total"`
+	TargetLoad int           `json:"target_load"` // the target's jobs when it admitted this one, this one included
 }
 
 // RestoreRequest asks the target to restore a job from the images it
@@ -200,9 +208,11 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 	} else {
 		m.log().Warn("cpu info dump", "err", err)
 	}
-	if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/cpucheck", check, nil); err != nil {
+	var admitted CPUCheckResult
+	if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/cpucheck", check, &admitted); err != nil {
 		return res, fmt.Errorf("migrate %s to %s: %w: %w", id, to, err, errBadTarget)
 	}
+	res.TargetLoad = admitted.Load
 	os.MkdirAll(m.workDir(), 0o700)
 	src := &migrate.Source{WorkDir: m.workDir(), Logger: m.log(), Pid: r.pid, SharedRoot: m.sharedRoot(), StdioPipes: r.inodes[:]}
 	snd := sender{c: c, id: id}
@@ -326,7 +336,7 @@ func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("%s is busier than the source counted (%d jobs running or arriving, it counted %d): try again later", m.Self, m.load(), *req.Expect), http.StatusConflict)
 		return
 	}
-	api.WriteJSON(w, map[string]bool{"ok": true})
+	api.WriteJSON(w, CPUCheckResult{OK: true, Load: m.load()})
 }
 
 func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
