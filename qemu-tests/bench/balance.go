@@ -35,12 +35,13 @@ type BalanceResult struct {
 	Accel         lab.Accel
 	Jobs          int
 	Share         float64
-	Alone         time.Duration // one job alone on a node
-	Ideal         time.Duration // total work over total capacity: Jobs × Alone / nodes
-	WithoutBal    time.Duration // makespan with balancing off
-	WithBal       time.Duration // makespan with balancing on
-	Migrations    int           // moves made with balancing on
-	Sim3, Sim1000 [2]sim.Result // the simulator: without and with balancing
+	Alone         time.Duration   // one job alone on a node
+	Ideal         time.Duration   // total work over total capacity: Jobs × Alone / nodes
+	WithoutBal    time.Duration   // makespan with balancing off
+	WithBal       time.Duration   // makespan with balancing on
+	Migrations    int             // moves made with balancing on
+	MoveTimes     []time.Duration // when each move ended, from the batch's start
+	Sim3, Sim1000 [2]sim.Result   // the simulator: without and with balancing
 }
 
 // Balance boots a 3-node lab, holds each VM to the same CPU share, and
@@ -108,10 +109,11 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 	if res.WithoutBal, err = b.run(ctx, cfg.Jobs, iters, false); err != nil {
 		return nil, err
 	}
-	before := b.moves
+	before, balStart := b.moves, time.Now()
 	if res.WithBal, err = b.run(ctx, cfg.Jobs, iters, true); err != nil {
 		return nil, err
 	}
+	res.MoveTimes = b.exits.movesSince(balStart)
 	res.Migrations = b.moves - before
 	res.Sim3 = simulate(3)
 	res.Sim1000 = simulate(1000)
@@ -182,12 +184,16 @@ func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (t
 // exitWatch follows every node's console for the agent's "job exited"
 // lines and notes when each job ended.
 type exitWatch struct {
-	mu   sync.Mutex
-	at   map[string]time.Time
-	code map[string]string
+	mu    sync.Mutex
+	at    map[string]time.Time
+	code  map[string]string
+	moves []time.Time // when each "job migrated" line came
 }
 
-var exitedRE = regexp.MustCompile(`msg="job exited" job=(\S+) code=(\d+)`)
+var (
+	exitedRE   = regexp.MustCompile(`msg="job exited" job=(\S+) code=(\d+)`)
+	migratedRE = regexp.MustCompile(`msg="job migrated" job=`)
+)
 
 func watchExits(ctx context.Context, l *lab.Lab) *exitWatch {
 	w := &exitWatch{at: map[string]time.Time{}, code: map[string]string{}}
@@ -200,6 +206,11 @@ func watchExits(ctx context.Context, l *lab.Lab) *exitWatch {
 // Write takes console lines (FollowConsole writes one at a time).
 func (w *exitWatch) Write(p []byte) (int, error) {
 	for _, line := range strings.Split(string(p), "\n") {
+		if migratedRE.MatchString(line) {
+			w.mu.Lock()
+			w.moves = append(w.moves, time.Now())
+			w.mu.Unlock()
+		}
 		if m := exitedRE.FindStringSubmatch(line); m != nil {
 			w.mu.Lock()
 			if _, seen := w.at[m[1]]; !seen {
@@ -209,6 +220,19 @@ func (w *exitWatch) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// movesSince lists the moves that ended after start, as offsets from it.
+func (w *exitWatch) movesSince(start time.Time) []time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []time.Duration
+	for _, t := range w.moves {
+		if t.After(start) {
+			out = append(out, t.Sub(start).Round(100*time.Millisecond))
+		}
+	}
+	return out
 }
 
 // ended counts the jobs of ids that have ended and says when the last of
@@ -270,6 +294,7 @@ func (r *BalanceResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  ideal (work/capacity)  %8.1f s\n", r.Ideal.Seconds())
 	fmt.Fprintf(w, "  without balancing      %8.1f s  %.2fx ideal\n", r.WithoutBal.Seconds(), ratio(r.WithoutBal, r.Ideal))
 	fmt.Fprintf(w, "  with balancing         %8.1f s  %.2fx ideal  (%d migrations; goal: within 1.25x)\n", r.WithBal.Seconds(), ratio(r.WithBal, r.Ideal), r.Migrations)
+	fmt.Fprintf(w, "  moves ended at (s)     %v\n", r.MoveTimes)
 	fmt.Fprintf(w, "simulator (3 jobs per node started on a tenth of the nodes):\n")
 	for _, s := range []struct {
 		n int
