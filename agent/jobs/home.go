@@ -28,7 +28,16 @@ type homeJob struct {
 	exit    *ExitStatus
 	exited  chan struct{}
 	control func(api.Frame) // to the current stint: stdin, signals; nil: none yet
+
+	inMu    sync.Mutex    // keeps stdin in order across the first stint's start; taken before mu
+	input   []api.Frame   // stdin sent before the first stint took control
+	inBytes int           // bytes in input
+	flushed chan struct{} // closed once input has been handed to the first stint
 }
+
+// maxEarlyInput bounds the stdin kept for a job whose first stint has not
+// started yet.
+const maxEarlyInput = 1 << 20
 
 func newHomeJob(info Info) *homeJob {
 	return &homeJob{info: info, epoch: 1, held: map[int][]api.Frame{}, ended: map[int]*ExitStatus{},
@@ -131,23 +140,55 @@ func (h *homeJob) detach(c client) {
 }
 
 // send passes stdin or a signal to the stint that runs the job now.
+// Stdin sent before the first stint has started is kept for it; a signal
+// then is refused (false).
 func (h *homeJob) send(f api.Frame) bool {
+	h.inMu.Lock()
 	h.mu.Lock()
 	ctl := h.control
 	h.mu.Unlock()
 	if ctl == nil {
-		return false
+		defer h.inMu.Unlock()
+		if (f.Type != api.FrameStdin && f.Type != api.FrameStdinEOF) || h.inBytes+len(f.Data) > maxEarlyInput {
+			return false
+		}
+		h.input = append(h.input, f)
+		h.inBytes += len(f.Data)
+		return true
+	}
+	flushed := h.flushed
+	h.inMu.Unlock()
+	if flushed != nil {
+		<-flushed // what came first goes first
 	}
 	ctl(f)
 	return true
 }
 
-// runsOn records that stint epoch runs on node, controlled through ctl.
+// runsOn records that stint epoch runs on node, controlled through ctl,
+// and hands it the stdin that came before (without waiting: the job may
+// not read it yet).
 func (h *homeJob) runsOn(epoch int, node string, pid int, ctl func(api.Frame), reason string) {
+	h.inMu.Lock()
+	defer h.inMu.Unlock()
+	if !h.setStint(epoch, node, pid, ctl, reason) || len(h.input) == 0 {
+		return
+	}
+	input, done := h.input, make(chan struct{})
+	h.input, h.inBytes, h.flushed = nil, 0, done
+	go func() {
+		defer close(done)
+		for _, f := range input {
+			ctl(f)
+		}
+	}()
+}
+
+func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame), reason string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if epoch < h.epoch {
-		return
+		return false
 	}
 	h.control = ctl
 	if h.info.Node != "" && h.info.Node != node {
@@ -161,6 +202,7 @@ func (h *homeJob) runsOn(epoch int, node string, pid int, ctl func(api.Frame), r
 	if h.exit == nil {
 		h.info.State = "running"
 	}
+	return true
 }
 
 func (h *homeJob) snapshot() Info {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -294,5 +295,30 @@ func TestCPUMeter(t *testing.T) {
 	m.forget(cmd.Process.Pid)
 	if _, ok := m.last[cmd.Process.Pid]; ok {
 		t.Error("forget kept the reading")
+	}
+}
+
+// Stdin that reaches the home before the job's first stint has started is
+// handed to that stint in order, not dropped.
+func TestEarlyStdinKept(t *testing.T) {
+	h := newHomeJob(Info{ID: "x-1"})
+	if !h.send(api.Frame{Type: api.FrameStdin, Data: []byte("a")}) || !h.send(api.Frame{Type: api.FrameStdinEOF}) {
+		t.Fatal("stdin before the first stint was refused")
+	}
+	if h.send(api.Frame{Type: api.FrameSignal, Data: []byte{15}}) {
+		t.Error("a signal before the first stint was taken")
+	}
+	var mu sync.Mutex
+	var got []byte
+	h.runsOn(1, "n", 1, func(f api.Frame) {
+		mu.Lock()
+		got = append(got, f.Type)
+		mu.Unlock()
+	}, "")
+	h.send(api.Frame{Type: api.FrameSignal, Data: []byte{15}})
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []byte{api.FrameStdin, api.FrameStdinEOF, api.FrameSignal}; string(got) != string(want) {
+		t.Errorf("the first stint got frames %q, want %q", got, want)
 	}
 }
