@@ -147,11 +147,13 @@ func (b *balancer) decide() (balance.Move, int, bool) {
 			delete(b.failed, id)
 		}
 	}
+	// The jobs here that are not already on their way elsewhere.
+	here := slices.DeleteFunc(slices.Clone(residents), func(r jobs.Resident) bool {
+		_, moving := b.inflight[r.ID]
+		return moving
+	})
 	var js []balance.Job
-	for _, r := range residents {
-		if _, moving := b.inflight[r.ID]; moving {
-			continue
-		}
+	for _, r := range here {
 		if f, ok := b.failed[r.ID]; ok && now.Before(f.retry) {
 			continue
 		}
@@ -164,12 +166,7 @@ func (b *balancer) decide() (balance.Move, int, bool) {
 			blocked, draining := b.mode()
 			n.Accepts = n.Accepts && !blocked
 			n.Draining = draining
-			n.Runnable = 0
-			for _, r := range residents {
-				if _, moving := b.inflight[r.ID]; !moving {
-					n.Runnable++
-				}
-			}
+			n.Runnable = float64(len(here))
 			continue
 		}
 		if a, ok := b.admitted[n.Name]; ok && now.Sub(a.at) < admissionTTL {

@@ -91,7 +91,6 @@ func Run(ctx context.Context, cfg Config) error {
 	cl := &cluster{a: a, net: net, placed: pending{Window: 10 * time.Second}}
 	a.bal = &balancer{a: a, cl: cl, wake: make(chan struct{}, 1)}
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: cl.place, Accepting: a.bal.accepting, OnLoad: cl.refresh}
-	go a.jobs.Prepare(ctx)
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
 	routes := a.jobs.Routes()
@@ -102,6 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
 	}).Run})
 	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
+	go a.jobs.Prepare(ctx) // after ready: boot does not wait for it
 	a.sup.Wait()
 	return ctx.Err()
 }
