@@ -23,12 +23,17 @@ import (
 // Spec is what to run.
 type Spec struct {
 	Argv []string `json:"argv"`
-	Env  []string `json:"env,omitempty"`  // KEY=VALUE; the job sees only these (plus PATH when absent)
+	Env  []string `json:"env,omitempty"`  // KEY=VALUE; the job sees only these (plus PATH=NodePath when absent)
 	Dir  string   `json:"dir,omitempty"`  // working directory; "": SharedRoot if mounted, else /
 	Name string   `json:"name,omitempty"` // "": the program's base name
 	Node string   `json:"node,omitempty"` // where to start it; "": the best node
 	Stay bool     `json:"stay,omitempty"` // never moved by the balancer
 }
+
+// NodePath is the PATH a job gets unless its spec sets one: the Debian
+// layout first (the image's C tools and the packages added to it), then
+// u-root's tools.
+const NodePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/bbin"
 
 // Info describes a job for listings.
 type Info struct {

@@ -272,11 +272,9 @@ func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sin
 			dir = m.sharedRoot()
 		}
 	}
-	env := spec.Env
-	if !hasVar(env, "PATH") {
-		env = append(env, "PATH=/bbin:/bin:/usr/bin:/sbin:/usr/sbin")
+	if !hasVar(spec.Env, "PATH") {
+		spec.Env = append(spec.Env, "PATH="+NodePath)
 	}
-	spec.Env = env
 	cmd, p, err := startProcess(m.initCmd(), spec, dir)
 	if err != nil {
 		return err

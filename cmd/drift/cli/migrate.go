@@ -19,14 +19,18 @@ func runMigrate(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	if fs.NArg() != 2 {
 		fs.Usage()
-		return fmt.Errorf("want a job id and a node (drift ps, drift nodes): %w", errUsage)
+		return fmt.Errorf("want a job (id or name) and a node (drift ps, drift nodes): %w", errUsage)
 	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
+	id, err := resolveJob(ctx, c, fs.Arg(0))
+	if err != nil {
+		return err
+	}
 	var res jobs.MigrateResult
-	if err := c.Call(ctx, "POST", "/v1/jobs/"+fs.Arg(0)+"/migrate", jobs.MigrateRequest{To: fs.Arg(1)}, &res); err != nil {
+	if err := c.Call(ctx, "POST", "/v1/jobs/"+id+"/migrate", jobs.MigrateRequest{To: fs.Arg(1)}, &res); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -46,14 +50,18 @@ func runWhy(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return fmt.Errorf("want a job id (drift ps lists them): %w", errUsage)
+		return fmt.Errorf("want a job id or name (drift ps lists them): %w", errUsage)
 	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
+	id, err := resolveJob(ctx, c, fs.Arg(0))
+	if err != nil {
+		return err
+	}
 	var r jobs.WhyResult
-	if err := c.Call(ctx, "GET", "/v1/jobs/"+fs.Arg(0)+"/why", nil, &r); err != nil {
+	if err := c.Call(ctx, "GET", "/v1/jobs/"+id+"/why", nil, &r); err != nil {
 		return err
 	}
 	if *asJSON {

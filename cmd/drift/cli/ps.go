@@ -66,7 +66,7 @@ func runKill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return fmt.Errorf("want one job id (drift ps lists them): %w", errUsage)
+		return fmt.Errorf("want one job id or name (drift ps lists them): %w", errUsage)
 	}
 	n, err := parseSignal(*sig)
 	if err != nil {
@@ -76,7 +76,11 @@ func runKill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	return c.Call(ctx, "POST", "/v1/jobs/"+fs.Arg(0)+"/signal", jobs.SignalRequest{Signal: int(n)}, nil)
+	id, err := resolveJob(ctx, c, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	return c.Call(ctx, "POST", "/v1/jobs/"+id+"/signal", jobs.SignalRequest{Signal: int(n)}, nil)
 }
 
 // parseSignal reads a signal name (TERM, SIGTERM, term) or number.

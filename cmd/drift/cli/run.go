@@ -22,11 +22,13 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "[--node NAME] [--name N] [--stay] [-d] -- CMD ARGS...", stderr)
+	fs := newFlags("run", "[--node NAME] [--name N] [--env K=V]... [--stay] [-d] -- CMD ARGS...", stderr)
 	node := fs.String("node", "", "start the job on this node (`NAME`, or \"home\" for this one); default: the best node")
 	name := fs.String("name", "", "a name for the job in drift ps")
 	stay := fs.Bool("stay", false, "never move the job automatically")
 	detach := fs.Bool("d", false, "start the job and print its id; drift attach ID connects to it later")
+	var extra envFlag
+	fs.Var(&extra, "env", "set `K=V` in the job's environment (repeatable; --env PATH=... replaces the node's PATH)")
 	cf := addClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -40,7 +42,7 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	spec := jobs.Spec{Argv: argv, Env: os.Environ(), Dir: sharedDir(), Name: *name, Node: *node, Stay: *stay}
+	spec := jobs.Spec{Argv: argv, Env: jobEnv(os.Environ(), extra), Dir: sharedDir(), Name: *name, Node: *node, Stay: *stay}
 	if *detach {
 		var info jobs.Info
 		if err := c.Call(ctx, "POST", "/v1/jobs/run", jobs.RunRequest{Spec: spec, Detach: true}, &info); err != nil {
@@ -54,6 +56,38 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return err
 	}
 	return terminal(fc, stdin, stdout, stderr)
+}
+
+// envFlag collects repeated --env K=V flags.
+type envFlag []string
+
+func (e *envFlag) String() string { return strings.Join(*e, " ") }
+
+func (e *envFlag) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("want K=V, got %q", v)
+	}
+	*e = append(*e, v)
+	return nil
+}
+
+// jobEnv is the environment a job gets: the caller's, without its PATH
+// (the caller's programs are not on the node: the job gets the node's
+// PATH), then the --env settings, which win.
+func jobEnv(caller, extra []string) []string {
+	set := map[string]bool{}
+	for _, kv := range extra {
+		k, _, _ := strings.Cut(kv, "=")
+		set[k] = true
+	}
+	var env []string
+	for _, kv := range caller {
+		k, _, _ := strings.Cut(kv, "=")
+		if k != "PATH" && !set[k] {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
 }
 
 // sharedDir is the caller's directory when it is on the cluster's shared
@@ -144,13 +178,17 @@ func runAttach(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return fmt.Errorf("want one job id (drift ps lists them): %w", errUsage)
+		return fmt.Errorf("want one job id or name (drift ps lists them): %w", errUsage)
 	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	fc, err := c.Stream(ctx, "/v1/jobs/"+fs.Arg(0)+"/attach", struct{}{})
+	id, err := resolveJob(ctx, c, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	fc, err := c.Stream(ctx, "/v1/jobs/"+id+"/attach", struct{}{})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,67 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/jobs"
+)
+
+// resolveJob turns what the user typed for a job (its id, or its name
+// when that is unique) into the job's id, asking the cluster's job list.
+// When the list cannot be had, an id-shaped ref is passed on as it is.
+func resolveJob(ctx context.Context, c *api.Client, ref string) (string, error) {
+	var list []jobs.Info
+	if err := c.Call(ctx, "GET", "/v1/ps", nil, &list); err != nil {
+		if _, idErr := jobs.HomeOf(ref); idErr == nil {
+			return ref, nil
+		}
+		return "", fmt.Errorf("look up job %q: %w", ref, err)
+	}
+	return matchJob(list, ref)
+}
+
+// matchJob finds ref among list by id, then by name.
+func matchJob(list []jobs.Info, ref string) (string, error) {
+	var named []jobs.Info
+	for _, j := range list {
+		if j.ID == ref {
+			return j.ID, nil
+		}
+		if j.Name == ref {
+			named = append(named, j)
+		}
+	}
+	switch len(named) {
+	case 1:
+		return named[0].ID, nil
+	case 0:
+		if len(list) == 0 {
+			return "", fmt.Errorf("no job %q: the cluster has no jobs (drift run starts one)", ref)
+		}
+		return "", fmt.Errorf("no job %q; jobs are: %s", ref, describeJobs(list, 12))
+	}
+	return "", fmt.Errorf("%d jobs are named %q: give the id of one: %s", len(named), ref, describeJobs(named, len(named)))
+}
+
+// describeJobs lists up to max jobs as "ID (NAME, STATE on NODE)".
+func describeJobs(list []jobs.Info, max int) string {
+	sorted := append([]jobs.Info(nil), list...)
+	sort.Slice(sorted, func(i, k int) bool { return sorted[i].ID < sorted[k].ID })
+	var parts []string
+	for i, j := range sorted {
+		if i == max {
+			parts = append(parts, fmt.Sprintf("and %d more (drift ps)", len(sorted)-max))
+			break
+		}
+		state := j.State
+		if j.Exit != nil {
+			state = fmt.Sprintf("exited(%d)", *j.Exit)
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s, %s on %s)", j.ID, j.Name, state, j.Node))
+	}
+	return strings.Join(parts, ", ")
+}
