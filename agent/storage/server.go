@@ -131,7 +131,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			srv.Handle(c, c)
+			xc := newXattrConn(c)
+			srv.Handle(xc, xc)
 			c.Close()
 			mu.Lock()
 			delete(conns, c)
