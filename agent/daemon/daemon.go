@@ -58,6 +58,8 @@ type agent struct {
 	sup  *supervise.Supervisor
 	jobs *jobs.Manager
 	bal  *balancer
+
+	started time.Time // when driftd started
 }
 
 // Run brings the node up and serves until ctx ends.
@@ -69,7 +71,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &agent{log: log, con: cfg.Console, sup: &supervise.Supervisor{Logger: log}}
+	a := &agent{log: log, con: cfg.Console, sup: &supervise.Supervisor{Logger: log}, started: time.Now()}
 	node, err := Boot(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/boot"
@@ -35,6 +36,7 @@ type nodeStorage struct {
 func (a *agent) startStorage(ctx context.Context, cl *cluster) map[string]http.Handler {
 	s := &nodeStorage{a: a, cl: cl, external: a.node.Options.Storage}
 	s.start(ctx)
+	a.jobs.WaitShared = s.waitMounted
 	return api.StorageRoutes(cl, a.key, s.status)
 }
 
@@ -58,11 +60,35 @@ func (s *nodeStorage) start(ctx context.Context) {
 			loadClientModules(a, src.Kind)
 			return storage.MountSource(src, target)
 		},
+		Guard:   storage.GuardMountPoint,
 		OnMount: func(src storage.Source) {
 			a.con.Event("storage mounted=%s from=%s", storage.MountPoint, src)
 		},
 	}
 	a.sup.Start(ctx, supervise.Service{Name: "storage-mount", Run: s.mounter.Run})
+}
+
+// waitMounted waits until /cluster is mounted, while the node is young
+// (a node that has been up a while and has no storage will not get it
+// in the next few seconds either), and reports whether it is.
+func (s *nodeStorage) waitMounted(ctx context.Context) bool {
+	if s.mounter == nil {
+		return false
+	}
+	deadline := s.a.started.Add(2 * time.Minute)
+	for {
+		if s.mounter.Status().Mounted {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // serve prepares the head's backing store and exports it until ctx ends.

@@ -41,6 +41,10 @@ type Manager struct {
 	// Accepting says whether this node takes new jobs and migrations (not
 	// blocked or draining); it returns why not. nil: always.
 	Accepting func() (bool, string)
+	// WaitShared waits, briefly, until the shared storage is mounted at
+	// SharedRoot and reports whether it is. nil: it is mounted when
+	// SharedRoot is a mount point.
+	WaitShared func(ctx context.Context) bool
 	// OnLoad is called when the jobs running or arriving here change, so
 	// that the node's load is gossiped at once. nil: nothing.
 	OnLoad func()
@@ -264,12 +268,19 @@ func (m *Manager) startRemote(ctx context.Context, node, id string, spec Spec) e
 // startLocal starts a stint of job id here, streaming to s.
 func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sink, started func(*runner)) error {
 	dir := spec.Dir
-	if dir == "" {
-		// The shared directory only once it is mounted: a job whose working
-		// directory is the empty mount point underneath cannot move.
-		dir = "/"
-		if isMountPoint(m.sharedRoot()) {
-			dir = m.sharedRoot()
+	root := m.sharedRoot()
+	if dir == "" || dir == root || strings.HasPrefix(dir, root+"/") {
+		// A job started before the node has mounted the shared storage
+		// waits for it: what it wrote to the bare mount point would be
+		// hidden once the mount arrives.
+		mounted := m.sharedMounted()
+		switch {
+		case dir == "" && mounted:
+			dir = root
+		case dir == "":
+			dir = "/"
+		case !mounted:
+			return fmt.Errorf("start in %s: the shared storage is not mounted on %s (drift storage says why)", dir, m.Self)
 		}
 	}
 	if !hasVar(spec.Env, "PATH") {
@@ -284,6 +295,17 @@ func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sin
 	m.adopt(id, r)
 	started(r)
 	return nil
+}
+
+// sharedMounted waits briefly for the shared storage and reports whether
+// it is mounted.
+func (m *Manager) sharedMounted() bool {
+	if m.WaitShared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return m.WaitShared(ctx)
+	}
+	return isMountPoint(m.sharedRoot())
 }
 
 // isMountPoint reports whether dir is a directory on another device than

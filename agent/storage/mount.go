@@ -40,6 +40,9 @@ type Mounter struct {
 	// The system calls, replaced by tests; nil: the real ones.
 	Mount   func(src Source, target string) error
 	Unmount func(target string) error // lazy: a dead mount cannot be unmounted otherwise
+	// Guard keeps writes out of the bare mount point (GuardMountPoint).
+	// nil: nothing.
+	Guard func(target string) error
 	// Probe asks the mount for its size: it reaches the server, so it may
 	// block for as long as the server does not answer; nil: probe.
 	Probe func(target string) (Space, error)
@@ -144,6 +147,11 @@ func (m *Mounter) Run(ctx context.Context) error {
 	const maxBackoff = 15 * time.Second
 	// A mount left by an earlier run of this service would be stacked on.
 	m.unmount(target)
+	if m.Guard != nil {
+		if err := m.Guard(target); err != nil {
+			log.Warn("guard the shared storage mount point", "target", target, "err", err)
+		}
+	}
 
 	var (
 		cur     Source
@@ -268,6 +276,31 @@ func (m *Mounter) unmount(target string) {
 		return
 	}
 	unix.Unmount(target, unix.MNT_DETACH)
+}
+
+// GuardMountPoint mounts an empty read-only file system at target unless
+// something is mounted there already. The shared storage is mounted over
+// it, and it shows again whenever the storage is unmounted, so a write to
+// an unmounted /cluster fails (EROFS) instead of landing in the bare
+// directory, where the next mount would hide it.
+func GuardMountPoint(target string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("guard %s: %w", target, err)
+	}
+	var st, parent unix.Stat_t
+	if err := unix.Stat(target, &st); err != nil {
+		return fmt.Errorf("guard %s: %w", target, err)
+	}
+	if err := unix.Stat(filepath.Dir(target), &parent); err != nil {
+		return fmt.Errorf("guard %s: %w", target, err)
+	}
+	if st.Dev != parent.Dev {
+		return nil
+	}
+	if err := unix.Mount("drift-unmounted", target, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,mode=0555"); err != nil {
+		return fmt.Errorf("guard %s: mount an empty read-only tmpfs: %w", target, err)
+	}
+	return nil
 }
 
 // MountSource mounts src at target with the kernel's client.

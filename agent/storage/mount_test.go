@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -176,5 +178,30 @@ func TestMounterLifecycle(t *testing.T) {
 	defer evMu.Unlock()
 	if len(events) != 4 || events[3] != "9p://10.77.0.9:5640" {
 		t.Errorf("OnMount calls = %q, want 4 ending with the new address", events)
+	}
+}
+
+// TestGuardMountPoint: a write to a guarded, unmounted mount point fails
+// instead of landing where the next mount would hide it.
+func TestGuardMountPoint(t *testing.T) {
+	target := filepath.Join(t.TempDir(), "cluster")
+	if err := GuardMountPoint(target); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			t.Skipf("GuardMountPoint needs to mount: %v", err)
+		}
+		t.Fatalf("GuardMountPoint(%s) = %v", target, err)
+	}
+	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
+	err := os.WriteFile(filepath.Join(target, "x"), []byte("lost?"), 0o644)
+	if !errors.Is(err, unix.EROFS) {
+		t.Errorf("write under the guarded %s: %v, want EROFS", target, err)
+	}
+	// A second guard is not stacked on the first.
+	if err := GuardMountPoint(target); err != nil {
+		t.Fatalf("GuardMountPoint again: %v", err)
+	}
+	unix.Unmount(target, unix.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(target, "x"), []byte("x"), 0o644); err != nil {
+		t.Errorf("write under %s with the guard gone: %v (guard stacked twice?)", target, err)
 	}
 }
