@@ -60,7 +60,7 @@ func (s *nodeStorage) start(ctx context.Context) {
 			loadClientModules(a, src.Kind)
 			return storage.MountSource(src, target)
 		},
-		Guard:   storage.GuardMountPoint,
+		Guard: storage.GuardMountPoint,
 		OnMount: func(src storage.Source) {
 			a.con.Event("storage mounted=%s from=%s", storage.MountPoint, src)
 		},
