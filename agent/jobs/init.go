@@ -28,7 +28,8 @@ const JobNice = 19
 // it, as shells report). It also turns transparent huge pages off for the
 // job, inherited by its children (with THP on, memory tracking between
 // migration rounds works at 2 MB granularity and pre-copy moves far
-// more), and lowers the job's priority to JobNice.
+// more), lowers the job's priority to JobNice, and refuses the job
+// pidfd_open (refusePidfd), which would pin Go programs to their node.
 func RunInit(args []string) int {
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
@@ -46,6 +47,10 @@ func RunInit(args []string) int {
 	runtime.LockOSThread()
 	if err := lowerPriority(JobNice); err != nil {
 		fmt.Fprintf(os.Stderr, "drift: job priority: %v\n", err)
+	}
+	// On this locked thread, so that the child forked from it inherits it.
+	if err := refusePidfd(); err != nil {
+		fmt.Fprintf(os.Stderr, "drift: %v\n", err)
 	}
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,

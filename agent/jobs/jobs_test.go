@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
 		os.Exit(RunInit(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "count-pidfds" {
+		os.Exit(countPidfds())
+	}
 	os.Exit(m.Run())
 }
 
@@ -320,5 +323,48 @@ func TestEarlyStdinKept(t *testing.T) {
 	defer mu.Unlock()
 	if want := []byte{api.FrameStdin, api.FrameStdinEOF, api.FrameSignal}; string(got) != string(want) {
 		t.Errorf("the first stint got frames %q, want %q", got, want)
+	}
+}
+
+// countPidfds starts a child with os/exec, as a Go program in a job would,
+// and prints how many pidfds the process holds while the child runs.
+func countPidfds() int {
+	cmd := exec.Command("sleep", "1")
+	if err := cmd.Start(); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	n := 0
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		if l, _ := os.Readlink("/proc/self/fd/" + fd.Name()); strings.Contains(l, "pidfd") {
+			n++
+		}
+	}
+	cmd.Wait()
+	fmt.Printf("pidfds=%d\n", n)
+	return 0
+}
+
+// TestInitRefusesPidfd: a Go program run by the job init keeps no pidfd
+// for its children (CRIU 3.17 cannot checkpoint one), while the same
+// program run directly does, on a kernel that has pidfd_open.
+func TestInitRefusesPidfd(t *testing.T) {
+	direct, err := exec.Command(os.Args[0], "count-pidfds").Output()
+	if err != nil {
+		t.Fatalf("count-pidfds: %v", err)
+	}
+	if strings.TrimSpace(string(direct)) == "pidfds=0" {
+		t.Skip("this kernel gives Go no pidfds even outside a job")
+	}
+	var stderr strings.Builder
+	cmd := exec.Command(os.Args[0], InitArg, "--", os.Args[0], "count-pidfds")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || stderr.Len() > 0 {
+		t.Fatalf("job init: %v %s", err, stderr.String())
+	}
+	if got := strings.TrimSpace(string(out)); got != "pidfds=0" {
+		t.Errorf("under the job init: %s, want pidfds=0 (directly: %s)", got, strings.TrimSpace(string(direct)))
 	}
 }
