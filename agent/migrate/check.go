@@ -183,6 +183,9 @@ func (c *checker) fd(pid, fd int, path string) {
 		kind := strings.TrimPrefix(link, "anon_inode:")
 		switch {
 		case slices.Contains(movableAnon, kind):
+		case kind == "[pidfd]":
+			c.add(pid, what, "CRIU cannot checkpoint a pidfd (a handle on a child process, which Go's os/exec keeps while the child runs)",
+				"migrate when no child is running; drift's job init refuses pidfd_open, so this program made it some other way (clone with CLONE_PIDFD); or "+stayFix)
 		case strings.Contains(kind, "inotify") || strings.Contains(kind, "fanotify"):
 			c.add(pid, what, "a file-watch ("+strings.Trim(kind, "[]")+") cannot move: it watches this node's files",
 				"close it before migrating, or "+stayFix)
