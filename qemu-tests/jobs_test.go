@@ -20,14 +20,15 @@ import (
 // counter job moved worker 1 → worker 2 → head → worker 1 while its
 // `drift run` prints every line once; a job holding a file under /tmp
 // refused by drift migrate and drift why, and still running; drift kill
-// from the head and the exit status drift run reports; and last, because
+// from the head and the exit status drift run reports; the user's own
+// programs (testUserPrograms); and last, because
 // it powers worker 2 off, a migration whose target dies on the way,
 // after which the jobs run on the source still.
 func TestJobs(t *testing.T) {
 	img := image(t)
 	t.Parallel()
 	start := time.Now()
-	l, ctx := bootLab(t, lab.Config{Image: img, Nodes: 3}, 10*time.Minute)
+	l, ctx := bootLab(t, lab.Config{Image: img, Nodes: 3}, 20*time.Minute)
 	names := readyNames(t, l)
 	head, w1, w2 := names[0], names[1], names[2]
 	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
@@ -145,6 +146,9 @@ func TestJobs(t *testing.T) {
 			waitJob(ctx, t, l, 1, c.job.ID, func(j jobs.Info) bool { return j.State != "running" })
 		}
 	})
+
+	// Programs this project did not write, run from a workstation.
+	testUserPrograms(ctx, t, l, img, names)
 
 	t.Run("the target dies during a migration", func(t *testing.T) {
 		// Two jobs on worker 1 move to worker 2, which is powered off
