@@ -145,6 +145,7 @@ func (s *Server) serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10, // the API's requests carry small headers; bodies stream
 		IdleTimeout:       time.Minute,
 		ErrorLog:          newErrorLog(log),
 		BaseContext:       func(net.Listener) context.Context { return ctx },

@@ -183,9 +183,12 @@ func (c *Client) callClient() *http.Client {
 type StatusError struct {
 	Code int
 	Msg  string
+	Err  error // the sentinel the status stands for, for errors.Is; nil: none
 }
 
 func (e *StatusError) Error() string { return e.Msg }
+
+func (e *StatusError) Unwrap() error { return e.Err }
 
 // Stream opens a stream: it POSTs in as JSON to path, asking to upgrade.
 func (c *Client) Stream(ctx context.Context, path string, in any) (*FrameConn, error) {

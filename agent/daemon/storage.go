@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/boot"
+	"github.com/driftcluster/drift/agent/files"
 	"github.com/driftcluster/drift/agent/membership"
 	"github.com/driftcluster/drift/agent/storage"
 	"github.com/driftcluster/drift/agent/supervise"
@@ -32,12 +35,35 @@ type nodeStorage struct {
 // the head exports its backing store to the cluster's members, and every
 // node mounts the head's export (or drift.storage=) at /cluster once it
 // knows where it is. It returns the storage API routes (GET /v1/storage,
-// GET /v1/storage/local): add them to the API server's Routes.
+// GET /v1/storage/local) and the files routes of drift cp, served from
+// this node's /cluster while it is mounted: add them to the API server's
+// Routes.
 func (a *agent) startStorage(ctx context.Context, cl *cluster) map[string]http.Handler {
 	s := &nodeStorage{a: a, cl: cl, external: a.node.Options.Storage}
 	s.start(ctx)
 	a.jobs.WaitShared = s.waitMounted
-	return api.StorageRoutes(cl, a.key, s.status)
+	routes := api.StorageRoutes(cl, a.key, s.status)
+	fsrv := &files.Server{Root: storage.MountPoint, Node: a.node.Name, Ready: s.mounted, Logger: a.log}
+	maps.Copy(routes, fsrv.Routes())
+	return routes
+}
+
+// mounted reports whether /cluster is mounted and passed its last health
+// check, for the files endpoints.
+func (s *nodeStorage) mounted() error {
+	if s.mounter == nil {
+		return errors.New("drift.storage= is not a source drift can mount")
+	}
+	st := s.mounter.Status()
+	switch {
+	case !st.Mounted && st.Error != "":
+		return errors.New(st.Error)
+	case !st.Mounted:
+		return errors.New("not mounted yet")
+	case !st.Healthy:
+		return fmt.Errorf("mounted from %s but not answering: %s", st.Source, st.Error)
+	}
+	return nil
 }
 
 func (s *nodeStorage) start(ctx context.Context) {

@@ -24,6 +24,7 @@ func commands() map[string]command {
 		"attach":  {"reconnect the terminal to a job", runAttach},
 		"balance": {"turn automatic balancing on or off for the whole cluster", runBalance},
 		"block":   {"stop a node taking new jobs and migrations", runBlock},
+		"cp":      {"copy files between this machine and /cluster (:PATH)", runCP},
 		"drain":   {"move every job away from a node, and block it", runDrain},
 		"kill":    {"send a signal to a job, wherever it runs", runKill},
 		"netboot": {"list the machines that network-booted from this head", runNetboot},
