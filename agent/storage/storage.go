@@ -114,9 +114,11 @@ func ParseSource(s string) (Source, error) {
 func (s Source) mountArgs() (src, fstype, data string) {
 	switch s.Kind {
 	case Kind9P:
-		// cache=none: every read and write goes to the server, so what
-		// one node writes the next read on another node sees.
-		return s.Host.String(), "9p", fmt.Sprintf("trans=tcp,port=%d,version=9p2000.L,msize=%d,cache=none", s.Port, DefaultMsize)
+		// cache=mmap: read(2) and write(2) still go to the server, so
+		// what one node writes the next read on another node sees; only
+		// mapped pages are cached, which is what lets programs map files
+		// shared and writable (cache=none allows read-only mappings).
+		return s.Host.String(), "9p", fmt.Sprintf("trans=tcp,port=%d,version=9p2000.L,msize=%d,cache=mmap", s.Port, DefaultMsize)
 	case KindNFS:
 		data = "vers=4.1,proto=tcp,addr=" + s.Host.String() + ",hard,timeo=100,retrans=3"
 		if s.Port != 0 {

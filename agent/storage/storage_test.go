@@ -14,9 +14,9 @@ func TestParseSource(t *testing.T) {
 		wantArgs [3]string
 	}{
 		{in: "9p://10.0.0.5:5641", want: Source{Kind: Kind9P, Host: netip.MustParseAddr("10.0.0.5"), Port: 5641},
-			wantArgs: [3]string{"10.0.0.5", "9p", "trans=tcp,port=5641,version=9p2000.L,msize=262144,cache=none"}},
+			wantArgs: [3]string{"10.0.0.5", "9p", "trans=tcp,port=5641,version=9p2000.L,msize=262144,cache=mmap"}},
 		{in: "9p://10.0.0.5", want: Source{Kind: Kind9P, Host: netip.MustParseAddr("10.0.0.5"), Port: DefaultPort},
-			wantArgs: [3]string{"10.0.0.5", "9p", "trans=tcp,port=5640,version=9p2000.L,msize=262144,cache=none"}},
+			wantArgs: [3]string{"10.0.0.5", "9p", "trans=tcp,port=5640,version=9p2000.L,msize=262144,cache=mmap"}},
 		{in: "nfs://192.168.1.10/srv/drift", want: Source{Kind: KindNFS, Host: netip.MustParseAddr("192.168.1.10"), Export: "/srv/drift"},
 			wantArgs: [3]string{"192.168.1.10:/srv/drift", "nfs4", "vers=4.1,proto=tcp,addr=192.168.1.10,hard,timeo=100,retrans=3"}},
 		{in: "nfs://192.168.1.10:2050/x", want: Source{Kind: KindNFS, Host: netip.MustParseAddr("192.168.1.10"), Port: 2050, Export: "/x"},
