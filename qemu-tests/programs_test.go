@@ -101,6 +101,23 @@ int main(int argc, char **argv) {
 }
 `
 
+// mapwC writes a file through a shared, writable mapping.
+const mapwC = `#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <fcntl.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+	int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || ftruncate(fd, 4096) < 0) { perror("open"); return 1; }
+	char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) { perror("mmap MAP_SHARED"); return 2; }
+	strcpy(p, "written through a shared mapping\n");
+	if (msync(p, 4096, MS_SYNC) < 0) { perror("msync"); return 3; }
+	return 0;
+}
+`
+
 // testUserPrograms runs, from a workstation and as a user would, programs
 // this project did not write: a static C program uploaded with drift cp,
 // a #!/bin/sh script and a Go program that starts children (both moved
@@ -153,6 +170,23 @@ func testUserPrograms(ctx context.Context, t *testing.T, l *lab.Lab, img lab.Ima
 		wantFile, _ := os.ReadFile(filepath.Join(work, "want.txt"))
 		if len(wantFile) == 0 || !bytes.Equal(got, wantFile) {
 			t.Errorf("the result file downloaded with drift cp has %d bytes, want the %d the program writes on the host", len(got), len(wantFile))
+		}
+	})
+
+	t.Run("a program maps a /cluster file shared and writable", func(t *testing.T) {
+		src, bin := filepath.Join(work, "mapw.c"), filepath.Join(work, "mapw")
+		os.WriteFile(src, []byte(mapwC), 0o644)
+		if out, err := exec.Command("gcc", "-static", "-O2", "-o", bin, src).CombinedOutput(); err != nil {
+			t.Fatalf("gcc -static: %v: %s", err, out)
+		}
+		ws.ok(ctx, t, work, "cp", "mapw", ":sums/")
+		res := ws.run(ctx, t, "", nil, "run", "--node", w2, "--", "/cluster/sums/mapw", "/cluster/sums/mapped.dat")
+		if res.ExitCode != 0 {
+			t.Errorf("a shared writable mapping of a /cluster file: exit %d, %q %q", res.ExitCode, res.Stdout, res.Stderr)
+		}
+		ws.ok(ctx, t, work, "cp", ":sums/mapped.dat", "mapped.dat")
+		if b, _ := os.ReadFile(filepath.Join(work, "mapped.dat")); !bytes.HasPrefix(b, []byte("written through a shared mapping\n")) {
+			t.Errorf("the mapped file reads %q from the workstation", b[:min(len(b), 40)])
 		}
 	})
 
