@@ -111,6 +111,17 @@ func TestExternalNFS(t *testing.T) {
 			t.Errorf("the NFS server's directory holds %q, %v for node %d's file", b, err, n)
 		}
 	}
+	// A program stored on the NFS export runs on a node and maps a file
+	// there shared and writable.
+	src2, bin := filepath.Join(dir, "mapw.c"), filepath.Join(export, "mapw")
+	os.WriteFile(src2, []byte(mapwC), 0o644)
+	if out, err := exec.Command("gcc", "-static", "-O2", "-o", bin, src2).CombinedOutput(); err != nil {
+		t.Fatalf("gcc -static: %v: %s", err, out)
+	}
+	storageExec(ctx, t, l, 2, time.Minute, "/cluster/mapw", "/cluster/mapped.dat")
+	if b, _ := os.ReadFile(filepath.Join(export, "mapped.dat")); !strings.HasPrefix(string(b), "written through a shared mapping\n") {
+		t.Errorf("a program on the NFS export, run on node 2, mapped a file that reads %q on the server", b[:min(len(b), 40)])
+	}
 	out := string(storageExec(ctx, t, l, 2, time.Minute, "drift", "storage").Stdout)
 	t.Logf("drift storage on node 2:\n%s", out)
 	if !strings.Contains(out, "external storage: "+src) || strings.Contains(out, " exports /") {
