@@ -155,6 +155,7 @@ func (b *builder) modules(k kernel) ([]initramfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	delete(lists, modules.Packages) // no image carries Debian packages yet
 	var all []string
 	seen := map[string]bool{}
 	for _, name := range modules.SortedNames(lists) {
