@@ -1,8 +1,9 @@
 // Package imagebuild builds the drift image: it gets Debian's stock kernel
-// and its modules, Debian's criu with its libraries, builds the initramfs
-// (package initramfs), and writes the hybrid BIOS+UEFI ISO, the PXE tree,
-// the cluster key and the manifest (image.json) that drift-lab and the
-// QEMU tests read. cmd/drift-image is its command line.
+// and its modules, Debian's criu with its libraries, Debian's busybox as
+// the nodes' shell, builds the initramfs (package initramfs), and writes
+// the hybrid BIOS+UEFI ISO, the PXE tree, the cluster key and the manifest
+// (image.json) that drift-lab and the QEMU tests read. cmd/drift-image is
+// its command line.
 package imagebuild
 
 import (
@@ -44,7 +45,7 @@ type Config struct {
 }
 
 // steps is the number of progress steps Build prints.
-const steps = 8
+const steps = 9
 
 // builder carries one build.
 type builder struct {

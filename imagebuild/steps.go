@@ -51,6 +51,10 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		return nil, err
 	}
 	b.progress("criu: %s, %d files from %d packages (%d cached)", criu.Version, len(criu.Files), criu.Cached+criu.Fetched, criu.Cached)
+	sh, err := b.busybox(ctx, criu)
+	if err != nil {
+		return nil, err
+	}
 	bins, err := b.goBinaries(ctx)
 	if err != nil {
 		return nil, err
@@ -59,7 +63,9 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	for _, f := range criu.Files {
 		files = append(files, initramfs.File{Src: filepath.Join(criu.Sysroot, f), Dst: f})
 	}
-	rd, err := b.initramfs(ctx, k, key, files)
+	shFiles, links := sh.files()
+	files = append(files, shFiles...)
+	rd, err := b.initramfs(ctx, k, key, files, links)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +219,7 @@ func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
 }
 
 // initramfs assembles and compresses the initramfs and returns its path.
-func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, files []initramfs.File) (string, error) {
+func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, files []initramfs.File, links map[string]string) (string, error) {
 	comp := initramfs.Gzip
 	if supportsZstd(k.Config) {
 		comp = initramfs.Zstd
@@ -227,6 +233,7 @@ func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, f
 		GoDir:    b.cfg.GoDir,
 		Uinit:    "/bin/driftd",
 		Files:    files,
+		Symlinks: links,
 		Data: []initramfs.Data{
 			{Path: "etc/drift/cluster.key", Body: []byte(key.Hex() + "\n"), Mode: 0o600},
 			{Path: "etc/drift/version", Body: []byte(b.cfg.Version + "\n"), Mode: 0o644},

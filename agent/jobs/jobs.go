@@ -20,6 +20,12 @@ import (
 	"time"
 )
 
+// DefaultPath is a job's PATH when its environment has none: Debian's
+// order, so the image's C programs (busybox's applets in /usr/bin, the
+// Debian packages it was built with) come before u-root's Go tools in
+// /bbin, which open /dev/kmsg and so pin a job to its node.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/bbin"
+
 // Spec is what to run.
 type Spec struct {
 	Argv []string `json:"argv"`

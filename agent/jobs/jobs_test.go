@@ -322,3 +322,22 @@ func TestEarlyStdinKept(t *testing.T) {
 		t.Errorf("the first stint got frames %q, want %q", got, want)
 	}
 }
+
+// TestDefaultPath checks that a job without a PATH finds the image's C
+// programs (/usr/bin: busybox's applets, Debian packages) before u-root's
+// Go tools in /bbin, which pin a job to its node.
+func TestDefaultPath(t *testing.T) {
+	dirs := strings.Split(DefaultPath, ":")
+	index := func(d string) int {
+		for i, x := range dirs {
+			if x == d {
+				return i
+			}
+		}
+		t.Fatalf("DefaultPath %q lacks %s", DefaultPath, d)
+		return -1
+	}
+	if !(index("/usr/local/bin") < index("/usr/bin") && index("/usr/bin") < index("/bin") && index("/bin") < index("/bbin")) {
+		t.Errorf("DefaultPath = %q, want /usr/local/bin, /usr/bin, /bin, then /bbin", DefaultPath)
+	}
+}

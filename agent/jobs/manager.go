@@ -274,7 +274,7 @@ func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sin
 	}
 	env := spec.Env
 	if !hasVar(env, "PATH") {
-		env = append(env, "PATH=/bbin:/bin:/usr/bin:/sbin:/usr/sbin")
+		env = append(env, "PATH="+DefaultPath)
 	}
 	spec.Env = env
 	cmd, p, err := startProcess(m.initCmd(), spec, dir)
