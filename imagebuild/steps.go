@@ -55,6 +55,10 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	pkgs, err := b.packages(ctx, criu, sh)
+	if err != nil {
+		return nil, err
+	}
 	bins, err := b.goBinaries(ctx)
 	if err != nil {
 		return nil, err
@@ -65,6 +69,9 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	}
 	shFiles, links := sh.files()
 	files = append(files, shFiles...)
+	if pkgs != nil {
+		files = append(files, pkgs.file())
+	}
 	rd, err := b.initramfs(ctx, k, key, files, links)
 	if err != nil {
 		return nil, err
@@ -79,6 +86,7 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		ISO:           ISOName,
 		PXEDir:        PXEDirName,
 		Cmdline:       Cmdline,
+		Packages:      b.cfg.Packages,
 	}
 	kernelPath := filepath.Join(b.staging, KernelName)
 	if err := b.images(ctx, m, kernelPath, rd); err != nil {
@@ -151,7 +159,8 @@ func (b *builder) kernel(ctx context.Context) (kernel, error) {
 }
 
 // modules resolves configs/modules/*.list with their dependencies and
-// returns the module files and index files for the initramfs.
+// returns the module files and index files for the initramfs. The list
+// for mounting Debian packages goes in only with packages.
 func (b *builder) modules(k kernel) ([]initramfs.File, error) {
 	tree, err := kmod.Open(k.Modules)
 	if err != nil {
@@ -161,7 +170,9 @@ func (b *builder) modules(k kernel) ([]initramfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	delete(lists, modules.Packages) // no image carries Debian packages yet
+	if len(b.cfg.Packages) == 0 {
+		delete(lists, modules.Packages) // nothing to mount
+	}
 	var all []string
 	seen := map[string]bool{}
 	for _, name := range modules.SortedNames(lists) {
