@@ -4,11 +4,12 @@ GO       ?= go
 OUT      ?= out
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 KEY_FILE ?=
+PACKAGES ?=
 NODES    ?= 3
 export GOFLAGS ?= -mod=mod
 
-IMAGE_FLAGS = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE))
-PACKAGES    = $(shell sed 's/\#.*//' configs/host-packages.txt)
+IMAGE_FLAGS   = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE)) $(if $(PACKAGES),--packages "$(PACKAGES)")
+HOST_PACKAGES = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
 .PHONY: help deps image demo down test unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate clean
 
@@ -16,14 +17,14 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: ## install the Debian/Ubuntu packages drift needs (asks for sudo when not root)
-	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		sudo=$$( [ $$(id -u) = 0 ] || echo sudo ); \
 		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else echo "all host packages present"; fi
 
-image: ## build out/vmlinuz, out/initramfs, out/drift.iso and out/pxe/ (KEY_FILE=... to use your key)
+image: ## build out/vmlinuz, out/initramfs, out/drift.iso and out/pxe/ (KEY_FILE=... to use your key, PACKAGES="python3 ..." for Debian packages on every node)
 	$(GO) run ./cmd/drift-image $(IMAGE_FLAGS)
 
 demo: deps image ## boot a 3-node QEMU lab from out/ and show each node's ready line

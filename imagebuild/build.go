@@ -1,5 +1,7 @@
 // Package imagebuild builds the drift image: it gets Debian's stock kernel
-// and its modules, Debian's criu with its libraries, builds the initramfs
+// and its modules, Debian's criu with its libraries, Debian's busybox as
+// the nodes' shell, and the Debian packages asked for (with what they
+// need, in one squashfs: see agent/packages), builds the initramfs
 // (package initramfs), and writes the hybrid BIOS+UEFI ISO, the PXE tree,
 // the cluster key and the manifest (image.json) that drift-lab and the
 // QEMU tests read. cmd/drift-image is its command line.
@@ -14,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/driftcluster/drift/imagebuild/debpkg"
 )
 
 // Cmdline is the base kernel command line of every boot entry: the console
@@ -39,12 +43,13 @@ type Config struct {
 	KeyFile    string       // cluster key to bake in; "": Out/cluster.key if present, else a new key
 	GoDir      string       // the drift Go module, where cmd/driftd and cmd/drift are; "": the current directory
 	PXEBaseURL string       // where workers fetch the kernel by HTTP (iPXE syntax); "": "http://${next-server}"
+	Packages   []string     // Debian packages every node gets, with what they need; nil: none
 	Progress   io.Writer    // one line per step; nil: os.Stderr
 	Logger     *slog.Logger // details; nil: slog.Default()
 }
 
 // steps is the number of progress steps Build prints.
-const steps = 8
+const steps = 10
 
 // builder carries one build.
 type builder struct {
@@ -53,6 +58,7 @@ type builder struct {
 	cache   string
 	staging string // Out/.staging-*: everything is built here, then renamed into Out
 	deb     *debian
+	archive *debpkg.Index // apt's index of Debian's archive, read when packages are asked for
 	start   time.Time
 	step    int
 }
@@ -62,6 +68,10 @@ type builder struct {
 func Build(ctx context.Context, cfg Config) (*Manifest, error) {
 	b, err := newBuilder(cfg)
 	if err != nil {
+		return nil, err
+	}
+	// A misspelt package is refused before the output directory is touched.
+	if err := b.checkPackages(ctx); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(b.cfg.Out, 0o755); err != nil {

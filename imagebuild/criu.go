@@ -17,11 +17,12 @@ const criuBinary = "usr/sbin/criu"
 // criuRoot is criu with the libraries it loads, gathered from Debian
 // packages into a sysroot.
 type criuRoot struct {
-	Sysroot string   // the sysroot directory
-	Files   []string // paths relative to Sysroot: criu, its libraries, ld.so
-	Version string   // of the criu package
-	Cached  int      // how many of the packages came from the cache
-	Fetched int      // how many were downloaded
+	Sysroot  string    // the sysroot directory
+	Files    []string  // paths relative to Sysroot: criu, its libraries, ld.so
+	Version  string    // of the criu package
+	Packages []pkgInfo // the packages in the sysroot: criu and its libraries
+	Cached   int       // how many of the packages came from the cache
+	Fetched  int       // how many were downloaded
 }
 
 // criu fetches Debian's criu and, following Depends, the library packages
@@ -52,7 +53,7 @@ func (b *builder) criu(ctx context.Context) (criuRoot, error) {
 		files, err := elfdeps.Closure(r.Sysroot, criuBinary)
 		var missing *elfdeps.MissingError
 		if !errors.As(err, &missing) {
-			r.Files = files
+			r.Files, r.Packages = files, all
 			if err != nil {
 				return r, err
 			}
@@ -123,9 +124,11 @@ func (b *builder) reuseSysroot(ctx context.Context, r *criuRoot) bool {
 		return false
 	}
 	var names, versions []string
+	var pkgs []pkgInfo
 	for _, line := range strings.Split(strings.TrimSpace(string(rec)), "\n") {
 		name, version, _ := strings.Cut(line, " ")
 		names, versions = append(names, name), append(versions, version)
+		pkgs = append(pkgs, pkgInfo{Name: name, Version: version})
 	}
 	infos, err := b.deb.showAll(ctx, names...)
 	if err != nil {
@@ -141,7 +144,7 @@ func (b *builder) reuseSysroot(ctx context.Context, r *criuRoot) bool {
 	if err != nil {
 		return false
 	}
-	r.Files, r.Cached = files, len(names)
+	r.Files, r.Packages, r.Cached = files, pkgs, len(names)
 	return true
 }
 

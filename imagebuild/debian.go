@@ -11,13 +11,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/driftcluster/drift/imagebuild/debpkg"
 )
 
 // debian fetches packages from Debian's archive with the host's apt-get and
 // unpacks them with dpkg-deb into a cache; nothing is installed on the host.
 //
 // Cache layout: debs/ holds the downloaded .deb files, root/NAME_VERSION/
-// each package unpacked (complete once root/NAME_VERSION.done exists).
+// each package unpacked (complete once root/NAME_VERSION.done exists),
+// root/NAME_VERSION.control/ its control files (postinst...).
 type debian struct {
 	cache string
 	log   *slog.Logger
@@ -56,6 +59,32 @@ func (d *debian) showAll(ctx context.Context, names ...string) ([]pkgInfo, error
 		infos[i] = info
 	}
 	return infos, nil
+}
+
+// archive returns apt's index of Debian's archive: one record per amd64
+// (or architecture-independent) package, at its candidate version
+// (apt-cache dumpavail, one run).
+func (d *debian) archive(ctx context.Context) (*debpkg.Index, error) {
+	out, err := run(ctx, "", "apt-cache", "dumpavail")
+	if err != nil {
+		return nil, fmt.Errorf("read apt's index of Debian's archive: %w", err)
+	}
+	all, err := debpkg.ParseRecords(bytes.NewReader(out))
+	if err != nil {
+		return nil, err
+	}
+	// A host with foreign architectures lists their packages too.
+	var recs []debpkg.Record
+	for _, r := range all {
+		if r.Architecture == "amd64" || r.Architecture == "all" {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) == 0 {
+		return nil, errors.New("apt knows no packages: run apt-get update (with Debian's archive in /etc/apt/sources.list)")
+	}
+	d.log.Debug("apt index", "packages", len(recs))
+	return debpkg.NewIndex(recs), nil
 }
 
 // parseShow parses apt-cache show output: paragraphs of "Key: value" lines.
@@ -107,6 +136,57 @@ func parseDepends(field string) []string {
 // unpackedDir is where the cache keeps info unpacked.
 func (d *debian) unpackedDir(info pkgInfo) string {
 	return filepath.Join(d.cache, "root", info.Name+"_"+info.Version)
+}
+
+// controlDir is where the cache keeps info's control files (control,
+// postinst...).
+func (d *debian) controlDir(info pkgInfo) string { return d.unpackedDir(info) + ".control" }
+
+// control returns the directory holding info's control files, taking
+// them from its .deb, which it downloads again if the cache lost it.
+func (d *debian) control(ctx context.Context, info pkgInfo) (string, error) {
+	dir := d.controlDir(info)
+	if _, err := os.Stat(filepath.Join(dir, "control")); err == nil {
+		return dir, nil
+	}
+	deb, ok := d.cachedDeb(info)
+	if !ok {
+		debs, err := d.download(ctx, []pkgInfo{info})
+		if err != nil {
+			return "", err
+		}
+		deb = debs[0]
+	}
+	if err := d.extractControl(ctx, info, deb); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// cachedDeb returns the .deb of info in the cache, if it is there (apt
+// writes an epoch's ':' as "%3a" in the file name).
+func (d *debian) cachedDeb(info pkgInfo) (string, bool) {
+	got, _ := filepath.Glob(filepath.Join(d.cache, "debs", info.Name+"_"+strings.ReplaceAll(info.Version, ":", "%3a")+"_*.deb"))
+	if len(got) != 1 {
+		return "", false
+	}
+	return got[0], true
+}
+
+// extractControl puts the control files of the .deb of info into the cache.
+func (d *debian) extractControl(ctx context.Context, info pkgInfo, deb string) error {
+	dir := d.controlDir(info)
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if _, err := run(ctx, "", "dpkg-deb", "--control", deb, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("read the control files of %s: %w", deb, err)
+	}
+	os.RemoveAll(dir)
+	if err := os.Rename(tmp, dir); err != nil {
+		return fmt.Errorf("read the control files of %s: %w", info.Name, err)
+	}
+	return nil
 }
 
 // cached reports whether the cache holds info unpacked.
@@ -164,6 +244,10 @@ func (d *debian) unpack(ctx context.Context, info pkgInfo, deb string) error {
 	if _, err := run(ctx, "", "dpkg-deb", "-x", deb, tmp); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("unpack %s: %w", deb, err)
+	}
+	if err := d.extractControl(ctx, info, deb); err != nil {
+		os.RemoveAll(tmp)
+		return err
 	}
 	os.RemoveAll(dir)
 	if err := os.Rename(tmp, dir); err != nil {

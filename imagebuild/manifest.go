@@ -14,15 +14,16 @@ const ManifestName = "image.json"
 // out/image.json; drift-lab and the QEMU tests read it to know what to boot.
 // File names are relative to the directory holding the manifest.
 type Manifest struct {
-	Version       string `json:"version"`        // drift version baked into the image
-	KernelVersion string `json:"kernel_version"` // e.g. 6.1.0-56-amd64
-	ClusterID     string `json:"cluster_id"`     // hash of the cluster key, never the key
-	KeyFile       string `json:"key_file"`       // where the cluster key is kept (absolute path)
-	Kernel        string `json:"kernel"`         // "vmlinuz"
-	Initramfs     string `json:"initramfs"`      // "initramfs.cpio.zst" or "initramfs.cpio.gz"
-	ISO           string `json:"iso"`            // "drift.iso"
-	PXEDir        string `json:"pxe_dir"`        // "pxe"
-	Cmdline       string `json:"cmdline"`        // base kernel command line (consoles), without drift.* options
+	Version       string   `json:"version"`            // drift version baked into the image
+	KernelVersion string   `json:"kernel_version"`     // e.g. 6.1.0-56-amd64
+	ClusterID     string   `json:"cluster_id"`         // hash of the cluster key, never the key
+	KeyFile       string   `json:"key_file"`           // where the cluster key is kept (absolute path)
+	Kernel        string   `json:"kernel"`             // "vmlinuz"
+	Initramfs     string   `json:"initramfs"`          // "initramfs.cpio.zst" or "initramfs.cpio.gz"
+	ISO           string   `json:"iso"`                // "drift.iso"
+	PXEDir        string   `json:"pxe_dir"`            // "pxe"
+	Cmdline       string   `json:"cmdline"`            // base kernel command line (consoles), without drift.* options
+	Packages      []string `json:"packages,omitempty"` // Debian packages asked for (drift-image --packages); their closure is in the initramfs
 }
 
 // ReadManifest reads dir/image.json.

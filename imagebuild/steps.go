@@ -51,6 +51,14 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		return nil, err
 	}
 	b.progress("criu: %s, %d files from %d packages (%d cached)", criu.Version, len(criu.Files), criu.Cached+criu.Fetched, criu.Cached)
+	sh, err := b.busybox(ctx, criu)
+	if err != nil {
+		return nil, err
+	}
+	pkgs, err := b.packages(ctx, criu, sh)
+	if err != nil {
+		return nil, err
+	}
 	bins, err := b.goBinaries(ctx)
 	if err != nil {
 		return nil, err
@@ -59,7 +67,12 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	for _, f := range criu.Files {
 		files = append(files, initramfs.File{Src: filepath.Join(criu.Sysroot, f), Dst: f})
 	}
-	rd, err := b.initramfs(ctx, k, key, files)
+	shFiles, links := sh.files()
+	files = append(files, shFiles...)
+	if pkgs != nil {
+		files = append(files, pkgs.file())
+	}
+	rd, err := b.initramfs(ctx, k, key, files, links)
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +86,7 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		ISO:           ISOName,
 		PXEDir:        PXEDirName,
 		Cmdline:       Cmdline,
+		Packages:      b.cfg.Packages,
 	}
 	kernelPath := filepath.Join(b.staging, KernelName)
 	if err := b.images(ctx, m, kernelPath, rd); err != nil {
@@ -145,7 +159,8 @@ func (b *builder) kernel(ctx context.Context) (kernel, error) {
 }
 
 // modules resolves configs/modules/*.list with their dependencies and
-// returns the module files and index files for the initramfs.
+// returns the module files and index files for the initramfs. The list
+// for mounting Debian packages goes in only with packages.
 func (b *builder) modules(k kernel) ([]initramfs.File, error) {
 	tree, err := kmod.Open(k.Modules)
 	if err != nil {
@@ -154,6 +169,9 @@ func (b *builder) modules(k kernel) ([]initramfs.File, error) {
 	lists, err := modules.Lists()
 	if err != nil {
 		return nil, err
+	}
+	if len(b.cfg.Packages) == 0 {
+		delete(lists, modules.Packages) // nothing to mount
 	}
 	var all []string
 	seen := map[string]bool{}
@@ -212,7 +230,7 @@ func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
 }
 
 // initramfs assembles and compresses the initramfs and returns its path.
-func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, files []initramfs.File) (string, error) {
+func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, files []initramfs.File, links map[string]string) (string, error) {
 	comp := initramfs.Gzip
 	if supportsZstd(k.Config) {
 		comp = initramfs.Zstd
@@ -226,6 +244,7 @@ func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, f
 		GoDir:    b.cfg.GoDir,
 		Uinit:    "/bin/driftd",
 		Files:    files,
+		Symlinks: links,
 		Data: []initramfs.Data{
 			{Path: "etc/drift/cluster.key", Body: []byte(key.Hex() + "\n"), Mode: 0o600},
 			{Path: "etc/drift/version", Body: []byte(b.cfg.Version + "\n"), Mode: 0o644},

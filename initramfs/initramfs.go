@@ -1,8 +1,9 @@
 // Package initramfs assembles drift's initramfs with mkuimage's Go API:
 // u-root's init and core commands built into one busybox, driftd started
-// as uinit, the drift CLI, and the files drift-image hands over (criu with
-// its libraries, kernel modules, the cluster key), compressed the way the
-// kernel can unpack.
+// as uinit, the drift CLI, and the files and links drift-image hands over
+// (criu with its libraries, Debian's busybox as /bin/sh, kernel modules,
+// the cluster key, the squashfs of Debian packages), compressed the way
+// the kernel can unpack.
 package initramfs
 
 import (
@@ -11,9 +12,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/u-root/gobusybox/src/pkg/golang"
@@ -59,6 +62,11 @@ type Config struct {
 	Uinit    string   // program init starts, e.g. "/bin/driftd"; "": none
 	Files    []File
 	Data     []Data
+	// Symlinks are links to add, path in the archive (relative, e.g.
+	// "bin/sh") to absolute target ("/bin/busybox"); each is written
+	// relative to its directory. They replace what the busybox archive
+	// has at the same path (u-root's bin/sh).
+	Symlinks map[string]string
 	Logger   *slog.Logger // nil: slog.Default()
 }
 
@@ -89,7 +97,13 @@ func Build(ctx context.Context, cfg Config) (cached bool, err error) {
 		mods = append(mods, uimage.WithUinit(cfg.Uinit))
 	}
 	for _, f := range cfg.Files {
+		if strings.Contains(f.Src, ":") {
+			return false, fmt.Errorf("initramfs: %s: mkuimage cannot take a file whose path holds ':'; stage it under another name", f.Src)
+		}
 		mods = append(mods, uimage.WithFiles(f.Src+":"+f.Dst))
+	}
+	for _, p := range slices.Sorted(maps.Keys(cfg.Symlinks)) {
+		mods = append(mods, uimage.WithSymlink(p, cfg.Symlinks[p]))
 	}
 	for i, d := range cfg.Data {
 		p := filepath.Join(tmp, fmt.Sprintf("data-%d", i))

@@ -1,8 +1,8 @@
 // Package daemon is driftd: the node agent that u-root's init starts as
-// uinit. It brings the node up (modules, host name, network), prints the
-// ready line, and then supervises the node's services (membership,
-// discovery, the API, the head's DHCP server) for as long as the machine
-// runs.
+// uinit. It brings the node up (the image's Debian packages, modules, host
+// name, network), prints the ready line, and then supervises the node's
+// services (membership, discovery, the API, the head's DHCP server) for as
+// long as the machine runs.
 package daemon
 
 import (
@@ -33,9 +33,10 @@ const KeyFile = "/etc/drift/cluster.key"
 
 // Config is what the agent needs from its surroundings.
 type Config struct {
-	Logger        *slog.Logger     // nil: slog.Default()
-	Console       *console.Console // required: where "drift: " events go
-	AlwaysModules []string         // loaded at boot whatever the hardware
+	Logger          *slog.Logger     // nil: slog.Default()
+	Console         *console.Console // required: where "drift: " events go
+	AlwaysModules   []string         // loaded at boot whatever the hardware
+	PackagesModules []string         // loaded first when the image carries Debian packages
 }
 
 // Node is the state the agent learns while it boots.
@@ -72,6 +73,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.Default()
 	}
 	a := &agent{log: log, con: cfg.Console, sup: &supervise.Supervisor{Logger: log}, started: time.Now()}
+	mountPackages(cfg, log) // first: before anything runs from the directories it covers
 	node, err := Boot(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -178,17 +180,27 @@ func loadModules(ctx context.Context, always []string, log *slog.Logger) ([]stri
 	if err != nil {
 		return nil, err
 	}
-	prober, err := kmodule.NewProber(kmodule.ProbeOpts{})
+	load, err := moduleLoader()
 	if err != nil {
-		return nil, fmt.Errorf("read module dependencies: %w", err)
+		return nil, err
 	}
 	cp := &boot.Coldplug{
 		Aliases: aliases,
 		Always:  always,
 		Logger:  log,
-		Load:    func(name string) error { return prober.Probe(name, "") },
+		Load:    load,
 	}
 	return cp.Run(ctx)
+}
+
+// moduleLoader returns a function that loads a kernel module, with its
+// dependencies, from the image's /lib/modules.
+func moduleLoader() (func(name string) error, error) {
+	prober, err := kmodule.NewProber(kmodule.ProbeOpts{})
+	if err != nil {
+		return nil, fmt.Errorf("read module dependencies: %w", err)
+	}
+	return func(name string) error { return prober.Probe(name, "") }, nil
 }
 
 // waitNICs lists the physical NICs, waiting briefly for drivers that

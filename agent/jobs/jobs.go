@@ -30,9 +30,10 @@ type Spec struct {
 	Stay bool     `json:"stay,omitempty"` // never moved by the balancer
 }
 
-// NodePath is the PATH a job gets unless its spec sets one: the Debian
-// layout first (the image's C tools and the packages added to it), then
-// u-root's tools.
+// NodePath is the PATH a job gets unless its spec sets one: Debian's
+// order, so the image's C programs (busybox's applets in /usr/bin, the
+// Debian packages it was built with) come before u-root's Go tools in
+// /bbin, which open /dev/kmsg and so pin a job to its node.
 const NodePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/bbin"
 
 // Info describes a job for listings.

@@ -368,3 +368,22 @@ func TestInitRefusesPidfd(t *testing.T) {
 		t.Errorf("under the job init: %s, want pidfds=0 (directly: %s)", got, strings.TrimSpace(string(direct)))
 	}
 }
+
+// TestNodePath checks that a job without a PATH finds the image's C
+// programs (/usr/bin: busybox's applets, Debian packages) before u-root's
+// Go tools in /bbin, which pin a job to its node.
+func TestNodePath(t *testing.T) {
+	dirs := strings.Split(NodePath, ":")
+	index := func(d string) int {
+		for i, x := range dirs {
+			if x == d {
+				return i
+			}
+		}
+		t.Fatalf("NodePath %q lacks %s", NodePath, d)
+		return -1
+	}
+	if !(index("/usr/local/bin") < index("/usr/bin") && index("/usr/bin") < index("/bin") && index("/bin") < index("/bbin")) {
+		t.Errorf("NodePath = %q, want /usr/local/bin, /usr/bin, /bin, then /bbin", NodePath)
+	}
+}

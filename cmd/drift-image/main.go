@@ -1,7 +1,7 @@
 // Command drift-image builds the drift image (kernel, initramfs, hybrid
 // BIOS+UEFI ISO, PXE tree, cluster key and image.json) into one directory:
 //
-//	go run ./cmd/drift-image --out out [--key-file F] [--version V]
+//	go run ./cmd/drift-image --out out [--key-file F] [--version V] [--packages "python3 povray"]
 //
 // The work is done by package imagebuild.
 package main
@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/driftcluster/drift/imagebuild"
 )
@@ -39,6 +40,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.Modules, "modules", "", "the kernel's /lib/modules/VERSION `directory` (default: from Debian's package)")
 	fs.StringVar(&cfg.KeyFile, "key-file", "", "cluster key `file` to bake in (default: reuse OUT/cluster.key, else generate one)")
 	fs.StringVar(&cfg.PXEBaseURL, "pxe-url", "", "base `URL` from which iPXE fetches the kernel (default http://${next-server})")
+	pkgs := fs.String("packages", "", "Debian `packages` every node gets, with what they need, separated by spaces or commas (e.g. \"python3 povray\")")
 	verbose := fs.Bool("v", false, "log details")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -46,6 +48,7 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see -h)", fs.Args())
 	}
+	cfg.Packages = strings.FieldsFunc(*pkgs, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelDebug
@@ -67,6 +70,9 @@ func run(args []string) error {
 	fmt.Printf("  kernel:     %s (%s)\n", filepath.Join(out, m.Kernel), size(filepath.Join(out, m.Kernel)))
 	fmt.Printf("  initramfs:  %s (%s)\n", filepath.Join(out, m.Initramfs), size(filepath.Join(out, m.Initramfs)))
 	fmt.Printf("  pxe:        %s/\n", filepath.Join(out, m.PXEDir))
+	if len(m.Packages) > 0 {
+		fmt.Printf("  packages:   %s, with what they need\n", strings.Join(m.Packages, " "))
+	}
 	fmt.Printf("  cluster id: %s, key in %s (keep it secret)\n", m.ClusterID, m.KeyFile)
 	return nil
 }

@@ -24,7 +24,11 @@ func main() {
 	if err != nil {
 		log.Error("read module list", "err", err)
 	}
-	err = daemon.Run(context.Background(), daemon.Config{Logger: log, Console: con, AlwaysModules: always})
+	pkgMods, err := modules.Read(modules.Packages)
+	if err != nil {
+		log.Error("read module list", "err", err)
+	}
+	err = daemon.Run(context.Background(), daemon.Config{Logger: log, Console: con, AlwaysModules: always, PackagesModules: pkgMods})
 	if err == daemon.ErrNotANode {
 		con.Event("error %v", err)
 		os.Exit(1)

@@ -1,8 +1,10 @@
 // Package modules holds the lists of kernel modules that go into the drift
 // image, one file per purpose (nics.list, media.list, fs.list, virt.list,
-// criu.list, always.list). drift-image includes every listed module with its
-// dependencies; the agent loads always.list at boot and the rest when a
-// device's modalias asks for them.
+// criu.list, always.list, packages.list). drift-image includes every listed
+// module with its dependencies (packages.list only in an image built with
+// Debian packages); the agent loads always.list at boot, packages.list
+// when the image has packages, and the rest when a device's modalias asks
+// for them.
 //
 // A list names one module per line; '#' starts a comment.
 package modules
@@ -23,6 +25,10 @@ var lists embed.FS
 
 // Always is the name of the list the agent loads whatever the hardware.
 const Always = "always.list"
+
+// Packages is the name of the list of what mounting an image's Debian
+// packages needs (agent/packages).
+const Packages = "packages.list"
 
 // Lists returns every embedded list by file name, e.g. "nics.list".
 func Lists() (map[string][]string, error) {

@@ -37,6 +37,7 @@ func TestLists(t *testing.T) {
 		"virt.list":   {"virtio_console"},
 		"criu.list":   {"netlink_diag", "inet_diag", "tcp_diag", "udp_diag", "unix_diag", "af_packet_diag", "nf_tables", "nfnetlink", "libcrc32c", "crc32c_generic", "tun", "veth"},
 		"always.list": {"af_packet", "9p", "nfs", "overlay", "virtio_console"},
+		Packages:      {"loop", "squashfs", "overlay"},
 	}
 	for list, mods := range required {
 		t.Run(list, func(t *testing.T) {
