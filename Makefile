@@ -5,6 +5,7 @@ OUT      ?= out
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 KEY_FILE ?=
 PACKAGES ?=
+TEST_PACKAGES ?= python3
 NODES    ?= 3
 export GOFLAGS ?= -mod=mod
 
@@ -43,7 +44,8 @@ vet: ## go vet
 unit: ## unit and host-tier tests only (no VMs)
 	$(GO) test -timeout 20m ./...
 
-test: image vet ## unit tests and the QEMU scenario tests (boots real VMs)
+test: vet ## unit tests and the QEMU scenario tests (boots real VMs; the image carries TEST_PACKAGES, default python3)
+	$(MAKE) image PACKAGES="$(TEST_PACKAGES)"
 	DRIFT_QEMU_TESTS=1 DRIFT_IMAGE_DIR=$(abspath $(OUT)) $(GO) test -timeout 50m ./...
 
 bench-boot: image ## seconds from QEMU start to ready, beside a minimal-init floor; image sizes
