@@ -55,8 +55,8 @@ func Check(pid int, sharedRoot string, allowedPipes []uint64) ([]Reason, error) 
 	c := checker{shared: filepath.Clean(sharedRoot), pipes: map[uint64]*pipeUse{}, unix: map[uint64]unixUse{}}
 	for _, p := range pids {
 		if err := c.process(p); err != nil {
-			if errors.Is(err, os.ErrNotExist) && p != pid {
-				continue // exited meanwhile
+			if (errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH)) && p != pid {
+				continue // exited meanwhile (a shell's short-lived commands do)
 			}
 			return nil, fmt.Errorf("check job %d: %w", pid, err)
 		}
