@@ -292,7 +292,7 @@ for r in range(1, 61):
     p = primes(20000 + r * 1000)
     for _ in range(300):
         h = hashlib.sha256(h).digest()
-    for k in range(1, 100001):
+    for k in range(1, 200001):
         total += 1.0 / (k * k + r)
     print(r, len(p), sum(p) % 1000003, h.hex()[:16], "%.12f" % total, flush=True)
 print("done", file=sys.stderr)
