@@ -321,7 +321,7 @@ print("done", file=sys.stderr)
 		big := make([]byte, 50<<20)
 		rand.Read(big)
 		os.WriteFile(filepath.Join(work, "big.bin"), big, 0o644)
-		ws.ok(ctx, t, work, "cp", "big.bin", ":data/big.bin")
+		ws.ok(ctx, t, work, "cp", "big.bin", ":data/")
 		ws.ok(ctx, t, work, "cp", ":data/big.bin", "back.bin")
 		back, _ := os.ReadFile(filepath.Join(work, "back.bin"))
 		if sha256.Sum256(back) != sha256.Sum256(big) {

@@ -220,6 +220,14 @@ func (c *copier) upload(ctx context.Context, plan copyPlan) error {
 		if err := c.api.MakeDir(ctx, plan.dest.path); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
+	} else if !exists {
+		// A new name in a directory that is not there: say so before a
+		// byte moves, and how to have it made.
+		parent := path.Dir(plan.dest.path)
+		if _, err := c.api.StatFile(ctx, parent, false); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: :%s/ does not exist: copy into a directory that does, or end the destination with / to have it made (drift cp %s :%s/)",
+				what, parent, strings.Join(names, " "), parent)
+		}
 	}
 	p := c.startProgress("upload", total.Bytes)
 	for _, s := range srcs {

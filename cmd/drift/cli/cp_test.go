@@ -401,6 +401,7 @@ func TestCPRefused(t *testing.T) {
 		{"directory onto a file", a, []string{esc, ":file"}, "drift cp: upload " + esc + ": :file is a file: directory esc cannot replace it\n"},
 		{"not mounted", unmounted, []string{filepath.Join(src, "inputs", "a.csv"), ":"}, "drift cp: upload " + src + "/inputs/a.csv: /cluster is not mounted on drift-a1b2c3: check drift storage\n"},
 		{"not mounted, download", unmounted, []string{":x", src}, "drift cp: download :x: /cluster is not mounted on drift-a1b2c3: check drift storage\n"},
+		{"new name in a missing directory", a, []string{filepath.Join(src, "inputs", "a.csv"), ":data/a.csv"}, "drift cp: upload " + src + "/inputs/a.csv: :data/ does not exist: copy into a directory that does, or end the destination with / to have it made (drift cp " + src + "/inputs/a.csv :data/)\n"},
 		{"local to local", a, []string{sim, src}, "drift cp: neither " + sim + " nor " + src + " is under /cluster"},
 	}
 	for _, tt := range tests {
