@@ -203,7 +203,7 @@ func testUserPrograms(ctx context.Context, t *testing.T, l *lab.Lab, img lab.Ima
 		if err := os.WriteFile(filepath.Join(work, "loop.sh"), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		ws.ok(ctx, t, work, "cp", "loop.sh", ":scripts/loop.sh")
+		ws.ok(ctx, t, work, "cp", "loop.sh", ":scripts/")
 		run := ws.background(ctx, t, "run", "--stay", "--node", w1, "--name", "shloop", "--", "/cluster/scripts/loop.sh")
 		job := waitNamed(ctx, t, l, 1, "shloop", lab.Running(w1))
 		moveTwice(ctx, t, l, ws, job, "shloop", w2, head)
@@ -252,7 +252,7 @@ func main() {
 		if out, err := build.CombinedOutput(); err != nil {
 			t.Fatalf("go build: %v: %s", err, out)
 		}
-		ws.ok(ctx, t, dir, "cp", "gospawn", ":bin/gospawn")
+		ws.ok(ctx, t, dir, "cp", "gospawn", ":bin/")
 		run := ws.background(ctx, t, "run", "--stay", "--node", w2, "--name", "gospawn", "--", "/cluster/bin/gospawn")
 		job := waitNamed(ctx, t, l, 1, "gospawn", lab.Running(w2))
 		time.Sleep(2 * time.Second)
