@@ -61,7 +61,7 @@ func Check(pid int, sharedRoot string, allowedPipes []uint64) ([]Reason, error) 
 			return nil, fmt.Errorf("check job %d: %w", pid, err)
 		}
 	}
-	c.checkPipes(allowedPipes)
+	c.checkPipes(pid, allowedPipes)
 	c.checkUnix()
 	return c.reasons, nil
 }
@@ -275,15 +275,72 @@ func (c *checker) maps(pid int, path string) error {
 	return sc.Err()
 }
 
-func (c *checker) checkPipes(allowed []uint64) {
+// checkPipes flags pipes whose other end a process outside the job
+// holds. A pipe with one end seen in the job is looked for in every
+// process of the node: its other end may be closed (a shell reading a
+// command substitution whose command has exited), or held by a child the
+// job started after its tree was read; neither keeps the job here.
+func (c *checker) checkPipes(root int, allowed []uint64) {
+	open := map[uint64]*pipeUse{}
 	for ino, u := range c.pipes {
 		if (u.read && u.write) || slices.Contains(allowed, ino) {
 			continue // both ends in the job, or stdio the job agent reconnects
 		}
+		open[ino] = u
+	}
+	if len(open) == 0 {
+		return
+	}
+	holders := pipeHolders(open)
+	inJob := map[int]bool{}
+	if pids, err := tree(root); err == nil {
+		for _, p := range pids {
+			inJob[p] = true
+		}
+	}
+	for ino, u := range open {
+		outside := slices.DeleteFunc(holders[ino], func(p int) bool { return inJob[p] })
+		if len(outside) == 0 {
+			continue
+		}
 		c.add(u.pid, fmt.Sprintf("pipe:[%d] (fd %d)", ino, u.fd),
-			"a pipe to a process outside the job cannot follow it",
+			fmt.Sprintf("a pipe to a process outside the job (%s) cannot follow it", describePID(outside[0])),
 			"connect the job to other programs through files under "+c.shared+", or "+stayFix)
 	}
+}
+
+// pipeHolders lists, for each pipe inode of want, the processes of the
+// node that hold it open.
+func pipeHolders(want map[uint64]*pipeUse) map[uint64][]int {
+	out := map[uint64][]int{}
+	procs, _ := os.ReadDir(procRoot)
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		dir := filepath.Join(procRoot, p.Name(), "fd")
+		fds, _ := os.ReadDir(dir)
+		for _, fd := range fds {
+			link, err := os.Readlink(filepath.Join(dir, fd.Name()))
+			if err != nil {
+				continue
+			}
+			if ino, ok := inode(link, "pipe"); ok && want[ino] != nil && !slices.Contains(out[ino], pid) {
+				out[ino] = append(out[ino], pid)
+			}
+		}
+	}
+	return out
+}
+
+// describePID names a process: "pid 42 (cat)".
+func describePID(pid int) string {
+	comm, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "comm"))
+	if err != nil {
+		return fmt.Sprintf("pid %d", pid)
+	}
+	return fmt.Sprintf("pid %d (%s)", pid, strings.TrimSpace(string(comm)))
 }
 
 func (c *checker) socket(pid, fd int, path, link string) {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -355,5 +356,28 @@ func TestCheckStaleCwd(t *testing.T) {
 				t.Errorf("Check = %v; want a working-directory reason: %v", reasons, tt.want)
 			}
 		})
+	}
+}
+
+// TestCheckHalfClosedPipe: a pipe whose other end nobody holds any more
+// (a shell reading $(cmd) after cmd exited) does not keep a job here; one
+// whose other end a process outside the job holds does, and is named.
+func TestCheckHalfClosedPipe(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := startHolder(t, pr)
+	pr.Close()
+	reasons, err := Check(pid, t.TempDir(), nil)
+	if err != nil {
+		t.Fatalf("Check = %v", err)
+	}
+	if len(reasons) == 0 || !strings.Contains(reasons[0].Why, fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("Check with the write end held here = %v, want a reason naming pid %d", reasons, os.Getpid())
+	}
+	pw.Close()
+	if reasons, err := Check(pid, t.TempDir(), nil); err != nil || len(reasons) != 0 {
+		t.Errorf("Check with the write end closed = %v, %v; want no reason", reasons, err)
 	}
 }
