@@ -301,7 +301,9 @@ func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sin
 // it is mounted.
 func (m *Manager) sharedMounted() bool {
 	if m.WaitShared != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		// Less than the 30 s a home gives a remote start: a start that
+		// outlived its caller would run a job nobody has a record of.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		return m.WaitShared(ctx)
 	}
