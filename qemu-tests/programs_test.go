@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftcluster/drift/agent/jobs"
 	"github.com/driftcluster/drift/agent/labport"
 	"github.com/driftcluster/drift/imagebuild"
 	"github.com/driftcluster/drift/qemu-tests/lab"
@@ -204,20 +203,12 @@ func testUserPrograms(ctx context.Context, t *testing.T, l *lab.Lab, img lab.Ima
 			t.Fatal(err)
 		}
 		ws.ok(ctx, t, work, "cp", "loop.sh", ":scripts/")
-		run := ws.background(ctx, t, "run", "--stay", "--node", w1, "--name", "shloop", "--", "/cluster/scripts/loop.sh")
-		job := waitNamed(ctx, t, l, 1, "shloop", lab.Running(w1))
-		moveTwice(ctx, t, l, ws, job, "shloop", w2, head)
-		res := run.wait(ctx, t, 3*time.Minute)
-		if res.ExitCode != 0 {
-			t.Errorf("drift run of the script exited %d, want 0 (stderr %q)", res.ExitCode, res.Stderr)
-		}
+		res := runMovedTwice(ctx, t, l, ws, "shloop", w1, w2, head, nil, 3*time.Minute, "/cluster/scripts/loop.sh")
 		var want strings.Builder
 		for i := 1; i <= lines; i++ {
 			fmt.Fprintf(&want, "%d %d t\n", i, 3*i)
 		}
-		if diff := lineDiff(want.String(), string(res.Stdout)); diff != "" {
-			t.Errorf("the migrated script's output differs from what it prints unmoved: %s", diff)
-		}
+		sameOutput(t, "the script", res, want.String())
 	})
 
 	t.Run("a Go program that starts children migrates twice", func(t *testing.T) {
@@ -253,23 +244,15 @@ func main() {
 			t.Fatalf("go build: %v: %s", err, out)
 		}
 		ws.ok(ctx, t, dir, "cp", "gospawn", ":bin/")
-		run := ws.background(ctx, t, "run", "--stay", "--node", w2, "--name", "gospawn", "--", "/cluster/bin/gospawn")
-		job := waitNamed(ctx, t, l, 1, "gospawn", lab.Running(w2))
-		time.Sleep(2 * time.Second)
-		why := ws.ok(ctx, t, "", "why", "gospawn")
-		t.Logf("drift why gospawn: %s", why)
-		moveTwice(ctx, t, l, ws, job, "gospawn", w1, head)
-		res := run.wait(ctx, t, 3*time.Minute)
-		if res.ExitCode != 0 {
-			t.Errorf("drift run of the Go program exited %d, want 0 (stderr %q)", res.ExitCode, res.Stderr)
-		}
+		res := runMovedTwice(ctx, t, l, ws, "gospawn", w2, w1, head, func() {
+			time.Sleep(2 * time.Second)
+			t.Logf("drift why gospawn: %s", ws.ok(ctx, t, "", "why", "gospawn"))
+		}, 3*time.Minute, "/cluster/bin/gospawn")
 		var want strings.Builder
 		for i := 1; i <= lines; i++ {
 			fmt.Fprintf(&want, "%d %d\n", i, 5*i)
 		}
-		if diff := lineDiff(want.String(), string(res.Stdout)); diff != "" {
-			t.Errorf("the migrated Go program's output differs from what it prints unmoved: %s", diff)
-		}
+		sameOutput(t, "the Go program", res, want.String())
 	})
 
 	t.Run("a Python program migrates twice and prints what it prints unmoved", func(t *testing.T) {
@@ -304,17 +287,12 @@ print("done", file=sys.stderr)
 			t.Fatalf("python3 sim.py on the host: %v", err)
 		}
 		ws.ok(ctx, t, work, "cp", "sim.py", ":py/")
-		run := ws.background(ctx, t, "run", "--stay", "--node", w1, "--name", "pysim", "--", "python3", "/cluster/py/sim.py")
-		job := waitNamed(ctx, t, l, 1, "pysim", lab.Running(w1))
-		time.Sleep(3 * time.Second)
-		moveTwice(ctx, t, l, ws, job, "pysim", w2, head)
-		res := run.wait(ctx, t, 5*time.Minute)
-		if res.ExitCode != 0 || !strings.Contains(string(res.Stderr), "done") {
-			t.Errorf("drift run python3 sim.py exited %d (stderr %q), want 0 and done", res.ExitCode, res.Stderr)
+		res := runMovedTwice(ctx, t, l, ws, "pysim", w1, w2, head, func() { time.Sleep(3 * time.Second) },
+			5*time.Minute, "python3", "/cluster/py/sim.py")
+		if !strings.Contains(string(res.Stderr), "done") {
+			t.Errorf("drift run python3 sim.py: stderr %q, want done", res.Stderr)
 		}
-		if diff := lineDiff(string(want), string(res.Stdout)); diff != "" {
-			t.Errorf("the migrated Python program's output differs from the host's: %s", diff)
-		}
+		sameOutput(t, "the Python program", res, string(want))
 	})
 
 	t.Run("drift cp of 50 MB up and back matches; an interrupted upload leaves no file", func(t *testing.T) {
@@ -347,10 +325,19 @@ print("done", file=sys.stderr)
 	})
 }
 
-// moveTwice migrates job to a and then to b, the first time by its name
-// from the workstation, and checks drift ps after each move.
-func moveTwice(ctx context.Context, t *testing.T, l *lab.Lab, ws *workstation, job jobs.Info, name, a, b string) {
+// runMovedTwice runs argv from the workstation as job name on node start
+// and, once it runs (and before has returned, if given), migrates it to a
+// and then to b, the first time by its name from the workstation; it
+// checks drift ps after the moves and returns what drift run did, waiting
+// at most limit.
+func runMovedTwice(ctx context.Context, t *testing.T, l *lab.Lab, ws *workstation, name, start, a, b string,
+	before func(), limit time.Duration, argv ...string) *labport.Result {
 	t.Helper()
+	run := ws.background(ctx, t, append([]string{"run", "--stay", "--node", start, "--name", name, "--"}, argv...)...)
+	job := waitNamed(ctx, t, l, 1, name, lab.Running(start))
+	if before != nil {
+		before()
+	}
 	out := ws.ok(ctx, t, "", "migrate", name, a)
 	t.Logf("move 1: %s", strings.TrimSpace(out))
 	time.Sleep(time.Second)
@@ -365,6 +352,19 @@ func moveTwice(ctx context.Context, t *testing.T, l *lab.Lab, ws *workstation, j
 	}
 	if got.Node != b || got.Moves != 2 {
 		t.Errorf("after two moves drift ps shows %s on %s with %d moves, want %s with 2", got.ID, got.Node, got.Moves, b)
+	}
+	return run.wait(ctx, t, limit)
+}
+
+// sameOutput checks that a migrated program exited 0 and printed want,
+// what it prints unmoved.
+func sameOutput(t *testing.T, what string, res *labport.Result, want string) {
+	t.Helper()
+	if res.ExitCode != 0 {
+		t.Errorf("drift run of %s exited %d, want 0 (stderr %q)", what, res.ExitCode, res.Stderr)
+	}
+	if diff := lineDiff(want, string(res.Stdout)); diff != "" {
+		t.Errorf("the migrated output of %s differs from what it prints unmoved: %s", what, diff)
 	}
 }
 
