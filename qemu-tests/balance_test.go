@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
 
@@ -38,7 +38,7 @@ func TestBalance(t *testing.T) {
 	started := time.Now()
 	t.Logf("started %v on %s", ids, w1)
 
-	var ps []jobs.Info
+	var ps []api.JobInfo
 	spread := false
 	for time.Since(started) < spreadDeadline && !spread {
 		time.Sleep(3 * time.Second)
@@ -85,9 +85,9 @@ func TestBalance(t *testing.T) {
 	}
 }
 
-func listJobs(ctx context.Context, t *testing.T, l *lab.Lab, n int) []jobs.Info {
+func listJobs(ctx context.Context, t *testing.T, l *lab.Lab, n int) []api.JobInfo {
 	t.Helper()
-	var ps []jobs.Info
+	var ps []api.JobInfo
 	res := execOK(ctx, t, l, n, "drift", "ps", "--json")
 	if err := json.Unmarshal(res.Stdout, &ps); err != nil {
 		t.Fatalf("drift ps --json: %v: %s", err, res.Stdout)
@@ -96,7 +96,7 @@ func listJobs(ctx context.Context, t *testing.T, l *lab.Lab, n int) []jobs.Info 
 }
 
 // perNode counts the running jobs on each node.
-func perNode(ps []jobs.Info, names []string) map[string]int {
+func perNode(ps []api.JobInfo, names []string) map[string]int {
 	c := map[string]int{}
 	for _, n := range names {
 		c[n] = 0
@@ -109,7 +109,7 @@ func perNode(ps []jobs.Info, names []string) map[string]int {
 	return c
 }
 
-func moves(ps []jobs.Info) string {
+func moves(ps []api.JobInfo) string {
 	s := ""
 	for _, j := range ps {
 		s += fmt.Sprintf("%s:%d ", j.ID, j.Moves)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/labport"
 	"github.com/driftcluster/drift/imagebuild"
 	"github.com/driftcluster/drift/qemu-tests/lab"
@@ -108,7 +108,7 @@ func TestJobs(t *testing.T) {
 		if !strings.Contains(why, "cannot migrate") || !regexp.MustCompile(regexp.QuoteMeta(held)+` \(fd \d+\): a file outside`).MatchString(why) {
 			t.Errorf("drift why %s does not name %s as what keeps it here:\n%s", id, held, why)
 		}
-		waitJob(ctx, t, l, 1, id, func(j jobs.Info) bool { return j.State == "running" && j.Node == w1 && j.Moves == 0 })
+		waitJob(ctx, t, l, 1, id, func(j api.JobInfo) bool { return j.State == "running" && j.Node == w1 && j.Moves == 0 })
 		// It still runs: its file grows.
 		n0 := lineCount(ctx, t, l, 2, held)
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -135,7 +135,7 @@ func TestJobs(t *testing.T) {
 		}
 		for _, c := range []struct {
 			run  *bgExec
-			job  jobs.Info
+			job  api.JobInfo
 			want int
 		}{{term, jt, 143}, {kill, jk, 137}} {
 			res := c.run.wait(ctx, t, time.Minute)
@@ -143,7 +143,7 @@ func TestJobs(t *testing.T) {
 				t.Errorf("drift run of %s (%s on %s) exited %d after drift kill, want %d (stderr %q)",
 					c.job.ID, c.job.Command(), c.job.Node, res.ExitCode, c.want, res.Stderr)
 			}
-			waitJob(ctx, t, l, 1, c.job.ID, func(j jobs.Info) bool { return j.State != "running" })
+			waitJob(ctx, t, l, 1, c.job.ID, func(j api.JobInfo) bool { return j.State != "running" })
 		}
 	})
 
@@ -198,7 +198,7 @@ func TestJobs(t *testing.T) {
 		// is ended), which resumes the job on the source.
 		step := regexp.MustCompile(`pre-dump round \d+|send (pre-\d+|final)|final dump|restore on|the target's CPU`)
 		for _, m := range []struct {
-			job jobs.Info
+			job api.JobInfo
 			mig *bgExec
 		}{{big, migBig}, {counter, migCounter}} {
 			res, ok := m.mig.waitUntil(off.Add(failDeadline))
@@ -212,7 +212,7 @@ func TestJobs(t *testing.T) {
 				t.Errorf("drift migrate %s to a node powered off on the way exited %d with %q, want a failure naming the step", m.job.ID, res.ExitCode, res.Stderr)
 			}
 		}
-		j := waitJob(ctx, t, l, 1, big.ID, func(j jobs.Info) bool { return j.State != "migrating" })
+		j := waitJob(ctx, t, l, 1, big.ID, func(j api.JobInfo) bool { return j.State != "migrating" })
 		if j.State != "running" || j.Node != w1 || j.Moves != 0 {
 			t.Errorf("after the failed migration drift ps shows %s %s on %s with %d moves, want it running on %s, never moved", j.ID, j.State, j.Node, j.Moves, w1)
 		}
@@ -309,7 +309,7 @@ func lineCount(ctx context.Context, t *testing.T, l *lab.Lab, n int, path string
 
 // waitJob waits until drift ps on node n lists job id and ok holds, with a
 // minute's limit.
-func waitJob(ctx context.Context, t *testing.T, l *lab.Lab, n int, id string, ok func(jobs.Info) bool) jobs.Info {
+func waitJob(ctx context.Context, t *testing.T, l *lab.Lab, n int, id string, ok func(api.JobInfo) bool) api.JobInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -322,7 +322,7 @@ func waitJob(ctx context.Context, t *testing.T, l *lab.Lab, n int, id string, ok
 
 // waitNamed waits until drift ps on node n lists a job named name for
 // which ok holds, with a minute's limit. Names are unique in this test.
-func waitNamed(ctx context.Context, t *testing.T, l *lab.Lab, n int, name string, ok func(jobs.Info) bool) jobs.Info {
+func waitNamed(ctx context.Context, t *testing.T, l *lab.Lab, n int, name string, ok func(api.JobInfo) bool) api.JobInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

@@ -1,19 +1,26 @@
-// Package api is the drift agent's API: the JSON types, the HTTP server the
-// agent runs on a unix socket (for the node's own CLI) and on TCP (for other
-// machines, mutual TLS with a certificate derived from the cluster key), and
-// the Client the drift CLI uses to reach either.
+// Package api is the drift agent's API: the wire types that cross it
+// (nodes, jobs, migrations, modes, storage, netboot, files), the HTTP
+// server the agent runs on a unix socket (for the node's own CLI) and on
+// TCP (for other machines, mutual TLS with a certificate derived from the
+// cluster key), and the Client, with one typed method per endpoint, that
+// the drift CLI and the agents use to reach either. It is a leaf: it
+// imports nothing of the agent but clusterkey, so the CLI links none of
+// the agent's internals (layout_test.go keeps it so).
 package api
 
-import (
-	"time"
-
-	"github.com/driftcluster/drift/agent/membership"
-)
+import "time"
 
 // Defaults for where the agent serves its API.
 const (
 	DefaultSocket = "/run/drift/api.sock"
 	DefaultPort   = 7947
+)
+
+// A member's State, as Node.State and membership spell it.
+const (
+	NodeAlive   = "alive"
+	NodeSuspect = "suspect" // a member's probes failed; not yet declared dead
+	NodeDead    = "dead"    // failed or left
 )
 
 // Node is one member of the cluster, as GET /v1/nodes lists it.
@@ -49,22 +56,4 @@ type Status struct {
 	Suspect   int    `json:"suspect"`
 	Dead      int    `json:"dead"`
 	Go        string `json:"go"`
-}
-
-// nodeFrom converts a member to its API form at now.
-func nodeFrom(m membership.Member, now time.Time) Node {
-	n := Node{
-		Name: m.Name, Addr: m.Addr, Port: m.Port, State: string(m.State), StateSince: m.Since, Self: m.Self,
-		Role: m.Info.Role, Version: m.Info.Version, CPUs: m.Info.Cores, CPUModel: m.Info.CPUModel,
-		MHz: m.Info.MHz, Speed: m.Info.Speed, Load1: m.Info.Load1, Runnable: m.Info.Runnable,
-		MemTotal: m.Info.MemTotal, MemFree: m.Info.MemFree, Jobs: m.Info.Jobs,
-		BootTime: m.Info.BootTime, APIPort: m.Info.APIPort,
-	}
-	if m.State != membership.StateDead {
-		n.UptimeSeconds = m.Info.Uptime(now).Seconds()
-	}
-	if m.InfoErr != nil {
-		n.MetaError = m.InfoErr.Error()
-	}
-	return n
 }

@@ -16,15 +16,13 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/clusterkey"
-	"github.com/driftcluster/drift/agent/membership"
-	"github.com/driftcluster/drift/agent/nodeinfo"
 	"github.com/google/go-cmp/cmp"
 )
 
 // fakeCluster is a fixed member list.
-type fakeCluster []membership.Member
+type fakeCluster []Node
 
-func (f fakeCluster) Members() []membership.Member { return f }
+func (f fakeCluster) Nodes(time.Time) []Node { return f }
 
 var (
 	testNow  = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -33,11 +31,11 @@ var (
 
 func testMembers() fakeCluster {
 	return fakeCluster{
-		{Name: "drift-a1b2c3", Addr: "10.77.0.1", Port: 7946, State: membership.StateAlive, Since: testNow.Add(-time.Hour), Self: true,
-			Info: nodeinfo.Info{Cores: 4, CPUModel: "AMD EPYC", MHz: 2596, Speed: 1.02, MemTotal: 8 << 30, MemFree: 6 << 30,
-				Runnable: 2, Load1: 0.5, Jobs: 1, Role: "head", Version: "v1", BootTime: testBoot, APIPort: 7947}},
-		{Name: "drift-d4e5f6", Addr: "10.77.0.2", Port: 7946, State: membership.StateDead, Since: testNow.Add(-time.Minute),
-			Info: nodeinfo.Info{Cores: 2, Role: "worker", Version: "v1", BootTime: testBoot}},
+		{Name: "drift-a1b2c3", Addr: "10.77.0.1", Port: 7946, State: NodeAlive, StateSince: testNow.Add(-time.Hour), Self: true,
+			Role: "head", Version: "v1", CPUs: 4, CPUModel: "AMD EPYC", MHz: 2596, Speed: 1.02, Load1: 0.5, Runnable: 2,
+			MemTotal: 8 << 30, MemFree: 6 << 30, Jobs: 1, BootTime: testBoot, UptimeSeconds: 5400, APIPort: 7947},
+		{Name: "drift-d4e5f6", Addr: "10.77.0.2", Port: 7946, State: NodeDead, StateSince: testNow.Add(-time.Minute),
+			Role: "worker", Version: "v1", CPUs: 2, BootTime: testBoot},
 	}
 }
 
@@ -127,13 +125,7 @@ func TestServerAndClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantNodes := []Node{
-		{Name: "drift-a1b2c3", Addr: "10.77.0.1", Port: 7946, State: "alive", StateSince: testNow.Add(-time.Hour), Self: true,
-			Role: "head", Version: "v1", CPUs: 4, CPUModel: "AMD EPYC", MHz: 2596, Speed: 1.02, Load1: 0.5, Runnable: 2,
-			MemTotal: 8 << 30, MemFree: 6 << 30, Jobs: 1, BootTime: testBoot, UptimeSeconds: 5400, APIPort: 7947},
-		{Name: "drift-d4e5f6", Addr: "10.77.0.2", Port: 7946, State: "dead", StateSince: testNow.Add(-time.Minute),
-			Role: "worker", Version: "v1", CPUs: 2, BootTime: testBoot},
-	}
+	wantNodes := []Node(testMembers())
 	for _, tt := range []struct {
 		name string
 		c    *Client

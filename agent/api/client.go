@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -96,8 +95,9 @@ func (c *Client) get(ctx context.Context, path string, v any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("api %s at %s: %s: %s", path, c.target, resp.Status, strings.TrimSpace(string(msg)))
+		se := statusError(resp)
+		se.Msg = fmt.Sprintf("api %s at %s: %s: %s", path, c.target, resp.Status, se.Msg)
+		return se
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		if c.remote && isTLSRefusal(err) {

@@ -13,8 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/driftcluster/drift/agent/storage"
 )
 
 // The files endpoints let `drift cp` copy between a user's machine and the
@@ -33,7 +31,7 @@ import (
 
 // SharedRoot is where every node mounts the shared storage; drift cp's
 // ":PATH" names PATH under it.
-const SharedRoot = storage.MountPoint
+const SharedRoot = "/cluster"
 
 // TrailerError is the HTTP trailer that carries an error the agent met
 // while streaming a download, after the status line had gone.
@@ -195,17 +193,11 @@ func (t *trailerReader) Read(p []byte) (int, error) {
 
 func (t *trailerReader) Close() error { return t.resp.Body.Close() }
 
-// statusError reads an agent's refusal from resp.
-func statusError(resp *http.Response) *StatusError {
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return &StatusError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
-}
-
 // filesError gives a files endpoint's refusal the sentinel its status
 // stands for.
 func filesError(err error) error {
 	var se *StatusError
-	if !errors.As(err, &se) || se.Err != nil {
+	if !errors.As(err, &se) {
 		return err
 	}
 	switch se.Code {

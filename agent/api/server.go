@@ -19,13 +19,12 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/clusterkey"
-	"github.com/driftcluster/drift/agent/membership"
 )
 
-// Cluster is what the server needs from the agent: the member list, this
-// node included (marked Self). *membership.Membership is one.
+// Cluster is what the server needs from the agent: the member list at
+// now, this node included (marked Self).
 type Cluster interface {
-	Members() []membership.Member
+	Nodes(now time.Time) []Node
 }
 
 // Server serves the agent's API. Set the fields, then Run.
@@ -191,30 +190,27 @@ func (s *Server) now() time.Time {
 }
 
 func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
-	now := s.now()
-	ms := s.Cluster.Members()
-	out := make([]Node, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, nodeFrom(m, now))
+	out := s.Cluster.Nodes(s.now())
+	if out == nil {
+		out = []Node{}
 	}
 	WriteJSON(w, out)
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	now := s.now()
 	st := Status{ClusterID: s.Key.ID(), Go: runtime.Version()}
 	found := false
-	for _, m := range s.Cluster.Members() {
-		switch m.State {
-		case membership.StateAlive:
+	for _, n := range s.Cluster.Nodes(s.now()) {
+		switch n.State {
+		case NodeAlive:
 			st.Alive++
-		case membership.StateSuspect:
+		case NodeSuspect:
 			st.Suspect++
 		default:
 			st.Dead++
 		}
-		if m.Self {
-			st.Node, found = nodeFrom(m, now), true
+		if n.Self {
+			st.Node, found = n, true
 		}
 	}
 	if !found {

@@ -11,25 +11,23 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/clusterkey"
-	"github.com/driftcluster/drift/agent/membership"
-	"github.com/driftcluster/drift/agent/storage"
 )
 
 // StorageStatus is one node's shared storage: GET /v1/storage/local
 // answers it for the node asked, GET /v1/storage lists every member's.
 type StorageStatus struct {
-	Node     string              `json:"node"`
-	Addr     string              `json:"addr"`
-	Role     string              `json:"role,omitempty"`
-	External string              `json:"external,omitempty"` // drift.storage=: the source every node mounts; "": the head's export
-	Mount    storage.MountStatus `json:"mount"`
-	Export   *StorageExport      `json:"export,omitempty"` // the head: what it exports
-	Error    string              `json:"error,omitempty"`  // why this node's status is missing (GET /v1/storage)
+	Node     string         `json:"node"`
+	Addr     string         `json:"addr"`
+	Role     string         `json:"role,omitempty"`
+	External string         `json:"external,omitempty"` // drift.storage=: the source every node mounts; "": the head's export
+	Mount    MountStatus    `json:"mount"`
+	Export   *StorageExport `json:"export,omitempty"` // the head: what it exports
+	Error    string         `json:"error,omitempty"`  // why this node's status is missing (GET /v1/storage)
 }
 
 // StorageExport is what the head exports and where the files live.
 type StorageExport struct {
-	storage.Backing
+	Backing
 	Port  int    `json:"port"`
 	Total uint64 `json:"total"` // bytes of the backing store
 	Free  uint64 `json:"free"`  // bytes available
@@ -60,17 +58,17 @@ type storageRoutes struct {
 }
 
 func (s *storageRoutes) all(w http.ResponseWriter, r *http.Request) {
-	ms := s.cl.Members()
+	ms := s.cl.Nodes(time.Now())
 	out := make([]StorageStatus, len(ms))
 	var wg sync.WaitGroup
 	for i, m := range ms {
-		out[i] = StorageStatus{Node: m.Name, Addr: m.Addr, Role: m.Info.Role}
+		out[i] = StorageStatus{Node: m.Name, Addr: m.Addr, Role: m.Role}
 		switch {
 		case m.Self:
 			st := s.local()
-			st.Node, st.Addr, st.Role = m.Name, m.Addr, m.Info.Role
+			st.Node, st.Addr, st.Role = m.Name, m.Addr, m.Role
 			out[i] = st
-		case m.State == membership.StateDead:
+		case m.State == NodeDead:
 			out[i].Error = "node is dead"
 		default:
 			wg.Add(1)
@@ -81,7 +79,7 @@ func (s *storageRoutes) all(w http.ResponseWriter, r *http.Request) {
 					out[i].Error = err.Error()
 					return
 				}
-				st.Node, st.Addr, st.Role = m.Name, m.Addr, m.Info.Role
+				st.Node, st.Addr, st.Role = m.Name, m.Addr, m.Role
 				out[i] = st
 			}()
 		}
@@ -100,8 +98,8 @@ func (s *storageRoutes) all(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, out)
 }
 
-func (s *storageRoutes) remote(ctx context.Context, m membership.Member) (StorageStatus, error) {
-	port := m.Info.APIPort
+func (s *storageRoutes) remote(ctx context.Context, m Node) (StorageStatus, error) {
+	port := m.APIPort
 	if port == 0 {
 		port = DefaultPort
 	}
@@ -124,4 +122,28 @@ func (c *Client) Storage(ctx context.Context) ([]StorageStatus, error) {
 func (c *Client) StorageLocal(ctx context.Context) (StorageStatus, error) {
 	var out StorageStatus
 	return out, c.get(ctx, "/v1/storage/local", &out)
+}
+
+// MountStatus is what a node has mounted at its mount point.
+type MountStatus struct {
+	Target  string    `json:"target"`
+	Source  string    `json:"source,omitempty"`  // e.g. 9p://10.77.0.1:5640; "" when nothing is mounted
+	FSType  string    `json:"fs_type,omitempty"` // 9p, nfs4
+	Mounted bool      `json:"mounted"`
+	Healthy bool      `json:"healthy"`          // the last health check passed
+	Since   time.Time `json:"since,omitzero"`   // when it was mounted, or when it went down
+	Checked time.Time `json:"checked,omitzero"` // the last health check
+	Error   string    `json:"error,omitempty"`  // why it is not mounted or not healthy
+	Total   uint64    `json:"total,omitempty"`  // bytes of the storage, from statfs
+	Free    uint64    `json:"free,omitempty"`   // bytes available
+}
+
+// Backing is where the head keeps the exported files.
+type Backing struct {
+	Dir        string `json:"dir"`
+	Device     string `json:"device,omitempty"` // e.g. /dev/vdb; "" for a tmpfs
+	FSType     string `json:"fs_type"`          // ext4, xfs, vfat or tmpfs
+	Label      string `json:"label,omitempty"`
+	Persistent bool   `json:"persistent"`      // false: the data is lost at power-off
+	Error      string `json:"error,omitempty"` // why a DRIFT-DATA partition is not used
 }

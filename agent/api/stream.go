@@ -161,8 +161,7 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any) err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return &StatusError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
+		return statusError(resp)
 	}
 	if out == nil {
 		return nil
@@ -178,17 +177,6 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any) err
 func (c *Client) callClient() *http.Client {
 	return &http.Client{Transport: c.hc.Transport}
 }
-
-// StatusError is an agent's refusal: its HTTP status and its words.
-type StatusError struct {
-	Code int
-	Msg  string
-	Err  error // the sentinel the status stands for, for errors.Is; nil: none
-}
-
-func (e *StatusError) Error() string { return e.Msg }
-
-func (e *StatusError) Unwrap() error { return e.Err }
 
 // Stream opens a stream: it POSTs in as JSON to path, asking to upgrade.
 func (c *Client) Stream(ctx context.Context, path string, in any) (*FrameConn, error) {
@@ -217,10 +205,10 @@ func (c *Client) Stream(ctx context.Context, path string, in any) (*FrameConn, e
 		return nil, c.dialError(err)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		err := statusError(resp)
 		resp.Body.Close()
 		conn.Close()
-		return nil, &StatusError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
+		return nil, err
 	}
 	return NewFrameConn(conn, br), nil
 }
@@ -254,8 +242,7 @@ func (c *Client) Upload(ctx context.Context, path string, r io.Reader) (int64, e
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return cr.n, &StatusError{Code: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
+		return cr.n, statusError(resp)
 	}
 	return cr.n, nil
 }

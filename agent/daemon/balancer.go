@@ -198,7 +198,7 @@ func (b *balancer) decide() (balance.Move, int, bool) {
 func (b *balancer) move(ctx context.Context, mv balance.Move, expect int) {
 	defer b.wakeUp()
 	b.a.log.Info("balance: moving a job", "job", mv.Job, "to", mv.To, "why", mv.Reason)
-	res, err := b.a.jobs.Migrate(ctx, mv.Job, jobs.MigrateRequest{To: mv.To, Reason: mv.Reason, Expect: &expect})
+	res, err := b.a.jobs.Migrate(ctx, mv.Job, api.MigrateRequest{To: mv.To, Reason: mv.Reason, Expect: &expect})
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.inflight, mv.Job)
@@ -226,29 +226,17 @@ func (b *balancer) move(ctx context.Context, mv balance.Move, expect int) {
 	}
 }
 
-// ModeRequest changes a node's mode; nil fields stay as they are.
-type ModeRequest struct {
-	Blocked  *bool `json:"blocked,omitempty"`
-	Draining *bool `json:"draining,omitempty"`
-}
-
-// BalanceState is whether automatic balancing is on, cluster-wide.
-type BalanceState struct {
-	On    bool `json:"on"`
-	Local bool `json:"local,omitempty"` // apply on this node only (the broadcast's own messages)
-}
-
 func (b *balancer) routes(routes map[string]http.Handler) {
 	routes["POST /v1/nodes/{name}/mode"] = http.HandlerFunc(b.handleMode)
 	routes["POST /v1/balance"] = http.HandlerFunc(b.handleBalance)
 	routes["GET /v1/balance"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		api.WriteJSON(w, BalanceState{On: !b.off.Load()})
+		api.WriteJSON(w, api.BalanceState{On: !b.off.Load()})
 	})
 }
 
 // handleMode blocks, unblocks or drains a node: this one, or forwarded.
 func (b *balancer) handleMode(w http.ResponseWriter, r *http.Request) {
-	var req ModeRequest
+	var req api.ModeRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		http.Error(w, "mode: want {\"blocked\": BOOL, \"draining\": BOOL}", http.StatusBadRequest)
 		return
@@ -281,7 +269,7 @@ func (b *balancer) handleMode(w http.ResponseWriter, r *http.Request) {
 
 // handleBalance turns balancing on or off on every node.
 func (b *balancer) handleBalance(w http.ResponseWriter, r *http.Request) {
-	var req BalanceState
+	var req api.BalanceState
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		http.Error(w, "balance: want {\"on\": BOOL}", http.StatusBadRequest)
 		return
@@ -299,7 +287,7 @@ func (b *balancer) handleBalance(w http.ResponseWriter, r *http.Request) {
 		}
 		c, err := p.Client(n)
 		if err == nil {
-			err = c.Call(r.Context(), http.MethodPost, "/v1/balance", BalanceState{On: req.On, Local: true}, nil)
+			err = c.Call(r.Context(), http.MethodPost, "/v1/balance", api.BalanceState{On: req.On, Local: true}, nil)
 		}
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", n, err))

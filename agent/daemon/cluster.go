@@ -39,6 +39,11 @@ func (c *cluster) Members() []membership.Member {
 	return nil
 }
 
+// Nodes serves the API: the members in its terms, at now.
+func (c *cluster) Nodes(now time.Time) []api.Node {
+	return membership.APINodes(c.Members(), now)
+}
+
 // Run keeps membership and discovery running on the current primary
 // address until ctx ends.
 // refresh gossips this node's load and mode now.

@@ -28,7 +28,7 @@ type nodeStorage struct {
 	cl       *cluster
 	external string // drift.storage=, as given
 	mounter  *storage.Mounter
-	backing  atomic.Pointer[storage.Backing] // the head's, once mounted
+	backing  atomic.Pointer[api.Backing] // the head's, once mounted
 }
 
 // startStorage starts the shared storage services under the supervisor:
@@ -197,7 +197,7 @@ func (s *nodeStorage) status() api.StorageStatus {
 	if s.mounter != nil {
 		st.Mount = s.mounter.Status()
 	} else {
-		st.Mount = storage.MountStatus{Target: storage.MountPoint, Error: "drift.storage= is not a source drift can mount"}
+		st.Mount = api.MountStatus{Target: storage.MountPoint, Error: "drift.storage= is not a source drift can mount"}
 	}
 	if b := s.backing.Load(); b != nil {
 		e := &api.StorageExport{Backing: *b, Port: storage.DefaultPort}

@@ -23,13 +23,12 @@ import (
 
 	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/clusterkey"
-	"github.com/driftcluster/drift/agent/membership"
 	"github.com/google/go-cmp/cmp"
 )
 
 type noMembers struct{}
 
-func (noMembers) Members() []membership.Member { return nil }
+func (noMembers) Nodes(time.Time) []api.Node { return nil }
 
 // syncBuffer collects logs from several goroutines.
 type syncBuffer struct {

@@ -18,14 +18,14 @@ type client interface {
 // homeJob is a job's record at its home: where it runs, its terminal.
 type homeJob struct {
 	mu      sync.Mutex
-	info    Info
-	epoch   int                 // the stint whose output is delivered now
-	held    map[int][]api.Frame // output of later stints, held until earlier ones end
-	ended   map[int]*ExitStatus // later stints that ended already (nil value: moved)
+	info    api.JobInfo
+	epoch   int                     // the stint whose output is delivered now
+	held    map[int][]api.Frame     // output of later stints, held until earlier ones end
+	ended   map[int]*api.ExitStatus // later stints that ended already (nil value: moved)
 	clients map[client]bool
 	backlog []api.Frame // output while nobody is attached
 	blBytes int
-	exit    *ExitStatus
+	exit    *api.ExitStatus
 	exited  chan struct{}
 	control func(api.Frame) // to the current stint: stdin, signals; nil: none yet
 
@@ -39,8 +39,8 @@ type homeJob struct {
 // started yet.
 const maxEarlyInput = 1 << 20
 
-func newHomeJob(info Info) *homeJob {
-	return &homeJob{info: info, epoch: 1, held: map[int][]api.Frame{}, ended: map[int]*ExitStatus{},
+func newHomeJob(info api.JobInfo) *homeJob {
+	return &homeJob{info: info, epoch: 1, held: map[int][]api.Frame{}, ended: map[int]*api.ExitStatus{},
 		clients: map[client]bool{}, exited: make(chan struct{})}
 }
 
@@ -75,7 +75,7 @@ func (h *homeJob) deliver(f api.Frame) {
 }
 
 // stintEnded records the end of a stint: the job moved (exit nil) or exited.
-func (h *homeJob) stintEnded(epoch int, exit *ExitStatus) {
+func (h *homeJob) stintEnded(epoch int, exit *api.ExitStatus) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if epoch > h.epoch {
@@ -103,12 +103,12 @@ func (h *homeJob) stintEnded(epoch int, exit *ExitStatus) {
 }
 
 // finish records the job's exit and tells every client. h.mu is held.
-func (h *homeJob) finish(exit *ExitStatus) {
+func (h *homeJob) finish(exit *api.ExitStatus) {
 	if h.exit != nil {
 		return
 	}
 	h.exit = exit
-	h.info.State = "exited"
+	h.info.State = api.JobExited
 	code := exit.Code
 	h.info.Exit = &code
 	b, _ := json.Marshal(exit)
@@ -200,12 +200,12 @@ func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame),
 	}
 	h.info.Node, h.info.PID = node, pid
 	if h.exit == nil {
-		h.info.State = "running"
+		h.info.State = api.JobRunning
 	}
 	return true
 }
 
-func (h *homeJob) snapshot() Info {
+func (h *homeJob) snapshot() api.JobInfo {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.info
@@ -222,7 +222,7 @@ func (s localSink) output(t byte, data []byte) error {
 	return nil
 }
 
-func (s localSink) end(exit *ExitStatus) error {
+func (s localSink) end(exit *api.ExitStatus) error {
 	s.h.stintEnded(s.epoch, exit)
 	return nil
 }

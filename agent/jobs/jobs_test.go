@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
-	"github.com/driftcluster/drift/agent/membership"
 )
 
 func TestMain(m *testing.M) {
@@ -49,7 +48,7 @@ func (p testPeers) Nodes() []string {
 
 type noMembers struct{}
 
-func (noMembers) Members() []membership.Member { return nil }
+func (noMembers) Nodes(time.Time) []api.Node { return nil }
 
 // cluster starts one Manager per name, each behind a real API server on a
 // unix socket, and returns the sockets.
@@ -81,20 +80,20 @@ func cluster(t *testing.T, names ...string) testPeers {
 
 // transcript is what a terminal saw.
 type transcript struct {
-	info   Info
+	info   api.JobInfo
 	stdout strings.Builder
 	stderr strings.Builder
-	exit   ExitStatus
+	exit   api.ExitStatus
 }
 
 // runJob runs spec through node's agent like drift run, feeding stdin,
 // and calls during(info) once the job is running.
-func runJob(t *testing.T, peers testPeers, node string, spec Spec, stdin string, during func(Info)) *transcript {
+func runJob(t *testing.T, peers testPeers, node string, spec api.JobSpec, stdin string, during func(api.JobInfo)) *transcript {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, _ := peers.Client(node)
-	fc, err := c.Stream(ctx, "/v1/jobs/run", RunRequest{Spec: spec})
+	fc, err := c.Stream(ctx, "/v1/jobs/run", api.RunRequest{JobSpec: spec})
 	if err != nil {
 		t.Fatalf("run %q: %v", spec.Argv, err)
 	}
@@ -132,7 +131,7 @@ func TestRunLocalAndRemote(t *testing.T) {
 	peers := cluster(t, "drift-aaaaaa", "drift-bbbbbb")
 	for _, node := range []string{"", "drift-bbbbbb"} {
 		t.Run("node="+node, func(t *testing.T) {
-			tr := runJob(t, peers, "drift-aaaaaa", Spec{
+			tr := runJob(t, peers, "drift-aaaaaa", api.JobSpec{
 				Argv: []string{"sh", "-c", "echo out $$; echo err >&2; cat; exit 3"}, Node: node,
 			}, "from stdin\n", nil)
 			var pid int
@@ -151,11 +150,11 @@ func TestRunLocalAndRemote(t *testing.T) {
 
 func TestSignalThroughHome(t *testing.T) {
 	peers := cluster(t, "drift-aaaaaa", "drift-bbbbbb")
-	tr := runJob(t, peers, "drift-aaaaaa", Spec{Argv: []string{"sleep", "30"}, Node: "drift-bbbbbb"}, "", func(info Info) {
+	tr := runJob(t, peers, "drift-aaaaaa", api.JobSpec{Argv: []string{"sleep", "30"}, Node: "drift-bbbbbb"}, "", func(info api.JobInfo) {
 		// drift kill from a third place: the other node forwards to the home.
 		c, _ := peers.Client("drift-bbbbbb")
 		for range 50 {
-			err := c.Call(context.Background(), http.MethodPost, "/v1/jobs/"+info.ID+"/signal", SignalRequest{Signal: int(syscall.SIGTERM)}, nil)
+			err := c.Call(context.Background(), http.MethodPost, "/v1/jobs/"+info.ID+"/signal", api.SignalRequest{Signal: int(syscall.SIGTERM)}, nil)
 			if err == nil {
 				return
 			}
@@ -172,12 +171,12 @@ func TestPSAndAttach(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, _ := peers.Client("drift-aaaaaa")
-	var info Info
-	if err := a.Call(ctx, http.MethodPost, "/v1/jobs/run", RunRequest{Spec: Spec{
+	var info api.JobInfo
+	if err := a.Call(ctx, http.MethodPost, "/v1/jobs/run", api.RunRequest{JobSpec: api.JobSpec{
 		Argv: []string{"sh", "-c", "echo one; read x; echo two $x"}, Node: "drift-bbbbbb"}, Detach: true}, &info); err != nil {
 		t.Fatal(err)
 	}
-	var ps []Info
+	var ps []api.JobInfo
 	for range 50 {
 		b, _ := peers.Client("drift-bbbbbb")
 		if err := b.Call(ctx, http.MethodGet, "/v1/ps", nil, &ps); err != nil {
@@ -227,7 +226,7 @@ func TestHomeOf(t *testing.T) {
 		id, want string
 		ok       bool
 	}{{"d1b102-7", "drift-d1b102", true}, {"d1b102", "", false}, {"x-1", "", false}, {"d1b102-", "", false}} {
-		got, err := HomeOf(tt.id)
+		got, err := api.JobHome(tt.id)
 		if got != tt.want || (err == nil) != tt.ok {
 			t.Errorf("HomeOf(%q) = %q, %v; want %q (ok %v)", tt.id, got, err, tt.want, tt.ok)
 		}
@@ -304,7 +303,7 @@ func TestCPUMeter(t *testing.T) {
 // Stdin that reaches the home before the job's first stint has started is
 // handed to that stint in order, not dropped.
 func TestEarlyStdinKept(t *testing.T) {
-	h := newHomeJob(Info{ID: "x-1"})
+	h := newHomeJob(api.JobInfo{ID: "x-1"})
 	if !h.send(api.Frame{Type: api.FrameStdin, Data: []byte("a")}) || !h.send(api.Frame{Type: api.FrameStdinEOF}) {
 		t.Fatal("stdin before the first stint was refused")
 	}

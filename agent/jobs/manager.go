@@ -131,35 +131,14 @@ func (m *Manager) Routes() map[string]http.Handler {
 	return routes
 }
 
-// RunRequest asks a home to start a job.
-type RunRequest struct {
-	Spec
-	Detach bool `json:"detach,omitempty"` // start it and return its id, no terminal
-}
-
-// StartRequest asks a node to run a stint of a job homed elsewhere.
-type StartRequest struct {
-	Spec  Spec   `json:"spec"`
-	Home  string `json:"home"`
-	Epoch int    `json:"epoch"`
-}
-
-// StintHello opens a stint stream from the running node to the home.
-type StintHello struct {
-	Epoch  int    `json:"epoch"`
-	Node   string `json:"node"`
-	PID    int    `json:"pid"`
-	Reason string `json:"reason,omitempty"` // why the job moved here
-}
-
 // handleRun starts a job homed here and relays its terminal.
 func (m *Manager) handleRun(w http.ResponseWriter, r *http.Request) {
-	var req RunRequest
+	var req api.RunRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Argv) == 0 {
 		http.Error(w, "drift run: want a command to run (drift run -- CMD ARGS...)", http.StatusBadRequest)
 		return
 	}
-	h, err := m.start(r.Context(), req.Spec)
+	h, err := m.start(r.Context(), req.JobSpec)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -177,7 +156,7 @@ func (m *Manager) handleRun(w http.ResponseWriter, r *http.Request) {
 }
 
 // terminal relays a client's stream to and from a job homed here.
-func (m *Manager) terminal(ctx context.Context, fc *api.FrameConn, h *homeJob, info Info) {
+func (m *Manager) terminal(ctx context.Context, fc *api.FrameConn, h *homeJob, info api.JobInfo) {
 	defer fc.Close()
 	fc.WriteJSON(api.FrameInfo, info)
 	if !h.attach(fc) {
@@ -212,7 +191,7 @@ func (m *Manager) terminal(ctx context.Context, fc *api.FrameConn, h *homeJob, i
 
 // start creates the job's home record and starts its first stint, here
 // or on spec.Node.
-func (m *Manager) start(ctx context.Context, spec Spec) (*homeJob, error) {
+func (m *Manager) start(ctx context.Context, spec api.JobSpec) (*homeJob, error) {
 	m.init()
 	if spec.Name == "" {
 		spec.Name = filepath.Base(spec.Argv[0])
@@ -232,7 +211,7 @@ func (m *Manager) start(ctx context.Context, spec Spec) (*homeJob, error) {
 		node = m.Self
 	}
 	id := m.nextID()
-	h := newHomeJob(Info{ID: id, Name: spec.Name, Home: m.Self, State: "starting", Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
+	h := newHomeJob(api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: "starting", Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
 	m.mu.Lock()
 	m.homes[id] = h
 	m.mu.Unlock()
@@ -254,19 +233,19 @@ func (m *Manager) start(ctx context.Context, spec Spec) (*homeJob, error) {
 	return h, nil
 }
 
-func (m *Manager) startRemote(ctx context.Context, node, id string, spec Spec) error {
+func (m *Manager) startRemote(ctx context.Context, node, id string, spec api.JobSpec) error {
 	c, err := m.Peers.Client(node)
 	if err != nil {
 		return fmt.Errorf("start on %s: %w", node, err)
 	}
-	if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/start", StartRequest{Spec: spec, Home: m.Self, Epoch: 1}, nil); err != nil {
+	if err := c.StartStint(ctx, id, api.StartRequest{Spec: spec, Home: m.Self, Epoch: 1}); err != nil {
 		return fmt.Errorf("start on %s: %w", node, err)
 	}
 	return nil
 }
 
 // startLocal starts a stint of job id here, streaming to s.
-func (m *Manager) startLocal(id string, spec Spec, home string, epoch int, s sink, started func(*runner)) error {
+func (m *Manager) startLocal(id string, spec api.JobSpec, home string, epoch int, s sink, started func(*runner)) error {
 	dir := spec.Dir
 	root := m.sharedRoot()
 	if dir == "" || dir == root || strings.HasPrefix(dir, root+"/") {
@@ -332,7 +311,7 @@ func hasVar(env []string, name string) bool {
 // handleStart runs a stint here for a job homed elsewhere: the stint
 // streams to the home.
 func (m *Manager) handleStart(w http.ResponseWriter, r *http.Request) {
-	var req StartRequest
+	var req api.StartRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Spec.Argv) == 0 {
 		http.Error(w, "start: want a job spec", http.StatusBadRequest)
 		return
@@ -359,7 +338,7 @@ func (m *Manager) handleStart(w http.ResponseWriter, r *http.Request) {
 // remoteSink streams a stint to its home over the API.
 type remoteSink struct {
 	fc    *api.FrameConn
-	hello StintHello
+	hello api.StintHello
 	m     *Manager
 }
 
@@ -368,9 +347,9 @@ func (m *Manager) dialStint(ctx context.Context, home, id string, epoch int) (*r
 	if err != nil {
 		return nil, fmt.Errorf("reach home %s: %w", home, err)
 	}
-	s := &remoteSink{m: m, hello: StintHello{Epoch: epoch, Node: m.Self}}
+	s := &remoteSink{m: m, hello: api.StintHello{Epoch: epoch, Node: m.Self}}
 	return s, func() error {
-		s.fc, err = c.Stream(ctx, "/v1/jobs/"+id+"/stint", &s.hello)
+		s.fc, err = c.OpenStint(ctx, id, s.hello)
 		return err
 	}()
 }
@@ -378,7 +357,7 @@ func (m *Manager) dialStint(ctx context.Context, home, id string, epoch int) (*r
 // attach starts relaying the home's control frames to r and tells the
 // home the job's PID here.
 func (s *remoteSink) attach(r *runner) {
-	s.fc.WriteJSON(api.FrameInfo, StintHello{Epoch: s.hello.Epoch, Node: s.m.Self, PID: r.pid, Reason: s.hello.Reason})
+	s.fc.WriteJSON(api.FrameInfo, api.StintHello{Epoch: s.hello.Epoch, Node: s.m.Self, PID: r.pid, Reason: s.hello.Reason})
 	go func() {
 		for {
 			f, err := s.fc.Read()
@@ -392,7 +371,7 @@ func (s *remoteSink) attach(r *runner) {
 
 func (s *remoteSink) output(t byte, data []byte) error { return s.fc.Write(t, data) }
 
-func (s *remoteSink) end(exit *ExitStatus) error {
+func (s *remoteSink) end(exit *api.ExitStatus) error {
 	defer s.fc.Close()
 	if exit == nil {
 		return s.fc.Write(FrameMoved, nil)
@@ -410,7 +389,7 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no job "+id+" is homed here", http.StatusNotFound)
 		return
 	}
-	var hello StintHello
+	var hello api.StintHello
 	json.NewDecoder(r.Body).Decode(&hello)
 	fc := api.Upgrade(w, r)
 	if fc == nil {
@@ -420,12 +399,12 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 	for {
 		f, err := fc.Read()
 		if err != nil {
-			h.stintEnded(hello.Epoch, &ExitStatus{Code: 255, Error: fmt.Sprintf("lost the connection to %s: %v", hello.Node, err)})
+			h.stintEnded(hello.Epoch, &api.ExitStatus{Code: 255, Error: fmt.Sprintf("lost the connection to %s: %v", hello.Node, err)})
 			return
 		}
 		switch f.Type {
 		case api.FrameInfo:
-			var hi StintHello
+			var hi api.StintHello
 			json.Unmarshal(f.Data, &hi)
 			h.runsOn(hello.Epoch, hi.Node, hi.PID, func(c api.Frame) { fc.Write(c.Type, c.Data) }, hi.Reason)
 		case api.FrameStdout, api.FrameStderr:
@@ -434,7 +413,7 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 			h.stintEnded(hello.Epoch, nil)
 			return
 		case api.FrameExit:
-			var st ExitStatus
+			var st api.ExitStatus
 			json.Unmarshal(f.Data, &st)
 			h.stintEnded(hello.Epoch, &st)
 			return
@@ -507,7 +486,7 @@ func (m *Manager) proxyStream(ctx context.Context, fc *api.FrameConn, node, path
 // its home node.
 func (m *Manager) homeOf(id string) (*homeJob, string, error) {
 	m.init()
-	home, err := HomeOf(id)
+	home, err := api.JobHome(id)
 	if err != nil {
 		return nil, "", err
 	}
@@ -523,15 +502,10 @@ func (m *Manager) homeOf(id string) (*homeJob, string, error) {
 	return nil, home, nil
 }
 
-// SignalRequest asks for a signal to be sent to a job.
-type SignalRequest struct {
-	Signal int `json:"signal"`
-}
-
 // handleSignal sends a signal to a job, through its home.
 func (m *Manager) handleSignal(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	var req SignalRequest
+	var req api.SignalRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Signal <= 0 || req.Signal > 64 {
 		http.Error(w, "signal: want a signal number between 1 and 64", http.StatusBadRequest)
 		return
@@ -544,7 +518,7 @@ func (m *Manager) handleSignal(w http.ResponseWriter, r *http.Request) {
 	if h == nil {
 		c, err := m.Peers.Client(home)
 		if err == nil {
-			err = c.Call(r.Context(), http.MethodPost, "/v1/jobs/"+id+"/signal", req, nil)
+			err = c.Signal(r.Context(), id, req.Signal)
 		}
 		if err != nil {
 			http.Error(w, fmt.Sprintf("signal %s through its home %s: %v", id, home, err), http.StatusBadGateway)
@@ -553,7 +527,7 @@ func (m *Manager) handleSignal(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, map[string]string{"job": id})
 		return
 	}
-	if h.snapshot().State == "exited" {
+	if h.snapshot().State == api.JobExited {
 		http.Error(w, "job "+id+" has exited", http.StatusConflict)
 		return
 	}
@@ -565,10 +539,10 @@ func (m *Manager) handleSignal(w http.ResponseWriter, r *http.Request) {
 }
 
 // Local lists the jobs homed or running here.
-func (m *Manager) Local() []Info {
+func (m *Manager) Local() []api.JobInfo {
 	m.init()
 	m.mu.Lock()
-	var out []Info
+	var out []api.JobInfo
 	for _, h := range m.homes {
 		out = append(out, h.snapshot())
 	}
@@ -584,7 +558,7 @@ func (m *Manager) Local() []Info {
 		}
 	}
 	for id, r := range runners {
-		info := Info{ID: id, Node: m.Self, State: "running", PID: r.pid}
+		info := api.JobInfo{ID: id, Node: m.Self, State: api.JobRunning, PID: r.pid}
 		info.CPU, info.RSS = r.usage(&m.psMeter)
 		out = append(out, info)
 	}
@@ -641,8 +615,8 @@ func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {
 // handlePS lists every job in the cluster: each node's own list, merged
 // (the home knows a job's record, the running node its CPU and memory).
 func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
-	all := map[string]Info{}
-	merge := func(list []Info) {
+	all := map[string]api.JobInfo{}
+	merge := func(list []api.JobInfo) {
 		for _, j := range list {
 			cur, ok := all[j.ID]
 			switch {
@@ -658,27 +632,11 @@ func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	merge(m.Local())
-	var errs []string
-	if m.Peers != nil {
-		for _, n := range m.Peers.Nodes() {
-			if n == m.Self {
-				continue
-			}
-			c, err := m.Peers.Client(n)
-			var list []Info
-			if err == nil {
-				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-				err = c.Call(ctx, http.MethodGet, "/v1/jobs", nil, &list)
-				cancel()
-			}
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", n, err))
-				continue
-			}
-			merge(list)
-		}
+	lists, errs := m.askPeers(r.Context())
+	for _, list := range lists {
+		merge(list)
 	}
-	out := make([]Info, 0, len(all))
+	out := make([]api.JobInfo, 0, len(all))
 	for _, j := range all {
 		out = append(out, j)
 	}
@@ -689,6 +647,49 @@ func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
 		m.log().Warn("ps: some nodes did not answer", "errors", strings.Join(errs, "; "))
 	}
 	api.WriteJSON(w, out)
+}
+
+// psTimeout bounds how long `drift ps` waits for each node.
+const psTimeout = 5 * time.Second
+
+// askPeers asks every other node for its own jobs, all at once, each
+// within psTimeout; it returns the lists it got and, for each node that
+// did not answer, why.
+func (m *Manager) askPeers(ctx context.Context) ([][]api.JobInfo, []string) {
+	if m.Peers == nil {
+		return nil, nil
+	}
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		lists [][]api.JobInfo
+		errs  []string
+	)
+	for _, n := range m.Peers.Nodes() {
+		if n == m.Self {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := m.Peers.Client(n)
+			var list []api.JobInfo
+			if err == nil {
+				ctx, cancel := context.WithTimeout(ctx, psTimeout)
+				list, err = c.Jobs(ctx)
+				cancel()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", n, err))
+				return
+			}
+			lists = append(lists, list)
+		}()
+	}
+	wg.Wait()
+	return lists, errs
 }
 
 // streamContext is the context of a hijacked stream: the server may

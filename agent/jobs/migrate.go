@@ -17,62 +17,6 @@ import (
 	"github.com/driftcluster/drift/agent/migrate"
 )
 
-// MigrateRequest asks for a job to move.
-type MigrateRequest struct {
-	To     string `json:"to"`               // node name, or "home"
-	Reason string `json:"reason,omitempty"` // why (shown by drift ps); "": asked by a user
-	// Expect, when set, is how many jobs the balancer believed the target
-	// runs: the target refuses if it runs (or is receiving) more by now,
-	// so that nodes acting on the same gossip do not all pile their jobs
-	// onto one idle machine. nil: no such check (a user's request).
-	Expect *int `json:"expect,omitempty"`
-}
-
-// CPUCheckRequest opens a migration on the target: can its CPU run the
-// job, and does it still have the room the source counted on?
-type CPUCheckRequest struct {
-	Job     string `json:"job"`
-	CPUInfo []byte `json:"cpuinfo,omitempty"` // criu cpuinfo dump of the source; nil: not checked
-	Expect  *int   `json:"expect,omitempty"`
-}
-
-// CPUCheckResult is the target's answer: it takes the job, and the jobs
-// it then counts as running or arriving, this one included.
-type CPUCheckResult struct {
-	OK   bool `json:"ok"`
-	Load int  `json:"load"`
-}
-
-// MigrateResult is what a move cost.
-type MigrateResult struct {
-	Job        string        `json:"job"`
-	From       string        `json:"from"`
-	To         string        `json:"to"`
-	Rounds     int           `json:"rounds"`
-	Bytes      int64         `json:"bytes"`
-	Freeze     time.Duration `json:"freeze"`
-	Total      time.Duration `json:"total"`
-	TargetLoad int           `json:"target_load"` // the target's jobs when it admitted this one, this one included
-}
-
-// RestoreRequest asks the target to restore a job from the images it
-// received and to run it as the next stint.
-type RestoreRequest struct {
-	Spec   Spec      `json:"spec"`
-	Home   string    `json:"home"`
-	Epoch  int       `json:"epoch"`
-	Stdio  [3]uint64 `json:"stdio"` // the job's stdio pipe inodes on the source
-	Reason string    `json:"reason,omitempty"`
-}
-
-// WhyResult says whether a job can move now.
-type WhyResult struct {
-	Job     string           `json:"job"`
-	Node    string           `json:"node"`
-	Movable bool             `json:"movable"`
-	Reasons []migrate.Reason `json:"reasons,omitempty"`
-}
-
 func (m *Manager) migrateRoutes(routes map[string]http.Handler) {
 	routes["POST /v1/jobs/{id}/migrate"] = http.HandlerFunc(m.handleMigrate)
 	routes["GET /v1/jobs/{id}/why"] = http.HandlerFunc(m.handleWhy)
@@ -113,7 +57,7 @@ func (m *Manager) forward(w http.ResponseWriter, r *http.Request, method, suffix
 	node := home
 	if h != nil {
 		info := h.snapshot()
-		if info.State == "exited" {
+		if info.State == api.JobExited {
 			http.Error(w, "job "+id+" has exited", http.StatusConflict)
 			return true
 		}
@@ -145,7 +89,7 @@ func (m *Manager) forward(w http.ResponseWriter, r *http.Request, method, suffix
 
 // handleMigrate moves a job: where it runs, or forwarded there.
 func (m *Manager) handleMigrate(w http.ResponseWriter, r *http.Request) {
-	var req MigrateRequest
+	var req api.MigrateRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.To == "" {
 		http.Error(w, "migrate: want a target node (a name from drift nodes, or home)", http.StatusBadRequest)
 		return
@@ -174,16 +118,16 @@ var ErrTargetRefused = errBadTarget
 
 // Migrate moves job id, running here, to req.To. On any failure the job
 // keeps running here and the error says which step failed.
-func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (MigrateResult, error) {
+func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest) (api.MigrateResult, error) {
 	r := m.runnerOf(id)
 	if r == nil {
-		return MigrateResult{}, fmt.Errorf("job %s does not run on %s", id, m.Self)
+		return api.MigrateResult{}, fmt.Errorf("job %s does not run on %s", id, m.Self)
 	}
 	to := req.To
 	if to == "home" {
 		to = r.home
 	}
-	res := MigrateResult{Job: id, From: m.Self, To: to}
+	res := api.MigrateResult{Job: id, From: m.Self, To: to}
 	if to == m.Self {
 		return res, fmt.Errorf("migrate %s: it already runs on %s: %w", id, to, errBadTarget)
 	}
@@ -202,13 +146,13 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 	go m.watchTarget(ctx, to, cancel)
 	// The target's CPU must run what the job may use here (P.Haul's
 	// check), and the target must still have room.
-	check := CPUCheckRequest{Job: id, Expect: req.Expect}
+	check := api.CPUCheckRequest{Job: id, Expect: req.Expect}
 	if img, err := m.cpuinfo.dump(ctx); err == nil {
 		check.CPUInfo = img
 	} else {
 		m.log().Warn("cpu info dump", "err", err)
 	}
-	var admitted CPUCheckResult
+	var admitted api.CPUCheckResult
 	if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/cpucheck", check, &admitted); err != nil {
 		return res, fmt.Errorf("migrate %s to %s: %w: %w", id, to, err, errBadTarget)
 	}
@@ -216,7 +160,7 @@ func (m *Manager) Migrate(ctx context.Context, id string, req MigrateRequest) (M
 	os.MkdirAll(m.workDir(), 0o700)
 	src := &migrate.Source{WorkDir: m.workDir(), Logger: m.log(), Pid: r.pid, SharedRoot: m.sharedRoot(), StdioPipes: r.inodes[:]}
 	snd := sender{c: c, id: id}
-	restore := RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason}
+	restore := api.RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason}
 	st, err := src.Migrate(ctx, snd,
 		func() {
 			if err := r.drain(5 * time.Second); err != nil {
@@ -321,7 +265,7 @@ func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, why, http.StatusConflict)
 		return
 	}
-	var req CPUCheckRequest
+	var req api.CPUCheckRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		http.Error(w, "cpucheck: want a CPUCheckRequest", http.StatusBadRequest)
 		return
@@ -336,7 +280,7 @@ func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("%s is busier than the source counted (%d jobs running or arriving, it counted %d): try again later", m.Self, m.load(), *req.Expect), http.StatusConflict)
 		return
 	}
-	api.WriteJSON(w, CPUCheckResult{OK: true, Load: m.load()})
+	api.WriteJSON(w, api.CPUCheckResult{OK: true, Load: m.load()})
 }
 
 func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
@@ -357,7 +301,7 @@ func (m *Manager) handleDiscard(w http.ResponseWriter, r *http.Request) {
 // the next stint, with fresh stdio pipes in place of the source's.
 func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	var req RestoreRequest
+	var req api.RestoreRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		http.Error(w, "restore: want a restore request", http.StatusBadRequest)
 		return
@@ -440,7 +384,7 @@ func (m *Manager) handleWhy(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	api.WriteJSON(w, WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons})
+	api.WriteJSON(w, api.WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons})
 }
 
 // incomingTTL bounds how long an admitted migration counts as arriving.

@@ -23,7 +23,7 @@ const FrameMoved byte = 'm'
 // sink receives a stint's output, in order, and its end.
 type sink interface {
 	output(t byte, data []byte) error
-	end(exit *ExitStatus) error // exit nil: the job moved away
+	end(exit *api.ExitStatus) error // exit nil: the job moved away
 }
 
 // runner is a job's process on this node: one stint.
@@ -37,8 +37,8 @@ type runner struct {
 	stdout, stderr *os.File // read ends
 	inodes         [3]uint64
 
-	spec      Spec   // what the job runs, for the next node
-	home      string // the job's home node
+	spec      api.JobSpec // what the job runs, for the next node
+	home      string      // the job's home node
 	sink      sink
 	moved     atomic.Bool // set before the job is released after a move
 	migrating atomic.Bool
@@ -94,7 +94,7 @@ func inode(f *os.File) uint64 {
 
 // startProcess starts spec behind the job init in a new PID namespace and
 // session, with its stdio on fresh pipes.
-func startProcess(initCmd []string, spec Spec, dir string) (*exec.Cmd, *pipes, error) {
+func startProcess(initCmd []string, spec api.JobSpec, dir string) (*exec.Cmd, *pipes, error) {
 	p, err := newPipes()
 	if err != nil {
 		return nil, nil, err
@@ -147,12 +147,12 @@ func (r *runner) run() {
 		r.sink.end(nil)
 		return
 	}
-	st := &ExitStatus{Code: exitCode(ws)}
+	st := &api.ExitStatus{Code: exitCode(ws)}
 	if ws.Signaled() {
 		st.Signal = int(ws.Signal())
 	}
 	if err != nil {
-		st = &ExitStatus{Code: 255, Error: err.Error()}
+		st = &api.ExitStatus{Code: 255, Error: err.Error()}
 	}
 	r.log.Info("job exited", "job", r.id, "code", st.Code, "signal", st.Signal)
 	r.sink.end(st)

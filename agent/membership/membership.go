@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/clusterkey"
 	"github.com/driftcluster/drift/agent/nodeinfo"
 	"github.com/hashicorp/memberlist"
@@ -59,9 +60,9 @@ type State string
 
 // Member states.
 const (
-	StateAlive   State = "alive"
-	StateSuspect State = "suspect" // this node's probes failed; not yet declared dead
-	StateDead    State = "dead"    // failed or left; listed for DeadRetention
+	StateAlive   State = api.NodeAlive
+	StateSuspect State = api.NodeSuspect // this node's probes failed; not yet declared dead
+	StateDead    State = api.NodeDead    // failed or left; listed for DeadRetention
 )
 
 // Member is one node of the cluster as this node sees it.

@@ -23,24 +23,17 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/driftcluster/drift/agent/api"
 )
+
+// Reason is one thing that keeps a job from moving; it crosses the API
+// in `drift why`, so it is defined there.
+type Reason = api.MoveReason
 
 // ErrNotMigratable reports that a job holds something that cannot move to
 // another node; the error is a *NotMigratableError with the reasons.
 var ErrNotMigratable = errors.New("job cannot migrate")
-
-// Reason is one thing that keeps a job from moving, in words a user can
-// act on.
-type Reason struct {
-	PID  int    // host PID of the task that holds it
-	What string // e.g. "/tmp/x.log (fd 3)"
-	Why  string // e.g. "a file outside /cluster is not on the other node"
-	Fix  string // e.g. "open it under /cluster, or run the job with --stay"
-}
-
-func (r Reason) String() string {
-	return fmt.Sprintf("pid %d: %s: %s; %s", r.PID, r.What, r.Why, r.Fix)
-}
 
 // NotMigratableError lists why a job cannot move. It matches
 // ErrNotMigratable with errors.Is.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/driftcluster/drift/agent/migrate"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/driftcluster/drift/agent/migrate"
 
 	"github.com/driftcluster/drift/agent/labport"
 	"github.com/driftcluster/drift/qemu-tests/lab"

@@ -10,18 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/driftcluster/drift/agent/api"
 	"golang.org/x/sys/unix"
 )
-
-// Backing is where the head keeps the exported files.
-type Backing struct {
-	Dir        string `json:"dir"`
-	Device     string `json:"device,omitempty"` // e.g. /dev/vdb; "" for a tmpfs
-	FSType     string `json:"fs_type"`          // ext4, xfs, vfat or tmpfs
-	Label      string `json:"label,omitempty"`
-	Persistent bool   `json:"persistent"`      // false: the data is lost at power-off
-	Error      string `json:"error,omitempty"` // why a DRIFT-DATA partition is not used
-}
 
 // BackingConfig says where to look for the backing store.
 type BackingConfig struct {
@@ -43,7 +34,7 @@ type BackingConfig struct {
 // cluster keeps working, and `drift storage` says the data is not kept.
 // If something is already mounted at cfg.Dir (the agent restarted), it is
 // used as it is.
-func PrepareBacking(ctx context.Context, cfg BackingConfig) (Backing, error) {
+func PrepareBacking(ctx context.Context, cfg BackingConfig) (api.Backing, error) {
 	dir := cfg.Dir
 	if dir == "" {
 		dir = DataDir
@@ -56,7 +47,7 @@ func PrepareBacking(ctx context.Context, cfg BackingConfig) (Backing, error) {
 		return b, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Backing{}, fmt.Errorf("backing store %s: %w", dir, err)
+		return api.Backing{}, fmt.Errorf("backing store %s: %w", dir, err)
 	}
 	label := cfg.Label
 	if label == "" {
@@ -80,16 +71,16 @@ func PrepareBacking(ctx context.Context, cfg BackingConfig) (Backing, error) {
 			break
 		}
 	}
-	var b Backing
+	var b api.Backing
 	if err == nil {
-		b = Backing{Dir: dir, Device: d.Path, FSType: d.FSType, Label: d.Label, Persistent: true}
+		b = api.Backing{Dir: dir, Device: d.Path, FSType: d.FSType, Label: d.Label, Persistent: true}
 		if cfg.LoadModule != nil {
 			if err := cfg.LoadModule(d.FSType); err != nil {
 				log.Warn("load file system module", "fs", d.FSType, "err", err)
 			}
 		}
 		if err := unix.Mount(d.Path, dir, d.FSType, unix.MS_NOATIME, ""); err != nil {
-			b = Backing{Error: fmt.Sprintf("mount %s (%s, label %s) on %s: %v", d.Path, d.FSType, label, dir, err)}
+			b = api.Backing{Error: fmt.Sprintf("mount %s (%s, label %s) on %s: %v", d.Path, d.FSType, label, dir, err)}
 			log.Error("backing store: partition found but not mounted; using a tmpfs", "err", b.Error)
 		} else {
 			return b, nil
@@ -98,20 +89,20 @@ func PrepareBacking(ctx context.Context, cfg BackingConfig) (Backing, error) {
 		log.Warn("backing store: looking for a partition", "label", label, "err", err)
 	}
 	if err := unix.Mount("drift-data", dir, "tmpfs", 0, "mode=0755"); err != nil {
-		return Backing{}, fmt.Errorf("backing store: mount tmpfs on %s: %w", dir, err)
+		return api.Backing{}, fmt.Errorf("backing store: mount tmpfs on %s: %w", dir, err)
 	}
 	b.Dir, b.FSType, b.Persistent = dir, "tmpfs", false
 	return b, nil
 }
 
 // mountedAt reports what /proc/self/mounts says is mounted at dir.
-func mountedAt(dir string) (Backing, bool) {
+func mountedAt(dir string) (api.Backing, bool) {
 	f, err := os.Open("/proc/self/mounts")
 	if err != nil {
-		return Backing{}, false
+		return api.Backing{}, false
 	}
 	defer f.Close()
-	var b Backing
+	var b api.Backing
 	found := false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -119,7 +110,7 @@ func mountedAt(dir string) (Backing, bool) {
 		if len(fs) < 3 || fs[1] != dir {
 			continue
 		}
-		b = Backing{Dir: dir, Device: fs[0], FSType: fs[2], Persistent: fs[2] != "tmpfs" && fs[2] != "ramfs"}
+		b = api.Backing{Dir: dir, Device: fs[0], FSType: fs[2], Persistent: fs[2] != "tmpfs" && fs[2] != "ramfs"}
 		if !b.Persistent {
 			b.Device = ""
 		}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/driftcluster/drift/agent/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,22 +49,8 @@ type Mounter struct {
 	Probe func(target string) (Space, error)
 
 	mu     sync.Mutex
-	status MountStatus
+	status api.MountStatus
 	probe  chan probeResult // the health check in flight, if one is
-}
-
-// MountStatus is what a node has mounted at its mount point.
-type MountStatus struct {
-	Target  string    `json:"target"`
-	Source  string    `json:"source,omitempty"`  // e.g. 9p://10.77.0.1:5640; "" when nothing is mounted
-	FSType  string    `json:"fs_type,omitempty"` // 9p, nfs4
-	Mounted bool      `json:"mounted"`
-	Healthy bool      `json:"healthy"`          // the last health check passed
-	Since   time.Time `json:"since,omitzero"`   // when it was mounted, or when it went down
-	Checked time.Time `json:"checked,omitzero"` // the last health check
-	Error   string    `json:"error,omitempty"`  // why it is not mounted or not healthy
-	Total   uint64    `json:"total,omitempty"`  // bytes of the storage, from statfs
-	Free    uint64    `json:"free,omitempty"`   // bytes available
 }
 
 // Space is the size of a file system, in bytes.
@@ -118,7 +105,7 @@ func (m *Mounter) log() *slog.Logger {
 }
 
 // Status returns the current state of the mount.
-func (m *Mounter) Status() MountStatus {
+func (m *Mounter) Status() api.MountStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.status
@@ -126,7 +113,7 @@ func (m *Mounter) Status() MountStatus {
 	return s
 }
 
-func (m *Mounter) update(f func(*MountStatus)) {
+func (m *Mounter) update(f func(*api.MountStatus)) {
 	m.mu.Lock()
 	f(&m.status)
 	m.mu.Unlock()
@@ -164,7 +151,7 @@ func (m *Mounter) Run(ctx context.Context) error {
 			log.Warn("shared storage not mounted; retrying", "target", target, "err", err)
 			lastErr = err.Error()
 		}
-		m.update(func(s *MountStatus) {
+		m.update(func(s *api.MountStatus) {
 			if s.Mounted || s.Since.IsZero() {
 				s.Since = time.Now()
 			}
@@ -188,8 +175,8 @@ func (m *Mounter) Run(ctx context.Context) error {
 			cur, mounted, backoff, lastErr = src, true, backoff0, ""
 			_, fstype, _ := src.mountArgs()
 			now := time.Now()
-			m.update(func(s *MountStatus) {
-				*s = MountStatus{Source: src.String(), FSType: fstype, Mounted: true, Healthy: true, Since: now}
+			m.update(func(s *api.MountStatus) {
+				*s = api.MountStatus{Source: src.String(), FSType: fstype, Mounted: true, Healthy: true, Since: now}
 			})
 			log.Info("shared storage mounted", "target", target, "from", src.String())
 			if m.OnMount != nil {
@@ -217,7 +204,7 @@ func (m *Mounter) Run(ctx context.Context) error {
 			fail(fmt.Errorf("mount from %s went dead: %w", cur.String(), err))
 			continue
 		}
-		m.update(func(s *MountStatus) {
+		m.update(func(s *api.MountStatus) {
 			s.Healthy, s.Error, s.Checked = true, "", time.Now()
 			s.Total, s.Free = sp.Total, sp.Free
 		})

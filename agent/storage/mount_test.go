@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/driftcluster/drift/agent/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,7 +75,7 @@ func (k *fakeKernel) mountCount() int {
 }
 
 // waitStatus polls m until ok accepts its status.
-func waitStatus(t *testing.T, m *Mounter, what string, ok func(MountStatus) bool) MountStatus {
+func waitStatus(t *testing.T, m *Mounter, what string, ok func(api.MountStatus) bool) api.MountStatus {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -136,14 +137,14 @@ func TestMounterLifecycle(t *testing.T) {
 		}
 	}()
 
-	st := waitStatus(t, m, "no server error", func(s MountStatus) bool { return errors.Is(errors.New(s.Error), ErrNoServer) || s.Error != "" })
+	st := waitStatus(t, m, "no server error", func(s api.MountStatus) bool { return errors.Is(errors.New(s.Error), ErrNoServer) || s.Error != "" })
 	if st.Mounted {
 		t.Fatalf("mounted with no server known: %+v", st)
 	}
 	setHead("10.77.0.1") // known, not serving: mount is refused, retried
-	waitStatus(t, m, "connection refused", func(s MountStatus) bool { return !s.Mounted && s.Error != "" && s.Error != ErrNoServer.Error() })
+	waitStatus(t, m, "connection refused", func(s api.MountStatus) bool { return !s.Mounted && s.Error != "" && s.Error != ErrNoServer.Error() })
 	k.set(func(k *fakeKernel) { k.server = true })
-	st = waitStatus(t, m, "healthy mount", func(s MountStatus) bool { return s.Healthy && s.Free > 0 })
+	st = waitStatus(t, m, "healthy mount", func(s api.MountStatus) bool { return s.Healthy && s.Free > 0 })
 	if st.Source != "9p://10.77.0.1:5640" || st.Total != 4096*1000 || st.Free != 4096*250 || st.Target != "/cluster" {
 		t.Errorf("status = %+v, want 9p://10.77.0.1:5640 with 4096000 total, 1024000 free", st)
 	}
@@ -152,10 +153,10 @@ func TestMounterLifecycle(t *testing.T) {
 	// Timeout and detached; once the head answers again it is remounted.
 	hang := make(chan struct{})
 	k.set(func(k *fakeKernel) { k.hang = hang; k.server = false })
-	waitStatus(t, m, "dead mount", func(s MountStatus) bool { return !s.Mounted })
+	waitStatus(t, m, "dead mount", func(s api.MountStatus) bool { return !s.Mounted })
 	k.set(func(k *fakeKernel) { k.hang = nil; k.server = true })
 	close(hang)
-	waitStatus(t, m, "remounted", func(s MountStatus) bool { return s.Healthy && s.Mounted })
+	waitStatus(t, m, "remounted", func(s api.MountStatus) bool { return s.Healthy && s.Mounted })
 	if n := k.mountCount(); n != 2 {
 		t.Errorf("mounted %d times, want 2 (first mount, after the head came back)", n)
 	}
@@ -172,7 +173,7 @@ func TestMounterLifecycle(t *testing.T) {
 
 	// The head moves: the new address is mounted.
 	setHead("10.77.0.9")
-	waitStatus(t, m, "moved", func(s MountStatus) bool { return s.Healthy && s.Source == "9p://10.77.0.9:5640" })
+	waitStatus(t, m, "moved", func(s api.MountStatus) bool { return s.Healthy && s.Source == "9p://10.77.0.9:5640" })
 
 	evMu.Lock()
 	defer evMu.Unlock()

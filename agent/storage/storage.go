@@ -18,12 +18,14 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/driftcluster/drift/agent/api"
 )
 
 // Defaults.
 const (
 	DefaultPort  = 5640                  // the head's 9P server, TCP
-	MountPoint   = "/cluster"            // where every node mounts the shared storage
+	MountPoint   = api.SharedRoot        // where every node mounts the shared storage
 	DataDir      = "/var/lib/drift/data" // where the head mounts its backing store
 	DataLabel    = "DRIFT-DATA"          // file system label of the head's persistent backing store
 	DefaultMsize = 256 << 10             // 9P message size: the kernel's TCP transport allows up to 1 MiB

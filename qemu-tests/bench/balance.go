@@ -14,8 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/balance/sim"
-	"github.com/driftcluster/drift/agent/jobs"
 	"github.com/driftcluster/drift/agent/labport"
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
@@ -169,7 +169,7 @@ func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (t
 	if err != nil {
 		return 0, err
 	}
-	var ps []jobs.Info
+	var ps []api.JobInfo
 	if err := json.Unmarshal([]byte(out), &ps); err != nil {
 		return 0, fmt.Errorf("bench: drift ps --json: %w", err)
 	}

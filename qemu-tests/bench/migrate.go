@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/driftcluster/drift/agent/workload"
 	"io"
 	"log/slog"
 	"os"
@@ -12,7 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/workload"
+
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
 
@@ -41,10 +42,10 @@ type MigrateResult struct {
 
 // MigrateSize is one job size, moved both ways.
 type MigrateSize struct {
-	RSS      string             // as asked (drift-workload touch -rss)
-	JobRSS   uint64             // the job's resident bytes as drift ps showed before the move
-	Drift    jobs.MigrateResult // drift migrate --json
-	StopCopy StopCopy           // the by-hand baseline
+	RSS      string            // as asked (drift-workload touch -rss)
+	JobRSS   uint64            // the job's resident bytes as drift ps showed before the move
+	Drift    api.MigrateResult // drift migrate --json
+	StopCopy StopCopy          // the by-hand baseline
 }
 
 // StopCopy is a migration by hand, as a user would do it without drift:
@@ -219,20 +220,20 @@ func (b *migBench) link(ctx context.Context) (int64, time.Duration, error) {
 
 // start starts a touch job of size on node 1, waits until it is resident,
 // and returns it as drift ps lists it.
-func (b *migBench) start(ctx context.Context, size string) (jobs.Info, error) {
+func (b *migBench) start(ctx context.Context, size string) (api.JobInfo, error) {
 	b.jobs++
 	name := fmt.Sprintf("bench-%d", b.jobs)
 	if _, _, err := b.exec(ctx, 1, "drift", "run", "-d", "--stay", "--node", b.src.Name, "--name", name,
 		"--", "drift-workload", "touch", "-rss", size, "-dirty", b.dirty); err != nil {
-		return jobs.Info{}, err
+		return api.JobInfo{}, err
 	}
 	want, err := workload.ParseSize(size)
 	if err != nil {
-		return jobs.Info{}, err
+		return api.JobInfo{}, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, rssTimeout)
 	defer cancel()
-	var last jobs.Info
+	var last api.JobInfo
 	for {
 		js, err := b.l.Jobs(wctx, 1)
 		for _, j := range js {
@@ -253,10 +254,10 @@ func (b *migBench) start(ctx context.Context, size string) (jobs.Info, error) {
 }
 
 // drift moves a job of size with drift migrate and stops it.
-func (b *migBench) drift(ctx context.Context, size string) (jobs.MigrateResult, uint64, error) {
+func (b *migBench) drift(ctx context.Context, size string) (api.MigrateResult, uint64, error) {
 	j, err := b.start(ctx, size)
 	if err != nil {
-		return jobs.MigrateResult{}, 0, err
+		return api.MigrateResult{}, 0, err
 	}
 	res, err := b.l.Migrate(ctx, 1, j.ID, b.dst.Name)
 	if err != nil {
@@ -323,7 +324,7 @@ func (b *migBench) kill(ctx context.Context, id string) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if _, err := b.l.WaitJob(wctx, 1, id, func(j jobs.Info) bool { return j.State != "running" && j.State != "migrating" }); err != nil {
+	if _, err := b.l.WaitJob(wctx, 1, id, func(j api.JobInfo) bool { return j.State != "running" && j.State != "migrating" }); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
 	return nil

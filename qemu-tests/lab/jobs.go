@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/labport"
 )
 
@@ -42,14 +42,14 @@ func (l *Lab) ExecOK(ctx context.Context, n int, argv ...string) (string, error)
 
 // Jobs runs drift ps --json on node n and returns every job of the
 // cluster it lists.
-func (l *Lab) Jobs(ctx context.Context, n int) ([]jobs.Info, error) {
+func (l *Lab) Jobs(ctx context.Context, n int) ([]api.JobInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := l.ExecOK(ctx, n, "drift", "ps", "--json")
 	if err != nil {
 		return nil, err
 	}
-	var js []jobs.Info
+	var js []api.JobInfo
 	if err := json.Unmarshal([]byte(out), &js); err != nil {
 		return nil, fmt.Errorf("node %d: drift ps --json: %w: %q", n, err, out)
 	}
@@ -57,25 +57,25 @@ func (l *Lab) Jobs(ctx context.Context, n int) ([]jobs.Info, error) {
 }
 
 // Job returns job id as drift ps --json on node n lists it.
-func (l *Lab) Job(ctx context.Context, n int, id string) (jobs.Info, error) {
+func (l *Lab) Job(ctx context.Context, n int, id string) (api.JobInfo, error) {
 	js, err := l.Jobs(ctx, n)
 	if err != nil {
-		return jobs.Info{}, err
+		return api.JobInfo{}, err
 	}
 	for _, j := range js {
 		if j.ID == id {
 			return j, nil
 		}
 	}
-	return jobs.Info{}, fmt.Errorf("node %d: drift ps does not list job %s", n, id)
+	return api.JobInfo{}, fmt.Errorf("node %d: drift ps does not list job %s", n, id)
 }
 
 // WaitJob polls drift ps on node n, twice a second, until job id is
 // listed and ok holds for it, and returns it as last listed. It fails when
 // ctx ends, saying what drift ps showed last.
-func (l *Lab) WaitJob(ctx context.Context, n int, id string, ok func(jobs.Info) bool) (jobs.Info, error) {
+func (l *Lab) WaitJob(ctx context.Context, n int, id string, ok func(api.JobInfo) bool) (api.JobInfo, error) {
 	var (
-		last    jobs.Info
+		last    api.JobInfo
 		lastErr error
 	)
 	for {
@@ -96,18 +96,18 @@ func (l *Lab) WaitJob(ctx context.Context, n int, id string, ok func(jobs.Info) 
 }
 
 // Running is a WaitJob condition: the job runs on node (a node name).
-func Running(node string) func(jobs.Info) bool {
-	return func(j jobs.Info) bool { return j.State == "running" && j.Node == node }
+func Running(node string) func(api.JobInfo) bool {
+	return func(j api.JobInfo) bool { return j.State == "running" && j.Node == node }
 }
 
 // Migrate runs drift migrate --json JOB TO on node n. A migration drift
 // refused or that failed is an error carrying drift's words.
-func (l *Lab) Migrate(ctx context.Context, n int, id, to string) (jobs.MigrateResult, error) {
+func (l *Lab) Migrate(ctx context.Context, n int, id, to string) (api.MigrateResult, error) {
 	out, err := l.ExecOK(ctx, n, "drift", "migrate", "--json", id, to)
 	if err != nil {
-		return jobs.MigrateResult{}, err
+		return api.MigrateResult{}, err
 	}
-	var res jobs.MigrateResult
+	var res api.MigrateResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		return res, fmt.Errorf("node %d: drift migrate --json: %w: %q", n, err, out)
 	}

@@ -7,19 +7,12 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
-	"github.com/driftcluster/drift/agent/jobs"
 )
-
-// mode is a node mode change, as the agent's /v1/nodes/NAME/mode takes it.
-type mode struct {
-	Blocked  *bool `json:"blocked,omitempty"`
-	Draining *bool `json:"draining,omitempty"`
-}
 
 func ptr(b bool) *bool { return &b }
 
 // setMode runs drift block, unblock and drain: it parses NODE and sends m.
-func setMode(ctx context.Context, name string, args []string, stderr io.Writer, m mode) (*api.Client, string, error) {
+func setMode(ctx context.Context, name string, args []string, stderr io.Writer, m api.ModeRequest) (*api.Client, string, error) {
 	fs := newFlags(name, "NODE", stderr)
 	cf := addClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -34,11 +27,11 @@ func setMode(ctx context.Context, name string, args []string, stderr io.Writer, 
 		return nil, "", err
 	}
 	node := fs.Arg(0)
-	return c, node, c.Call(ctx, "POST", "/v1/nodes/"+node+"/mode", m, nil)
+	return c, node, c.SetMode(ctx, node, m)
 }
 
 func runBlock(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	_, node, err := setMode(ctx, "block", args, stderr, mode{Blocked: ptr(true)})
+	_, node, err := setMode(ctx, "block", args, stderr, api.ModeRequest{Blocked: ptr(true)})
 	if err == nil {
 		fmt.Fprintf(stdout, "%s takes no new jobs or migrations; its jobs stay (drift drain %s sends them away)\n", node, node)
 	}
@@ -46,7 +39,7 @@ func runBlock(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 func runUnblock(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	_, node, err := setMode(ctx, "unblock", args, stderr, mode{Blocked: ptr(false), Draining: ptr(false)})
+	_, node, err := setMode(ctx, "unblock", args, stderr, api.ModeRequest{Blocked: ptr(false), Draining: ptr(false)})
 	if err == nil {
 		fmt.Fprintf(stdout, "%s takes jobs again\n", node)
 	}
@@ -56,7 +49,7 @@ func runUnblock(ctx context.Context, args []string, stdin io.Reader, stdout, std
 // runDrain sends every job away from a node and waits until none runs
 // there, showing progress; jobs that cannot move are named.
 func runDrain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	c, node, err := setMode(ctx, "drain", args, stderr, mode{Draining: ptr(true)})
+	c, node, err := setMode(ctx, "drain", args, stderr, api.ModeRequest{Draining: ptr(true)})
 	if err != nil {
 		return err
 	}
@@ -64,13 +57,13 @@ func runDrain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	last := -1
 	stuck := 0
 	for {
-		var ps []jobs.Info
-		if err := c.Call(ctx, "GET", "/v1/ps", nil, &ps); err != nil {
+		ps, err := c.PS(ctx)
+		if err != nil {
 			return err
 		}
 		var here []string
 		for _, j := range ps {
-			if j.Node == node && j.State != "exited" {
+			if j.Node == node && j.State != api.JobExited {
 				here = append(here, j.ID)
 			}
 		}
@@ -102,17 +95,15 @@ func runBalance(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	var st struct {
-		On bool `json:"on"`
-	}
+	var st api.BalanceState
 	switch fs.Arg(0) {
 	case "":
-		if err := c.Call(ctx, "GET", "/v1/balance", nil, &st); err != nil {
+		if st, err = c.Balance(ctx); err != nil {
 			return err
 		}
 	case "on", "off":
 		st.On = fs.Arg(0) == "on"
-		if err := c.Call(ctx, "POST", "/v1/balance", st, nil); err != nil {
+		if err := c.SetBalance(ctx, st); err != nil {
 			return err
 		}
 	default:

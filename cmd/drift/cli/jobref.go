@@ -7,16 +7,15 @@ import (
 	"strings"
 
 	"github.com/driftcluster/drift/agent/api"
-	"github.com/driftcluster/drift/agent/jobs"
 )
 
 // resolveJob turns what the user typed for a job (its id, or its name
 // when that is unique) into the job's id, asking the cluster's job list.
 // When the list cannot be had, an id-shaped ref is passed on as it is.
 func resolveJob(ctx context.Context, c *api.Client, ref string) (string, error) {
-	var list []jobs.Info
-	if err := c.Call(ctx, "GET", "/v1/ps", nil, &list); err != nil {
-		if _, idErr := jobs.HomeOf(ref); idErr == nil {
+	list, err := c.PS(ctx)
+	if err != nil {
+		if _, idErr := api.JobHome(ref); idErr == nil {
 			return ref, nil
 		}
 		return "", fmt.Errorf("look up job %q: %w", ref, err)
@@ -25,8 +24,8 @@ func resolveJob(ctx context.Context, c *api.Client, ref string) (string, error) 
 }
 
 // matchJob finds ref among list by id, then by name.
-func matchJob(list []jobs.Info, ref string) (string, error) {
-	var named []jobs.Info
+func matchJob(list []api.JobInfo, ref string) (string, error) {
+	var named []api.JobInfo
 	for _, j := range list {
 		if j.ID == ref {
 			return j.ID, nil
@@ -48,8 +47,8 @@ func matchJob(list []jobs.Info, ref string) (string, error) {
 }
 
 // describeJobs lists up to max jobs as "ID (NAME, STATE on NODE)".
-func describeJobs(list []jobs.Info, max int) string {
-	sorted := append([]jobs.Info(nil), list...)
+func describeJobs(list []api.JobInfo, max int) string {
+	sorted := append([]api.JobInfo(nil), list...)
 	sort.Slice(sorted, func(i, k int) bool { return sorted[i].ID < sorted[k].ID })
 	var parts []string
 	for i, j := range sorted {

@@ -4,19 +4,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/google/go-cmp/cmp"
 )
 
 func TestMatchJob(t *testing.T) {
-	list := []jobs.Info{
+	list := []api.JobInfo{
 		{ID: "a1b2c3-1", Name: "sweep-3", State: "running", Node: "drift-a1b2c3"},
 		{ID: "a1b2c3-2", Name: "render", State: "running", Node: "drift-d4e5f6"},
 		{ID: "d4e5f6-1", Name: "render", State: "running", Node: "drift-d4e5f6"},
 	}
 	tests := []struct {
 		name    string
-		list    []jobs.Info
+		list    []api.JobInfo
 		ref     string
 		want    string
 		wantErr string

@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/api"
 )
 
 func runMigrate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -29,8 +29,8 @@ func runMigrate(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	var res jobs.MigrateResult
-	if err := c.Call(ctx, "POST", "/v1/jobs/"+id+"/migrate", jobs.MigrateRequest{To: fs.Arg(1)}, &res); err != nil {
+	res, err := c.Migrate(ctx, id, api.MigrateRequest{To: fs.Arg(1)})
+	if err != nil {
 		return err
 	}
 	if *asJSON {
@@ -60,8 +60,8 @@ func runWhy(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	var r jobs.WhyResult
-	if err := c.Call(ctx, "GET", "/v1/jobs/"+id+"/why", nil, &r); err != nil {
+	r, err := c.Why(ctx, id)
+	if err != nil {
 		return err
 	}
 	if *asJSON {

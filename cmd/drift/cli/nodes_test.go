@@ -20,7 +20,7 @@ import (
 
 type fakeCluster []membership.Member
 
-func (f fakeCluster) Members() []membership.Member { return f }
+func (f fakeCluster) Nodes(now time.Time) []api.Node { return membership.APINodes(f, now) }
 
 // startAgentAPI serves a fake two-node cluster on a unix socket and on TCP
 // loopback, and returns the socket path, the TCP address and a key file.

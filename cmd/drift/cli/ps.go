@@ -11,20 +11,16 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
-	"github.com/driftcluster/drift/agent/jobs"
 	"golang.org/x/sys/unix"
 )
 
 func runPS(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return query(ctx, "ps", args, stdout, stderr,
-		func(c *api.Client, ctx context.Context) ([]jobs.Info, error) {
-			var out []jobs.Info
-			return out, c.Call(ctx, "GET", "/v1/ps", nil, &out)
-		},
-		func(w io.Writer, list []jobs.Info) error { return writePS(w, list, time.Now()) })
+		func(c *api.Client, ctx context.Context) ([]api.JobInfo, error) { return c.PS(ctx) },
+		func(w io.Writer, list []api.JobInfo) error { return writePS(w, list, time.Now()) })
 }
 
-func writePS(w io.Writer, list []jobs.Info, now time.Time) error {
+func writePS(w io.Writer, list []api.JobInfo, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	moved := false
 	for _, j := range list {
@@ -80,7 +76,7 @@ func runKill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	return c.Call(ctx, "POST", "/v1/jobs/"+id+"/signal", jobs.SignalRequest{Signal: int(n)}, nil)
+	return c.Signal(ctx, id, int(n))
 }
 
 // parseSignal reads a signal name (TERM, SIGTERM, term) or number.

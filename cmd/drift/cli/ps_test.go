@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/api"
 )
 
 func TestParseSignal(t *testing.T) {
@@ -25,7 +25,7 @@ func TestParseSignal(t *testing.T) {
 func TestWritePS(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	code := 0
-	list := []jobs.Info{
+	list := []api.JobInfo{
 		{ID: "d1b102-1", Name: "counter", Node: "drift-d1b103", Home: "drift-d1b102", State: "running", CPU: 12.4, RSS: 3 << 20,
 			Started: now.Add(-90 * time.Second), Moves: 2, Argv: []string{"drift-workload", "counter"}},
 		{ID: "d1b102-2", Name: "true", Node: "drift-d1b102", Home: "drift-d1b102", State: "exited", Exit: &code, Started: now.Add(-time.Hour), Argv: []string{"true"}},

@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/driftcluster/drift/agent/api"
-	"github.com/driftcluster/drift/agent/jobs"
 )
 
 // exitError makes drift exit with a job's status, saying nothing more.
@@ -42,16 +41,16 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	spec := jobs.Spec{Argv: argv, Env: jobEnv(os.Environ(), extra), Dir: sharedDir(), Name: *name, Node: *node, Stay: *stay}
+	spec := api.JobSpec{Argv: argv, Env: jobEnv(os.Environ(), extra), Dir: sharedDir(), Name: *name, Node: *node, Stay: *stay}
 	if *detach {
-		var info jobs.Info
-		if err := c.Call(ctx, "POST", "/v1/jobs/run", jobs.RunRequest{Spec: spec, Detach: true}, &info); err != nil {
+		info, err := c.RunDetached(ctx, spec)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, info.ID)
 		return nil
 	}
-	fc, err := c.Stream(ctx, "/v1/jobs/run", jobs.RunRequest{Spec: spec})
+	fc, err := c.Run(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -129,7 +128,7 @@ func terminal(fc *api.FrameConn, stdin io.Reader, stdout, stderr io.Writer) erro
 		}
 		switch f.Type {
 		case api.FrameInfo:
-			var info jobs.Info
+			var info api.JobInfo
 			json.Unmarshal(f.Data, &info)
 			id = info.ID
 			if !started && stdin != nil {
@@ -141,7 +140,7 @@ func terminal(fc *api.FrameConn, stdin io.Reader, stdout, stderr io.Writer) erro
 		case api.FrameStderr:
 			stderr.Write(f.Data)
 		case api.FrameExit:
-			var st jobs.ExitStatus
+			var st api.ExitStatus
 			json.Unmarshal(f.Data, &st)
 			if st.Error != "" {
 				fmt.Fprintf(stderr, "drift: job %s: %s\n", id, st.Error)
@@ -188,7 +187,7 @@ func runAttach(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	fc, err := c.Stream(ctx, "/v1/jobs/"+id+"/attach", struct{}{})
+	fc, err := c.Attach(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/driftcluster/drift/agent/clusterkey"
 	"github.com/driftcluster/drift/agent/membership"
 	"github.com/driftcluster/drift/agent/nodeinfo"
-	"github.com/driftcluster/drift/agent/storage"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -54,14 +53,14 @@ func TestStorage(t *testing.T) {
 		t.Fatal(err)
 	}
 	since := time.Now().Add(-90 * time.Second)
-	worker := api.StorageStatus{Mount: storage.MountStatus{Target: "/cluster", Source: "9p://10.77.0.1:5640",
+	worker := api.StorageStatus{Mount: api.MountStatus{Target: "/cluster", Source: "9p://10.77.0.1:5640",
 		FSType: "9p", Mounted: true, Healthy: true, Since: since, Total: 2 << 30, Free: 1 << 30}}
 	_, workerPort := serveStorageAgent(t, t.TempDir(), key, fakeCluster{}, func() api.StorageStatus { return worker })
 
 	head := api.StorageStatus{
-		Mount: storage.MountStatus{Target: "/cluster", Source: "9p://10.77.0.1:5640", FSType: "9p", Mounted: true,
+		Mount: api.MountStatus{Target: "/cluster", Source: "9p://10.77.0.1:5640", FSType: "9p", Mounted: true,
 			Healthy: false, Since: since, Error: "statfs /cluster: no answer from the storage server"},
-		Export: &api.StorageExport{Backing: storage.Backing{Dir: "/var/lib/drift/data", FSType: "tmpfs"},
+		Export: &api.StorageExport{Backing: api.Backing{Dir: "/var/lib/drift/data", FSType: "tmpfs"},
 			Port: 5640, Total: 2 << 30, Free: 1 << 30},
 	}
 	members := fakeCluster{
@@ -115,9 +114,9 @@ func TestStorage(t *testing.T) {
 func TestWriteStoragePersistentAndExternal(t *testing.T) {
 	now := time.Now()
 	nodes := []api.StorageStatus{
-		{Node: "h", Role: "head", Mount: storage.MountStatus{Target: "/cluster", Source: "9p://10.77.0.1:5640", Mounted: true, Healthy: true, Since: now.Add(-time.Hour)},
-			Export: &api.StorageExport{Backing: storage.Backing{Dir: "/var/lib/drift/data", FSType: "ext4", Device: "/dev/vdb", Label: "DRIFT-DATA", Persistent: true}, Port: 5640, Total: 1 << 30, Free: 512 << 20}},
-		{Node: "w", Role: "worker", External: "nfs://10.0.0.2/srv", Mount: storage.MountStatus{Target: "/cluster", Error: "mount nfs://10.0.0.2/srv on /cluster: connection refused"}},
+		{Node: "h", Role: "head", Mount: api.MountStatus{Target: "/cluster", Source: "9p://10.77.0.1:5640", Mounted: true, Healthy: true, Since: now.Add(-time.Hour)},
+			Export: &api.StorageExport{Backing: api.Backing{Dir: "/var/lib/drift/data", FSType: "ext4", Device: "/dev/vdb", Label: "DRIFT-DATA", Persistent: true}, Port: 5640, Total: 1 << 30, Free: 512 << 20}},
+		{Node: "w", Role: "worker", External: "nfs://10.0.0.2/srv", Mount: api.MountStatus{Target: "/cluster", Error: "mount nfs://10.0.0.2/srv on /cluster: connection refused"}},
 	}
 	var b strings.Builder
 	if err := writeStorage(&b, nodes, now); err != nil {

@@ -1,0 +1,244 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// JobSpec is what to run.
+type JobSpec struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`  // KEY=VALUE; the job sees only these (plus PATH=NodePath when absent)
+	Dir  string   `json:"dir,omitempty"`  // working directory; "": SharedRoot if mounted, else /
+	Name string   `json:"name,omitempty"` // "": the program's base name
+	Node string   `json:"node,omitempty"` // where to start it; "": the best node
+	Stay bool     `json:"stay,omitempty"` // never moved by the balancer
+}
+
+// JobInfo describes a job for listings.
+type JobInfo struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Node     string    `json:"node"` // where it runs now
+	Home     string    `json:"home"`
+	State    string    `json:"state"` // running, migrating, exited
+	Exit     *int      `json:"exit,omitempty"`
+	CPU      float64   `json:"cpu"` // percent of one core, over the last sample
+	RSS      uint64    `json:"rss"` // bytes, the whole process tree
+	Started  time.Time `json:"started"`
+	Moves    int       `json:"moves"`
+	LastMove string    `json:"last_move,omitempty"` // why it moved last
+	Argv     []string  `json:"argv"`
+	Stay     bool      `json:"stay,omitempty"`
+	PID      int       `json:"pid,omitempty"` // host PID of the job's init on its node
+}
+
+// Command is the job's command line for display.
+func (i JobInfo) Command() string { return strings.Join(i.Argv, " ") }
+
+// ExitStatus ends a job: its code as a shell reports it (128+N for signal N).
+type ExitStatus struct {
+	Code   int    `json:"code"`
+	Signal int    `json:"signal,omitempty"`
+	Error  string `json:"error,omitempty"` // the job could not start
+}
+
+// JobHome returns the node name of a job's home, from its id
+// ("d1b102-7" is homed on drift-d1b102).
+func JobHome(id string) (string, error) {
+	prefix, n, ok := strings.Cut(id, "-")
+	if !ok || len(prefix) != 6 || n == "" {
+		return "", fmt.Errorf("%q is not a job id (drift ps lists them, e.g. d1b102-7)", id)
+	}
+	return "drift-" + prefix, nil
+}
+
+// RunRequest asks a home to start a job.
+type RunRequest struct {
+	JobSpec
+	Detach bool `json:"detach,omitempty"` // start it and return its id, no terminal
+}
+
+// StartRequest asks a node to run a stint of a job homed elsewhere.
+type StartRequest struct {
+	Spec  JobSpec `json:"spec"`
+	Home  string  `json:"home"`
+	Epoch int     `json:"epoch"`
+}
+
+// StintHello opens a stint stream from the running node to the home.
+type StintHello struct {
+	Epoch  int    `json:"epoch"`
+	Node   string `json:"node"`
+	PID    int    `json:"pid"`
+	Reason string `json:"reason,omitempty"` // why the job moved here
+}
+
+// SignalRequest asks for a signal to be sent to a job.
+type SignalRequest struct {
+	Signal int `json:"signal"`
+}
+
+// MigrateRequest asks for a job to move.
+type MigrateRequest struct {
+	To     string `json:"to"`               // node name, or "home"
+	Reason string `json:"reason,omitempty"` // why (shown by drift ps); "": asked by a user
+	// Expect, when set, is how many jobs the balancer believed the target
+	// runs: the target refuses if it runs (or is receiving) more by now,
+	// so that nodes acting on the same gossip do not all pile their jobs
+	// onto one idle machine. nil: no such check (a user's request).
+	Expect *int `json:"expect,omitempty"`
+}
+
+// CPUCheckRequest opens a migration on the target: can its CPU run the
+// job, and does it still have the room the source counted on?
+type CPUCheckRequest struct {
+	Job     string `json:"job"`
+	CPUInfo []byte `json:"cpuinfo,omitempty"` // criu cpuinfo dump of the source; nil: not checked
+	Expect  *int   `json:"expect,omitempty"`
+}
+
+// CPUCheckResult is the target's answer: it takes the job, and the jobs
+// it then counts as running or arriving, this one included.
+type CPUCheckResult struct {
+	OK   bool `json:"ok"`
+	Load int  `json:"load"`
+}
+
+// MigrateResult is what a move cost.
+type MigrateResult struct {
+	Job        string        `json:"job"`
+	From       string        `json:"from"`
+	To         string        `json:"to"`
+	Rounds     int           `json:"rounds"`
+	Bytes      int64         `json:"bytes"`
+	Freeze     time.Duration `json:"freeze"`
+	Total      time.Duration `json:"total"`
+	TargetLoad int           `json:"target_load"` // the target's jobs when it admitted this one, this one included
+}
+
+// RestoreRequest asks the target to restore a job from the images it
+// received and to run it as the next stint.
+type RestoreRequest struct {
+	Spec   JobSpec   `json:"spec"`
+	Home   string    `json:"home"`
+	Epoch  int       `json:"epoch"`
+	Stdio  [3]uint64 `json:"stdio"` // the job's stdio pipe inodes on the source
+	Reason string    `json:"reason,omitempty"`
+}
+
+// WhyResult says whether a job can move now.
+type WhyResult struct {
+	Job     string       `json:"job"`
+	Node    string       `json:"node"`
+	Movable bool         `json:"movable"`
+	Reasons []MoveReason `json:"reasons,omitempty"`
+}
+
+// MoveReason is one thing that keeps a job from moving, in words a user can
+// act on.
+type MoveReason struct {
+	PID  int    // host PID of the task that holds it
+	What string // e.g. "/tmp/x.log (fd 3)"
+	Why  string // e.g. "a file outside /cluster is not on the other node"
+	Fix  string // e.g. "open it under /cluster, or run the job with --stay"
+}
+
+func (r MoveReason) String() string {
+	return fmt.Sprintf("pid %d: %s: %s; %s", r.PID, r.What, r.Why, r.Fix)
+}
+
+// Job states, as JobInfo.State spells them.
+const (
+	JobRunning   = "running"
+	JobMigrating = "migrating" // frozen and on its way to another node
+	JobExited    = "exited"
+)
+
+func jobPath(id, suffix string) string { return "/v1/jobs/" + url.PathEscape(id) + suffix }
+
+// Run starts a job homed on the node the client talks to and returns its
+// terminal: FrameInfo with its JobInfo first, then its output, then
+// FrameExit with its ExitStatus. Stdin, EOF and signals go back as frames.
+func (c *Client) Run(ctx context.Context, spec JobSpec) (*FrameConn, error) {
+	return c.Stream(ctx, "/v1/jobs/run", RunRequest{JobSpec: spec})
+}
+
+// RunDetached starts a job with no terminal and returns it.
+func (c *Client) RunDetached(ctx context.Context, spec JobSpec) (JobInfo, error) {
+	var out JobInfo
+	return out, c.Call(ctx, http.MethodPost, "/v1/jobs/run", RunRequest{JobSpec: spec, Detach: true}, &out)
+}
+
+// Attach reconnects a terminal to a job, as Run returns it.
+func (c *Client) Attach(ctx context.Context, id string) (*FrameConn, error) {
+	return c.Stream(ctx, jobPath(id, "/attach"), struct{}{})
+}
+
+// PS lists every job of the cluster, from every node's home records.
+func (c *Client) PS(ctx context.Context) ([]JobInfo, error) {
+	var out []JobInfo
+	return out, c.Call(ctx, http.MethodGet, "/v1/ps", nil, &out)
+}
+
+// Jobs lists the jobs homed on the node the client talks to.
+func (c *Client) Jobs(ctx context.Context) ([]JobInfo, error) {
+	var out []JobInfo
+	return out, c.Call(ctx, http.MethodGet, "/v1/jobs", nil, &out)
+}
+
+// Signal sends signal sig to job id, wherever it runs.
+func (c *Client) Signal(ctx context.Context, id string, sig int) error {
+	return c.Call(ctx, http.MethodPost, jobPath(id, "/signal"), SignalRequest{Signal: sig}, nil)
+}
+
+// Migrate moves job id as req asks and returns what the move cost.
+func (c *Client) Migrate(ctx context.Context, id string, req MigrateRequest) (MigrateResult, error) {
+	var out MigrateResult
+	return out, c.Call(ctx, http.MethodPost, jobPath(id, "/migrate"), req, &out)
+}
+
+// Why says whether job id can move now, and if not, why.
+func (c *Client) Why(ctx context.Context, id string) (WhyResult, error) {
+	var out WhyResult
+	return out, c.Call(ctx, http.MethodGet, jobPath(id, "/why"), nil, &out)
+}
+
+// The calls between agents, for a job's stints and its moves.
+
+// StartStint asks the node the client talks to to run a stint of a job
+// homed elsewhere.
+func (c *Client) StartStint(ctx context.Context, id string, req StartRequest) error {
+	return c.Call(ctx, http.MethodPost, jobPath(id, "/start"), req, nil)
+}
+
+// OpenStint opens the stream of a stint's output to the job's home.
+func (c *Client) OpenStint(ctx context.Context, id string, hello StintHello) (*FrameConn, error) {
+	return c.Stream(ctx, jobPath(id, "/stint"), hello)
+}
+
+// CPUCheck opens a migration on the target: it admits the job or refuses.
+func (c *Client) CPUCheck(ctx context.Context, id string, req CPUCheckRequest) (CPUCheckResult, error) {
+	var out CPUCheckResult
+	return out, c.Call(ctx, http.MethodPost, jobPath(id, "/cpucheck"), req, &out)
+}
+
+// SendImage streams one CRIU image file of job id to the target.
+func (c *Client) SendImage(ctx context.Context, id, name string, r io.Reader) (int64, error) {
+	return c.Upload(ctx, jobPath(id, "/images/"+url.PathEscape(name)), r)
+}
+
+// Restore asks the target to restore job id from the images it received.
+func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest) error {
+	return c.Call(ctx, http.MethodPost, jobPath(id, "/restore"), req, nil)
+}
+
+// Discard asks the target to forget a migration of job id that failed.
+func (c *Client) Discard(ctx context.Context, id string) error {
+	return c.Call(ctx, http.MethodPost, jobPath(id, "/discard"), nil, nil)
+}
