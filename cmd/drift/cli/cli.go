@@ -1,4 +1,5 @@
-// Package cli implements the drift command: one file per subcommand, each
+// Package cli implements the drift command: one file per subcommand (and
+// a few shared helpers: client.go, terminal.go, jobref.go), each
 // a Run function that takes its arguments and streams, so it can be tested
 // without a process.
 package cli
