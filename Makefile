@@ -7,7 +7,6 @@ KEY_FILE ?=
 PACKAGES ?=
 TEST_PACKAGES ?= python3
 NODES    ?= 3
-export GOFLAGS ?= -mod=mod
 
 IMAGE_FLAGS   = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE)) $(if $(PACKAGES),--packages "$(PACKAGES)")
 HOST_PACKAGES = $(shell sed 's/\#.*//' configs/host-packages.txt)

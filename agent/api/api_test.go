@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -308,4 +309,18 @@ func TestServerRefusesClientCert(t *testing.T) {
 			waitLog(t, logs, tt.log)
 		})
 	}
+}
+
+func TestAddRoutesDuplicate(t *testing.T) {
+	dst := map[string]http.Handler{"GET /v1/a": http.NotFoundHandler()}
+	AddRoutes(dst, map[string]http.Handler{"GET /v1/b": http.NotFoundHandler()})
+	if len(dst) != 2 {
+		t.Fatalf("AddRoutes() left %d routes, want 2", len(dst))
+	}
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "GET /v1/a") {
+			t.Errorf("AddRoutes() with a duplicate pattern: recover() = %v, want a panic naming GET /v1/a", r)
+		}
+	}()
+	AddRoutes(dst, map[string]http.Handler{"GET /v1/a": http.NotFoundHandler()})
 }

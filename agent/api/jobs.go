@@ -155,6 +155,7 @@ func (r MoveReason) String() string {
 
 // Job states, as JobInfo.State spells them.
 const (
+	JobStarting  = "starting"
 	JobRunning   = "running"
 	JobMigrating = "migrating" // frozen and on its way to another node
 	JobExited    = "exited"

@@ -261,3 +261,15 @@ func refusal(reason string) string {
 	}
 	return "TLS handshake failed"
 }
+
+// AddRoutes adds the routes of src to dst for Server.Routes. Two services
+// claiming one pattern is a bug in the agent's wiring: it panics, naming
+// the pattern, rather than letting one silently win.
+func AddRoutes(dst, src map[string]http.Handler) {
+	for pattern, h := range src {
+		if _, dup := dst[pattern]; dup {
+			panic("api: two services serve " + pattern)
+		}
+		dst[pattern] = h
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,8 +98,8 @@ func Run(ctx context.Context, cfg Config) error {
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
 	routes := a.jobs.Routes()
 	a.bal.routes(routes)
-	maps.Copy(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
-	maps.Copy(routes, a.startStorage(ctx, cl))      // head: the 9P export; every node: /cluster (storage.go)
+	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
+	api.AddRoutes(routes, a.startStorage(ctx, cl))      // head: the 9P export; every node: /cluster (storage.go)
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
 		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
 	}).Run})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -44,7 +43,7 @@ func (a *agent) startStorage(ctx context.Context, cl *cluster) map[string]http.H
 	a.jobs.WaitShared = s.waitMounted
 	routes := api.StorageRoutes(cl, a.key, s.status)
 	fsrv := &files.Server{Root: storage.MountPoint, Node: a.node.Name, Ready: s.mounted, Logger: a.log}
-	maps.Copy(routes, fsrv.Routes())
+	api.AddRoutes(routes, fsrv.Routes())
 	return routes
 }
 

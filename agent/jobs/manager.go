@@ -91,12 +91,13 @@ func (m *Manager) sharedRoot() string {
 	if m.SharedRoot != "" {
 		return m.SharedRoot
 	}
-	return "/cluster"
+	return api.SharedRoot
 }
 
 // nextID gives the next job id homed here. The counter survives agent
-// restarts in StateDir.
-func (m *Manager) nextID() string {
+// restarts in StateDir; an id is given only once the counter is saved, so
+// that a restarted agent never gives it again.
+func (m *Manager) nextID() (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	dir := m.StateDir
@@ -109,10 +110,14 @@ func (m *Manager) nextID() string {
 			fmt.Sscan(string(b), &m.seq)
 		}
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("job id counter: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(fmt.Sprint(m.seq+1)), 0o644); err != nil {
+		return "", fmt.Errorf("job id counter: %w", err)
+	}
 	m.seq++
-	os.MkdirAll(dir, 0o755)
-	os.WriteFile(path, []byte(fmt.Sprint(m.seq)), 0o644)
-	return newID(m.Self, m.seq)
+	return newID(m.Self, m.seq), nil
 }
 
 // Routes are the job endpoints of the agent's API.
@@ -210,12 +215,14 @@ func (m *Manager) start(ctx context.Context, spec api.JobSpec) (*homeJob, error)
 	case node == "":
 		node = m.Self
 	}
-	id := m.nextID()
-	h := newHomeJob(api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: "starting", Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
+	id, err := m.nextID()
+	if err != nil {
+		return nil, err
+	}
+	h := newHomeJob(api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: api.JobStarting, Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
 	m.mu.Lock()
 	m.homes[id] = h
 	m.mu.Unlock()
-	var err error
 	if node == m.Self {
 		err = m.startLocal(id, spec, m.Self, 1, localSink{h, 1}, func(r *runner) {
 			h.runsOn(1, m.Self, r.pid, r.control, "")

@@ -379,6 +379,10 @@ func (m *Manager) handleWhy(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	rn := m.runnerOf(id)
+	if rn == nil { // it ended or moved away since forward looked
+		http.Error(w, "job "+id+" is no longer running here: ask again", http.StatusConflict)
+		return
+	}
 	reasons, err := migrate.Check(rn.pid, m.sharedRoot(), rn.inodes[:])
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/driftcluster/drift/agent/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,12 +42,12 @@ const stayFix = "run the job with --stay"
 // and restored on another node now, without freezing it. It reads
 // /proc/PID/task/*/children recursively and each process's file
 // descriptors, memory mappings and working directory. sharedRoot is where
-// the cluster's shared storage is mounted ("": "/cluster"); allowedPipes
+// the cluster's shared storage is mounted ("": api.SharedRoot); allowedPipes
 // are the inodes of pipes the job agent reconnects on the target (the
 // job's stdio). An empty result means the job can move.
 func Check(pid int, sharedRoot string, allowedPipes []uint64) ([]Reason, error) {
 	if sharedRoot == "" {
-		sharedRoot = "/cluster"
+		sharedRoot = api.SharedRoot
 	}
 	pids, err := tree(pid)
 	if err != nil {

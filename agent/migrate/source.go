@@ -73,7 +73,7 @@ type Source struct {
 	// Pid is the host PID of the job's root task: the init of the job's
 	// own PID namespace, leader of its own session.
 	Pid int
-	// SharedRoot is where shared storage is mounted, for Check; "": "/cluster".
+	// SharedRoot is where shared storage is mounted, for Check; "": api.SharedRoot.
 	SharedRoot string
 	// StdioPipes are the inodes of the job's stdio pipes, which the job
 	// agent reconnects on the target (InheritFd); other pipes to the

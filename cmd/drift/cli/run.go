@@ -93,7 +93,7 @@ func sharedDir() string {
 	if err != nil {
 		return ""
 	}
-	if wd == "/cluster" || strings.HasPrefix(wd, "/cluster/") {
+	if wd == api.SharedRoot || strings.HasPrefix(wd, api.SharedRoot+"/") {
 		return filepath.Clean(wd)
 	}
 	return ""

@@ -42,7 +42,7 @@ func writeStorage(w io.Writer, nodes []api.StorageStatus, now time.Time) error {
 		}
 		target := m.Target
 		if target == "" {
-			target = "/cluster"
+			target = api.SharedRoot
 		}
 		since := "-"
 		if !m.Since.IsZero() {

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/migrate"
 )
 
@@ -276,7 +277,7 @@ func source(ctx context.Context, log *slog.Logger, args []string) error {
 		}
 	}()
 	s := &migrate.Source{WorkDir: "/tmp", Logger: log, Pid: cmd.Process.Pid, StdioPipes: []uint64{st.Ino}}
-	if reasons, err := migrate.Check(s.Pid, "/cluster", s.StdioPipes); err == nil {
+	if reasons, err := migrate.Check(s.Pid, api.SharedRoot, s.StdioPipes); err == nil {
 		res.Reasons = reasons
 	}
 	snd := &sender{c: c, ack: acks}
