@@ -54,10 +54,17 @@ func (noMembers) Nodes(time.Time) []api.Node { return nil }
 // unix socket, and returns the sockets.
 func cluster(t *testing.T, names ...string) testPeers {
 	t.Helper()
+	peers, _ := clusterManagers(t, names...)
+	return peers
+}
+
+// clusterManagers is cluster that also returns each node's Manager.
+func clusterManagers(t *testing.T, names ...string) (testPeers, map[string]*Manager) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("jobs run in their own PID namespace: needs root")
 	}
-	peers := testPeers{}
+	peers, managers := testPeers{}, map[string]*Manager{}
 	dir := t.TempDir()
 	for _, n := range names {
 		peers[n] = filepath.Join(dir, n+".sock")
@@ -65,6 +72,7 @@ func cluster(t *testing.T, names ...string) testPeers {
 	for _, n := range names {
 		m := &Manager{Self: n, Peers: peers, InitCmd: []string{os.Args[0], InitArg, "--"},
 			SharedRoot: dir, StateDir: filepath.Join(dir, n)}
+		managers[n] = m
 		s := &api.Server{Cluster: noMembers{}, SocketPath: peers[n], TCPAddr: "-", Routes: m.Routes()}
 		ls, err := s.Listen()
 		if err != nil {
@@ -75,7 +83,7 @@ func cluster(t *testing.T, names ...string) testPeers {
 		go func() { done <- s.ServeListeners(ctx, ls) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	return peers
+	return peers, managers
 }
 
 // transcript is what a terminal saw.
@@ -167,7 +175,7 @@ func TestSignalThroughHome(t *testing.T) {
 }
 
 func TestPSAndAttach(t *testing.T) {
-	peers := cluster(t, "drift-aaaaaa", "drift-bbbbbb")
+	peers, managers := clusterManagers(t, "drift-aaaaaa", "drift-bbbbbb")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, _ := peers.Client("drift-aaaaaa")
@@ -190,6 +198,16 @@ func TestPSAndAttach(t *testing.T) {
 	if len(ps) != 1 || ps[0].ID != info.ID || ps[0].Node != "drift-bbbbbb" || ps[0].Home != "drift-aaaaaa" || ps[0].State != "running" {
 		t.Fatalf("ps = %+v, want job %s running on drift-bbbbbb, homed on drift-aaaaaa", ps, info.ID)
 	}
+	// While its runner moves it, every node lists it as migrating.
+	rn := managers["drift-bbbbbb"].runnerOf(info.ID)
+	rn.migrating.Store(true)
+	for _, n := range []string{"drift-aaaaaa", "drift-bbbbbb"} {
+		c, _ := peers.Client(n)
+		if ps, err := c.PS(ctx); err != nil || len(ps) != 1 || ps[0].State != api.JobMigrating {
+			t.Errorf("ps on %s during a move = %+v, %v; want the job migrating", n, ps, err)
+		}
+	}
+	rn.migrating.Store(false)
 	// Attach from the other node: it reaches the home, replays "one".
 	b, _ := peers.Client("drift-bbbbbb")
 	fc, err := b.Stream(ctx, "/v1/jobs/"+info.ID+"/attach", struct{}{})

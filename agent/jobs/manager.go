@@ -561,11 +561,17 @@ func (m *Manager) Local() []api.JobInfo {
 	for i := range out {
 		if r := runners[out[i].ID]; r != nil {
 			out[i].CPU, out[i].RSS = r.usage(&m.psMeter)
+			if r.migrating.Load() && out[i].State == api.JobRunning {
+				out[i].State = api.JobMigrating
+			}
 			delete(runners, out[i].ID)
 		}
 	}
 	for id, r := range runners {
 		info := api.JobInfo{ID: id, Node: m.Self, State: api.JobRunning, PID: r.pid}
+		if r.migrating.Load() {
+			info.State = api.JobMigrating
+		}
 		info.CPU, info.RSS = r.usage(&m.psMeter)
 		out = append(out, info)
 	}
@@ -631,9 +637,11 @@ func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
 				all[j.ID] = j
 			case j.Home != "": // the home's record, with the runner's figures
 				j.CPU, j.RSS = max(j.CPU, cur.CPU), max(j.RSS, cur.RSS)
+				j.State = movingState(j.State, cur.State)
 				all[j.ID] = j
 			default:
 				cur.CPU, cur.RSS = max(j.CPU, cur.CPU), max(j.RSS, cur.RSS)
+				cur.State = movingState(cur.State, j.State)
 				all[j.ID] = cur
 			}
 		}
@@ -654,6 +662,15 @@ func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
 		m.log().Warn("ps: some nodes did not answer", "errors", strings.Join(errs, "; "))
 	}
 	api.WriteJSON(w, out)
+}
+
+// movingState is a job's state in `drift ps`: the home's, except that a
+// running job whose runner is moving it is migrating.
+func movingState(home, runner string) string {
+	if home == api.JobRunning && runner == api.JobMigrating {
+		return api.JobMigrating
+	}
+	return home
 }
 
 // psTimeout bounds how long `drift ps` waits for each node.
