@@ -44,6 +44,14 @@ func Open(procConsoles, devDir string, fallback io.Writer) *Console {
 	return c
 }
 
+// Tee makes the console write its events to w as well (e.g. the log
+// that the API serves).
+func (c *Console) Tee(w io.Writer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.out = append(c.out, w)
+}
+
 // ParseConsoles returns the device names listed in /proc/consoles
 // (first field of each line), in order.
 func ParseConsoles(r io.Reader) []string {

@@ -21,6 +21,7 @@ import (
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/jobs"
 	"github.com/driftcluster/drift/agent/labport"
+	"github.com/driftcluster/drift/agent/logring"
 	"github.com/driftcluster/drift/agent/supervise"
 	"github.com/driftcluster/drift/agent/version"
 	"github.com/u-root/u-root/pkg/kmodule"
@@ -34,6 +35,7 @@ const KeyFile = "/etc/drift/cluster.key"
 type Config struct {
 	Logger          *slog.Logger     // nil: slog.Default()
 	Console         *console.Console // required: where "drift: " events go
+	Log             *logring.Ring    // the log `drift logs` serves (Logger's and Console's lines); nil: none
 	AlwaysModules   []string         // loaded at boot whatever the hardware
 	PackagesModules []string         // loaded first when the image carries Debian packages
 }
@@ -99,7 +101,10 @@ func Run(ctx context.Context, cfg Config) error {
 	routes := a.jobs.Routes()
 	a.bal.routes(routes)
 	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
-	api.AddRoutes(routes, a.startStorage(ctx, cl))      // head: the 9P export; every node: /cluster (storage.go)
+	api.AddRoutes(routes, a.startStorage(ctx, cl))
+	if cfg.Log != nil {
+		api.AddRoutes(routes, (&logring.Server{Ring: cfg.Log, Self: node.Name, Client: (&peers{a: a, cl: cl}).Client}).Routes())
+	} // head: the 9P export; every node: /cluster (storage.go)
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
 		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
 	}).Run})

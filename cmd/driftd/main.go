@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/daemon"
 	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/logring"
 	"github.com/driftcluster/drift/configs/modules"
 )
 
@@ -18,8 +20,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == jobs.InitArg {
 		os.Exit(jobs.RunInit(os.Args[2:]))
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ring := &logring.Ring{} // the log that `drift logs` reads
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, ring), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	con := console.Open("/proc/consoles", "/dev", os.Stdout)
+	con.Tee(ring)
 	always, err := modules.Read(modules.Always)
 	if err != nil {
 		log.Error("read module list", "err", err)
@@ -28,7 +32,7 @@ func main() {
 	if err != nil {
 		log.Error("read module list", "err", err)
 	}
-	err = daemon.Run(context.Background(), daemon.Config{Logger: log, Console: con, AlwaysModules: always, PackagesModules: pkgMods})
+	err = daemon.Run(context.Background(), daemon.Config{Logger: log, Console: con, Log: ring, AlwaysModules: always, PackagesModules: pkgMods})
 	if err == daemon.ErrNotANode {
 		con.Event("error %v", err)
 		os.Exit(1)

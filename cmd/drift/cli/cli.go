@@ -28,6 +28,7 @@ func commands() map[string]command {
 		"cp":      {"copy files between this machine and /cluster (:PATH)", runCP},
 		"drain":   {"move every job away from a node, and block it", runDrain},
 		"kill":    {"send a signal to a job, wherever it runs", runKill},
+		"logs":    {"print a node's agent log; -f follows it", runLogs},
 		"netboot": {"list the machines that network-booted from this head", runNetboot},
 		"migrate": {"move a running job to another node", runMigrate},
 		"nodes":   {"list the cluster's nodes", runNodes},
