@@ -588,8 +588,8 @@ func (m *Manager) accepting() (bool, string) {
 // Resident describes a job running on this node, for the balancer.
 type Resident struct {
 	ID    string
-	CPU   float64 // cores it wanted over the last sample: it ran or waited to run
-	RSS   uint64
+	CPU   float64   // cores it wanted over the last sample: it ran or waited to run
+	RSS   uint64    // resident bytes a dump copies: what moving it costs, as pre-copy counts it
 	Since time.Time // when it arrived here
 	Moves int
 	Stay  bool
@@ -609,7 +609,7 @@ func (m *Manager) Residents() []Resident {
 	out := make([]Resident, 0, len(rs))
 	for _, r := range rs {
 		u := m.balMeter.read(r.pid, r.arrived)
-		out = append(out, Resident{ID: r.id, CPU: u.Demand, RSS: u.RSS, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay})
+		out = append(out, Resident{ID: r.id, CPU: u.Demand, RSS: u.Anon, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay})
 	}
 	return out
 }

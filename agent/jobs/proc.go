@@ -1,33 +1,23 @@
 package jobs
 
 import (
-	"bytes"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/driftcluster/drift/agent/procfs"
 )
 
-// Tree lists a process and all its descendants, from /proc's children files.
+// proc is where jobs reads process trees from; tests keep the host's.
+var proc procfs.Proc
+
+// Tree lists a process and all its descendants; a process that is gone
+// lists as itself alone.
 func Tree(pid int) []int {
-	out := []int{pid}
-	for i := 0; i < len(out); i++ {
-		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", out[i]))
-		for _, t := range tasks {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", out[i], t.Name()))
-			if err != nil {
-				continue
-			}
-			for _, f := range strings.Fields(string(b)) {
-				if c, err := strconv.Atoi(f); err == nil {
-					out = append(out, c)
-				}
-			}
-		}
+	pids, err := proc.Tree(pid)
+	if err != nil {
+		return []int{pid}
 	}
-	return out
+	return pids
 }
 
 // cpuMeter turns each job tree's CPU time into rates between one reading
@@ -53,7 +43,8 @@ type sample struct {
 type usage struct {
 	CPU    float64 // cores it ran on (1 = one full core)
 	Demand float64 // cores it wanted: it ran or waited on a run queue (a CPU-bound job wants 1 however busy the node)
-	RSS    uint64  // resident bytes, now
+	RSS    uint64  // resident bytes, now (procfs.Usage.RSS)
+	Anon   uint64  // resident bytes a dump would copy, now (procfs.Usage.Anon)
 }
 
 // read returns what the tree rooted at pid used since this meter's last
@@ -61,13 +52,8 @@ type usage struct {
 // restored tree starts counting from zero, so since is the start of its
 // stint on this node.
 func (c *cpuMeter) read(pid int, since time.Time) usage {
-	var ticks, wantNs, rss uint64
-	for _, p := range Tree(pid) {
-		t, r := procStat(p)
-		ticks += t
-		rss += r
-		wantNs += procWant(p)
-	}
+	tu, _ := proc.TreeUsage(pid) // a tree that is gone reads as zero
+	ticks, wantNs := tu.Ticks, tu.WantNs
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -80,10 +66,10 @@ func (c *cpuMeter) read(pid int, since time.Time) usage {
 	}
 	dt := now.Sub(prev.at)
 	if ok && dt < minWindow {
-		prev.use.RSS = rss
+		prev.use.RSS, prev.use.Anon = tu.RSS, tu.Anon
 		return prev.use
 	}
-	u := usage{RSS: rss}
+	u := usage{RSS: tu.RSS, Anon: tu.Anon}
 	if dt > 0 && ticks >= prev.ticks {
 		u.CPU = float64(ticks-prev.ticks) / 100 / dt.Seconds() // USER_HZ is 100 on Linux
 	}
@@ -99,51 +85,6 @@ func (c *cpuMeter) forget(pid int) {
 	c.mu.Lock()
 	delete(c.last, pid)
 	c.mu.Unlock()
-}
-
-// procWant is the time the threads of a process have spent running or
-// waiting on a run queue, from /proc/PID/task/*/schedstat, in ns.
-func procWant(pid int) uint64 {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return 0
-	}
-	var total uint64
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b))
-		if len(f) < 2 {
-			continue
-		}
-		run, _ := strconv.ParseUint(f[0], 10, 64)
-		wait, _ := strconv.ParseUint(f[1], 10, 64)
-		total += run + wait
-	}
-	return total
-}
-
-// procStat reads a process's CPU ticks (user+system) and resident bytes.
-func procStat(pid int) (ticks, rss uint64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0
-	}
-	// Fields after the command name, which may hold spaces, in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 22 {
-		return 0, 0
-	}
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	pages, _ := strconv.ParseUint(f[21], 10, 64)
-	return ut + st, pages * uint64(os.Getpagesize())
 }
 
 // usage is the job's CPU use in percent of one core, by meter, and its

@@ -1,0 +1,152 @@
+// Package procfs reads process trees and what they use from /proc: the
+// one reader of them for drift ps, the balancer (agent/jobs) and
+// migration (agent/migrate), so that they agree on what a job is and
+// what it weighs. It reads through an fs.FS, so tests can give it a fake
+// /proc.
+package procfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+)
+
+// Proc reads a proc file system. The zero Proc reads the host's /proc.
+type Proc struct {
+	FS       fs.FS // rooted at proc's mount point; nil: os.DirFS("/proc")
+	PageSize int   // 0: os.Getpagesize()
+}
+
+var hostProc = os.DirFS("/proc")
+
+func (p Proc) fsys() fs.FS {
+	if p.FS == nil {
+		return hostProc
+	}
+	return p.FS
+}
+
+func (p Proc) pageSize() uint64 {
+	if p.PageSize == 0 {
+		return uint64(os.Getpagesize())
+	}
+	return uint64(p.PageSize)
+}
+
+// Tree returns the PIDs (thread-group ids) of pid and all its
+// descendants, pid first, from /proc/PID/task/*/children (the children of
+// every thread, as CRIU walks them). A descendant that exits meanwhile is
+// left out; pid itself gone is an error matching fs.ErrNotExist.
+func (p Proc) Tree(pid int) ([]int, error) {
+	fsys := p.fsys()
+	seen := map[int]bool{pid: true}
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		dir := path.Join(strconv.Itoa(out[i]), "task")
+		tasks, err := fs.ReadDir(fsys, dir)
+		if err != nil {
+			if i == 0 {
+				return nil, fmt.Errorf("process %d: %w", pid, fs.ErrNotExist)
+			}
+			continue // exited meanwhile
+		}
+		for _, t := range tasks {
+			b, err := fs.ReadFile(fsys, path.Join(dir, t.Name(), "children"))
+			if err != nil {
+				continue // the thread exited
+			}
+			for _, f := range strings.Fields(string(b)) {
+				c, err := strconv.Atoi(f)
+				if err != nil || seen[c] {
+					continue
+				}
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Usage is what a process, or a tree of them, has used.
+type Usage struct {
+	Ticks  uint64 // CPU time, user and system, in USER_HZ ticks (1/100 s)
+	WantNs uint64 // time its threads ran or waited on a run queue, in ns
+	RSS    uint64 // resident bytes, file pages included: what drift ps shows
+	Anon   uint64 // resident bytes not backed by a file: what a dump copies, and so what moving it costs
+}
+
+func (u *Usage) add(v Usage) {
+	u.Ticks += v.Ticks
+	u.WantNs += v.WantNs
+	u.RSS += v.RSS
+	u.Anon += v.Anon
+}
+
+// TreeUsage sums the Usage of pid and its descendants.
+func (p Proc) TreeUsage(pid int) (Usage, error) {
+	pids, err := p.Tree(pid)
+	if err != nil {
+		return Usage{}, err
+	}
+	var total Usage
+	for _, q := range pids {
+		u, err := p.Usage(q)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		total.add(u)
+	}
+	return total, nil
+}
+
+// Usage reads one process's Usage from /proc/PID/stat, statm and
+// task/*/schedstat.
+func (p Proc) Usage(pid int) (Usage, error) {
+	fsys := p.fsys()
+	dir := strconv.Itoa(pid)
+	b, err := fs.ReadFile(fsys, path.Join(dir, "stat"))
+	if err != nil {
+		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	var u Usage
+	// The fields after the command name, which may hold spaces, in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 22 {
+		return Usage{}, fmt.Errorf("process %d: %w", pid, errBadStat)
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	pages, _ := strconv.ParseUint(f[21], 10, 64)
+	u.Ticks, u.RSS = ut+st, pages*p.pageSize()
+	if b, err := fs.ReadFile(fsys, path.Join(dir, "statm")); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			resident, _ := strconv.ParseUint(f[1], 10, 64)
+			shared, _ := strconv.ParseUint(f[2], 10, 64) // file-backed and shared pages
+			if resident > shared {
+				u.Anon = (resident - shared) * p.pageSize()
+			}
+		}
+	}
+	tasks, _ := fs.ReadDir(fsys, path.Join(dir, "task"))
+	for _, t := range tasks {
+		b, err := fs.ReadFile(fsys, path.Join(dir, "task", t.Name(), "schedstat"))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			run, _ := strconv.ParseUint(f[0], 10, 64)
+			wait, _ := strconv.ParseUint(f[1], 10, 64)
+			u.WantNs += run + wait
+		}
+	}
+	return u, nil
+}
+
+var errBadStat = errors.New("stat has too few fields")
