@@ -96,6 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cl := &cluster{a: a, net: net, placed: pending{Window: 10 * time.Second}}
 	a.bal = &balancer{a: a, cl: cl, wake: make(chan struct{}, 1)}
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: cl.place, Accepting: a.bal.accepting, OnLoad: cl.refresh}
+	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
 	routes := a.jobs.Routes()

@@ -17,6 +17,7 @@ type client interface {
 
 // homeJob is a job's record at its home: where it runs, its terminal.
 type homeJob struct {
+	spawn   func(func()) // runs a goroutine its Manager owns
 	mu      sync.Mutex
 	info    api.JobInfo
 	epoch   int                     // the stint whose output is delivered now
@@ -39,8 +40,8 @@ type homeJob struct {
 // started yet.
 const maxEarlyInput = 1 << 20
 
-func newHomeJob(info api.JobInfo) *homeJob {
-	return &homeJob{info: info, epoch: 1, held: map[int][]api.Frame{}, ended: map[int]*api.ExitStatus{},
+func newHomeJob(spawn func(func()), info api.JobInfo) *homeJob {
+	return &homeJob{spawn: spawn, info: info, epoch: 1, held: map[int][]api.Frame{}, ended: map[int]*api.ExitStatus{},
 		clients: map[client]bool{}, exited: make(chan struct{})}
 }
 
@@ -176,12 +177,12 @@ func (h *homeJob) runsOn(epoch int, node string, pid int, ctl func(api.Frame), r
 	}
 	input, done := h.input, make(chan struct{})
 	h.input, h.inBytes, h.flushed = nil, 0, done
-	go func() {
+	h.spawn(func() {
 		defer close(done)
 		for _, f := range input {
 			ctl(f)
 		}
-	}()
+	})
 }
 
 func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame), reason string) bool {

@@ -79,9 +79,18 @@ func clusterManagers(t *testing.T, names ...string) (testPeers, map[string]*Mana
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
+		done, ran := make(chan error, 1), make(chan error, 1)
 		go func() { done <- s.ServeListeners(ctx, ls) }()
-		t.Cleanup(func() { cancel(); <-done })
+		go func() { ran <- m.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+			select {
+			case <-ran:
+			case <-time.After(20 * time.Second):
+				t.Errorf("%s: Manager.Run did not return 20 s after its context ended: a goroutine it owns is stuck", n)
+			}
+		})
 	}
 	return peers, managers
 }
@@ -321,7 +330,9 @@ func TestCPUMeter(t *testing.T) {
 // Stdin that reaches the home before the job's first stint has started is
 // handed to that stint in order, not dropped.
 func TestEarlyStdinKept(t *testing.T) {
-	h := newHomeJob(api.JobInfo{ID: "x-1"})
+	var ts tasks
+	defer ts.wait()
+	h := newHomeJob(ts.Go, api.JobInfo{ID: "x-1"})
 	if !h.send(api.Frame{Type: api.FrameStdin, Data: []byte("a")}) || !h.send(api.Frame{Type: api.FrameStdinEOF}) {
 		t.Fatal("stdin before the first stint was refused")
 	}
@@ -402,5 +413,58 @@ func TestNodePath(t *testing.T) {
 	}
 	if !(index("/usr/local/bin") < index("/usr/bin") && index("/usr/bin") < index("/bin") && index("/bin") < index("/bbin")) {
 		t.Errorf("NodePath = %q, want /usr/local/bin, /usr/bin, /bin, then /bbin", NodePath)
+	}
+}
+
+// Manager.Run owns what the Manager started: when its context ends, the
+// terminals close, the jobs running here are killed, and Run returns.
+func TestRunEndsEverything(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("jobs run in their own PID namespace: needs root")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "a.sock")
+	peers := testPeers{"drift-aaaaaa": sock}
+	m := &Manager{Self: "drift-aaaaaa", Peers: peers, InitCmd: []string{os.Args[0], InitArg, "--"}, SharedRoot: dir, StateDir: dir}
+	s := &api.Server{Cluster: noMembers{}, SocketPath: sock, TCPAddr: "-", Routes: m.Routes()}
+	ls, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCtx, stopSrv := context.WithCancel(context.Background())
+	defer stopSrv()
+	go s.ServeListeners(srvCtx, ls)
+	runCtx, stopRun := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- m.Run(runCtx) }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := api.Local(sock)
+	fc, err := c.Run(ctx, api.JobSpec{Argv: []string{"sleep", "300"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	f, err := fc.Read()
+	if err != nil || f.Type != api.FrameInfo {
+		t.Fatalf("first frame = %q, %v; want the job's info", f.Type, err)
+	}
+	for m.Load() == 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopRun()
+	select {
+	case <-ran:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return 20 s after its context ended")
+	}
+	if n := m.Load(); n != 0 {
+		t.Errorf("after Run returned, %d jobs still run here", n)
+	}
+	for { // the terminal ends: with the job's exit, or closed
+		if _, err := fc.Read(); err != nil {
+			break
+		}
 	}
 }

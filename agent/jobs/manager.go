@@ -50,6 +50,10 @@ type Manager struct {
 	incoming map[string]time.Time // migrations admitted, not yet restored
 	seq      int
 
+	base  context.Context    // ends when Run's context does: streams end with it
+	stop  context.CancelFunc // ends base
+	tasks tasks              // the goroutines Run waits for
+
 	psMeter, balMeter cpuMeter // CPU use for drift ps, and for the balancer
 	cpuinfo           cpuInfo  // this node's CPU, as CRIU describes it
 }
@@ -72,6 +76,7 @@ func (m *Manager) init() {
 	defer m.mu.Unlock()
 	if m.homes == nil {
 		m.homes, m.runners = map[string]*homeJob{}, map[string]*runner{}
+		m.base, m.stop = context.WithCancel(context.Background())
 	}
 }
 
@@ -156,7 +161,7 @@ func (m *Manager) start(ctx context.Context, spec api.JobSpec) (*homeJob, error)
 	if err != nil {
 		return nil, err
 	}
-	h := newHomeJob(api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: api.JobStarting, Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
+	h := newHomeJob(m.tasks.Go, api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: api.JobStarting, Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
 	m.mu.Lock()
 	m.homes[id] = h
 	m.mu.Unlock()

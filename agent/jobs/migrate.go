@@ -359,7 +359,7 @@ func (m *Manager) adopt(id string, r *runner) {
 	m.runners[id] = r
 	m.mu.Unlock()
 	m.loadChanged()
-	go func() {
+	m.tasks.Go(func() {
 		<-r.done
 		m.mu.Lock()
 		if m.runners[id] == r {
@@ -369,7 +369,7 @@ func (m *Manager) adopt(id string, r *runner) {
 		m.psMeter.forget(r.pid)
 		m.balMeter.forget(r.pid)
 		m.loadChanged()
-	}()
+	})
 }
 
 // handleWhy says whether a job can move now, and if not, why.

@@ -143,7 +143,7 @@ func (m *Manager) dialStint(ctx context.Context, home, id string, epoch int) (*r
 // home the job's PID here.
 func (s *remoteSink) attach(r *runner) {
 	s.fc.WriteJSON(api.FrameInfo, api.StintHello{Epoch: s.hello.Epoch, Node: s.m.Self, PID: r.pid, Reason: s.hello.Reason})
-	go func() {
+	s.m.tasks.Go(func() { // until the stint's stream closes, when the stint ends
 		for {
 			f, err := s.fc.Read()
 			if err != nil {
@@ -151,7 +151,7 @@ func (s *remoteSink) attach(r *runner) {
 			}
 			r.control(f)
 		}
-	}()
+	})
 }
 
 func (s *remoteSink) output(t byte, data []byte) error { return s.fc.Write(t, data) }
@@ -181,6 +181,10 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer fc.Close()
+	ctx, done := m.streamContext(r)
+	defer done()
+	stop := context.AfterFunc(ctx, func() { fc.Close() })
+	defer stop()
 	for {
 		f, err := fc.Read()
 		if err != nil {

@@ -35,7 +35,9 @@ func (m *Manager) handleRun(w http.ResponseWriter, r *http.Request) {
 	if fc == nil {
 		return
 	}
-	m.terminal(streamContext(r), fc, h, info)
+	ctx, done := m.streamContext(r)
+	defer done()
+	m.terminal(ctx, fc, h, info)
 }
 
 // terminal relays a client's stream to and from a job homed here.
@@ -46,17 +48,22 @@ func (m *Manager) terminal(ctx context.Context, fc *api.FrameConn, h *homeJob, i
 		return
 	}
 	defer h.detach(fc)
-	frames := make(chan api.Frame)
-	go func() {
+	frames, stop := make(chan api.Frame), make(chan struct{})
+	defer close(stop) // before fc.Close: the reader sees stop or a closed fc
+	m.tasks.Go(func() {
 		defer close(frames)
 		for {
 			f, err := fc.Read()
 			if err != nil {
 				return
 			}
-			frames <- f
+			select {
+			case frames <- f:
+			case <-stop:
+				return
+			}
 		}
-	}()
+	})
 	for {
 		select {
 		case <-h.exited:
@@ -87,10 +94,14 @@ func (m *Manager) handleAttach(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h != nil {
-		m.terminal(streamContext(r), fc, h, h.snapshot())
+		ctx, done := m.streamContext(r)
+		defer done()
+		m.terminal(ctx, fc, h, h.snapshot())
 		return
 	}
-	m.proxyStream(streamContext(r), fc, home, "/v1/jobs/"+id+"/attach")
+	ctx, done := m.streamContext(r)
+	defer done()
+	m.proxyStream(ctx, fc, home, "/v1/jobs/"+id+"/attach")
 }
 
 // proxyStream joins a client's stream to the same endpoint on node.
@@ -107,30 +118,29 @@ func (m *Manager) proxyStream(ctx context.Context, fc *api.FrameConn, node, path
 		return
 	}
 	defer up.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			f, err := up.Read()
-			if err != nil {
-				return
-			}
-			if fc.Write(f.Type, f.Data) != nil {
-				return
-			}
-		}
-	}()
-	go func() {
+	stop := context.AfterFunc(ctx, func() { up.Close(); fc.Close() })
+	defer stop()
+	m.tasks.Go(func() { // the client's frames go up until either side hangs up
 		for {
 			f, err := fc.Read()
 			if err != nil {
 				up.Close()
 				return
 			}
-			up.Write(f.Type, f.Data)
+			if up.Write(f.Type, f.Data) != nil {
+				return
+			}
 		}
-	}()
-	<-done
+	})
+	for {
+		f, err := up.Read()
+		if err != nil {
+			return
+		}
+		if fc.Write(f.Type, f.Data) != nil {
+			return
+		}
+	}
 }
 
 // homeOf returns the job's record if it is homed here, else the name of
@@ -187,11 +197,4 @@ func (m *Manager) handleSignal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, map[string]string{"job": id})
-}
-
-// streamContext is the context of a hijacked stream: the server may
-// cancel the request's own context once the connection is taken over, so
-// a stream lives until the agent stops or either side hangs up.
-func streamContext(r *http.Request) context.Context {
-	return context.WithoutCancel(r.Context())
 }

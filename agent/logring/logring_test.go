@@ -18,22 +18,22 @@ import (
 func TestRingLines(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		ring   Ring
+		ring   func() *Ring
 		writes []string
 		tail   int
 		want   []string
 	}{
-		{"whole lines", Ring{}, []string{"a\nb\n"}, 0, []string{"a", "b"}},
-		{"split line", Ring{}, []string{"hel", "lo\nwor", "ld\n"}, 0, []string{"hello", "world"}},
-		{"console CRLF", Ring{}, []string{"drift: ready\r\n"}, 0, []string{"drift: ready"}},
-		{"unfinished line waits", Ring{}, []string{"a\nb"}, 0, []string{"a"}},
-		{"tail", Ring{}, []string{"1\n2\n3\n4\n"}, 2, []string{"3", "4"}},
-		{"max lines", Ring{MaxLines: 3}, []string{"1\n2\n3\n4\n5\n"}, 0, []string{"3", "4", "5"}},
-		{"max bytes", Ring{MaxBytes: 4}, []string{"aa\nbb\ncc\n"}, 0, []string{"bb", "cc"}},
-		{"one line over max bytes is kept", Ring{MaxBytes: 2}, []string{"abcdef\n"}, 0, []string{"abcdef"}},
+		{"whole lines", newRing(0, 0), []string{"a\nb\n"}, 0, []string{"a", "b"}},
+		{"split line", newRing(0, 0), []string{"hel", "lo\nwor", "ld\n"}, 0, []string{"hello", "world"}},
+		{"console CRLF", newRing(0, 0), []string{"drift: ready\r\n"}, 0, []string{"drift: ready"}},
+		{"unfinished line waits", newRing(0, 0), []string{"a\nb"}, 0, []string{"a"}},
+		{"tail", newRing(0, 0), []string{"1\n2\n3\n4\n"}, 2, []string{"3", "4"}},
+		{"max lines", newRing(3, 0), []string{"1\n2\n3\n4\n5\n"}, 0, []string{"3", "4", "5"}},
+		{"max bytes", newRing(0, 4), []string{"aa\nbb\ncc\n"}, 0, []string{"bb", "cc"}},
+		{"one line over max bytes is kept", newRing(0, 2), []string{"abcdef\n"}, 0, []string{"abcdef"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := &tt.ring
+			r := tt.ring()
 			for _, w := range tt.writes {
 				if n, err := r.Write([]byte(w)); n != len(w) || err != nil {
 					t.Fatalf("Write(%q) = %d, %v", w, n, err)
@@ -44,6 +44,10 @@ func TestRingLines(t *testing.T) {
 			}
 		})
 	}
+}
+
+func newRing(lines, bytes int) func() *Ring {
+	return func() *Ring { return &Ring{MaxLines: lines, MaxBytes: bytes} }
 }
 
 // A follower that never reads does not slow the writer; when it reads
