@@ -51,12 +51,6 @@ func lastRound(round int, pages, prev uint64) (bool, string) {
 	return false, ""
 }
 
-// dumping lets one CRIU dump run at a time on a node: Debian's CRIU 3.17
-// fails now and then to take a job's file descriptors from its parasite
-// ("Can't retrieve FD from socket") while another dump runs beside it.
-// Sending and restoring still overlap with the next dump.
-var dumping sync.Mutex
-
 // Sender carries one images directory, as a tar stream, to the target.
 // name is "pre-1.tar" ... or "final.tar"; Send returns when the target has
 // stored all of r (so a later dump may name it as parent), with the bytes
@@ -84,6 +78,8 @@ type Source struct {
 	// small job's memory while it is frozen. 0: 8 MiB; negative: always
 	// pre-copy.
 	PreCopyMin int64
+
+	dumpMu *sync.Mutex // held during each CRIU dump (Node's); nil: none
 }
 
 const defaultPreCopyMin = 8 << 20
@@ -188,9 +184,9 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 			return st, fmt.Errorf("migrate job %d: %w", s.Pid, err)
 		}
 		t0 := time.Now()
-		dumping.Lock()
+		s.lockDump()
 		err = c.PreDump(opts, nil)
-		dumping.Unlock()
+		s.unlockDump()
 		img.Close()
 		if err != nil {
 			return st, fmt.Errorf("migrate job %d: %w", s.Pid, criuError("pre-dump round "+fmt.Sprint(st.Rounds), filepath.Join(dir, name+".log"), err))
@@ -229,7 +225,7 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 	hook := &postDump{ctx: ctx, run: func(ctx context.Context) error {
 		// The images are written: another dump may start while this
 		// one's are sent and restored.
-		unlock.Do(dumping.Unlock)
+		unlock.Do(s.unlockDump)
 		st.DumpTime = time.Since(freezeStart)
 		frozen()
 		n, err := sendDir(ctx, snd, "final.tar", filepath.Join(dir, "final"))
@@ -242,10 +238,10 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 		}
 		return nil
 	}}
-	dumping.Lock()
+	s.lockDump()
 	freezeStart = time.Now()
 	err = c.Dump(opts, hook)
-	unlock.Do(dumping.Unlock)
+	unlock.Do(s.unlockDump)
 	committed := hook.done && hook.err == nil
 	if !committed {
 		// Closing the swrk socket without answering the post-dump
@@ -277,6 +273,18 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 	log.Info("migrated", "rounds", st.Rounds, "pre_bytes", st.PreBytes, "final_bytes", st.FinalBytes,
 		"freeze", st.Freeze, "dump", st.DumpTime, "total", st.Total)
 	return st, nil
+}
+
+func (s *Source) lockDump() {
+	if s.dumpMu != nil {
+		s.dumpMu.Lock()
+	}
+}
+
+func (s *Source) unlockDump() {
+	if s.dumpMu != nil {
+		s.dumpMu.Unlock()
+	}
 }
 
 // opts are CRIU's options for a dump of s.Pid into dir/name (created),

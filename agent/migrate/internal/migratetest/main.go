@@ -133,6 +133,38 @@ func (s *sender) Send(ctx context.Context, name string, r io.Reader) (int64, err
 	}
 }
 
+// dest is the thin migrate.Dest of the test channel: the target takes
+// every job, and restores it when asked.
+type dest struct {
+	sender
+	ino uint64 // the job's stdout pipe on the source
+}
+
+func (d *dest) Admit(ctx context.Context, cpuinfo []byte) (int, error) { return 1, nil }
+
+func (d *dest) Restore(ctx context.Context) error { return d.ask(ctx, msg{Kind: "restore", Inode: d.ino}) }
+
+func (d *dest) Discard(ctx context.Context) error { return nil } // the target's images go with its VM
+
+// ask sends m and waits for the target's answer.
+func (d *dest) ask(ctx context.Context, m msg) error {
+	if err := d.c.send(m); err != nil {
+		return err
+	}
+	select {
+	case a, ok := <-d.ack:
+		if !ok {
+			return errors.New("target closed the connection")
+		}
+		if a.Kind != "ok" {
+			return errors.New(a.Err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // output collects the job's stdout; pause/resume let frozen() drain the
 // pipe synchronously.
 type output struct {
@@ -276,26 +308,13 @@ func source(ctx context.Context, log *slog.Logger, args []string) error {
 			}
 		}
 	}()
-	s := &migrate.Source{WorkDir: "/tmp", Logger: log, Pid: cmd.Process.Pid, StdioPipes: []uint64{st.Ino}}
-	if reasons, err := migrate.Check(s.Pid, api.SharedRoot, s.StdioPipes); err == nil {
+	mj := migrate.Job{Pid: cmd.Process.Pid, Stdio: [3]uint64{1: st.Ino, 2: st.Ino}}
+	if reasons, err := migrate.Check(mj.Pid, api.SharedRoot, mj.Stdio[:]); err == nil {
 		res.Reasons = reasons
 	}
-	snd := &sender{c: c, ack: acks}
-	commit := func(ctx context.Context) error {
-		if err := c.send(msg{Kind: "restore", Inode: st.Ino}); err != nil {
-			return err
-		}
-		m, ok := <-acks
-		if !ok {
-			return errors.New("target closed the connection")
-		}
-		if m.Kind != "ok" {
-			return errors.New(m.Err)
-		}
-		return nil
-	}
-	stats, err := s.Migrate(ctx, snd, frozen, commit)
-	res.Stats = stats
+	node := &migrate.Node{WorkDir: "/tmp", Logger: log}
+	moved, err := node.Move(ctx, mj, &dest{sender: sender{c: c, ack: acks}, ino: st.Ino}, frozen)
+	res.Stats = moved.Stats
 	code := 0
 	if err != nil {
 		res.Err = err.Error()
