@@ -142,7 +142,9 @@ type dest struct {
 
 func (d *dest) Admit(ctx context.Context, cpuinfo []byte) (int, error) { return 1, nil }
 
-func (d *dest) Restore(ctx context.Context) error { return d.ask(ctx, msg{Kind: "restore", Inode: d.ino}) }
+func (d *dest) Restore(ctx context.Context) error {
+	return d.ask(ctx, msg{Kind: "restore", Inode: d.ino})
+}
 
 func (d *dest) Discard(ctx context.Context) error { return nil } // the target's images go with its VM
 
