@@ -95,17 +95,25 @@ type MigrateRequest struct {
 	Expect *int `json:"expect,omitempty"`
 }
 
-// CPUCheckRequest opens a migration on the target: can its CPU run the
-// job, and does it still have the room the source counted on?
-type CPUCheckRequest struct {
+// AdmitRequest opens a migration on the target (POST
+// /v1/jobs/ID/admit): can its CPU run the job, and does it still have the
+// room the source counted on? The target that admits the job opens its
+// stint's stream to the home at once, so that the restore, while the job
+// is frozen, does not wait for it.
+type AdmitRequest struct {
 	Job     string `json:"job"`
 	CPUInfo []byte `json:"cpuinfo,omitempty"` // criu cpuinfo dump of the source; nil: not checked
-	Expect  *int   `json:"expect,omitempty"`
+	Expect  *int   `json:"expect,omitempty"`  // see MigrateRequest.Expect
+	Home    string `json:"home"`              // the job's home
+	Epoch   int    `json:"epoch"`             // the stint the job will run as on the target
+	Reason  string `json:"reason,omitempty"`  // why it moves
 }
 
-// CPUCheckResult is the target's answer: it takes the job, and the jobs
-// it then counts as running or arriving, this one included.
-type CPUCheckResult struct {
+// AdmitResult is the target's answer: it takes the job, and the jobs it
+// then counts as running or arriving, this one included. A refusal is an
+// error status: 409 busy (or blocked, draining), 422 its CPU cannot run
+// the job.
+type AdmitResult struct {
 	OK   bool `json:"ok"`
 	Load int  `json:"load"`
 }
@@ -223,10 +231,10 @@ func (c *Client) OpenStint(ctx context.Context, id string, hello StintHello) (*F
 	return c.Stream(ctx, jobPath(id, "/stint"), hello)
 }
 
-// CPUCheck opens a migration on the target: it admits the job or refuses.
-func (c *Client) CPUCheck(ctx context.Context, id string, req CPUCheckRequest) (CPUCheckResult, error) {
-	var out CPUCheckResult
-	return out, c.Call(ctx, http.MethodPost, jobPath(id, "/cpucheck"), req, &out)
+// Admit opens a migration on the target: it admits the job or refuses.
+func (c *Client) Admit(ctx context.Context, id string, req AdmitRequest) (AdmitResult, error) {
+	var out AdmitResult
+	return out, c.Call(ctx, http.MethodPost, jobPath(id, "/admit"), req, &out)
 }
 
 // SendImage streams one CRIU image file of job id to the target.

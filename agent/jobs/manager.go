@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/migrate"
 )
 
 // Peers finds other agents.
@@ -47,15 +48,15 @@ type Manager struct {
 	mu       sync.Mutex
 	homes    map[string]*homeJob
 	runners  map[string]*runner
-	incoming map[string]time.Time // migrations admitted, not yet restored
+	incoming map[string]arriving // migrations admitted, not yet restored
 	seq      int
 
 	base  context.Context    // ends when Run's context does: streams end with it
 	stop  context.CancelFunc // ends base
 	tasks tasks              // the goroutines Run waits for
 
-	psMeter, balMeter cpuMeter // CPU use for drift ps, and for the balancer
-	cpuinfo           cpuInfo  // this node's CPU, as CRIU describes it
+	psMeter, balMeter cpuMeter     // CPU use for drift ps, and for the balancer
+	mig               migrate.Node // migrations from and to this node
 }
 
 func (m *Manager) log() *slog.Logger {
@@ -77,6 +78,7 @@ func (m *Manager) init() {
 	if m.homes == nil {
 		m.homes, m.runners = map[string]*homeJob{}, map[string]*runner{}
 		m.base, m.stop = context.WithCancel(context.Background())
+		m.mig = migrate.Node{WorkDir: m.workDir(), SharedRoot: m.sharedRoot(), Logger: m.log()}
 	}
 }
 

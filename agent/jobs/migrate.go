@@ -2,13 +2,11 @@ package jobs
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -20,7 +18,7 @@ import (
 func (m *Manager) migrateRoutes(routes map[string]http.Handler) {
 	routes["POST /v1/jobs/{id}/migrate"] = http.HandlerFunc(m.handleMigrate)
 	routes["GET /v1/jobs/{id}/why"] = http.HandlerFunc(m.handleWhy)
-	routes["POST /v1/jobs/{id}/cpucheck"] = http.HandlerFunc(m.handleCPUCheck)
+	routes["POST /v1/jobs/{id}/admit"] = http.HandlerFunc(m.handleAdmit)
 	routes["PUT /v1/jobs/{id}/images/{name}"] = http.HandlerFunc(m.handleImages)
 	routes["POST /v1/jobs/{id}/restore"] = http.HandlerFunc(m.handleRestore)
 	routes["POST /v1/jobs/{id}/discard"] = http.HandlerFunc(m.handleDiscard)
@@ -100,7 +98,7 @@ func (m *Manager) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	res, err := m.Migrate(r.Context(), r.PathValue("id"), req)
 	if err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, migrate.ErrNotMigratable) || errors.Is(err, errBadTarget) {
+		if errors.Is(err, migrate.ErrNotMigratable) || errors.Is(err, ErrTargetRefused) {
 			code = http.StatusConflict
 		}
 		http.Error(w, err.Error(), code)
@@ -109,12 +107,15 @@ func (m *Manager) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, res)
 }
 
-// errBadTarget marks a migration refused before anything moved.
-var errBadTarget = errors.New("nothing moved; the job runs where it was")
-
-// ErrTargetRefused reports that the target declined the job before
-// anything moved (busy, blocked, or a CPU that cannot run it).
-var ErrTargetRefused = errBadTarget
+// Why a migration did not happen, for callers that act on the kind (the
+// balancer backs off each target by it). A refusal before anything moved
+// wraps ErrTargetRefused and, when known, one of the others.
+var (
+	ErrTargetRefused     = migrate.ErrRefused
+	ErrTargetBusy        = migrate.ErrTargetBusy
+	ErrCPUIncompatible   = migrate.ErrCPUIncompatible
+	ErrTargetUnreachable = migrate.ErrTargetUnreachable
+)
 
 // Migrate moves job id, running here, to req.To. On any failure the job
 // keeps running here and the error says which step failed.
@@ -129,11 +130,11 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	}
 	res := api.MigrateResult{Job: id, From: m.Self, To: to}
 	if to == m.Self {
-		return res, fmt.Errorf("migrate %s: it already runs on %s: %w", id, to, errBadTarget)
+		return res, fmt.Errorf("migrate %s: it already runs on %s: %w", id, to, ErrTargetRefused)
 	}
 	c, err := m.Peers.Client(to)
 	if err != nil {
-		return res, fmt.Errorf("migrate %s to %s: %v: %w", id, to, err, errBadTarget)
+		return res, fmt.Errorf("migrate %s to %s: %w: %w: %w", id, to, err, ErrTargetUnreachable, ErrTargetRefused)
 	}
 	if !r.migrating.CompareAndSwap(false, true) {
 		return res, fmt.Errorf("migrate %s: a migration of it is already under way", id)
@@ -142,46 +143,26 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	// A target that membership declares dead ends the migration at once
 	// (the job resumes here), instead of waiting on TCP.
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go m.watchTarget(ctx, to, cancel)
-	// The target's CPU must run what the job may use here (P.Haul's
-	// check), and the target must still have room.
-	check := api.CPUCheckRequest{Job: id, Expect: req.Expect}
-	if img, err := m.cpuinfo.dump(ctx); err == nil {
-		check.CPUInfo = img
-	} else {
-		m.log().Warn("cpu info dump", "err", err)
-	}
-	var admitted api.CPUCheckResult
-	if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/cpucheck", check, &admitted); err != nil {
-		return res, fmt.Errorf("migrate %s to %s: %w: %w", id, to, err, errBadTarget)
-	}
-	res.TargetLoad = admitted.Load
-	os.MkdirAll(m.workDir(), 0o700)
-	src := &migrate.Source{WorkDir: m.workDir(), Logger: m.log(), Pid: r.pid, SharedRoot: m.sharedRoot(), StdioPipes: r.inodes[:]}
-	snd := sender{c: c, id: id}
-	restore := api.RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason}
-	st, err := src.Migrate(ctx, snd,
-		func() {
-			if err := r.drain(5 * time.Second); err != nil {
-				m.log().Warn("migrate: drain", "job", id, "err", err)
-			}
-		},
-		func(ctx context.Context) error {
-			if err := c.Call(ctx, http.MethodPost, "/v1/jobs/"+id+"/restore", restore, nil); err != nil {
-				return fmt.Errorf("restore on %s: %w", to, err)
-			}
-			r.moved.Store(true)
-			return nil
-		})
-	res.Rounds, res.Bytes, res.Freeze, res.Total = st.Rounds, st.PreBytes+st.FinalBytes, st.Freeze, st.Total
+	var watch sync.WaitGroup
+	watch.Go(func() { m.watchTarget(ctx, to, cancel) })
+	defer func() { cancel(nil); watch.Wait() }()
+	d := &apiDest{c: c, id: id, to: to, admit: api.AdmitRequest{Job: id, Expect: req.Expect, Home: r.home, Epoch: r.epoch + 1, Reason: req.Reason},
+		restore:  api.RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason},
+		restored: func() { r.moved.Store(true) }}
+	mv, err := m.mig.Move(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, d, func() {
+		if err := r.drain(5 * time.Second); err != nil {
+			m.log().Warn("migrate: drain", "job", id, "err", err)
+		}
+	})
+	res.TargetLoad = mv.TargetLoad
+	res.Rounds, res.Bytes, res.Freeze, res.Total = mv.Rounds, mv.PreBytes+mv.FinalBytes, mv.Freeze, mv.Total
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
-			err = fmt.Errorf("%w (%v)", err, cause)
+			err = fmt.Errorf("%w (%w)", err, cause)
 		}
-		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		c.Call(dctx, http.MethodPost, "/v1/jobs/"+id+"/discard", nil, nil)
-		dcancel()
+		if errors.Is(err, ErrTargetRefused) {
+			return res, fmt.Errorf("migrate %s to %s: %w", id, to, err)
+		}
 		if r.ended(500 * time.Millisecond) {
 			m.log().Info("the job ended during its migration", "job", id, "to", to, "err", err)
 			return res, fmt.Errorf("migrate %s to %s: the job ended meanwhile: %w", id, to, err)
@@ -189,187 +170,65 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 		m.log().Warn("migration failed; the job runs here still", "job", id, "to", to, "err", err)
 		return res, fmt.Errorf("migrate %s to %s: %w", id, to, err)
 	}
-	m.log().Info("job migrated", "job", id, "to", to, "freeze", st.Freeze, "total", st.Total, "bytes", res.Bytes, "rounds", st.Rounds)
+	m.log().Info("job migrated", "job", id, "to", to, "freeze", mv.Freeze, "total", mv.Total, "bytes", res.Bytes, "rounds", mv.Rounds)
 	return res, nil
 }
 
-// cpuInfo holds this node's CPU description, dumped once, and the
-// sources' descriptions already found compatible: a node's CPU does not
-// change while it runs, and each criu run costs seconds on a busy node.
-type cpuInfo struct {
-	mu   sync.Mutex
-	img  []byte
-	fits map[[sha256.Size]byte]bool
+// apiDest is the target of a migration from here, over the agents' API.
+type apiDest struct {
+	c        *api.Client
+	id, to   string
+	admit    api.AdmitRequest
+	restore  api.RestoreRequest
+	restored func() // the job runs on the target: its stint here ends as moved
 }
+
+func (d *apiDest) Admit(ctx context.Context, cpuinfo []byte) (int, error) {
+	req := d.admit
+	req.CPUInfo = cpuinfo
+	res, err := d.c.Admit(ctx, d.id, req)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", err, refusal(err))
+	}
+	return res.Load, nil
+}
+
+// refusal is the kind of refusal a failed admission stands for: the
+// target's answer (see handleAdmit), or no answer at all.
+func refusal(err error) error {
+	var se *api.StatusError
+	switch {
+	case !errors.As(err, &se):
+		return ErrTargetUnreachable
+	case se.Code == http.StatusUnprocessableEntity:
+		return ErrCPUIncompatible
+	case se.Code == http.StatusConflict:
+		return ErrTargetBusy
+	}
+	return fmt.Errorf("the target answered %d", se.Code)
+}
+
+func (d *apiDest) Send(ctx context.Context, name string, r io.Reader) (int64, error) {
+	return d.c.SendImage(ctx, d.id, name, r)
+}
+
+func (d *apiDest) Restore(ctx context.Context) error {
+	if err := d.c.Restore(ctx, d.id, d.restore); err != nil {
+		return fmt.Errorf("restore on %s: %w", d.to, err)
+	}
+	d.restored()
+	return nil
+}
+
+func (d *apiDest) Discard(ctx context.Context) error { return d.c.Discard(ctx, d.id) }
 
 // Prepare does ahead what every migration from here needs, while the
 // node is still idle: it dumps this node's CPU description.
 func (m *Manager) Prepare(ctx context.Context) {
-	if _, err := m.cpuinfo.dump(ctx); err != nil {
+	m.init()
+	if _, err := m.mig.CPUInfo(ctx); err != nil {
 		m.log().Warn("cpu info dump", "err", err)
 	}
-}
-
-func (c *cpuInfo) dump(ctx context.Context) ([]byte, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.img != nil {
-		return c.img, nil
-	}
-	img, err := migrate.CPUInfoDump(ctx, "")
-	if err == nil {
-		c.img = img
-	}
-	return img, err
-}
-
-// check says whether a job from a node whose CPU img describes can run
-// here; only successes are remembered.
-func (c *cpuInfo) check(ctx context.Context, img []byte) error {
-	sum := sha256.Sum256(img)
-	c.mu.Lock()
-	ok := c.fits[sum]
-	c.mu.Unlock()
-	if ok {
-		return nil
-	}
-	if err := migrate.CPUInfoCheck(ctx, "", img); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	if c.fits == nil {
-		c.fits = map[[sha256.Size]byte]bool{}
-	}
-	c.fits[sum] = true
-	c.mu.Unlock()
-	return nil
-}
-
-// sender streams a migration's images to the target's agent.
-type sender struct {
-	c  *api.Client
-	id string
-}
-
-func (s sender) Send(ctx context.Context, name string, r io.Reader) (int64, error) {
-	return s.c.Upload(ctx, "/v1/jobs/"+s.id+"/images/"+name, r)
-}
-
-func (m *Manager) target() *migrate.Target {
-	os.MkdirAll(m.workDir(), 0o700)
-	return &migrate.Target{WorkDir: m.workDir(), Logger: m.log()}
-}
-
-func (m *Manager) handleCPUCheck(w http.ResponseWriter, r *http.Request) {
-	if ok, why := m.accepting(); !ok {
-		http.Error(w, why, http.StatusConflict)
-		return
-	}
-	var req api.CPUCheckRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		http.Error(w, "cpucheck: want a CPUCheckRequest", http.StatusBadRequest)
-		return
-	}
-	if req.CPUInfo != nil {
-		if err := m.cpuinfo.check(r.Context(), req.CPUInfo); err != nil {
-			http.Error(w, fmt.Sprintf("%s cannot run it: %v", m.Self, err), http.StatusConflict)
-			return
-		}
-	}
-	if !m.admit(r.PathValue("id"), req.Expect) {
-		http.Error(w, fmt.Sprintf("%s is busier than the source counted (%d jobs running or arriving, it counted %d): try again later", m.Self, m.load(), *req.Expect), http.StatusConflict)
-		return
-	}
-	api.WriteJSON(w, api.CPUCheckResult{OK: true, Load: m.load()})
-}
-
-func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
-	if err := m.target().Receive(r.Context(), r.PathValue("id"), r.PathValue("name"), r.Body); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	api.WriteJSON(w, map[string]bool{"ok": true})
-}
-
-func (m *Manager) handleDiscard(w http.ResponseWriter, r *http.Request) {
-	m.arrived(r.PathValue("id"))
-	m.target().Discard(r.PathValue("id"))
-	api.WriteJSON(w, map[string]bool{"ok": true})
-}
-
-// handleRestore restores a job from the images received and runs it as
-// the next stint, with fresh stdio pipes in place of the source's.
-func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	var req api.RestoreRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		http.Error(w, "restore: want a restore request", http.StatusBadRequest)
-		return
-	}
-	t := m.target()
-	defer t.Discard(id)
-	defer m.arrived(id)
-	var s sink
-	var started func(*runner)
-	if req.Home == m.Self {
-		h, _, err := m.homeOf(id)
-		if err != nil || h == nil {
-			http.Error(w, fmt.Sprintf("restore %s: no such job homed here", id), http.StatusNotFound)
-			return
-		}
-		s = localSink{h, req.Epoch}
-		started = func(rn *runner) { h.runsOn(req.Epoch, m.Self, rn.pid, rn.control, req.Reason) }
-	} else {
-		rs, err := m.dialStint(context.Background(), req.Home, id, req.Epoch)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		rs.hello.Reason = req.Reason
-		s, started = rs, rs.attach
-	}
-	p, err := newPipes()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	pid, err := t.Restore(r.Context(), id, []migrate.InheritFd{
-		{Key: fmt.Sprintf("pipe:[%d]", req.Stdio[0]), File: p.jobIn},
-		{Key: fmt.Sprintf("pipe:[%d]", req.Stdio[1]), File: p.jobOut},
-		{Key: fmt.Sprintf("pipe:[%d]", req.Stdio[2]), File: p.jobErr},
-	})
-	if err != nil {
-		p.closeAll()
-		if rs, ok := s.(*remoteSink); ok {
-			rs.fc.Close()
-		}
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	rn := newRunner(id, req.Epoch, pid, p, waitPID(pid), s, m.log())
-	rn.spec, rn.home = req.Spec, req.Home
-	m.adopt(id, rn)
-	started(rn)
-	api.WriteJSON(w, map[string]int{"pid": pid})
-}
-
-// adopt records a runner and forgets it when its stint ends.
-func (m *Manager) adopt(id string, r *runner) {
-	m.mu.Lock()
-	m.runners[id] = r
-	m.mu.Unlock()
-	m.loadChanged()
-	m.tasks.Go(func() {
-		<-r.done
-		m.mu.Lock()
-		if m.runners[id] == r {
-			delete(m.runners, id)
-		}
-		m.mu.Unlock()
-		m.psMeter.forget(r.pid)
-		m.balMeter.forget(r.pid)
-		m.loadChanged()
-	})
 }
 
 // handleWhy says whether a job can move now, and if not, why.
@@ -389,48 +248,6 @@ func (m *Manager) handleWhy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, api.WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons})
-}
-
-// incomingTTL bounds how long an admitted migration counts as arriving.
-const incomingTTL = 2 * time.Minute
-
-// load is the number of jobs running here or admitted and on their way.
-func (m *Manager) load() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := len(m.runners)
-	for id, t := range m.incoming {
-		if time.Since(t) > incomingTTL {
-			delete(m.incoming, id)
-			continue
-		}
-		n++
-	}
-	return n
-}
-
-// admit records an arriving job, unless expect is set and this node
-// already runs or receives more jobs than that.
-func (m *Manager) admit(id string, expect *int) bool {
-	if expect != nil && m.load() > *expect {
-		return false
-	}
-	m.mu.Lock()
-	if m.incoming == nil {
-		m.incoming = map[string]time.Time{}
-	}
-	m.incoming[id] = time.Now()
-	m.mu.Unlock()
-	m.loadChanged()
-	return true
-}
-
-// arrived forgets an admitted job: restored (now a runner) or abandoned.
-func (m *Manager) arrived(id string) {
-	m.mu.Lock()
-	delete(m.incoming, id)
-	m.mu.Unlock()
-	m.loadChanged()
 }
 
 // watchTarget cancels a migration when its target leaves the cluster.

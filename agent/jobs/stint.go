@@ -185,14 +185,18 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 	defer done()
 	stop := context.AfterFunc(ctx, func() { fc.Close() })
 	defer stop()
+	started := false // a stint opened for a migration that failed ends before it starts: nothing ran
 	for {
 		f, err := fc.Read()
 		if err != nil {
-			h.stintEnded(hello.Epoch, &api.ExitStatus{Code: 255, Error: fmt.Sprintf("lost the connection to %s: %v", hello.Node, err)})
+			if started {
+				h.stintEnded(hello.Epoch, &api.ExitStatus{Code: 255, Error: fmt.Sprintf("lost the connection to %s: %v", hello.Node, err)})
+			}
 			return
 		}
 		switch f.Type {
 		case api.FrameInfo:
+			started = true
 			var hi api.StintHello
 			json.Unmarshal(f.Data, &hi)
 			h.runsOn(hello.Epoch, hi.Node, hi.PID, func(c api.Frame) { fc.Write(c.Type, c.Data) }, hi.Reason)

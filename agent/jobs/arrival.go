@@ -1,0 +1,222 @@
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/migrate"
+)
+
+// The target's side of a migration: admission (the node's room and CPU),
+// the images, the restore as the job's next stint, and the node's load
+// that admissions and runners make up.
+
+// incomingTTL bounds how long an admitted migration counts as arriving.
+const incomingTTL = 2 * time.Minute
+
+// arriving is a migration admitted here and not yet restored.
+type arriving struct {
+	at   time.Time
+	sink *remoteSink // the next stint's stream to its home, opened at admission; nil: the home is this node
+}
+
+// handleAdmit opens a migration to this node: it refuses when the node
+// takes no jobs (409), when its CPU cannot run what the job may use on
+// the source (422), or when it runs or receives more jobs than the source
+// counted (409). Admitted, the job counts in the node's load, and its
+// stint's stream to the home is opened now, not while it is frozen.
+func (m *Manager) handleAdmit(w http.ResponseWriter, r *http.Request) {
+	m.init()
+	if ok, why := m.accepting(); !ok {
+		http.Error(w, why, http.StatusConflict)
+		return
+	}
+	var req api.AdmitRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, "admit: want an AdmitRequest", http.StatusBadRequest)
+		return
+	}
+	id := r.PathValue("id")
+	if req.CPUInfo != nil {
+		if err := m.mig.CheckCPU(r.Context(), req.CPUInfo); err != nil {
+			code := http.StatusInternalServerError
+			if errors.Is(err, migrate.ErrCPUIncompatible) {
+				code = http.StatusUnprocessableEntity // lasting, unlike a busy node's 409
+			}
+			http.Error(w, fmt.Sprintf("%s cannot run it: %v", m.Self, err), code)
+			return
+		}
+	}
+	var sink *remoteSink
+	if req.Home != m.Self && req.Home != "" {
+		s, err := m.dialStint(r.Context(), req.Home, id, req.Epoch)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("%s cannot reach the job's home: %v", m.Self, err), http.StatusBadGateway)
+			return
+		}
+		s.hello.Reason = req.Reason
+		sink = s
+	}
+	if !m.admit(id, req.Expect, sink) {
+		if sink != nil {
+			sink.fc.Close()
+		}
+		http.Error(w, fmt.Sprintf("%s is busier than the source counted (%d jobs running or arriving, it counted %d): try again later", m.Self, m.load(), *req.Expect), http.StatusConflict)
+		return
+	}
+	api.WriteJSON(w, api.AdmitResult{OK: true, Load: m.load()})
+}
+
+func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
+	if err := m.target().Receive(r.Context(), r.PathValue("id"), r.PathValue("name"), r.Body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	api.WriteJSON(w, map[string]bool{"ok": true})
+}
+
+func (m *Manager) handleDiscard(w http.ResponseWriter, r *http.Request) {
+	m.arrived(r.PathValue("id"))
+	m.target().Discard(r.PathValue("id"))
+	api.WriteJSON(w, map[string]bool{"ok": true})
+}
+
+func (m *Manager) target() *migrate.Target {
+	m.init()
+	os.MkdirAll(m.workDir(), 0o700)
+	return m.mig.Target()
+}
+
+// handleRestore restores a job from the images received and runs it as
+// the next stint, with fresh stdio pipes in place of the source's.
+func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req api.RestoreRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, "restore: want a restore request", http.StatusBadRequest)
+		return
+	}
+	t := m.target()
+	defer t.Discard(id)
+	rs := m.arrived(id) // the stint stream opened at admission
+	var s sink
+	var started func(*runner)
+	if req.Home == m.Self {
+		h, _, err := m.homeOf(id)
+		if err != nil || h == nil {
+			http.Error(w, fmt.Sprintf("restore %s: no such job homed here", id), http.StatusNotFound)
+			return
+		}
+		s = localSink{h, req.Epoch}
+		started = func(rn *runner) { h.runsOn(req.Epoch, m.Self, rn.pid, rn.control, req.Reason) }
+	} else {
+		if rs == nil { // admitted so long ago that its record expired
+			var err error
+			if rs, err = m.dialStint(r.Context(), req.Home, id, req.Epoch); err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			rs.hello.Reason = req.Reason
+		}
+		s, started = rs, rs.attach
+	}
+	p, err := newPipes()
+	if err != nil {
+		if rs != nil {
+			rs.fc.Close()
+		}
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	pid, err := t.Restore(r.Context(), id, migrate.StdioInherit(req.Stdio, [3]*os.File{p.jobIn, p.jobOut, p.jobErr}))
+	if err != nil {
+		p.closeAll()
+		if rs != nil {
+			rs.fc.Close()
+		}
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	rn := newRunner(id, req.Epoch, pid, p, waitPID(pid), s, m.log())
+	rn.spec, rn.home = req.Spec, req.Home
+	m.adopt(id, rn)
+	started(rn)
+	api.WriteJSON(w, map[string]int{"pid": pid})
+}
+
+// adopt records a runner and forgets it when its stint ends.
+func (m *Manager) adopt(id string, r *runner) {
+	m.mu.Lock()
+	m.runners[id] = r
+	m.mu.Unlock()
+	m.loadChanged()
+	m.tasks.Go(func() {
+		<-r.done
+		m.mu.Lock()
+		if m.runners[id] == r {
+			delete(m.runners, id)
+		}
+		m.mu.Unlock()
+		m.psMeter.forget(r.pid)
+		m.balMeter.forget(r.pid)
+		m.loadChanged()
+	})
+}
+
+// load is the number of jobs running here or admitted and on their way.
+func (m *Manager) load() int {
+	m.mu.Lock()
+	n := len(m.runners)
+	var expired []*remoteSink
+	for id, a := range m.incoming {
+		if time.Since(a.at) > incomingTTL {
+			delete(m.incoming, id)
+			if a.sink != nil {
+				expired = append(expired, a.sink)
+			}
+			continue
+		}
+		n++
+	}
+	m.mu.Unlock()
+	for _, s := range expired { // outside the lock: closing may wait on the network
+		s.fc.Close()
+	}
+	return n
+}
+
+// admit records an arriving job and its stint's stream, unless expect is
+// set and this node already runs or receives more jobs than that.
+func (m *Manager) admit(id string, expect *int, sink *remoteSink) bool {
+	if expect != nil && m.load() > *expect {
+		return false
+	}
+	m.mu.Lock()
+	if m.incoming == nil {
+		m.incoming = map[string]arriving{}
+	}
+	old := m.incoming[id]
+	m.incoming[id] = arriving{at: time.Now(), sink: sink}
+	m.mu.Unlock()
+	if old.sink != nil { // an earlier admission of the same job, abandoned
+		old.sink.fc.Close()
+	}
+	m.loadChanged()
+	return true
+}
+
+// arrived forgets an admitted job, restored (now a runner) or abandoned,
+// and returns its stint's stream: the caller uses it or closes it.
+func (m *Manager) arrived(id string) *remoteSink {
+	m.mu.Lock()
+	a := m.incoming[id]
+	delete(m.incoming, id)
+	m.mu.Unlock()
+	m.loadChanged()
+	return a.sink
+}
