@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"sort"
 	"strings"
@@ -63,4 +64,32 @@ func describeJobs(list []api.JobInfo, max int) string {
 		parts = append(parts, fmt.Sprintf("%s (%s, %s on %s)", j.ID, j.Name, state, j.Node))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// jobArgs parses the arguments of a command about one job: the flags of
+// fs (the client flags are added here), then the job (id or name) and
+// len(more) more arguments, named in more for the usage error. It returns
+// the client, the job's id and the other arguments.
+func jobArgs(ctx context.Context, fs *flag.FlagSet, args []string, more ...string) (*api.Client, string, []string, error) {
+	cf := addClientFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, "", nil, err
+	}
+	if fs.NArg() != 1+len(more) {
+		fs.Usage()
+		want := "one job id or name (drift ps lists them)"
+		if len(more) > 0 {
+			want = "a job id or name and " + strings.Join(more, " and ")
+		}
+		return nil, "", nil, fmt.Errorf("want %s: %w", want, errUsage)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	id, err := resolveJob(ctx, c, fs.Arg(0))
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return c, id, fs.Args()[1:], nil
 }

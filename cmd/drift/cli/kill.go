@@ -14,23 +14,11 @@ import (
 func runKill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("kill", "[-s SIGNAL] JOB", stderr)
 	sig := fs.String("s", "TERM", "the signal: a name (TERM, INT, KILL, HUP, USR1...) or a number")
-	cf := addClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	c, id, _, err := jobArgs(ctx, fs, args)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return fmt.Errorf("want one job id or name (drift ps lists them): %w", errUsage)
 	}
 	n, err := parseSignal(*sig)
-	if err != nil {
-		return err
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	id, err := resolveJob(ctx, c, fs.Arg(0))
 	if err != nil {
 		return err
 	}

@@ -13,23 +13,11 @@ import (
 func runMigrate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("migrate", "[--json] JOB NODE|home", stderr)
 	asJSON := fs.Bool("json", false, "print as JSON")
-	cf := addClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return fmt.Errorf("want a job (id or name) and a node (drift ps, drift nodes): %w", errUsage)
-	}
-	c, err := cf.client()
+	c, id, rest, err := jobArgs(ctx, fs, args, "a node (drift nodes lists them, or home)")
 	if err != nil {
 		return err
 	}
-	id, err := resolveJob(ctx, c, fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	res, err := c.Migrate(ctx, id, api.MigrateRequest{To: fs.Arg(1)})
+	res, err := c.Migrate(ctx, id, api.MigrateRequest{To: rest[0]})
 	if err != nil {
 		return err
 	}

@@ -10,19 +10,7 @@ import (
 func runWhy(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("why", "[--json] JOB", stderr)
 	asJSON := fs.Bool("json", false, "print as JSON")
-	cf := addClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return fmt.Errorf("want a job id or name (drift ps lists them): %w", errUsage)
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	id, err := resolveJob(ctx, c, fs.Arg(0))
+	c, id, _, err := jobArgs(ctx, fs, args)
 	if err != nil {
 		return err
 	}
