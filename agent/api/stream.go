@@ -106,6 +106,10 @@ func (c *FrameConn) Read() (Frame, error) {
 // Close closes the connection.
 func (c *FrameConn) Close() error { return c.conn.Close() }
 
+// SetWriteDeadline bounds the writes to come (zero: none), as
+// net.Conn's does: a write that cannot finish by t fails.
+func (c *FrameConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
 // CloseWrite half-closes the connection where the transport allows it.
 func (c *FrameConn) CloseWrite() error {
 	switch cw := c.conn.(type) {

@@ -468,3 +468,54 @@ func TestRunEndsEverything(t *testing.T) {
 		}
 	}
 }
+
+// A terminal that stops reading holds neither the job's home nor the
+// node: drift ps, the node's load and signals go on, and the terminal is
+// disconnected once it falls far enough behind.
+func TestStalledTerminal(t *testing.T) {
+	peers := cluster(t, "drift-aaaaaa")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, _ := peers.Client("drift-aaaaaa")
+	fc, err := c.Run(ctx, api.JobSpec{Argv: []string{"yes", "a line of output that nobody reads"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close() // never read after the first frame
+	f, err := fc.Read()
+	if err != nil || f.Type != api.FrameInfo {
+		t.Fatalf("first frame = %q, %v; want the job's info", f.Type, err)
+	}
+	var info api.JobInfo
+	json.Unmarshal(f.Data, &info)
+	// Long enough for the socket's buffers to fill and the home to queue
+	// megabytes for this terminal.
+	time.Sleep(2 * time.Second)
+	for i := range 3 {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		ps, err := c.PS(pctx)
+		pcancel()
+		if err != nil || len(ps) != 1 {
+			t.Fatalf("drift ps #%d while a terminal stalls = %v, %v; want the job listed at once", i, ps, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+	defer scancel()
+	if err := c.Signal(sctx, info.ID, int(syscall.SIGKILL)); err != nil {
+		t.Fatalf("kill while a terminal stalls: %v", err)
+	}
+	// Reading now: the backlog, then the end: either the job's exit or the
+	// notice that this terminal fell behind.
+	var last api.Frame
+	for {
+		f, err := fc.Read()
+		if err != nil {
+			break
+		}
+		last = f
+	}
+	if last.Type != api.FrameError || !strings.Contains(string(last.Data), "fell more than") {
+		t.Errorf("the stalled terminal's last frame = %q %.80q, want the notice that it fell behind", last.Type, last.Data)
+	}
+}

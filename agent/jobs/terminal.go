@@ -44,10 +44,13 @@ func (m *Manager) handleRun(w http.ResponseWriter, r *http.Request) {
 func (m *Manager) terminal(ctx context.Context, fc *api.FrameConn, h *homeJob, info api.JobInfo) {
 	defer fc.Close()
 	fc.WriteJSON(api.FrameInfo, info)
-	if !h.attach(fc) {
+	tc := newTermClient(fc, info.ID)
+	m.tasks.Go(tc.run)
+	defer func() { tc.close(); <-tc.done }() // what is queued (the exit) goes before fc closes
+	if !h.attach(tc) {
 		return
 	}
-	defer h.detach(fc)
+	defer h.detach(tc)
 	frames, stop := make(chan api.Frame), make(chan struct{})
 	defer close(stop) // before fc.Close: the reader sees stop or a closed fc
 	m.tasks.Go(func() {
