@@ -189,9 +189,23 @@ func (c *Client) Attach(ctx context.Context, id string) (*FrameConn, error) {
 	return c.Stream(ctx, jobPath(id, "/attach"), struct{}{})
 }
 
-// PS lists every job of the cluster, from every node's home records.
-func (c *Client) PS(ctx context.Context) ([]JobInfo, error) {
-	var out []JobInfo
+// PSResult is GET /v1/ps: every job of the cluster, merged from what each
+// node says of the jobs it is home to and those it runs, and the nodes
+// that could not be asked in time: their jobs may be missing.
+type PSResult struct {
+	Jobs       []JobInfo   `json:"jobs"`
+	Unanswered []NodeError `json:"unanswered,omitempty"`
+}
+
+// NodeError is a node that could not be asked, and why.
+type NodeError struct {
+	Node  string `json:"node"`
+	Error string `json:"error"`
+}
+
+// PS lists every job of the cluster.
+func (c *Client) PS(ctx context.Context) (PSResult, error) {
+	var out PSResult
 	return out, c.Call(ctx, http.MethodGet, "/v1/ps", nil, &out)
 }
 

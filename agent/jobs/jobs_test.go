@@ -196,9 +196,11 @@ func TestPSAndAttach(t *testing.T) {
 	var ps []api.JobInfo
 	for range 50 {
 		b, _ := peers.Client("drift-bbbbbb")
-		if err := b.Call(ctx, http.MethodGet, "/v1/ps", nil, &ps); err != nil {
+		res, err := b.PS(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
+		ps = res.Jobs
 		if len(ps) == 1 && ps[0].State == "running" {
 			break
 		}
@@ -212,7 +214,7 @@ func TestPSAndAttach(t *testing.T) {
 	rn.migrating.Store(true)
 	for _, n := range []string{"drift-aaaaaa", "drift-bbbbbb"} {
 		c, _ := peers.Client(n)
-		if ps, err := c.PS(ctx); err != nil || len(ps) != 1 || ps[0].State != api.JobMigrating {
+		if ps, err := c.PS(ctx); err != nil || len(ps.Jobs) != 1 || ps.Jobs[0].State != api.JobMigrating {
 			t.Errorf("ps on %s during a move = %+v, %v; want the job migrating", n, ps, err)
 		}
 	}
@@ -495,7 +497,7 @@ func TestStalledTerminal(t *testing.T) {
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 		ps, err := c.PS(pctx)
 		pcancel()
-		if err != nil || len(ps) != 1 {
+		if err != nil || len(ps.Jobs) != 1 {
 			t.Fatalf("drift ps #%d while a terminal stalls = %v, %v; want the job listed at once", i, ps, err)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -517,5 +519,22 @@ func TestStalledTerminal(t *testing.T) {
 	}
 	if last.Type != api.FrameError || !strings.Contains(string(last.Data), "fell more than") {
 		t.Errorf("the stalled terminal's last frame = %q %.80q, want the notice that it fell behind", last.Type, last.Data)
+	}
+}
+
+// drift ps names the nodes it could not ask, rather than listing the
+// cluster as if they had no jobs.
+func TestPSNamesSilentNodes(t *testing.T) {
+	peers := cluster(t, "drift-aaaaaa")
+	peers["drift-cccccc"] = filepath.Join(t.TempDir(), "nobody-listens.sock")
+	c, _ := peers.Client("drift-aaaaaa")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ps, err := c.PS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps.Unanswered) != 1 || ps.Unanswered[0].Node != "drift-cccccc" || ps.Unanswered[0].Error == "" {
+		t.Errorf("PS() unanswered = %+v, want drift-cccccc with why", ps.Unanswered)
 	}
 }

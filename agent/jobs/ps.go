@@ -5,8 +5,8 @@ package jobs
 
 import (
 	"context"
-	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -89,9 +89,10 @@ func (m *Manager) handlePS(w http.ResponseWriter, r *http.Request) {
 		return out[i].Started.Before(out[k].Started) || out[i].Started.Equal(out[k].Started) && out[i].ID < out[k].ID
 	})
 	if len(errs) > 0 {
-		m.log().Warn("ps: some nodes did not answer", "errors", strings.Join(errs, "; "))
+		slices.SortFunc(errs, func(a, b api.NodeError) int { return strings.Compare(a.Node, b.Node) })
+		m.log().Warn("ps: some nodes did not answer", "errors", errs)
 	}
-	api.WriteJSON(w, out)
+	api.WriteJSON(w, api.PSResult{Jobs: out, Unanswered: errs})
 }
 
 // movingState is a job's state in `drift ps`: the home's, except that a
@@ -106,7 +107,7 @@ func movingState(home, runner string) string {
 // askPeers asks every other node for its own jobs, all at once, each
 // within psTimeout; it returns the lists it got and, for each node that
 // did not answer, why.
-func (m *Manager) askPeers(ctx context.Context) ([][]api.JobInfo, []string) {
+func (m *Manager) askPeers(ctx context.Context) ([][]api.JobInfo, []api.NodeError) {
 	if m.Peers == nil {
 		return nil, nil
 	}
@@ -114,7 +115,7 @@ func (m *Manager) askPeers(ctx context.Context) ([][]api.JobInfo, []string) {
 		mu    sync.Mutex
 		wg    sync.WaitGroup
 		lists [][]api.JobInfo
-		errs  []string
+		errs  []api.NodeError
 	)
 	for _, n := range m.Peers.Nodes() {
 		if n == m.Self {
@@ -133,7 +134,7 @@ func (m *Manager) askPeers(ctx context.Context) ([][]api.JobInfo, []string) {
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", n, err))
+				errs = append(errs, api.NodeError{Node: n, Error: err.Error()})
 				return
 			}
 			lists = append(lists, list)

@@ -24,20 +24,31 @@ func runDrain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err != nil {
 			return err
 		}
-		var here []string
-		for _, j := range ps {
+		var here, silent []string
+		for _, n := range ps.Unanswered { // it may run jobs there, or be home to jobs running there
+			silent = append(silent, n.Node)
+		}
+		for _, j := range ps.Jobs {
 			if j.Node == node && j.State != api.JobExited {
 				here = append(here, j.ID)
 			}
 		}
-		if len(here) == 0 {
+		if len(here) == 0 && len(silent) == 0 {
 			fmt.Fprintf(stdout, "%s has no jobs; it is blocked until drift unblock %s\n", node, node)
 			return nil
 		}
-		if len(here) != last {
-			fmt.Fprintf(stdout, "  %d jobs still on %s: %v\n", len(here), node, here)
-			last, stuck = len(here), 0
+		if len(here)+len(silent) != last {
+			if len(here) > 0 {
+				fmt.Fprintf(stdout, "  %d jobs still on %s: %v\n", len(here), node, here)
+			}
+			if len(silent) > 0 {
+				fmt.Fprintf(stdout, "  %v did not answer: until they do, jobs on %s may be missing from this count\n", silent, node)
+			}
+			last, stuck = len(here)+len(silent), 0
 		} else if stuck++; stuck > 60 {
+			if len(here) == 0 {
+				return fmt.Errorf("%v did not answer for two minutes: whether jobs remain on %s is not known", silent, node)
+			}
 			return fmt.Errorf("%d jobs stay on %s (drift why JOB says why): %v", len(here), node, here)
 		}
 		select {

@@ -14,7 +14,8 @@ import (
 // when that is unique) into the job's id, asking the cluster's job list.
 // When the list cannot be had, an id-shaped ref is passed on as it is.
 func resolveJob(ctx context.Context, c *api.Client, ref string) (string, error) {
-	list, err := c.PS(ctx)
+	ps, err := c.PS(ctx)
+	list := ps.Jobs
 	if err != nil {
 		if _, idErr := api.JobHome(ref); idErr == nil {
 			return ref, nil

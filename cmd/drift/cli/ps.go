@@ -12,8 +12,20 @@ import (
 
 func runPS(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return query(ctx, "ps", args, stdout, stderr,
-		func(c *api.Client, ctx context.Context) ([]api.JobInfo, error) { return c.PS(ctx) },
+		func(c *api.Client, ctx context.Context) ([]api.JobInfo, error) {
+			ps, err := c.PS(ctx)
+			warnUnanswered(stderr, ps.Unanswered)
+			return ps.Jobs, err
+		},
 		func(w io.Writer, list []api.JobInfo) error { return writePS(w, list, time.Now()) })
+}
+
+// warnUnanswered names the nodes a listing could not ask: their jobs may
+// be missing from it.
+func warnUnanswered(w io.Writer, nodes []api.NodeError) {
+	for _, n := range nodes {
+		fmt.Fprintf(w, "drift: %s did not answer in time, so jobs it runs or is home to may be missing: %s\n", n.Node, n.Error)
+	}
 }
 
 func writePS(w io.Writer, list []api.JobInfo, now time.Time) error {
