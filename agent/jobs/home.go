@@ -3,6 +3,7 @@ package jobs
 import (
 	"encoding/json"
 	"sync"
+	"time"
 
 	"github.com/driftcluster/drift/agent/api"
 )
@@ -27,6 +28,7 @@ type homeJob struct {
 	backlog []api.Frame // output while nobody is attached
 	blBytes int
 	exit    *api.ExitStatus
+	exitAt  time.Time // when it exited
 	exited  chan struct{}
 	control func(api.Frame) // to the current stint: stdin, signals; nil: none yet
 
@@ -108,7 +110,7 @@ func (h *homeJob) finish(exit *api.ExitStatus) {
 	if h.exit != nil {
 		return
 	}
-	h.exit = exit
+	h.exit, h.exitAt = exit, time.Now()
 	h.info.State = api.JobExited
 	code := exit.Code
 	h.info.Exit = &code
@@ -204,6 +206,13 @@ func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame),
 		h.info.State = api.JobRunning
 	}
 	return true
+}
+
+// exitedAt is when the job exited; zero while it has not.
+func (h *homeJob) exitedAt() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.exitAt
 }
 
 func (h *homeJob) snapshot() api.JobInfo {

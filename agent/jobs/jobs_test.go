@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -536,5 +537,36 @@ func TestPSNamesSilentNodes(t *testing.T) {
 	}
 	if len(ps.Unanswered) != 1 || ps.Unanswered[0].Node != "drift-cccccc" || ps.Unanswered[0].Error == "" {
 		t.Errorf("PS() unanswered = %+v, want drift-cccccc with why", ps.Unanswered)
+	}
+}
+
+// A home forgets the jobs that exited long ago, and the oldest beyond
+// what it keeps; running jobs stay whatever their age.
+func TestForgetExited(t *testing.T) {
+	now := time.Now()
+	m := &Manager{Self: "drift-aaaaaa", Logger: slog.New(slog.DiscardHandler)}
+	m.init()
+	var ts tasks
+	add := func(id string, exited time.Duration) {
+		h := newHomeJob(ts.Go, api.JobInfo{ID: id})
+		if exited > 0 {
+			h.exitAt = now.Add(-exited)
+		}
+		m.homes[id] = h
+	}
+	add("aaaaaa-1", 0)                         // running for ever
+	add("aaaaaa-2", keepExitedFor+time.Second) // exited too long ago
+	add("aaaaaa-3", time.Minute)
+	for i := range keepExitedMax + 1 { // with aaaaaa-3, two more than are kept: the oldest two go
+		add(fmt.Sprintf("aaaaaa-%d", 10+i), time.Duration(keepExitedMax+10-i)*time.Second)
+	}
+	m.forgetExited(now)
+	for id, want := range map[string]bool{"aaaaaa-1": true, "aaaaaa-2": false, "aaaaaa-3": true, "aaaaaa-10": false, "aaaaaa-11": false, "aaaaaa-12": true} {
+		if _, ok := m.homes[id]; ok != want {
+			t.Errorf("after forgetExited, %s kept = %v, want %v", id, ok, want)
+		}
+	}
+	if n := len(m.homes); n != keepExitedMax+1 {
+		t.Errorf("after forgetExited %d records, want %d (the kept exited ones and the running one)", n, keepExitedMax+1)
 	}
 }

@@ -163,6 +163,7 @@ func (m *Manager) start(ctx context.Context, spec api.JobSpec) (*homeJob, error)
 	if err != nil {
 		return nil, err
 	}
+	m.forgetExited(time.Now())
 	h := newHomeJob(m.tasks.Go, api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: api.JobStarting, Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
 	m.mu.Lock()
 	m.homes[id] = h

@@ -3,8 +3,10 @@ package jobs
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // tasks counts the goroutines a Manager starts, so that Run can wait for
@@ -53,7 +55,15 @@ func (t *tasks) wait() {
 // are the agent's children, and cannot outlive it whole.
 func (m *Manager) Run(ctx context.Context) error {
 	m.init()
-	<-ctx.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case now := <-t.C:
+			m.forgetExited(now)
+		}
+	}
 	m.stop()
 	m.mu.Lock()
 	runners := make([]*runner, 0, len(m.runners))
@@ -69,6 +79,51 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.tasks.wait()
 	return nil
+}
+
+// How long and how many exited jobs a home keeps, for drift ps and
+// drift attach (which replays the output and the exit status).
+const (
+	keepExitedFor = time.Hour
+	keepExitedMax = 500
+)
+
+// forgetExited drops the records of jobs that exited more than
+// keepExitedFor ago, and the oldest beyond keepExitedMax: a node that
+// runs jobs for months does not hold them all.
+func (m *Manager) forgetExited(now time.Time) {
+	type done struct {
+		id string
+		at time.Time
+	}
+	m.mu.Lock()
+	homes := make(map[string]*homeJob, len(m.homes))
+	for id, h := range m.homes {
+		homes[id] = h
+	}
+	m.mu.Unlock()
+	var exited []done
+	for id, h := range homes {
+		if at := h.exitedAt(); !at.IsZero() {
+			exited = append(exited, done{id, at})
+		}
+	}
+	slices.SortFunc(exited, func(a, b done) int { return a.at.Compare(b.at) })
+	var drop []string
+	for i, d := range exited {
+		if now.Sub(d.at) > keepExitedFor || len(exited)-i > keepExitedMax {
+			drop = append(drop, d.id)
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	m.mu.Lock()
+	for _, id := range drop {
+		delete(m.homes, id)
+	}
+	m.mu.Unlock()
+	m.log().Info("forgot exited jobs", "count", len(drop))
 }
 
 // streamContext is the context of a hijacked stream: the server may
