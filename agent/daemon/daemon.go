@@ -48,6 +48,12 @@ type Node struct {
 	NICs    []boot.NIC
 }
 
+// OnNode reports whether this is a node booted from a drift image.
+func OnNode() bool {
+	_, err := os.Stat(KeyFile)
+	return err == nil
+}
+
 // ErrNotANode reports that driftd was started outside a drift image.
 var ErrNotANode = errors.New("driftd runs only on a node booted from a drift image (" + KeyFile + " not found); to try drift, boot the image: `make demo`")
 

@@ -39,6 +39,10 @@ func RunInit(args []string) int {
 		return 127
 	}
 	unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0)
+	// The agent is shielded from the OOM killer and a child inherits
+	// that: the job takes the default back, so that the kernel kills a
+	// job, not the agent, when memory runs out.
+	os.WriteFile("/proc/self/oom_score_adj", []byte("0"), 0)
 	// Jobs run at a lower priority than the agent, so that a node busy
 	// with jobs still answers, gossips and migrates promptly. Linux keeps
 	// a nice value per thread and a child inherits the one of the thread

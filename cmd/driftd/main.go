@@ -32,15 +32,23 @@ func main() {
 	if err != nil {
 		log.Error("read module list", "err", err)
 	}
-	err = daemon.Run(context.Background(), daemon.Config{Logger: log, Console: con, Log: ring, AlwaysModules: always, PackagesModules: pkgMods})
-	if err == daemon.ErrNotANode {
-		con.Event("error %v", err)
+	if !daemon.OnNode() {
+		con.Event("error %v", daemon.ErrNotANode)
 		os.Exit(1)
 	}
-	// driftd must not return: init would start a shell and, once that
-	// exits, the kernel would panic. Say what happened and keep the node up.
-	con.Event("error agent stopped: %v", err)
-	for {
-		time.Sleep(time.Hour)
+	if os.Getenv(daemon.AgentEnv) == "" {
+		// The driftd that init started keeps the agent running as its
+		// child. It must not return: init would start a shell and, once
+		// that exits, the kernel would panic.
+		err := daemon.SuperviseAgent(context.Background(), con, log)
+		con.Event("error agent supervisor stopped: %v", err)
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
+	daemon.ShieldFromOOM()
+	err = daemon.Run(context.Background(), daemon.Config{Logger: log, Console: con, Log: ring, AlwaysModules: always, PackagesModules: pkgMods})
+	// The supervisor says so on the console and starts the agent again.
+	log.Error("agent stopped", "err", err)
+	os.Exit(1)
 }
