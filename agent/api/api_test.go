@@ -324,3 +324,28 @@ func TestAddRoutesDuplicate(t *testing.T) {
 	}()
 	AddRoutes(dst, map[string]http.Handler{"GET /v1/a": http.NotFoundHandler()})
 }
+
+// PS reads both answers: PSResult, and the bare list of older agents.
+func TestPSOlderAgent(t *testing.T) {
+	for _, tt := range []struct {
+		name, body string
+		want       PSResult
+	}{
+		{"result", `{"jobs":[{"id":"a1b2c3-1"}],"unanswered":[{"node":"drift-d4e5f6","error":"timeout"}]}`,
+			PSResult{Jobs: []JobInfo{{ID: "a1b2c3-1"}}, Unanswered: []NodeError{{Node: "drift-d4e5f6", Error: "timeout"}}}},
+		{"bare list", `[{"id":"a1b2c3-1"}]`, PSResult{Jobs: []JobInfo{{ID: "a1b2c3-1"}}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sock, _, _ := startServerRoutes(t, mustKey(t), map[string]http.Handler{
+				"GET /v1/ps": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tt.body) }),
+			})
+			got, err := Local(sock).PS(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("PS() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

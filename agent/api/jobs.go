@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -203,10 +205,24 @@ type NodeError struct {
 	Error string `json:"error"`
 }
 
-// PS lists every job of the cluster.
+// PS lists every job of the cluster. An agent older than PSResult
+// answers the bare list; that is read too.
 func (c *Client) PS(ctx context.Context) (PSResult, error) {
+	var raw json.RawMessage
+	if err := c.Call(ctx, http.MethodGet, "/v1/ps", nil, &raw); err != nil {
+		return PSResult{}, err
+	}
 	var out PSResult
-	return out, c.Call(ctx, http.MethodGet, "/v1/ps", nil, &out)
+	var err error
+	if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 && trimmed[0] == '[' {
+		err = json.Unmarshal(trimmed, &out.Jobs)
+	} else {
+		err = json.Unmarshal(raw, &out)
+	}
+	if err != nil {
+		return PSResult{}, fmt.Errorf("api /v1/ps at %s: decode: %w", c.target, err)
+	}
+	return out, nil
 }
 
 // Jobs lists the jobs homed on the node the client talks to.
