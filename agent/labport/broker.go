@@ -2,6 +2,8 @@ package labport
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +38,7 @@ func (b *Broker) Run(ctx context.Context, ln net.Listener) error {
 		routes:  map[uint64]route{},
 		clients: map[*brokerClient]struct{}{},
 		port:    newPortQueue(),
+		next:    firstPortID(),
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -74,6 +77,15 @@ func (b *Broker) logger() *slog.Logger {
 		return b.Logger
 	}
 	return slog.Default()
+}
+
+// firstPortID is where a broker starts numbering streams on the port: at
+// random, so that output the agent was still writing for the streams of a
+// broker that died cannot be taken for one of its successor's.
+func firstPortID() uint64 {
+	var b [4]byte
+	rand.Read(b[:])
+	return uint64(binary.BigEndian.Uint32(b[:])) << 16
 }
 
 // route is where a stream's frames from the port go: a client, under the
