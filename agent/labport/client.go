@@ -28,6 +28,9 @@ import (
 // Run returns without waiting for a Read of c.Stdin in progress (a
 // terminal's may never return); what that Read returns is dropped.
 func Run(ctx context.Context, sockPath string, c Command) (ExitStatus, error) {
+	if err := ctx.Err(); err != nil {
+		return ExitStatus{}, fmt.Errorf("run %q on the node: %w", c.Argv, err)
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", sockPath)
 	if err != nil {

@@ -79,6 +79,9 @@ func newFrameReader(r io.Reader) *frameReader {
 	return &frameReader{r: bufio.NewReaderSize(r, 64<<10)}
 }
 
+// reset drops what fr holds and has it read from r.
+func (fr *frameReader) reset(r io.Reader) { fr.r.Reset(r) }
+
 // next returns the next frame. A line that is too long, not JSON, or has
 // no type is skipped, and next returns an error wrapping errMalformed for
 // it; the caller may log it and call next again. Other errors are the

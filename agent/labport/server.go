@@ -93,9 +93,11 @@ func (s *Server) Serve(ctx context.Context, port io.ReadWriter) error {
 	defer wg.Wait()
 	defer out.close()
 	out.push(0, helloLine(frame{T: tHello, V: Version, Instance: instance}))
+	fr := newFrameReader(port)
 	for n := uint64(1); ; n++ {
 		ss := &session{s: s, num: n, out: out, instance: instance, streams: map[uint64]*stream{}}
-		got, err := ss.serve(ctx, port)
+		fr.reset(port) // a partial line of the last session is no frame
+		got, err := ss.serve(ctx, fr)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -142,14 +144,13 @@ type session struct {
 // serve reads frames until the port reads end of file or fails, then
 // hangs up the session's commands and waits for them. It reports whether
 // anything was read.
-func (ss *session) serve(ctx context.Context, port io.Reader) (got bool, err error) {
+func (ss *session) serve(ctx context.Context, fr *frameReader) (got bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
 		cancel() // hangs up every command of the session
 		ss.wg.Wait()
 		ss.out.purge(ss.num)
 	}()
-	fr := newFrameReader(port)
 	for {
 		f, err := fr.next()
 		if errors.Is(err, errMalformed) {
