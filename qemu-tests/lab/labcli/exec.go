@@ -60,7 +60,7 @@ func Exec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 		return &ExitError{Code: 124} // as timeout(1)
 	default:
-		return fmt.Errorf("exec on node %d: %w", n, err)
+		return fmt.Errorf("exec: %w", err)
 	}
 }
 
