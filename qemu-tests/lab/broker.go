@@ -207,20 +207,27 @@ func (l *Lab) startBroker(ctx context.Context, n int) error {
 	l.brokers[n] = exited
 	l.mu.Unlock()
 
+	// Ready is a running broker in the pid file (it writes it once it
+	// holds the lock, so a broker that is ending, whose socket may take
+	// connections for a moment, is gone by then) and a socket that takes
+	// connections.
 	ctx, cancel := context.WithTimeout(ctx, brokerStartWait)
 	defer cancel()
 	for {
-		var d net.Dialer
-		if c, err := d.DialContext(ctx, "unix", ns.LabSock); err == nil {
-			c.Close()
-			return nil
+		if brokerRunning(readPIDFile(l.nodePath(n, ".broker.pid"))) {
+			var d net.Dialer
+			if c, err := d.DialContext(ctx, "unix", ns.LabSock); err == nil {
+				c.Close()
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("node %d: the lab port broker did not start within %s; see %s", n, brokerStartWait, logPath)
 		case <-exited:
 			if brokerRunning(readPIDFile(l.nodePath(n, ".broker.pid"))) {
-				continue // another process's broker won the lock
+				exited = nil // another process's broker won the lock
+				continue
 			}
 			return fmt.Errorf("node %d: the lab port broker exited at once; see %s", n, logPath)
 		case <-time.After(pollInterval):

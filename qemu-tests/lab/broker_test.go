@@ -111,6 +111,12 @@ func TestBrokerProcess(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	l, node := startFakeNode(t, dir)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(l.nodePath(1, ".broker.log"))
+			t.Logf("broker log:\n%s", b)
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := l.startBroker(ctx, 1); err != nil {
