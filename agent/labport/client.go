@@ -133,7 +133,11 @@ func Run(ctx context.Context, sockPath string, c Command) (ExitStatus, error) {
 				return ExitStatus{}, fmt.Errorf("run %q on the node: %s", c.Argv, f.Err)
 			}
 			st := ExitStatus{Code: f.Code, Signal: syscall.Signal(f.Sig)}
-			if err := ctx.Err(); err != nil {
+			err := ctx.Err()
+			if f.TimedOut { // the guest's clock passed ctx's deadline first
+				err = context.DeadlineExceeded
+			}
+			if err != nil {
 				return st, fmt.Errorf("run %q on the node: %w (%s)", c.Argv, err, st)
 			}
 			return st, nil

@@ -52,9 +52,10 @@ type frame struct {
 	Sig      int      `json:"sig,omitempty"` // signal: to send; exit: that killed it
 	Code     int      `json:"code,omitempty"`
 	Err      string   `json:"err,omitempty"`
-	Lost     bool     `json:"lost,omitempty"`     // exit: Err says why the stream was lost, not why it could not start
-	V        int      `json:"v,omitempty"`        // hello
-	Instance string   `json:"instance,omitempty"` // hello from the guest
+	Lost     bool     `json:"lost,omitempty"`      // exit: Err says why the stream was lost, not why it could not start
+	TimedOut bool     `json:"timed_out,omitempty"` // exit: killed when its Timeout passed
+	V        int      `json:"v,omitempty"`         // hello
+	Instance string   `json:"instance,omitempty"`  // hello from the guest
 }
 
 // encode renders f as one line.

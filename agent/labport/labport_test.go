@@ -494,6 +494,29 @@ func TestClientGone(t *testing.T) {
 	gone(t, pid)
 }
 
+// TestClientGoneFlooding checks the same of a command that floods its
+// output: nobody takes it any more, and the stream must still end (the
+// server stops, in cleanup, only once it has).
+func TestClientGoneFlooding(t *testing.T) {
+	b := newBench(t)
+	conn, err := net.Dial("unix", b.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write(encode(frame{T: tOpen, ID: 9, Argv: []string{"sh", "-c", "echo $$; exec yes"}}))
+	fr := newFrameReader(conn)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	f, err := fr.next()
+	if err != nil || f.T != tData || f.ID != 9 {
+		t.Fatalf("first frame = %+v, %v, want data of stream 9", f, err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(f.Data), "\n", 2)[0]))
+	time.Sleep(200 * time.Millisecond) // let it fill its window
+	conn.Close()
+	gone(t, pid)
+	b.stopServer()
+}
+
 // started runs a command that prints its pid, then sleeps, and returns
 // the pid once it has printed it.
 func started(t *testing.T, ctx context.Context, sock string) (int, <-chan runResult) {

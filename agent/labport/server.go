@@ -234,16 +234,23 @@ type stream struct {
 	stdin  *inbox  // what the host sent, for the command's stdin
 	output *credit // the window of stdout and stderr toward the host
 
-	mu     sync.Mutex
-	pgid   int // the command's process group; 0 before it starts and once it is reaped
-	exited atomic.Bool
+	mu       sync.Mutex
+	pgid     int // the command's process group; 0 before it starts and once it is reaped
+	exited   atomic.Bool
+	timedOut atomic.Bool
 
 	hup     chan struct{} // closed by hangUp
 	hupOnce sync.Once
 }
 
-// hangUp asks the command to end because the host is gone.
-func (st *stream) hangUp() { st.hupOnce.Do(func() { close(st.hup) }) }
+// hangUp asks the command to end because the host is gone, and has its
+// output dropped, since nobody will take it.
+func (st *stream) hangUp() {
+	st.hupOnce.Do(func() {
+		close(st.hup)
+		st.output.kill()
+	})
+}
 
 // signal sends sig to the command's process group while it runs.
 func (st *stream) signal(sig syscall.Signal) {
@@ -303,6 +310,8 @@ func (st *stream) run(ctx context.Context, f frame) frame {
 	st.mu.Lock()
 	st.pgid = cmd.Process.Pid
 	st.mu.Unlock()
+	// The session's end is the host's: it takes no more output.
+	defer context.AfterFunc(ctx, st.hangUp)()
 
 	var pumps sync.WaitGroup
 	pumps.Add(3)
@@ -337,6 +346,7 @@ func (st *stream) run(ctx context.Context, f frame) frame {
 	outR.Close()
 	errR.Close()
 
+	exit.TimedOut = st.timedOut.Load()
 	var ee *exec.ExitError
 	switch {
 	case werr == nil:
@@ -362,6 +372,7 @@ func (st *stream) watch(session, cmdCtx context.Context, waited <-chan struct{})
 	case <-st.hup:
 	case <-cmdCtx.Done():
 		if session.Err() == nil { // the timeout
+			st.timedOut.Store(true)
 			st.signal(syscall.SIGKILL)
 			return
 		}
@@ -376,7 +387,8 @@ func (st *stream) watch(session, cmdCtx context.Context, waited <-chan struct{})
 }
 
 // pump sends what the command writes to fd (1 or 2) to the host, within
-// the stream's window.
+// the stream's window. Once the host is gone it reads on and drops what it
+// reads, so that the command is not stuck writing while it ends.
 func (st *stream) pump(fd int, r *os.File) {
 	buf := make([]byte, chunkSize)
 	for {
@@ -387,7 +399,7 @@ func (st *stream) pump(fd int, r *os.File) {
 		for p := buf[:n]; len(p) > 0; {
 			k := st.output.take(len(p))
 			if k == 0 {
-				return
+				break // the host is gone
 			}
 			st.ss.send(frame{T: tData, ID: st.id, FD: fd, Data: p[:k]})
 			p = p[k:]
