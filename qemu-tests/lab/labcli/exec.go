@@ -55,9 +55,6 @@ func Exec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return &ExitError{Code: 130}
 	case errors.Is(err, context.DeadlineExceeded):
 		fmt.Fprintf(stderr, "drift-lab: exec: stopped %q on node %d after --timeout %s\n", argv, n, *timeout)
-		if code := exitCode(st); code != 0 {
-			return &ExitError{Code: code}
-		}
 		return &ExitError{Code: 124} // as timeout(1)
 	default:
 		return fmt.Errorf("exec: %w", err)
