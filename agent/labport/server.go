@@ -1,10 +1,9 @@
 package labport
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,10 +13,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
-// Server runs commands that arrive on the lab port.
+// Server runs commands that arrive on the lab port, on the guest.
 type Server struct {
 	Logger *slog.Logger // nil: slog.Default()
 	SysDir string       // "": /sys
@@ -61,83 +62,64 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open lab port %s: %w", path, err)
 	}
-	go func() {
-		<-ctx.Done()
-		f.Close()
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	defer func() {
+		if stop() {
+			f.Close()
+		}
 	}()
 	s.logger().Info("lab port open", "dev", path)
-	return s.Serve(ctx, &eofRetryReader{ctx: ctx, r: f}, f)
+	return s.Serve(ctx, f)
 }
 
-// Serve reads requests from r and writes responses to w until r ends or
-// ctx is done. Each request runs in its own goroutine; Serve waits for
-// them before it returns. A malformed line is logged and dropped.
-func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
-	var (
-		wmu sync.Mutex
-		wg  sync.WaitGroup
-	)
+// Serve serves the port until ctx ends and a Read of port returns, or
+// until a Read fails with an error other than io.EOF. A virtio-serial
+// port reads end of file while no host is connected: each host connection
+// is a session, and when it ends, the commands it started are hung up
+// (SIGHUP, then SIGKILL), since nobody is left to see their output.
+// Writes to port may block while no host is connected, as a
+// virtio-serial port's do.
+func (s *Server) Serve(ctx context.Context, port io.ReadWriter) error {
+	instance := newID()
+	out := newQueue(maxPortQueue)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := out.run(port); err != nil && ctx.Err() == nil {
+			s.logger().Warn("lab port: write", "err", err)
+		}
+	}()
 	defer wg.Wait()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), maxLine)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
+	defer out.close()
+	out.push(0, helloLine(frame{T: tHello, V: Version, Instance: instance}))
+	fr := newFrameReader(port)
+	for n := uint64(1); ; n++ {
+		ss := &session{s: s, num: n, out: out, instance: instance, streams: map[uint64]*stream{}}
+		fr.reset(port) // a partial line of the last session is no frame
+		got, err := ss.serve(ctx, fr)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read lab port: %w", err)
+		}
+		if got {
+			s.logger().Info("lab port: host disconnected", "session", n)
 			continue
 		}
-		var req wireRequest
-		if err := json.Unmarshal(line, &req); err != nil || req.ID == "" {
-			s.logger().Warn("lab port: dropped malformed request", "len", len(line), "err", err)
-			continue
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollEOF):
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp := s.run(ctx, &req)
-			b, _ := json.Marshal(resp)
-			wmu.Lock()
-			defer wmu.Unlock()
-			if _, err := w.Write(append(b, '\n')); err != nil {
-				s.logger().Warn("lab port: write response", "id", req.ID, "err", err)
-			}
-		}()
 	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("read lab port: %w", err)
-	}
-	return ctx.Err()
 }
 
-func (s *Server) run(ctx context.Context, req *wireRequest) *wireResponse {
-	resp := &wireResponse{ID: req.ID}
-	if len(req.Argv) == 0 {
-		resp.Error = "empty command"
-		return resp
-	}
-	if req.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout)*time.Millisecond)
-		defer cancel()
-	}
-	cmd := exec.CommandContext(ctx, req.Argv[0], req.Argv[1:]...)
-	cmd.Env = append(os.Environ(), req.Env...)
-	cmd.Stdin = bytes.NewReader(req.Stdin)
-	stdout, stderr := &capped{max: MaxOutput}, &capped{max: MaxOutput}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = 2 * time.Second
-	s.logger().Debug("lab port: exec", "id", req.ID, "argv", req.Argv)
-	err := cmd.Run()
-	resp.Stdout, resp.Stderr = stdout.buf.Bytes(), stderr.buf.Bytes()
-	resp.Truncated = stdout.over || stderr.over
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		resp.ExitCode = ee.ExitCode()
-	default:
-		resp.Error = err.Error()
-	}
-	return resp
+// helloLine is a hello frame preceded by a newline, which ends any partial
+// line the other end was left with.
+func helloLine(f frame) []byte {
+	return append([]byte{'\n'}, encode(f)...)
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -147,39 +129,310 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// capped is a buffer that keeps at most max bytes.
-type capped struct {
-	buf  bytes.Buffer
-	max  int
-	over bool
+// session is one host connection to the port.
+type session struct {
+	s        *Server
+	num      uint64 // tags this session's frames in out
+	out      *queue
+	instance string
+
+	mu      sync.Mutex
+	streams map[uint64]*stream
+	wg      sync.WaitGroup
 }
 
-func (c *capped) Write(p []byte) (int, error) {
-	if room := c.max - c.buf.Len(); len(p) > room {
-		c.over = true
-		c.buf.Write(p[:max(room, 0)])
-		return len(p), nil
-	}
-	return c.buf.Write(p)
-}
-
-// eofRetryReader turns the EOF a virtio-serial port reports while no host
-// is connected into a short wait and another read.
-type eofRetryReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (e *eofRetryReader) Read(p []byte) (int, error) {
+// serve reads frames until the port reads end of file or fails, then
+// hangs up the session's commands and waits for them. It reports whether
+// anything was read.
+func (ss *session) serve(ctx context.Context, fr *frameReader) (got bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel() // hangs up every command of the session
+		ss.wg.Wait()
+		ss.out.purge(ss.num)
+	}()
 	for {
-		n, err := e.r.Read(p)
-		if n > 0 || (err != nil && err != io.EOF) {
-			return n, err
+		f, err := fr.next()
+		if errors.Is(err, errMalformed) {
+			got = true
+			ss.s.logger().Warn("lab port: dropped a line", "err", err)
+			continue
 		}
-		select {
-		case <-e.ctx.Done():
-			return 0, io.EOF
-		case <-time.After(pollEOF):
+		if err != nil {
+			return got, err
+		}
+		got = true
+		ss.handle(ctx, f)
+	}
+}
+
+func (ss *session) send(f frame) {
+	if !ss.out.push(ss.num, encode(f)) {
+		ss.s.logger().Warn("lab port: output queue full or closed; frame dropped", "type", f.T, "id", f.ID)
+	}
+}
+
+func (ss *session) stream(id uint64) *stream {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.streams[id]
+}
+
+func (ss *session) handle(ctx context.Context, f frame) {
+	if f.T == tHello {
+		ss.out.push(ss.num, helloLine(frame{T: tHello, V: Version, Instance: ss.instance}))
+		return
+	}
+	if f.T == tOpen {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if _, dup := ss.streams[f.ID]; dup || f.ID == 0 {
+			ss.s.logger().Warn("lab port: dropped an open with a bad id", "id", f.ID)
+			return
+		}
+		st := &stream{id: f.ID, ss: ss, stdin: newInbox(), output: newCredit(window), hup: make(chan struct{})}
+		ss.streams[f.ID] = st
+		ss.wg.Add(1)
+		go func() {
+			defer ss.wg.Done()
+			ss.send(st.run(ctx, f))
+			ss.mu.Lock()
+			delete(ss.streams, f.ID)
+			ss.mu.Unlock()
+		}()
+		return
+	}
+	st := ss.stream(f.ID)
+	if st == nil {
+		return // a stream that has ended, or another session's
+	}
+	switch f.T {
+	case tData:
+		if !st.stdin.push(f.Data) {
+			ss.s.logger().Warn("lab port: stdin overran its window; hanging up", "id", f.ID)
+			st.hangUp()
+		}
+	case tEOF:
+		st.stdin.close()
+	case tWindow:
+		if f.FD != 0 && f.N > 0 {
+			st.output.add(f.N)
+		}
+	case tSignal:
+		if f.Sig > 0 && f.Sig < 65 {
+			st.signal(syscall.Signal(f.Sig))
+		}
+	case tClose:
+		st.hangUp()
+	}
+}
+
+// stream is one command of a session.
+type stream struct {
+	id     uint64
+	ss     *session
+	stdin  *inbox  // what the host sent, for the command's stdin
+	output *credit // the window of stdout and stderr toward the host
+
+	mu       sync.Mutex
+	pgid     int // the command's process group; 0 before it starts and once it is reaped
+	exited   atomic.Bool
+	timedOut atomic.Bool
+
+	hup     chan struct{} // closed by hangUp
+	hupOnce sync.Once
+}
+
+// hangUp asks the command to end because the host is gone, and has its
+// output dropped, since nobody will take it.
+func (st *stream) hangUp() {
+	st.hupOnce.Do(func() {
+		close(st.hup)
+		st.output.kill()
+	})
+}
+
+// signal sends sig to the command's process group while it runs.
+func (st *stream) signal(sig syscall.Signal) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.pgid > 0 {
+		syscall.Kill(-st.pgid, sig)
+	}
+}
+
+// run runs the command of open frame f and returns its exit frame, after
+// its last output has been sent.
+func (st *stream) run(ctx context.Context, f frame) frame {
+	exit := frame{T: tExit, ID: st.id}
+	if len(f.Argv) == 0 {
+		exit.Err = "empty command"
+		return exit
+	}
+	cctx := ctx
+	if f.Timeout > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, time.Duration(f.Timeout)*time.Millisecond)
+		defer cancel()
+	}
+	var pipes [3][2]*os.File // stdin, stdout, stderr: read end, write end
+	for i := range pipes {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, p := range pipes[:i] {
+				p[0].Close()
+				p[1].Close()
+			}
+			exit.Err = err.Error()
+			return exit
+		}
+		pipes[i] = [2]*os.File{r, w}
+	}
+	inR, inW := pipes[0][0], pipes[0][1]
+	outR, outW := pipes[1][0], pipes[1][1]
+	errR, errW := pipes[2][0], pipes[2][1]
+	cmd := exec.Command(f.Argv[0], f.Argv[1:]...)
+	cmd.Env = append(os.Environ(), f.Env...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	st.ss.s.logger().Debug("lab port: exec", "id", st.id, "argv", f.Argv)
+	err := cmd.Start()
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		exit.Err = err.Error()
+		return exit
+	}
+	st.mu.Lock()
+	st.pgid = cmd.Process.Pid
+	st.mu.Unlock()
+	// The session's end is the host's: it takes no more output.
+	defer context.AfterFunc(ctx, st.hangUp)()
+
+	var pumps sync.WaitGroup
+	pumps.Add(3)
+	go func() { defer pumps.Done(); st.pump(1, outR) }()
+	go func() { defer pumps.Done(); st.pump(2, errR) }()
+	go func() { defer pumps.Done(); st.feed(inW) }()
+
+	waited := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		st.watch(ctx, cctx, waited)
+	}()
+	werr := cmd.Wait()
+	close(waited)
+	watch.Wait()
+	st.mu.Lock()
+	st.pgid = 0
+	st.mu.Unlock()
+
+	// Output the command wrote before it exited is still in the pipes; a
+	// pipe that a background child keeps open ends after drainQuiet of
+	// silence.
+	st.exited.Store(true)
+	outR.SetReadDeadline(time.Now().Add(drainQuiet))
+	errR.SetReadDeadline(time.Now().Add(drainQuiet))
+	st.stdin.kill()
+	inW.Close() // unblocks a write to a stdin nobody reads
+	pumps.Wait()
+	st.output.kill()
+	outR.Close()
+	errR.Close()
+
+	exit.TimedOut = st.timedOut.Load()
+	var ee *exec.ExitError
+	switch {
+	case werr == nil:
+	case errors.As(werr, &ee):
+		ws, _ := ee.Sys().(syscall.WaitStatus)
+		exit.Code = ee.ExitCode()
+		if ws.Signaled() {
+			exit.Code, exit.Sig = -1, int(ws.Signal())
+		}
+	default:
+		exit.Err = werr.Error()
+	}
+	return exit
+}
+
+// watch kills the command's process group when its timeout passes, and
+// hangs it up when the host goes away (the session ends or the host
+// closes the stream), until waited is closed.
+func (st *stream) watch(session, cmdCtx context.Context, waited <-chan struct{}) {
+	select {
+	case <-waited:
+		return
+	case <-st.hup:
+	case <-cmdCtx.Done():
+		if session.Err() == nil { // the timeout
+			st.timedOut.Store(true)
+			st.signal(syscall.SIGKILL)
+			return
 		}
 	}
+	st.signal(syscall.SIGHUP)
+	st.signal(syscall.SIGCONT)
+	select {
+	case <-waited:
+	case <-time.After(hangupGrace):
+		st.signal(syscall.SIGKILL)
+	}
+}
+
+// pump sends what the command writes to fd (1 or 2) to the host, within
+// the stream's window. Once the host is gone it reads on and drops what it
+// reads, so that the command is not stuck writing while it ends.
+func (st *stream) pump(fd int, r *os.File) {
+	buf := make([]byte, chunkSize)
+	for {
+		if st.exited.Load() {
+			r.SetReadDeadline(time.Now().Add(drainQuiet))
+		}
+		n, err := r.Read(buf)
+		for p := buf[:n]; len(p) > 0; {
+			k := st.output.take(len(p))
+			if k == 0 {
+				break // the host is gone
+			}
+			st.ss.send(frame{T: tData, ID: st.id, FD: fd, Data: p[:k]})
+			p = p[k:]
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// feed writes what the host sends for stdin to the command, acknowledging
+// each piece once written, and closes w at end of file. Once the command
+// stops reading, the rest is acknowledged and dropped.
+func (st *stream) feed(w *os.File) {
+	defer w.Close()
+	broken := false
+	for {
+		p, ok := st.stdin.pop()
+		if !ok {
+			return
+		}
+		if !broken {
+			if _, err := w.Write(p); err != nil {
+				broken = true
+				w.Close()
+			}
+		}
+		st.ss.send(frame{T: tWindow, ID: st.id, FD: 0, N: int64(len(p))})
+	}
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

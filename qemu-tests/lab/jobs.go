@@ -11,21 +11,32 @@ import (
 	"github.com/driftcluster/drift/agent/labport"
 )
 
-// Exec runs argv on node n through its lab port and returns what it did;
-// a non-zero exit is a Result, not an error. The lab port carries one
-// command at a time: a second Exec on the same node waits for the first,
-// so a long-running command (drift run) holds its node's port until it
-// ends.
+// Exec runs argv on node n through its lab port and returns what it did,
+// its output collected; a non-zero exit is a Result, not an error. Any
+// number of Execs and Runs may run on a node at once. When ctx ends, the
+// command gets SIGINT, then SIGHUP (labport.Run).
 func (l *Lab) Exec(ctx context.Context, n int, argv ...string) (*labport.Result, error) {
-	ns, err := l.node(n)
-	if err != nil {
+	if err := l.ensureBroker(ctx, n); err != nil {
 		return nil, err
 	}
-	res, err := labport.Exec(ctx, ns.LabSock, labport.Request{Argv: argv})
+	res, err := labport.Exec(ctx, l.LabSock(n), labport.Request{Argv: argv})
 	if err != nil {
 		return nil, fmt.Errorf("node %d: %w", n, err)
 	}
 	return res, nil
+}
+
+// Run runs c on node n through its lab port, its standard streams flowing
+// as the command runs, and returns how it ended (labport.Run).
+func (l *Lab) Run(ctx context.Context, n int, c labport.Command) (labport.ExitStatus, error) {
+	if err := l.ensureBroker(ctx, n); err != nil {
+		return labport.ExitStatus{}, err
+	}
+	st, err := labport.Run(ctx, l.LabSock(n), c)
+	if err != nil {
+		return st, fmt.Errorf("node %d: %w", n, err)
+	}
+	return st, nil
 }
 
 // ExecOK is Exec that fails unless argv exits 0; it returns its stdout.

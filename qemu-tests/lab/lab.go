@@ -129,9 +129,10 @@ type Lab struct {
 	// (Add, StartNode); false for a lab from Open.
 	dieWithParent bool
 
-	mu    sync.Mutex
-	cmds  map[int]*exec.Cmd // QEMU processes this process started
-	ready map[int]Ready
+	mu      sync.Mutex
+	cmds    map[int]*exec.Cmd     // QEMU processes this process started
+	brokers map[int]chan struct{} // lab port brokers this process started: closed once reaped
+	ready   map[int]Ready
 }
 
 // lookQEMU finds the QEMU binary.
@@ -245,7 +246,7 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 		QEMU:       qemu,
 		OVMFDir:    cfg.OVMFDir,
 	}
-	l := &Lab{dir: dir, st: st, log: log, dieWithParent: cfg.DieWithParent, cmds: map[int]*exec.Cmd{}, ready: map[int]Ready{}}
+	l := &Lab{dir: dir, st: st, log: log, dieWithParent: cfg.DieWithParent, cmds: map[int]*exec.Cmd{}, brokers: map[int]chan struct{}{}, ready: map[int]Ready{}}
 	fail := func(err error) (*Lab, error) {
 		if derr := l.Down(context.WithoutCancel(ctx)); derr != nil {
 			log.Error("stop lab after failed start", "err", derr)
@@ -342,6 +343,7 @@ func (l *Lab) newNode(ctx context.Context, n int, extra []string) error {
 		ConsoleSock: l.nodePath(n, ".console.sock"),
 		ConsoleLog:  l.nodePath(n, ".console.log"),
 		LabSock:     l.nodePath(n, ".lab.sock"),
+		PortSock:    l.nodePath(n, ".port.sock"),
 		QMPSock:     l.nodePath(n, ".qmp.sock"),
 		QEMULog:     l.nodePath(n, ".qemu.log"),
 		PIDFile:     l.nodePath(n, ".pid"),
@@ -349,7 +351,7 @@ func (l *Lab) newNode(ctx context.Context, n int, extra []string) error {
 	spec := vmSpec{
 		Node: n, Accel: st.Accel, MemoryMB: st.MemoryMB, Boot: st.Boot, NIC: st.NIC,
 		MAC: ns.MAC, Tap: ns.Tap,
-		ConsoleSock: ns.ConsoleSock, ConsoleLog: ns.ConsoleLog, LabSock: ns.LabSock,
+		ConsoleSock: ns.ConsoleSock, ConsoleLog: ns.ConsoleLog, PortSock: ns.PortSock,
 		QMPSock: ns.QMPSock, PIDFile: ns.PIDFile,
 	}
 	switch st.Boot {
@@ -382,13 +384,14 @@ func (l *Lab) newNode(ctx context.Context, n int, extra []string) error {
 }
 
 // launch runs node n's recorded QEMU command line (the same MAC, the same
-// disks) and records its process.
+// disks) and records its process, then starts its lab port broker.
 func (l *Lab) launch(ctx context.Context, n int) error {
 	ns, err := l.node(n)
 	if err != nil {
 		return err
 	}
-	for _, p := range []string{ns.ConsoleSock, ns.LabSock, ns.QMPSock, ns.ConsoleLog, ns.PIDFile} {
+	l.stopBroker(ctx, n) // one left from the node's last boot
+	for _, p := range []string{ns.ConsoleSock, ns.LabSock, ns.PortSock, ns.QMPSock, ns.ConsoleLog, ns.PIDFile} {
 		os.Remove(p)
 	}
 	l.log.Info("start qemu", "node", n, "mac", ns.MAC, "cmdline", shellQuote(ns.Argv))
@@ -414,7 +417,10 @@ func (l *Lab) launch(ctx context.Context, n int) error {
 	// ip netns exec execs QEMU in place: its PID is QEMU's.
 	l.st.Nodes[n-1].PID, l.st.Nodes[n-1].Started = cmd.Process.Pid, started
 	l.mu.Unlock()
-	return writeState(l.dir, l.st)
+	if err := writeState(l.dir, l.st); err != nil {
+		return err
+	}
+	return l.startBroker(ctx, n)
 }
 
 // StopNode powers node n off hard, as when a machine loses power: QEMU
@@ -513,7 +519,7 @@ func Open(dir string, logger *slog.Logger) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Lab{dir: abs, st: st, log: logger, cmds: map[int]*exec.Cmd{}, ready: map[int]Ready{}}, nil
+	return &Lab{dir: abs, st: st, log: logger, cmds: map[int]*exec.Cmd{}, brokers: map[int]chan struct{}{}, ready: map[int]Ready{}}, nil
 }
 
 // Dir returns the lab's state directory.
@@ -555,7 +561,9 @@ func (l *Lab) ConsoleSock(n int) string { return l.mustNode(n).ConsoleSock }
 // ConsoleLog returns the file holding everything node n printed on its console.
 func (l *Lab) ConsoleLog(n int) string { return l.mustNode(n).ConsoleLog }
 
-// LabSock returns the unix socket of node n's lab command port (labport.Exec).
+// LabSock returns the unix socket of node n's lab port broker, for
+// labport.Exec and labport.Run. Lab.Exec and Lab.Run are better: they
+// start the broker again if it has gone.
 func (l *Lab) LabSock(n int) string { return l.mustNode(n).LabSock }
 
 // MAC returns node n's MAC address.
@@ -817,7 +825,8 @@ func (l *Lab) Down(ctx context.Context) error {
 		if qemuRunning(ns.PID) {
 			errs = append(errs, fmt.Errorf("stop node %d: qemu pid %d still runs", ns.Num, ns.PID))
 		}
-		for _, p := range []string{ns.ConsoleSock, ns.LabSock, ns.QMPSock, ns.PIDFile, ns.LabSock + ".lock",
+		for _, p := range []string{ns.ConsoleSock, ns.LabSock, ns.PortSock, ns.QMPSock, ns.PIDFile,
+			l.nodePath(ns.Num, ".broker.pid"), l.nodePath(ns.Num, ".broker.lock"),
 			l.nodePath(ns.Num, ".usb.img"), l.nodePath(ns.Num, ".OVMF_VARS.fd")} {
 			os.Remove(p)
 		}
@@ -854,13 +863,13 @@ func (l *Lab) stopNode(ctx context.Context, ns nodeState) {
 	l.mu.Unlock()
 	if cmd != nil {
 		cmd.Wait() // reap our child; its exit status is of no interest here
-		return
-	}
-	// Not our child: give its parent (init, once drift-lab up has exited) a
-	// moment to reap it, so that no zombie is left listed after Down.
-	if running {
+	} else if running {
+		// Not our child: give its parent (init, once drift-lab up has
+		// exited) a moment to reap it, so that no zombie is left listed
+		// after Down.
 		waitReaped(ctx, pid, quitGrace)
 	}
+	l.stopBroker(ctx, ns.Num)
 }
 
 func readPIDFile(path string) int {

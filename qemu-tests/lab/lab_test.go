@@ -147,13 +147,13 @@ func TestVMArgs(t *testing.T) {
 		Node: 2, Accel: AccelTCG, MemoryMB: 512, NIC: NICVirtio,
 		MAC: "52:54:00:d1:ab:02", Tap: "tap2",
 		ConsoleSock: "/s/node2.console.sock", ConsoleLog: "/s/node2.console.log",
-		LabSock: "/s/node2.lab.sock", QMPSock: "/s/node2.qmp.sock", PIDFile: "/s/node2.pid",
+		PortSock: "/s/node2.port.sock", QMPSock: "/s/node2.qmp.sock", PIDFile: "/s/node2.pid",
 	}
 	common := "-name drift-node2,debug-threads=on -nodefaults -machine pc -accel tcg -smp 1 -m 512 " +
 		"-display none -vga none -monitor none -no-reboot -pidfile /s/node2.pid " +
 		"-chardev socket,id=qmp,path=/s/node2.qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control " +
 		"-chardev socket,id=con,path=/s/node2.console.sock,server=on,wait=off,logfile=/s/node2.console.log -serial chardev:con " +
-		"-device virtio-serial-pci,id=vser0 -chardev socket,id=lab,path=/s/node2.lab.sock,server=on,wait=off " +
+		"-device virtio-serial-pci,id=vser0 -chardev socket,id=lab,path=/s/node2.port.sock,server=on,wait=off " +
 		"-device virtserialport,bus=vser0.0,chardev=lab,name=org.driftcluster.lab "
 	tests := []struct {
 		name   string

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
-	"github.com/driftcluster/drift/agent/labport"
 )
 
 // Members runs drift nodes --json on node n (through its lab port) and
@@ -16,9 +15,9 @@ import (
 func (l *Lab) Members(ctx context.Context, n int) ([]api.Node, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	res, err := labport.Exec(ctx, l.LabSock(n), labport.Request{Argv: []string{"drift", "nodes", "--json"}})
+	res, err := l.Exec(ctx, n, "drift", "nodes", "--json")
 	if err != nil {
-		return nil, fmt.Errorf("node %d: drift nodes: %w", n, err)
+		return nil, fmt.Errorf("drift nodes: %w", err)
 	}
 	if res.ExitCode != 0 {
 		return nil, fmt.Errorf("node %d: drift nodes exited %d: %s", n, res.ExitCode, strings.TrimSpace(string(res.Stderr)))

@@ -133,12 +133,12 @@ func (l *Lab) AddPXE(ctx context.Context, w PXEWorker, ovmf string) (int, error)
 	ns := nodeState{
 		Num: n, Role: "worker", MAC: NodeMAC(labID(l.dir), n), Tap: tapName(n),
 		ConsoleSock: l.nodePath(n, ".console.sock"), ConsoleLog: l.nodePath(n, ".console.log"),
-		LabSock: l.nodePath(n, ".lab.sock"), QMPSock: l.nodePath(n, ".qmp.sock"),
+		LabSock: l.nodePath(n, ".lab.sock"), PortSock: l.nodePath(n, ".port.sock"), QMPSock: l.nodePath(n, ".qmp.sock"),
 		QEMULog: l.nodePath(n, ".qemu.log"), PIDFile: l.nodePath(n, ".pid"),
 	}
 	// No Tap and no boot mode: args() adds neither a NIC nor a boot device.
 	spec := vmSpec{Node: n, Accel: st.Accel, MemoryMB: st.MemoryMB,
-		ConsoleSock: ns.ConsoleSock, ConsoleLog: ns.ConsoleLog, LabSock: ns.LabSock, QMPSock: ns.QMPSock, PIDFile: ns.PIDFile}
+		ConsoleSock: ns.ConsoleSock, ConsoleLog: ns.ConsoleLog, PortSock: ns.PortSock, QMPSock: ns.QMPSock, PIDFile: ns.PIDFile}
 	args := append(spec.args(), pxeArgs(w, ns.Tap, ns.MAC)...)
 	if w.UEFI {
 		vars := l.nodePath(n, ".OVMF_VARS.fd")

@@ -53,7 +53,7 @@ type vmSpec struct {
 	OVMFCode, OVMFVars     string // BootISOUEFI: firmware and this node's writable copy of the variables
 
 	ConsoleSock, ConsoleLog string
-	LabSock                 string
+	PortSock                string // the lab port's chardev socket
 	QMPSock                 string
 	PIDFile                 string
 }
@@ -77,7 +77,7 @@ func (s vmSpec) args() []string {
 		"-chardev", "socket,id=con,path=" + s.ConsoleSock + ",server=on,wait=off,logfile=" + s.ConsoleLog,
 		"-serial", "chardev:con",
 		"-device", "virtio-serial-pci,id=vser0",
-		"-chardev", "socket,id=lab,path=" + s.LabSock + ",server=on,wait=off",
+		"-chardev", "socket,id=lab,path=" + s.PortSock + ",server=on,wait=off",
 		"-device", "virtserialport,bus=vser0.0,chardev=lab,name=" + labport.PortName,
 	}
 	if s.Tap != "" {

@@ -46,7 +46,8 @@ type nodeState struct {
 	Argv        []string  `json:"argv"` // full command, starting with ip netns exec
 	ConsoleSock string    `json:"console_sock"`
 	ConsoleLog  string    `json:"console_log"`
-	LabSock     string    `json:"lab_sock"`
+	LabSock     string    `json:"lab_sock"`  // the lab port broker's, for clients (labport.Run)
+	PortSock    string    `json:"port_sock"` // QEMU's end of the lab port, which the broker holds
 	QMPSock     string    `json:"qmp_sock"`
 	QEMULog     string    `json:"qemu_log"`
 	PIDFile     string    `json:"pid_file"`

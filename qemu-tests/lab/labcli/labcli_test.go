@@ -5,7 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/driftcluster/drift/agent/labport"
 )
 
 // TestWithoutLab runs subcommands against a state directory with no lab in
@@ -72,5 +75,25 @@ func TestCopyUntilEscape(t *testing.T) {
 	}
 	if out.String() != "ls\r" {
 		t.Errorf("copyUntilEscape sent %q, want %q", out.String(), "ls\r")
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	tests := []struct {
+		st   labport.ExitStatus
+		want int
+	}{
+		{labport.ExitStatus{}, 0},
+		{labport.ExitStatus{Code: 3}, 3},
+		{labport.ExitStatus{Code: -1, Signal: syscall.SIGKILL}, 137},
+		{labport.ExitStatus{Code: -1, Signal: syscall.SIGINT}, 130},
+	}
+	for _, tt := range tests {
+		if got := exitCode(tt.st); got != tt.want {
+			t.Errorf("exitCode(%v) = %d, want %d", tt.st, got, tt.want)
+		}
+	}
+	if backgroundTerminal(strings.NewReader("")) {
+		t.Errorf("backgroundTerminal(a strings.Reader) = true, want false")
 	}
 }
