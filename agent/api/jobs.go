@@ -277,6 +277,12 @@ func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest) err
 	return c.Call(ctx, http.MethodPost, jobPath(id, "/restore"), req, nil)
 }
 
+// Commit tells the target that the source's copy of job id is gone: the
+// copy it restored and holds may run.
+func (c *Client) Commit(ctx context.Context, id string) error {
+	return c.Call(ctx, http.MethodPost, jobPath(id, "/commit"), nil, nil)
+}
+
 // Discard asks the target to forget a migration of job id that failed.
 func (c *Client) Discard(ctx context.Context, id string) error {
 	return c.Call(ctx, http.MethodPost, jobPath(id, "/discard"), nil, nil)

@@ -22,6 +22,7 @@ func (m *Manager) migrateRoutes(routes map[string]http.Handler) {
 	routes["PUT /v1/jobs/{id}/images/{name}"] = http.HandlerFunc(m.handleImages)
 	routes["POST /v1/jobs/{id}/restore"] = http.HandlerFunc(m.handleRestore)
 	routes["POST /v1/jobs/{id}/discard"] = http.HandlerFunc(m.handleDiscard)
+	routes["POST /v1/jobs/{id}/commit"] = http.HandlerFunc(m.handleCommit)
 }
 
 func (m *Manager) workDir() string {
@@ -163,6 +164,10 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 		if errors.Is(err, ErrTargetRefused) {
 			return res, fmt.Errorf("migrate %s to %s: %w", id, to, err)
 		}
+		if errors.Is(err, migrate.ErrCommitLost) {
+			m.log().Error("migration: the job left here but the target was never told to run it", "job", id, "to", to, "err", err)
+			return res, fmt.Errorf("migrate %s to %s: %w", id, to, err)
+		}
 		if r.ended(500 * time.Millisecond) {
 			m.log().Info("the job ended during its migration", "job", id, "to", to, "err", err)
 			return res, fmt.Errorf("migrate %s to %s: the job ended meanwhile: %w", id, to, err)
@@ -221,6 +226,8 @@ func (d *apiDest) Restore(ctx context.Context) error {
 }
 
 func (d *apiDest) Discard(ctx context.Context) error { return d.c.Discard(ctx, d.id) }
+
+func (d *apiDest) Commit(ctx context.Context) error { return d.c.Commit(ctx, d.id) }
 
 // Prepare does ahead what every migration from here needs, while the
 // node is still idle: it dumps this node's CPU description.
