@@ -135,11 +135,15 @@ type MigrateResult struct {
 // RestoreRequest asks the target to restore a job from the images it
 // received and to run it as the next stint.
 type RestoreRequest struct {
-	Spec   JobSpec   `json:"spec"`
-	Home   string    `json:"home"`
-	Epoch  int       `json:"epoch"`
-	Stdio  [3]uint64 `json:"stdio"` // the job's stdio pipe inodes on the source
-	Reason string    `json:"reason,omitempty"`
+	Spec  JobSpec   `json:"spec"`
+	Home  string    `json:"home"`
+	Epoch int       `json:"epoch"`
+	Stdio [3]uint64 `json:"stdio"` // the job's stdio pipe inodes on the source
+	// StdinEOF says the job's stdin had ended on the source: the target
+	// ends it too, so that a job that reads to the end does not wait for
+	// ever after the move.
+	StdinEOF bool   `json:"stdin_eof,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // WhyResult says whether a job can move now.

@@ -162,9 +162,13 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 	hd.run = func() error {
 		rn := newRunner(id, req.Epoch, hd.pid, p, waitPID(hd.pid), s, m.log())
 		rn.spec, rn.home = req.Spec, req.Home
+		rn.stdinEOF.Store(req.StdinEOF)
 		m.adopt(id, rn)
 		started(rn)
 		return nil
+	}
+	if req.StdinEOF { // ended on the source: the restored job reads to the end, then EOF
+		p.in.Close()
 	}
 	isHeld := make(chan struct{})
 	heldPid := 0

@@ -149,7 +149,7 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	defer func() { cancel(nil); watch.Wait() }()
 	d := &apiDest{c: c, id: id, to: to, admit: api.AdmitRequest{Job: id, Expect: req.Expect, Home: r.home, Epoch: r.epoch + 1, Reason: req.Reason},
 		restore:  api.RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason},
-		restored: func() { r.moved.Store(true) }}
+		restored: func() { r.moved.Store(true) }, stdinEOF: r.stdinEOF.Load}
 	mv, err := m.mig.Move(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, d, func() {
 		if err := r.drain(5 * time.Second); err != nil {
 			m.log().Warn("migrate: drain", "job", id, "err", err)
@@ -185,7 +185,8 @@ type apiDest struct {
 	id, to   string
 	admit    api.AdmitRequest
 	restore  api.RestoreRequest
-	restored func() // the job runs on the target: its stint here ends as moved
+	restored func()      // the job runs on the target: its stint here ends as moved
+	stdinEOF func() bool // whether the job's stdin has ended, asked while it is frozen
 }
 
 func (d *apiDest) Admit(ctx context.Context, cpuinfo []byte) (int, error) {
@@ -218,7 +219,9 @@ func (d *apiDest) Send(ctx context.Context, name string, r io.Reader) (int64, er
 }
 
 func (d *apiDest) Restore(ctx context.Context) error {
-	if err := d.c.Restore(ctx, d.id, d.restore); err != nil {
+	req := d.restore
+	req.StdinEOF = d.stdinEOF()
+	if err := d.c.Restore(ctx, d.id, req); err != nil {
 		return fmt.Errorf("restore on %s: %w", d.to, err)
 	}
 	d.restored()
