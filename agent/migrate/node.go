@@ -185,6 +185,9 @@ func (n *Node) Move(ctx context.Context, job Job, d Dest, frozen func()) (Result
 	if res.TargetLoad, err = d.Admit(ctx, img); err != nil {
 		return res, fmt.Errorf("%w: %w", err, ErrRefused)
 	}
+	if err := os.MkdirAll(n.WorkDir, 0o700); err != nil {
+		return res, fmt.Errorf("migrate job %d: %w", job.Pid, err)
+	}
 	src := &Source{CriuPath: n.CriuPath, WorkDir: n.WorkDir, Logger: n.Logger, Pid: job.Pid,
 		SharedRoot: n.SharedRoot, StdioPipes: job.Stdio[:], dumpMu: &n.dumpMu}
 	res.Stats, err = src.Migrate(ctx, d, frozen, d.Restore)
