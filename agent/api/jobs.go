@@ -135,11 +135,15 @@ type MigrateResult struct {
 // RestoreRequest asks the target to restore a job from the images it
 // received and to run it as the next stint.
 type RestoreRequest struct {
-	Spec   JobSpec   `json:"spec"`
-	Home   string    `json:"home"`
-	Epoch  int       `json:"epoch"`
-	Stdio  [3]uint64 `json:"stdio"` // the job's stdio pipe inodes on the source
-	Reason string    `json:"reason,omitempty"`
+	Spec  JobSpec   `json:"spec"`
+	Home  string    `json:"home"`
+	Epoch int       `json:"epoch"`
+	Stdio [3]uint64 `json:"stdio"` // the job's stdio pipe inodes on the source
+	// StdinEOF says the job's stdin had ended on the source: the target
+	// ends it too, so that a job that reads to the end does not wait for
+	// ever after the move.
+	StdinEOF bool   `json:"stdin_eof,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // WhyResult says whether a job can move now.
@@ -275,6 +279,12 @@ func (c *Client) SendImage(ctx context.Context, id, name string, r io.Reader) (i
 // Restore asks the target to restore job id from the images it received.
 func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest) error {
 	return c.Call(ctx, http.MethodPost, jobPath(id, "/restore"), req, nil)
+}
+
+// Commit tells the target that the source's copy of job id is gone: the
+// copy it restored and holds may run.
+func (c *Client) Commit(ctx context.Context, id string) error {
+	return c.Call(ctx, http.MethodPost, jobPath(id, "/commit"), nil, nil)
 }
 
 // Discard asks the target to forget a migration of job id that failed.

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,8 +82,16 @@ func (m *Manager) handleImages(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *Manager) handleDiscard(w http.ResponseWriter, r *http.Request) {
-	m.arrived(r.PathValue("id"))
-	m.target().Discard(r.PathValue("id"))
+	id := r.PathValue("id")
+	if rs := m.arrived(id); rs != nil {
+		rs.fc.Close()
+	}
+	if hd := m.takeHeld(id, nil); hd != nil { // its CRIU kills the copy, then the images go
+		hd.verdict <- errHoldDiscarded
+		<-hd.done
+	} else {
+		m.target().Discard(id)
+	}
 	api.WriteJSON(w, map[string]bool{"ok": true})
 }
 
@@ -92,8 +101,22 @@ func (m *Manager) target() *migrate.Target {
 	return m.mig.Target()
 }
 
-// handleRestore restores a job from the images received and runs it as
-// the next stint, with fresh stdio pipes in place of the source's.
+// held is a job restored here and held stopped until its source says it
+// may run (handleCommit) or must not (handleDiscard, or HoldTimeout).
+type held struct {
+	verdict chan error    // nil: run it; an error: kill it
+	done    chan struct{} // closed once CRIU has returned
+	pid     int           // after done: the job's root task
+	err     error         // after done: why it does not run
+	run     func() error  // after a nil verdict: makes it this node's next stint
+}
+
+// errHoldDiscarded is the verdict of a discarded migration.
+var errHoldDiscarded = errors.New("the source discarded the migration")
+
+// handleRestore restores a job from the images received, with fresh
+// stdio pipes in place of the source's, and holds it stopped: it answers
+// once the job is held, and the job runs only on handleCommit.
 func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var req api.RestoreRequest
@@ -102,13 +125,13 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := m.target()
-	defer t.Discard(id)
 	rs := m.arrived(id) // the stint stream opened at admission
 	var s sink
 	var started func(*runner)
 	if req.Home == m.Self {
 		h, _, err := m.homeOf(id)
 		if err != nil || h == nil {
+			t.Discard(id)
 			http.Error(w, fmt.Sprintf("restore %s: no such job homed here", id), http.StatusNotFound)
 			return
 		}
@@ -118,6 +141,7 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 		if rs == nil { // admitted so long ago that its record expired
 			var err error
 			if rs, err = m.dialStint(r.Context(), req.Home, id, req.Epoch); err != nil {
+				t.Discard(id)
 				http.Error(w, err.Error(), http.StatusBadGateway)
 				return
 			}
@@ -127,26 +151,106 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := newPipes()
 	if err != nil {
+		t.Discard(id)
 		if rs != nil {
 			rs.fc.Close()
 		}
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	pid, err := t.Restore(r.Context(), id, migrate.StdioInherit(req.Stdio, [3]*os.File{p.jobIn, p.jobOut, p.jobErr}))
-	if err != nil {
-		p.closeAll()
-		if rs != nil {
-			rs.fc.Close()
+	hd := &held{verdict: make(chan error, 1), done: make(chan struct{})}
+	hd.run = func() error {
+		rn := newRunner(id, req.Epoch, hd.pid, p, waitPID(hd.pid), s, m.log())
+		rn.spec, rn.home = req.Spec, req.Home
+		rn.stdinEOF.Store(req.StdinEOF)
+		m.adopt(id, rn)
+		started(rn)
+		return nil
+	}
+	if req.StdinEOF { // ended on the source: the restored job reads to the end, then EOF
+		p.in.Close()
+	}
+	isHeld := make(chan struct{})
+	heldPid := 0
+	m.tasks.Go(func() {
+		defer t.Discard(id)
+		pid, err := t.Restore(context.WithoutCancel(r.Context()), id,
+			migrate.StdioInherit(req.Stdio, [3]*os.File{p.jobIn, p.jobOut, p.jobErr}),
+			func(pid int) error {
+				heldPid = pid
+				close(isHeld)
+				select {
+				case v := <-hd.verdict:
+					return v
+				case <-time.After(migrate.HoldTimeout):
+					m.log().Warn("migration: the source never said whether the job may run; its copy here is killed", "job", id)
+					return errors.New("no word from the source")
+				}
+			})
+		hd.pid, hd.err = pid, err
+		if err != nil {
+			if heldPid > 0 { // CRIU killed the copy it held, our child: reap it
+				waitPID(heldPid)()
+			}
+			m.takeHeld(id, hd)
+			p.closeAll()
+			if rs != nil {
+				rs.fc.Close()
+			}
 		}
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		close(hd.done)
+	})
+	m.mu.Lock()
+	if m.held == nil {
+		m.held = map[string]*held{}
+	}
+	m.held[id] = hd
+	m.mu.Unlock()
+	m.loadChanged()
+	select {
+	case <-isHeld:
+		api.WriteJSON(w, map[string]bool{"held": true})
+	case <-hd.done:
+		http.Error(w, hd.err.Error(), http.StatusInternalServerError)
+	}
+}
+
+// takeHeld removes id's held job, if it is hd (nil: whichever), and
+// returns it.
+func (m *Manager) takeHeld(id string, hd *held) *held {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.held[id]
+	if cur == nil || (hd != nil && cur != hd) {
+		return nil
+	}
+	delete(m.held, id)
+	return cur
+}
+
+// handleCommit lets a held job run: its source's copy is gone. A commit
+// that is asked again once the job runs answers the same.
+func (m *Manager) handleCommit(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	hd := m.takeHeld(id, nil)
+	if hd == nil {
+		if m.runnerOf(id) != nil {
+			api.WriteJSON(w, map[string]bool{"running": true})
+			return
+		}
+		http.Error(w, "commit "+id+": no restored copy of it is held here", http.StatusNotFound)
 		return
 	}
-	rn := newRunner(id, req.Epoch, pid, p, waitPID(pid), s, m.log())
-	rn.spec, rn.home = req.Spec, req.Home
-	m.adopt(id, rn)
-	started(rn)
-	api.WriteJSON(w, map[string]int{"pid": pid})
+	hd.verdict <- nil
+	<-hd.done
+	if hd.err != nil {
+		m.log().Error("migration: the restored job failed as it was let run", "job", id, "err", hd.err)
+		http.Error(w, fmt.Sprintf("commit %s: %v", id, hd.err), http.StatusInternalServerError)
+		return
+	}
+	hd.run()
+	m.loadChanged()
+	api.WriteJSON(w, map[string]bool{"running": true})
 }
 
 // adopt records a runner and forgets it when its stint ends.
@@ -171,7 +275,7 @@ func (m *Manager) adopt(id string, r *runner) {
 // load is the number of jobs running here or admitted and on their way.
 func (m *Manager) load() int {
 	m.mu.Lock()
-	n := len(m.runners)
+	n := len(m.runners) + len(m.held)
 	var expired []*remoteSink
 	for id, a := range m.incoming {
 		if time.Since(a.at) > incomingTTL {

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -29,6 +30,8 @@ type homeJob struct {
 	blBytes int
 	exit    *api.ExitStatus
 	exitAt  time.Time // when it exited
+	movedAt time.Time // when its last stint ended as moved, until the next one starts
+	newest  int       // the newest stint that started
 	exited  chan struct{}
 	control func(api.Frame) // to the current stint: stdin, signals; nil: none yet
 
@@ -92,6 +95,9 @@ func (h *homeJob) stintEnded(epoch int, exit *api.ExitStatus) {
 		}
 		// Moved: the next stint's output is now in order.
 		h.epoch++
+		if h.newest < h.epoch { // the next stint has not started yet
+			h.movedAt = time.Now()
+		}
 		for _, f := range h.held[h.epoch] {
 			h.deliver(f)
 		}
@@ -194,6 +200,8 @@ func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame),
 		return false
 	}
 	h.control = ctl
+	h.newest = max(h.newest, epoch)
+	h.movedAt = time.Time{}
 	if h.info.Node != "" && h.info.Node != node {
 		h.info.Moves++
 		h.info.LastMove = reason
@@ -205,6 +213,20 @@ func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame),
 	if h.exit == nil {
 		h.info.State = api.JobRunning
 	}
+	return true
+}
+
+// lostInMove ends a job whose stint ended as moved longer than limit ago
+// while no next stint started: its target never let it run (the move's
+// commit was lost, or the target died holding it). It reports whether it
+// did.
+func (h *homeJob) lostInMove(now time.Time, limit time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.exit != nil || h.movedAt.IsZero() || now.Sub(h.movedAt) < limit {
+		return false
+	}
+	h.finish(&api.ExitStatus{Code: 255, Error: fmt.Sprintf("the job was lost in a move to another node: no node ran it in the %s after it left %s", limit.Round(time.Second), h.info.Node)})
 	return true
 }
 

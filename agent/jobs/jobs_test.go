@@ -570,3 +570,34 @@ func TestForgetExited(t *testing.T) {
 		t.Errorf("after forgetExited %d records, want %d (the kept exited ones and the running one)", n, keepExitedMax+1)
 	}
 }
+
+// A job whose stint ended as moved and whose next stint never started is
+// reported lost after a while; one whose next stint started first is not.
+func TestLostInMove(t *testing.T) {
+	var ts tasks
+	defer ts.wait()
+	ctl := func(api.Frame) {}
+	for _, tt := range []struct {
+		name     string
+		events   func(h *homeJob)
+		after    time.Duration
+		wantLost bool
+	}{
+		{"next stint never starts", func(h *homeJob) { h.stintEnded(1, nil) }, time.Hour, true},
+		{"not yet", func(h *homeJob) { h.stintEnded(1, nil) }, time.Second, false},
+		{"next stint starts after", func(h *homeJob) { h.stintEnded(1, nil); h.runsOn(2, "drift-bbbbbb", 2, ctl, "") }, time.Hour, false},
+		{"next stint starts first", func(h *homeJob) { h.runsOn(2, "drift-bbbbbb", 2, ctl, ""); h.stintEnded(1, nil) }, time.Hour, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHomeJob(ts.Go, api.JobInfo{ID: "aaaaaa-1"})
+			h.runsOn(1, "drift-aaaaaa", 1, ctl, "")
+			tt.events(h)
+			if got := h.lostInMove(time.Now().Add(tt.after), time.Minute); got != tt.wantLost {
+				t.Errorf("lostInMove after %s = %v, want %v", tt.after, got, tt.wantLost)
+			}
+			if tt.wantLost && (h.exit == nil || h.exit.Code != 255 || !strings.Contains(h.exit.Error, "lost in a move")) {
+				t.Errorf("a job lost in a move ended with %+v, want 255 and why", h.exit)
+			}
+		})
+	}
+}

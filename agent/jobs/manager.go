@@ -49,6 +49,7 @@ type Manager struct {
 	homes    map[string]*homeJob
 	runners  map[string]*runner
 	incoming map[string]arriving // migrations admitted, not yet restored
+	held     map[string]*held    // jobs restored here and held stopped until their source lets them run
 	seq      int
 
 	base  context.Context    // ends when Run's context does: streams end with it

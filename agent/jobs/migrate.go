@@ -22,6 +22,7 @@ func (m *Manager) migrateRoutes(routes map[string]http.Handler) {
 	routes["PUT /v1/jobs/{id}/images/{name}"] = http.HandlerFunc(m.handleImages)
 	routes["POST /v1/jobs/{id}/restore"] = http.HandlerFunc(m.handleRestore)
 	routes["POST /v1/jobs/{id}/discard"] = http.HandlerFunc(m.handleDiscard)
+	routes["POST /v1/jobs/{id}/commit"] = http.HandlerFunc(m.handleCommit)
 }
 
 func (m *Manager) workDir() string {
@@ -148,7 +149,7 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	defer func() { cancel(nil); watch.Wait() }()
 	d := &apiDest{c: c, id: id, to: to, admit: api.AdmitRequest{Job: id, Expect: req.Expect, Home: r.home, Epoch: r.epoch + 1, Reason: req.Reason},
 		restore:  api.RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason},
-		restored: func() { r.moved.Store(true) }}
+		restored: func() { r.moved.Store(true) }, stdinEOF: r.stdinEOF.Load}
 	mv, err := m.mig.Move(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, d, func() {
 		if err := r.drain(5 * time.Second); err != nil {
 			m.log().Warn("migrate: drain", "job", id, "err", err)
@@ -161,6 +162,10 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 			err = fmt.Errorf("%w (%w)", err, cause)
 		}
 		if errors.Is(err, ErrTargetRefused) {
+			return res, fmt.Errorf("migrate %s to %s: %w", id, to, err)
+		}
+		if errors.Is(err, migrate.ErrCommitLost) {
+			m.log().Error("migration: the job left here but the target was never told to run it", "job", id, "to", to, "err", err)
 			return res, fmt.Errorf("migrate %s to %s: %w", id, to, err)
 		}
 		if r.ended(500 * time.Millisecond) {
@@ -180,7 +185,8 @@ type apiDest struct {
 	id, to   string
 	admit    api.AdmitRequest
 	restore  api.RestoreRequest
-	restored func() // the job runs on the target: its stint here ends as moved
+	restored func()      // the job runs on the target: its stint here ends as moved
+	stdinEOF func() bool // whether the job's stdin has ended, asked while it is frozen
 }
 
 func (d *apiDest) Admit(ctx context.Context, cpuinfo []byte) (int, error) {
@@ -213,7 +219,9 @@ func (d *apiDest) Send(ctx context.Context, name string, r io.Reader) (int64, er
 }
 
 func (d *apiDest) Restore(ctx context.Context) error {
-	if err := d.c.Restore(ctx, d.id, d.restore); err != nil {
+	req := d.restore
+	req.StdinEOF = d.stdinEOF()
+	if err := d.c.Restore(ctx, d.id, req); err != nil {
 		return fmt.Errorf("restore on %s: %w", d.to, err)
 	}
 	d.restored()
@@ -221,6 +229,8 @@ func (d *apiDest) Restore(ctx context.Context) error {
 }
 
 func (d *apiDest) Discard(ctx context.Context) error { return d.c.Discard(ctx, d.id) }
+
+func (d *apiDest) Commit(ctx context.Context) error { return d.c.Commit(ctx, d.id) }
 
 // Prepare does ahead what every migration from here needs, while the
 // node is still idle: it dumps this node's CPU description.

@@ -47,6 +47,7 @@ type runner struct {
 	done      chan struct{} // closed when the stint has ended
 	wait      func() (syscall.WaitStatus, error)
 	stdinMu   sync.Mutex
+	stdinEOF  atomic.Bool // the home sent the end of stdin: the next stint gets it too
 }
 
 // pipes are the job's standard streams: the job's ends and ours.
@@ -218,7 +219,10 @@ func (r *runner) control(f api.Frame) {
 			r.log.Debug("job stdin", "job", r.id, "err", err)
 		}
 	case api.FrameStdinEOF:
+		r.stdinMu.Lock()
+		r.stdinEOF.Store(true)
 		r.stdin.Close()
+		r.stdinMu.Unlock()
 	case api.FrameSignal:
 		if len(f.Data) == 1 {
 			r.signal(syscall.Signal(f.Data[0]))

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/driftcluster/drift/agent/migrate"
 )
 
 // tasks counts the goroutines a Manager starts, so that Run can wait for
@@ -62,6 +64,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		case now := <-t.C:
 			m.forgetExited(now)
+			m.findLost(now)
 		}
 	}
 	m.stop()
@@ -124,6 +127,25 @@ func (m *Manager) forgetExited(now time.Time) {
 	}
 	m.mu.Unlock()
 	m.log().Info("forgot exited jobs", "count", len(drop))
+}
+
+// lostAfter is how long a home waits, after a stint ended as moved, for
+// the next one to start: longer than a target holds a restored copy.
+const lostAfter = migrate.HoldTimeout + time.Minute
+
+// findLost ends the jobs homed here that were lost in a move.
+func (m *Manager) findLost(now time.Time) {
+	m.mu.Lock()
+	homes := make(map[string]*homeJob, len(m.homes))
+	for id, h := range m.homes {
+		homes[id] = h
+	}
+	m.mu.Unlock()
+	for id, h := range homes {
+		if h.lostInMove(now, lostAfter) {
+			m.log().Error("job lost in a move: no node runs it", "job", id)
+		}
+	}
 }
 
 // streamContext is the context of a hijacked stream: the server may

@@ -43,11 +43,27 @@ type Dest interface {
 	// Sender stores each images archive on the target.
 	Sender
 	// Restore asks the target to restore the job from the images it
-	// received and to run it; nil only once the job runs there.
+	// received and to hold it, restored and stopped: nil once it is.
+	// While the source's copy is frozen, the held one must not run.
 	Restore(ctx context.Context) error
-	// Discard tells the target to forget a migration that failed.
+	// Commit tells the target that the source's copy is gone: the held
+	// copy may run. It is retried until it succeeds or commitTimeout
+	// passes, so the target must take it more than once.
+	Commit(ctx context.Context) error
+	// Discard tells the target to forget a migration that failed, and to
+	// kill the copy it holds, if any. A target that hears neither Commit
+	// nor Discard kills its held copy after a while of its own.
 	Discard(ctx context.Context) error
 }
+
+// commitTimeout bounds how long a source goes on telling the target to
+// run a job whose own copy is gone. Targets hold a copy longer than that
+// (HoldTimeout) before they give up on it.
+const commitTimeout = 60 * time.Second
+
+// HoldTimeout is how long a target holds a restored, stopped copy for the
+// source's Commit before it kills it.
+const HoldTimeout = 2 * commitTimeout
 
 // Node is migration on one node: its CPU as CRIU describes it, the
 // sources' CPUs it found able to run here or not, the lock that lets one
@@ -148,12 +164,17 @@ type Result struct {
 
 // Move moves job to d: admission (Dest.Admit with this node's CPU), then
 // Source.Migrate: pre-copy while the job runs, the freeze, the final
-// images, and Dest.Restore. frozen is called while the job is frozen,
-// before the final images go (the caller drains what the job wrote).
+// images, and Dest.Restore, which leaves a copy held stopped on the
+// target. Only then does the copy here go, and Dest.Commit lets the
+// target's run: at no instant do two copies run. frozen is called while
+// the job is frozen, before the final images go (the caller drains what
+// the job wrote).
 //
 // A refusal at admission wraps ErrRefused and its kind. On any failure
-// the job runs here still, d is told to Discard (with a deadline of its
-// own), and the error names the step.
+// before the commit the job runs here still, d is told to Discard (with a
+// deadline of its own), and the error names the step. A commit that never
+// reaches the target loses the job (ErrCommitLost): its copy here is gone
+// and the target kills the one it holds.
 func (n *Node) Move(ctx context.Context, job Job, d Dest, frozen func()) (Result, error) {
 	var res Result
 	img, err := n.CPUInfo(ctx)
@@ -176,8 +197,39 @@ func (n *Node) Move(ctx context.Context, job Job, d Dest, frozen func()) (Result
 			n.logger().Warn("discard the target's images", "err", derr)
 		}
 		cancel()
+		return res, err
 	}
-	return res, err
+	released := time.Now()
+	if err := commit(ctx, d, n.logger()); err != nil {
+		return res, err
+	}
+	res.Freeze = time.Since(res.frozeAt) // the job runs again only now, on the target
+	res.Total += time.Since(released)
+	return res, nil
+}
+
+// ErrCommitLost reports a move whose commit never reached the target: the
+// job's copy on the source is gone, and the target kills the one it holds.
+var ErrCommitLost = errors.New("the target never heard that it may run the job: the job is lost")
+
+// commit tells d to run its held copy, again and again until it answers
+// or commitTimeout passes; ctx ending (the target died) does not stop it
+// before that.
+func commit(ctx context.Context, d Dest, log *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	for {
+		err := d.Commit(cctx)
+		if err == nil {
+			return nil
+		}
+		log.Warn("commit: the target did not answer; asking again", "err", err)
+		select {
+		case <-cctx.Done():
+			return fmt.Errorf("%w: %w", ErrCommitLost, err)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // Target is this node's side of the moves to it.

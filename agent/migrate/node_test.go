@@ -88,6 +88,7 @@ func (d *refusingDest) Send(ctx context.Context, name string, r io.Reader) (int6
 }
 func (d *refusingDest) Restore(ctx context.Context) error { return nil }
 func (d *refusingDest) Discard(ctx context.Context) error { d.discarded++; return nil }
+func (d *refusingDest) Commit(ctx context.Context) error  { return nil }
 
 // A refusal at admission moves nothing and says what kind it was.
 func TestMoveRefused(t *testing.T) {

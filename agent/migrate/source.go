@@ -103,9 +103,11 @@ type Stats struct {
 	Rounds     int           // pre-dump rounds
 	PreBytes   int64         // bytes sent during pre-copy, job running
 	FinalBytes int64         // bytes sent while the job was frozen
-	Freeze     time.Duration // from the final dump's start to commit's return: the job ran nowhere
+	Freeze     time.Duration // from the final dump's start until the job runs on the target (Node.Move: its commit): the job ran nowhere
 	DumpTime   time.Duration // the final dump, until its images were written
 	Total      time.Duration // the whole migration
+
+	frozeAt time.Time // the final dump's start
 }
 
 func (s *Source) logger() *slog.Logger {
@@ -119,15 +121,16 @@ func (s *Source) logger() *slog.Logger {
 // memory in rounds while it runs, each round's images sent as they are
 // complete, then freezes it for the final dump. While the job is frozen
 // it calls frozen (the job agent drains the job's stdio: nothing more will
-// come), sends the final images and calls commit, which asks the target
-// to restore and returns nil only once the job runs there. Then the job
-// on this node is killed.
+// come), sends the final images and calls restore, which asks the target
+// to restore the job and returns nil once the target holds it, restored
+// and stopped. Then the job on this node is killed (and the caller lets
+// the target's copy run).
 //
 // On any failure (a CRIU error, Send, commit, ctx ending) the job is
 // resumed on this node and the error names the step. The tree is held
 // frozen by CRIU itself, inside its post-dump notification, so even if
 // this process dies CRIU resumes the job.
-func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit func(ctx context.Context) error) (Stats, error) {
+func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore func(ctx context.Context) error) (Stats, error) {
 	start := time.Now()
 	var st Stats
 	if reasons, err := Check(s.Pid, s.SharedRoot, s.StdioPipes); err != nil {
@@ -233,7 +236,7 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 		if err != nil {
 			return fmt.Errorf("send final: %w", err)
 		}
-		if err := commit(ctx); err != nil {
+		if err := restore(ctx); err != nil {
 			return fmt.Errorf("restore on the target: %w", err)
 		}
 		return nil
@@ -260,7 +263,7 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), commit 
 			return st, fmt.Errorf("migrate job %d: job resumed here: %w", s.Pid, criuError("final dump", filepath.Join(dir, "final.log"), err))
 		}
 	}
-	st.Freeze = hook.end.Sub(freezeStart)
+	st.Freeze, st.frozeAt = hook.end.Sub(freezeStart), freezeStart
 	if err != nil {
 		// The job runs on the target: it must not run here too.
 		log.Warn("criu after a committed migration", "err", err)

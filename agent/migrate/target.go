@@ -147,8 +147,14 @@ func (t *Target) Discard(id string) {
 // pipes) to new files; they are handed to CRIU by inheritance, as fd
 // numbers in the criu process.
 //
+// hold, when not nil, is called once the job is restored and before it
+// runs, with its PID, while CRIU holds every task of it: the job runs
+// only if hold returns nil; otherwise CRIU kills it and Restore fails.
+// This is the target's half of a two-phase move: hold waits until the
+// source has let its own copy go.
+//
 // Restore runs CRIU to completion: ctx is checked only before it starts.
-func (t *Target) Restore(ctx context.Context, id string, inherit []InheritFd) (pid int, err error) {
+func (t *Target) Restore(ctx context.Context, id string, inherit []InheritFd, hold func(pid int) error) (pid int, err error) {
 	if !validName.MatchString(id) || strings.Contains(id, "..") {
 		return 0, fmt.Errorf("restore %q: %w: bad id", id, ErrBadImage)
 	}
@@ -190,7 +196,7 @@ func (t *Target) Restore(ctx context.Context, id string, inherit []InheritFd) (p
 	if t.CriuPath != "" {
 		c.SetCriuPath(t.CriuPath)
 	}
-	n := &postRestore{}
+	n := &postRestore{hold: hold}
 	if err := c.Restore(opts, n); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", id, criuError("restore", filepath.Join(base, "restore.log"), err))
 	}
@@ -203,10 +209,16 @@ func (t *Target) Restore(ctx context.Context, id string, inherit []InheritFd) (p
 
 type postRestore struct {
 	criu.NoNotify
-	pid int
+	hold func(pid int) error
+	pid  int
 }
 
+// PostRestore runs while CRIU holds the restored tasks, before they run
+// (CRIU's post-restore action): an error makes CRIU kill them.
 func (p *postRestore) PostRestore(pid int32) error {
 	p.pid = int(pid)
+	if p.hold != nil {
+		return p.hold(p.pid)
+	}
 	return nil
 }

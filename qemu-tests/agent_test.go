@@ -1,0 +1,100 @@
+package qemutests
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// testStdinAcrossMove moves a job that has not yet read the stdin it was
+// given, which has ended: after the move it reads every byte and then the
+// end, as it would have where it started.
+func testStdinAcrossMove(ctx context.Context, t *testing.T, l *lab.Lab, ws *workstation, from, to string) {
+	t.Helper()
+	type result struct {
+		out  string
+		code int
+	}
+	done := make(chan result, 1)
+	go func() {
+		res := ws.run(ctx, t, "", strings.NewReader("hello\nworld\n"),
+			"run", "--stay", "--node", from, "--name", "reader", "--", "sh", "-c", "sleep 25; cat; echo read-all")
+		done <- result{string(res.Stdout), res.ExitCode}
+	}()
+	job := waitNamed(ctx, t, l, 1, "reader", lab.Running(from))
+	res, err := l.Migrate(ctx, 1, job.ID, to)
+	if err != nil {
+		t.Fatalf("move %s to %s while it sleeps: %v", job.ID, to, err)
+	}
+	t.Logf("moved %s → %s: freeze %s", res.From, res.To, res.Freeze.Round(time.Millisecond))
+	select {
+	case r := <-done:
+		if r.code != 0 || r.out != "hello\nworld\nread-all\n" {
+			t.Errorf("drift run of a job moved before it read its stdin: exit %d, output %q; want 0 and %q", r.code, r.out, "hello\nworld\nread-all\n")
+		}
+	case <-time.After(3 * time.Minute):
+		t.Errorf("the job moved after its stdin ended never ended: it waits for an end of input that did not follow it")
+	}
+}
+
+var agentRestartRE = regexp.MustCompile(`drift: error agent stopped \(.*\): starting it again`)
+
+// testAgentRestart kills node n's agent as a crash would (SIGQUIT: Go
+// dumps its goroutines and exits 2): the driftd that init started brings
+// it back, the node rejoins, and both are shielded from the OOM killer
+// while a job is not.
+func testAgentRestart(ctx context.Context, t *testing.T, l *lab.Lab, n int, name string, names []string) {
+	t.Helper()
+	// The agent is the driftd with DRIFTD_AGENT=1 in its environment.
+	const findAgent = `for p in $(pidof driftd); do tr '\0' '\n' < /proc/$p/environ | grep -qx DRIFTD_AGENT=1 && echo $p; done`
+	out, err := l.ExecOK(ctx, n, "sh", "-c", findAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("the agent's pid on node %d: %q", n, out)
+	}
+	// Both driftd processes, the supervisor and the agent, are shielded.
+	adj, err := l.ExecOK(ctx, n, "sh", "-c", "for p in $(pidof driftd); do cat /proc/$p/oom_score_adj; done")
+	if f := strings.Fields(adj); err != nil || len(f) != 2 || f[0] != "-1000" || f[1] != "-1000" {
+		t.Errorf("oom_score_adj of the two driftd processes = %q, %v; want -1000 for both", adj, err)
+	}
+	jobAdj, err := l.ExecOK(ctx, n, "drift", "run", "--node", name, "--", "cat", "/proc/self/oom_score_adj")
+	if err != nil || strings.TrimSpace(jobAdj) != "0" {
+		t.Errorf("a job's oom_score_adj = %q, %v; want 0, so that the OOM killer takes it before the agent", jobAdj, err)
+	}
+
+	// The lab port is the agent's: the kill comes a second after the
+	// exec has returned.
+	if _, err := l.ExecOK(ctx, n, "sh", "-c", "(sleep 1; kill -QUIT "+strconv.Itoa(agent)+") </dev/null >/dev/null 2>&1 &"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	line, err := l.WaitFor(wctx, n, agentRestartRE)
+	if err != nil {
+		t.Fatalf("node %d's agent was killed and nothing said it would start again: %v", n, err)
+	}
+	t.Logf("node %d: %s", n, line)
+	if _, err := l.WaitMembers(wctx, []int{1}, lab.AllAlive(names...)); err != nil {
+		t.Fatalf("after its agent restarted, node %d is not back among the members: %v", n, err)
+	}
+	for {
+		out, err := l.ExecOK(wctx, n, "sh", "-c", findAgent)
+		if p, perr := strconv.Atoi(strings.TrimSpace(out)); err == nil && perr == nil && p != agent {
+			t.Logf("node %d: the agent runs again as pid %d", n, p)
+			return
+		}
+		select {
+		case <-wctx.Done():
+			t.Fatalf("node %d's agent did not come back: %v %q", n, err, out)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
