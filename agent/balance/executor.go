@@ -373,7 +373,11 @@ func (e *Executor) done(mv Move, res Moved, err error) {
 	var re *RefusedError
 	switch {
 	case errors.As(err, &re):
-		s := addStrike(&e.refused, mv.To, re.Kind, targetBackoff[re.Kind], now)
+		b, ok := targetBackoff[re.Kind]
+		if !ok { // a kind this Executor does not know: it may pass
+			b = targetBackoff[Busy]
+		}
+		s := addStrike(&e.refused, mv.To, re.Kind, b, now)
 		e.log().Info("balance: target refused; the job stays and the target is left alone a while",
 			"job", mv.Job, "to", mv.To, "kind", re.Kind, "refusals", s.n, "retry_in", s.retry.Sub(now), "err", err)
 	case err != nil:

@@ -174,6 +174,11 @@ func TestExecutorBackoff(t *testing.T) {
 			log:     []string{"kind=cpu-incompatible refusals=1 retry_in=10m0s", "kind=cpu-incompatible refusals=2 retry_in=20m0s"},
 		},
 		{
+			name:    "a refusal of no known kind counts as busy",
+			answers: map[string][]answer{"w2": {{err: &RefusedError{Err: errors.New("w2 said no")}}}},
+			looks:   []look{{0, "a→w2@0"}, {0, ""}, {2 * time.Second, "a→w2@0"}},
+		},
+		{
 			name:    "a refused job goes to another target at once",
 			nodes:   []Node{node("w1", 0), node("w2", 0), node("w3", 0)},
 			answers: map[string][]answer{"w2": {{err: errBusy}}},
