@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -149,6 +150,10 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	d := &apiDest{c: c, id: id, to: to, admit: api.AdmitRequest{Job: id, Expect: req.Expect, Home: r.home, Epoch: r.epoch + 1, Reason: req.Reason},
 		restore:  api.RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason},
 		restored: func() { r.moved.Store(true) }}
+	// The dumps' scratch: a node that has not received a job has none yet.
+	if err := os.MkdirAll(m.workDir(), 0o700); err != nil {
+		return res, fmt.Errorf("migrate %s: %w", id, err)
+	}
 	mv, err := m.mig.Move(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, d, func() {
 		if err := r.drain(5 * time.Second); err != nil {
 			m.log().Warn("migrate: drain", "job", id, "err", err)
