@@ -1,8 +1,13 @@
 // Package balance is drift's load-balancing policy: given what membership
 // gossips about every node and what a node knows about its own jobs, it
 // says which job to move where, or nothing, and why. It also places new
-// jobs. It is pure (no clocks, no I/O), so the agent, the tests and the
-// simulator in balance/sim drive the very same rules.
+// jobs. The policy (Decide, Place) is pure (no clocks, no I/O), so the
+// Executor, the tests and the simulator in balance/sim drive the very
+// same rules. The Executor runs it on a node (driftd wires it up): it
+// reads the cluster, the node's jobs and the time through small
+// interfaces, has a Migrator make the moves it picks, and leaves alone a
+// while the targets that refuse (per kind of refusal) and the jobs whose
+// moves fail.
 //
 // The model: a CPU-bound job on a node with c cores of relative speed s
 // and r runnable tasks runs at rate s·min(1, c/r). A job moves when its

@@ -26,9 +26,6 @@ type cluster struct {
 
 	samplerOnce sync.Once
 	sampler     *nodeinfo.Sampler // kept across rejoins: it remembers the node's measured speed
-
-	placeMu sync.Mutex
-	placed  pending // recent placements by node
 }
 
 // Members serves the API: the members as the current membership sees them.

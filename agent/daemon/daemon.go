@@ -99,9 +99,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}})
 	net := a.startNetwork(ctx, node.NICs)
-	cl := &cluster{a: a, net: net, placed: pending{Window: 10 * time.Second}}
-	a.bal = &balancer{a: a, cl: cl, wake: make(chan struct{}, 1)}
-	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: cl.place, Accepting: a.bal.accepting, OnLoad: cl.refresh}
+	cl := &cluster{a: a, net: net}
+	a.bal = newBalancer(a, cl)
+	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh}
 	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})

@@ -275,7 +275,7 @@ func (m *Manager) watchTarget(ctx context.Context, target string, cancel context
 			alive = alive || n == target
 		}
 		if !alive {
-			cancel(fmt.Errorf("%s left the cluster during the migration", target))
+			cancel(fmt.Errorf("%s left the cluster during the migration: %w", target, ErrTargetUnreachable))
 			return
 		}
 	}
