@@ -1,6 +1,8 @@
 package qemutests
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -32,7 +34,7 @@ type migratetestResult struct {
 func testMigratePackage(ctx context.Context, t *testing.T, c *cluster) {
 	l := c.l
 	bin := filepath.Join(t.TempDir(), "migratetest")
-	build := exec.Command("go", "build", "-o", bin, "github.com/driftcluster/drift/agent/migrate/internal/migratetest")
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "github.com/driftcluster/drift/agent/migrate/internal/migratetest")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build migratetest: %v\n%s", err, out)
@@ -41,9 +43,16 @@ func testMigratePackage(ctx context.Context, t *testing.T, c *cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Compressed: the lab port carries stdin slowly under TCG.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(prog)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	for n := 1; n <= 2; n++ {
-		nodeRun(ctx, t, c, n, nil, "cp", "/bin/drift-workload", "/tmp/mt") // an executable to overwrite: no chmod in the image
-		nodeRun(ctx, t, c, n, prog, "dd", "of=/tmp/mt", "bs=1M")
+		nodeRun(ctx, t, c, n, nil, "cp", "/bin/drift-workload", "/tmp/mt") // an executable to overwrite, whatever the image's chmod
+		nodeRun(ctx, t, c, n, gz.Bytes(), "sh", "-c", "gunzip -c > /tmp/mt")
 	}
 	target := readyAddr(t, l, 2) + ":7070"
 
