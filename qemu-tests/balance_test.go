@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -17,20 +18,29 @@ const (
 	maxMovesPerJob = 2
 )
 
-// TestBalance starts six CPU-bound jobs on one worker of a 3-node lab and
-// types no migrate: they must spread over the three nodes, no job moving
-// more than twice; then draining that worker must leave it empty with
-// every job still running.
-func TestBalance(t *testing.T) {
-	img := image(t)
-	t.Parallel()
-	l, ctx := bootLab(t, lab.Config{Image: img, Nodes: 3}, 10*time.Minute)
-	names := readyNames(t, l)
-	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
-		t.Fatal(err)
-	}
+// testBalance starts six CPU-bound jobs on worker 1 and types no
+// migrate: they must spread over the three nodes, no job moving more than
+// twice; then draining worker 1 must leave it empty with every job still
+// running. Only its own six jobs count: drift ps lists the other steps'
+// jobs too, ended.
+func testBalance(ctx context.Context, t *testing.T, c *cluster) {
+	c.whole(ctx, t)
+	l, names := c.l, c.names
 	w1 := names[1]
-	var ids []string
+	var (
+		ids     []string // killed at the end, or by the cleanup
+		drained bool     // w1 is drained: unblocked at the end, or by the cleanup
+	)
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		for _, id := range ids {
+			l.Exec(cctx, 1, "drift", "kill", "-s", "KILL", id)
+		}
+		if drained {
+			l.Exec(cctx, 1, "drift", "unblock", w1)
+		}
+	})
 	for range 6 {
 		res := execOK(ctx, t, l, 2, "drift", "run", "-d", "--node", w1, "--", "drift-workload", "burn")
 		ids = append(ids, string(trimNL(res.Stdout)))
@@ -42,7 +52,7 @@ func TestBalance(t *testing.T) {
 	spread := false
 	for time.Since(started) < spreadDeadline && !spread {
 		time.Sleep(3 * time.Second)
-		ps = listJobs(ctx, t, l, 1)
+		ps = listJobs(ctx, t, l, 1, ids)
 		counts := perNode(ps, names)
 		spread = true
 		for _, n := range names {
@@ -56,7 +66,7 @@ func TestBalance(t *testing.T) {
 	// Give the balancer a few more rounds: the spread must hold, and no job
 	// may wander.
 	time.Sleep(15 * time.Second)
-	ps = listJobs(ctx, t, l, 1)
+	ps = listJobs(ctx, t, l, 1, ids)
 	for _, j := range ps {
 		if j.Moves > maxMovesPerJob {
 			t.Errorf("job %s moved %d times, want at most %d (last: %s)", j.ID, j.Moves, maxMovesPerJob, j.LastMove)
@@ -67,8 +77,9 @@ func TestBalance(t *testing.T) {
 	}
 	t.Logf("spread after %s, %v; moves: %v", since(started), perNode(ps, names), moves(ps))
 
+	drained = true
 	execOK(ctx, t, l, 1, "drift", "drain", w1)
-	ps = listJobs(ctx, t, l, 1)
+	ps = listJobs(ctx, t, l, 1, ids)
 	counts := perNode(ps, names)
 	running := 0
 	for _, j := range ps {
@@ -80,19 +91,29 @@ func TestBalance(t *testing.T) {
 		t.Errorf("after drift drain %s: %v, %d running; want none on %s and all 6 running", w1, counts, running, w1)
 	}
 	execOK(ctx, t, l, 1, "drift", "unblock", w1)
+	drained = false
 	for _, id := range ids {
 		execOK(ctx, t, l, 1, "drift", "kill", "-s", "KILL", id)
 	}
+	ids = nil
 }
 
-func listJobs(ctx context.Context, t *testing.T, l *lab.Lab, n int) []api.JobInfo {
+// listJobs runs drift ps --json on node n and returns the jobs it lists
+// whose ids are in ids.
+func listJobs(ctx context.Context, t *testing.T, l *lab.Lab, n int, ids []string) []api.JobInfo {
 	t.Helper()
 	var ps []api.JobInfo
 	res := execOK(ctx, t, l, n, "drift", "ps", "--json")
 	if err := json.Unmarshal(res.Stdout, &ps); err != nil {
 		t.Fatalf("drift ps --json: %v: %s", err, res.Stdout)
 	}
-	return ps
+	var mine []api.JobInfo
+	for _, j := range ps {
+		if slices.Contains(ids, j.ID) {
+			mine = append(mine, j)
+		}
+	}
+	return mine
 }
 
 // perNode counts the running jobs on each node.

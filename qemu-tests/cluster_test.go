@@ -10,27 +10,159 @@ import (
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
 
-// TestThreeNodes boots a 3-node lab from the kernel and initramfs, checks
-// every ready line, and drives each node through its lab port.
-func TestThreeNodes(t *testing.T) {
+// TestCluster boots one 3-node lab (a head and two workers, from the
+// kernel and initramfs) and runs on it, in order, every scenario that
+// needs nothing but such a lab: the nodes and their lab ports;
+// membership, leases and the cluster seen from the host; shared storage;
+// jobs and migrations; the user's own programs; package migrate between
+// two of the VMs; balancing; nodes with another key. Last come the
+// scenarios that power nodes off or change the cluster for good: a worker
+// powered off and back, a migration whose target dies, the head rebooted
+// onto a DRIFT-DATA disk. Between steps no job may be left running
+// (settle). One lab instead of one per scenario: on the 2-core machines
+// the tests run on, every boot of three TCG guests costs minutes.
+func TestCluster(t *testing.T) {
 	img := image(t)
 	t.Parallel()
 	l := startLab(t, lab.Config{Image: img, Nodes: 3, Boot: lab.BootKernel})
 	for n := 1; n <= l.Nodes(); n++ {
 		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
 	}
-	ctx := waitContext(t, 8*time.Minute)
-	if err := l.WaitReady(ctx, func(r lab.Ready) { t.Logf("ready: node %d: %s", r.Node, r.Line) }); err != nil {
+	ctx := waitContext(t, 50*time.Minute)
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := l.WaitReady(bctx, func(r lab.Ready) { t.Logf("ready after %s: node %d: %s", since(start), r.Node, r.Line) }); err != nil {
 		t.Fatalf("wait for 3 nodes: %v", err)
 	}
+	c := &cluster{l: l, img: img, lastReady: time.Now(), names: readyNames(t, l)}
+
+	for _, s := range []struct {
+		name  string
+		limit time.Duration // a hang guard, not a goal
+		run   func(context.Context, *testing.T, *cluster)
+	}{
+		// First, as its deadline counts from the last ready line.
+		{"workers leased by the head, 3 alive everywhere", 3 * time.Minute, testLeases},
+		{"every node answers through its lab port", 5 * time.Minute, testLabPorts},
+		{"the cluster from the host", 5 * time.Minute, testFromHost},
+
+		{"every node mounts the head's export", 5 * time.Minute, testMounted},
+		{"tmpfs says its data is lost", 3 * time.Minute, testTmpfsWarning},
+		{"file from worker 2 reads back everywhere", 5 * time.Minute, testReadBack},
+		{"100 MB checksum matches on all three", 20 * time.Minute, testBigChecksum},
+		{"three nodes append at once and lose no line", 5 * time.Minute, testAppend},
+
+		{"counter moved worker 1 → worker 2 → head → worker 1", 10 * time.Minute, testHops},
+		{"a file open under /tmp keeps a job from moving", 5 * time.Minute, testHeldFile},
+		{"drift kill from the head", 5 * time.Minute, testKill},
+		{"programs from a workstation", 30 * time.Minute, testUserPrograms},
+		{"package migrate between two VMs", 10 * time.Minute, testMigratePackage},
+		{"six jobs spread and drain", 10 * time.Minute, testBalance},
+
+		// These boot a fourth and a fifth node, stopped again at the end
+		// of their step.
+		{"a node with another key is refused", 10 * time.Minute, testForeignNode},
+		{"a node with another key cannot mount the export", 10 * time.Minute, testForeignMount},
+
+		// Destructive: nodes powered off; the head's storage changed.
+		{"a worker powered off is dead, then rejoins", 10 * time.Minute, testWorkerRejoins},
+		{"the target dies during a migration", 15 * time.Minute, testTargetDies},
+		{"the worker powered off during a migration boots again", 10 * time.Minute, testTargetBack},
+		{"head reboots onto DRIFT-DATA; workers remount by themselves", 20 * time.Minute, testHeadReboot},
+	} {
+		sctx, cancel := context.WithTimeout(ctx, s.limit)
+		t.Run(s.name, func(t *testing.T) { s.run(sctx, t, c) })
+		cancel()
+		c.settle(ctx, t, s.name)
+	}
+}
+
+// cluster is TestCluster's lab and what its steps know about it.
+type cluster struct {
+	l   *lab.Lab
+	img lab.Image
+	// names are the nodes' names from their ready lines: the head,
+	// worker 1 (node 2) and worker 2 (node 3).
+	names     []string
+	lastReady time.Time // when the last of the three was first ready
+}
+
+// whole waits until every node of the three lists all three alive and
+// has mounted /cluster, as after the first boot: steps that come after a
+// node was powered off and back start with it.
+func (c *cluster) whole(ctx context.Context, t *testing.T) {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if _, err := c.l.WaitMembers(wctx, []int{1, 2, 3}, lab.AllAlive(c.names...)); err != nil {
+		t.Fatalf("every node lists %v alive: %v", c.names, err)
+	}
+	for n := 1; n <= 3; n++ {
+		if _, err := c.l.WaitFor(wctx, n, clusterMountedRE); err != nil {
+			t.Fatalf("node %d has not mounted /cluster: %v", n, err)
+		}
+	}
+}
+
+// settle waits until no job of the cluster runs, so that the next step
+// starts on idle nodes with only its own jobs running. A job still
+// running after a minute is killed and named: the step that started it
+// should have ended it.
+func (c *cluster) settle(ctx context.Context, t *testing.T, after string) {
+	t.Helper()
+	if !c.l.Running(1) {
+		return
+	}
+	busy := func() []string {
+		var ids []string
+		js, err := c.l.Jobs(ctx, 1)
+		if err != nil {
+			t.Logf("after %q: drift ps: %v", after, err)
+			return nil
+		}
+		for _, j := range js {
+			if j.State != "exited" {
+				ids = append(ids, j.ID)
+			}
+		}
+		return ids
+	}
+	wait := func(d time.Duration) []string {
+		until := time.Now().Add(d)
+		for {
+			ids := busy()
+			if len(ids) == 0 || time.Now().After(until) || ctx.Err() != nil {
+				return ids
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	ids := wait(time.Minute)
+	if len(ids) == 0 {
+		return
+	}
+	t.Logf("after %q jobs %v still run a minute later: killing them", after, ids)
+	for _, id := range ids {
+		c.l.Exec(ctx, 1, "drift", "kill", "-s", "KILL", id)
+	}
+	if ids := wait(time.Minute); len(ids) > 0 {
+		t.Errorf("after %q jobs %v still run after drift kill -s KILL", after, ids)
+	}
+}
+
+// testLabPorts checks every ready line and drives each node through its
+// lab port, and the nodes reach each other over the lab's bridge.
+func testLabPorts(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
 	names := map[string]int{}
-	for n := 1; n <= l.Nodes(); n++ {
+	for n := 1; n <= 3; n++ {
 		r, _ := l.Ready(n)
 		role := "worker"
 		if n == 1 {
 			role = "head"
 		}
-		checkReady(t, l, img, r, role)
+		checkReady(t, l, c.img, r, role)
 		if other, dup := names[r.Name]; dup {
 			t.Errorf("nodes %d and %d are both named %q", other, n, r.Name)
 		}
@@ -58,7 +190,7 @@ func TestThreeNodes(t *testing.T) {
 	// Once nodes have addresses, they reach each other over the lab's bridge.
 	head, _ := l.Ready(1)
 	addrs := map[string]int{}
-	for n := 1; n <= l.Nodes(); n++ {
+	for n := 1; n <= 3; n++ {
 		r, _ := l.Ready(n)
 		if r.Addr == "none" {
 			continue

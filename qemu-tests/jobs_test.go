@@ -16,219 +16,222 @@ import (
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
 
-// TestJobs boots a head and two workers once and checks, in order: a
-// counter job moved worker 1 → worker 2 → head → worker 1 while its
-// `drift run` prints every line once; a job holding a file under /tmp
-// refused by drift migrate and drift why, and still running; drift kill
-// from the head and the exit status drift run reports; the user's own
-// programs (testUserPrograms); and last, because
-// it powers worker 2 off, a migration whose target dies on the way,
-// after which the jobs run on the source still.
-func TestJobs(t *testing.T) {
-	img := image(t)
-	t.Parallel()
-	start := time.Now()
-	l, ctx := bootLab(t, lab.Config{Image: img, Nodes: 3}, 20*time.Minute)
-	names := readyNames(t, l)
-	head, w1, w2 := names[0], names[1], names[2]
-	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
-		t.Fatalf("every node lists %v alive: %v", names, err)
+// testHops moves a counter worker 1 → worker 2 → head → worker 1 while
+// its drift run, on worker 1, prints every line once.
+func testHops(ctx context.Context, t *testing.T, c *cluster) {
+	c.whole(ctx, t)
+	l := c.l
+	head, w1, w2 := c.names[0], c.names[1], c.names[2]
+	began := time.Now()
+	const lines = 300
+	run := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "hops",
+		"--", "drift-workload", "counter", "-n", strconv.Itoa(lines), "-every", "100ms")
+	job := waitNamed(ctx, t, l, 1, "hops", lab.Running(w1))
+	t.Logf("job %s runs on %s (pid %d)", job.ID, job.Node, job.PID)
+	for i, to := range []string{w2, head, w1} {
+		time.Sleep(500 * time.Millisecond) // a few lines between moves
+		res, err := l.Migrate(ctx, 1, job.ID, to)
+		if err != nil {
+			t.Fatalf("move %d of %s to %s: %v", i+1, job.ID, to, err)
+		}
+		t.Logf("move %d: %s → %s: freeze %s, total %s, %d bytes in %d pre-copy rounds",
+			i+1, res.From, res.To, res.Freeze.Round(time.Millisecond), res.Total.Round(time.Millisecond), res.Bytes, res.Rounds)
+		if res.To != to || res.Job != job.ID {
+			t.Errorf("drift migrate %s %s reported %+v", job.ID, to, res)
+		}
+		got, err := l.Job(ctx, 1, job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Node != to || got.Moves != i+1 || got.State != "running" {
+			t.Errorf("after move %d drift ps shows %s %s on %s with %d moves, want running on %s with %d",
+				i+1, got.ID, got.State, got.Node, got.Moves, to, i+1)
+		}
 	}
-	// A job's working directory is /cluster once the node has mounted
-	// it: start jobs after that, not while it happens.
-	for n := 1; n <= 3; n++ {
-		mctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if _, err := l.WaitFor(mctx, n, clusterMountedRE); err != nil {
-			t.Logf("node %d has not mounted /cluster: jobs run in / there (%v)", n, err)
-		}
-		cancel()
+	res := run.wait(ctx, t, 2*time.Minute)
+	t.Logf("drift run exited %d after %s; stderr %q", res.ExitCode, since(began), res.Stderr)
+	if res.ExitCode != 0 {
+		t.Errorf("drift run exited %d, want 0 (stderr %q)", res.ExitCode, res.Stderr)
 	}
-	t.Logf("lab of 3 ready and converged after %s", since(start))
+	if err := countedLines(string(res.Stdout), lines); err != nil {
+		t.Errorf("drift run output: %v", err)
+	}
+}
 
-	t.Run("counter moved worker 1 → worker 2 → head → worker 1", func(t *testing.T) {
-		began := time.Now()
-		const lines = 300
-		run := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "hops",
-			"--", "drift-workload", "counter", "-n", strconv.Itoa(lines), "-every", "100ms")
-		job := waitNamed(ctx, t, l, 1, "hops", lab.Running(w1))
-		t.Logf("job %s runs on %s (pid %d)", job.ID, job.Node, job.PID)
-		for i, to := range []string{w2, head, w1} {
-			time.Sleep(500 * time.Millisecond) // a few lines between moves
-			res, err := l.Migrate(ctx, 1, job.ID, to)
-			if err != nil {
-				t.Fatalf("move %d of %s to %s: %v", i+1, job.ID, to, err)
-			}
-			t.Logf("move %d: %s → %s: freeze %s, total %s, %d bytes in %d pre-copy rounds",
-				i+1, res.From, res.To, res.Freeze.Round(time.Millisecond), res.Total.Round(time.Millisecond), res.Bytes, res.Rounds)
-			if res.To != to || res.Job != job.ID {
-				t.Errorf("drift migrate %s %s reported %+v", job.ID, to, res)
-			}
-			got, err := l.Job(ctx, 1, job.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Node != to || got.Moves != i+1 || got.State != "running" {
-				t.Errorf("after move %d drift ps shows %s %s on %s with %d moves, want running on %s with %d",
-					i+1, got.ID, got.State, got.Node, got.Moves, to, i+1)
-			}
+// testHeldFile: a job holding a file under /tmp is refused by drift
+// migrate and drift why names the file; it still runs where it was.
+func testHeldFile(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	head, w1 := c.names[0], c.names[1]
+	const held = "/tmp/drift-held"
+	out, err := l.ExecOK(ctx, 2, "drift", "run", "-d", "--stay", "--node", w1, "--name", "holder",
+		"--", "gosh", "-c", "drift-workload counter -n 0 -every 200ms > "+held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(out)
+	t.Cleanup(func() { l.Exec(context.Background(), 1, "drift", "kill", "-s", "KILL", id) })
+	waitJob(ctx, t, l, 1, id, lab.Running(w1))
+	res, err := l.Exec(ctx, 1, "drift", "migrate", id, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drift migrate %s %s: exit %d: %s", id, head, res.ExitCode, res.Stderr)
+	if res.ExitCode == 0 || !strings.Contains(string(res.Stderr), held) {
+		t.Errorf("drift migrate of a job holding %s exited %d with %q, want a refusal naming %s", held, res.ExitCode, res.Stderr, held)
+	}
+	why, err := l.ExecOK(ctx, 1, "drift", "why", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drift why %s:\n%s", id, why)
+	if !strings.Contains(why, "cannot migrate") || !regexp.MustCompile(regexp.QuoteMeta(held)+` \(fd \d+\): a file outside`).MatchString(why) {
+		t.Errorf("drift why %s does not name %s as what keeps it here:\n%s", id, held, why)
+	}
+	waitJob(ctx, t, l, 1, id, func(j api.JobInfo) bool { return j.State == "running" && j.Node == w1 && j.Moves == 0 })
+	// It still runs: its file grows.
+	n0 := lineCount(ctx, t, l, 2, held)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for n := n0; n <= n0; n = lineCount(wctx, t, l, 2, held) {
+		select {
+		case <-wctx.Done():
+			t.Fatalf("%s on %s stopped growing at %d lines after the refusal", held, w1, n)
+		case <-time.After(500 * time.Millisecond):
 		}
-		res := run.wait(ctx, t, 2*time.Minute)
-		t.Logf("drift run exited %d after %s; stderr %q", res.ExitCode, since(began), res.Stderr)
-		if res.ExitCode != 0 {
-			t.Errorf("drift run exited %d, want 0 (stderr %q)", res.ExitCode, res.Stderr)
-		}
-		if err := countedLines(string(res.Stdout), lines); err != nil {
-			t.Errorf("drift run output: %v", err)
-		}
-	})
+	}
+}
 
-	t.Run("a file open under /tmp keeps a job from moving", func(t *testing.T) {
-		const held = "/tmp/drift-held"
-		out, err := l.ExecOK(ctx, 2, "drift", "run", "-d", "--stay", "--node", w1, "--name", "holder",
-			"--", "gosh", "-c", "drift-workload counter -n 0 -every 200ms > "+held)
-		if err != nil {
-			t.Fatal(err)
+// testKill: drift kill from the head ends jobs on both workers, and
+// drift run reports the signal in its exit status.
+func testKill(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	w1, w2 := c.names[1], c.names[2]
+	term := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "term", "--", "sleep", "600")
+	kill := startExec(ctx, t, l, 3, "drift", "run", "--stay", "--node", w2, "--name", "kill", "--", "drift-workload", "counter", "-n", "0")
+	jt := waitNamed(ctx, t, l, 1, "term", lab.Running(w1))
+	jk := waitNamed(ctx, t, l, 1, "kill", lab.Running(w2))
+	if _, err := l.ExecOK(ctx, 1, "drift", "kill", jt.ID); err != nil {
+		t.Error(err)
+	}
+	if _, err := l.ExecOK(ctx, 1, "drift", "kill", "-s", "KILL", jk.ID); err != nil {
+		t.Error(err)
+	}
+	for _, k := range []struct {
+		run  *bgExec
+		job  api.JobInfo
+		want int
+	}{{term, jt, 143}, {kill, jk, 137}} {
+		res := k.run.wait(ctx, t, time.Minute)
+		if res.ExitCode != k.want {
+			t.Errorf("drift run of %s (%s on %s) exited %d after drift kill, want %d (stderr %q)",
+				k.job.ID, k.job.Command(), k.job.Node, res.ExitCode, k.want, res.Stderr)
 		}
-		id := strings.TrimSpace(out)
-		t.Cleanup(func() { l.Exec(context.Background(), 1, "drift", "kill", "-s", "KILL", id) })
-		waitJob(ctx, t, l, 1, id, lab.Running(w1))
-		res, err := l.Exec(ctx, 1, "drift", "migrate", id, head)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("drift migrate %s %s: exit %d: %s", id, head, res.ExitCode, res.Stderr)
-		if res.ExitCode == 0 || !strings.Contains(string(res.Stderr), held) {
-			t.Errorf("drift migrate of a job holding %s exited %d with %q, want a refusal naming %s", held, res.ExitCode, res.Stderr, held)
-		}
-		why, err := l.ExecOK(ctx, 1, "drift", "why", id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("drift why %s:\n%s", id, why)
-		if !strings.Contains(why, "cannot migrate") || !regexp.MustCompile(regexp.QuoteMeta(held)+` \(fd \d+\): a file outside`).MatchString(why) {
-			t.Errorf("drift why %s does not name %s as what keeps it here:\n%s", id, held, why)
-		}
-		waitJob(ctx, t, l, 1, id, func(j api.JobInfo) bool { return j.State == "running" && j.Node == w1 && j.Moves == 0 })
-		// It still runs: its file grows.
-		n0 := lineCount(ctx, t, l, 2, held)
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		for n := n0; n <= n0; n = lineCount(wctx, t, l, 2, held) {
-			select {
-			case <-wctx.Done():
-				t.Fatalf("%s on %s stopped growing at %d lines after the refusal", held, w1, n)
-			case <-time.After(500 * time.Millisecond):
-			}
-		}
-	})
+		waitJob(ctx, t, l, 1, k.job.ID, func(j api.JobInfo) bool { return j.State != "running" })
+	}
+}
 
-	t.Run("drift kill from the head", func(t *testing.T) {
-		term := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "term", "--", "sleep", "600")
-		kill := startExec(ctx, t, l, 3, "drift", "run", "--stay", "--node", w2, "--name", "kill", "--", "drift-workload", "counter", "-n", "0")
-		jt := waitNamed(ctx, t, l, 1, "term", lab.Running(w1))
-		jk := waitNamed(ctx, t, l, 1, "kill", lab.Running(w2))
-		if _, err := l.ExecOK(ctx, 1, "drift", "kill", jt.ID); err != nil {
-			t.Error(err)
-		}
-		if _, err := l.ExecOK(ctx, 1, "drift", "kill", "-s", "KILL", jk.ID); err != nil {
-			t.Error(err)
-		}
-		for _, c := range []struct {
-			run  *bgExec
-			job  api.JobInfo
-			want int
-		}{{term, jt, 143}, {kill, jk, 137}} {
-			res := c.run.wait(ctx, t, time.Minute)
-			if res.ExitCode != c.want {
-				t.Errorf("drift run of %s (%s on %s) exited %d after drift kill, want %d (stderr %q)",
-					c.job.ID, c.job.Command(), c.job.Node, res.ExitCode, c.want, res.Stderr)
-			}
-			waitJob(ctx, t, l, 1, c.job.ID, func(j api.JobInfo) bool { return j.State != "running" })
-		}
-	})
+// testTargetDies powers worker 2 off while two jobs migrate to it from
+// worker 1: both migrations fail, naming the step, and the jobs run on
+// worker 1 still, the counter's output whole. Worker 2 stays off.
+func testTargetDies(ctx context.Context, t *testing.T, c *cluster) {
+	c.whole(ctx, t)
+	l, img := c.l, c.img
+	w1, w2 := c.names[1], c.names[2]
+	// Two jobs on worker 1 move to worker 2, which is powered off
+	// while both migrations are in pre-copy: a 48 MB toucher, whose
+	// pre-copy takes seconds, and a counter whose output must go on
+	// (holding 16 MB, so that it pre-copies too).
+	out, err := l.ExecOK(ctx, 2, "drift", "run", "-d", "--stay", "--node", w1, "--name", "big",
+		"--", "drift-workload", "touch", "-rss", "48M", "-dirty", "1M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := waitJob(ctx, t, l, 1, strings.TrimSpace(out), lab.Running(w1))
+	t.Cleanup(func() { l.Exec(context.Background(), 1, "drift", "kill", big.ID) })
+	const lines = 400
+	run := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "survivor",
+		"--", "drift-workload", "counter", "-n", strconv.Itoa(lines), "-every", "100ms", "-rss", "16M")
+	counter := waitNamed(ctx, t, l, 1, "survivor", lab.Running(w1))
 
-	// Programs this project did not write, run from a workstation.
-	testUserPrograms(ctx, t, l, img, names)
+	// Both migrations start together; the target is powered off once
+	// the counter's first pre-copy round is sent (its second round
+	// and its freeze follow), while the big job's first round, many
+	// times larger, is still on its way. The counter's migration
+	// runs from the host, since node 1's lab port is busy with the
+	// first.
+	drift, key, headAddr := buildDrift(t), filepath.Join(img.Dir, imagebuild.KeyName), readyAddr(t, l, 1)
+	migBig := startExec(ctx, t, l, 1, "drift", "migrate", big.ID, w2)
+	migCounter := startHost(ctx, t, l, drift, "--cluster", headAddr, "--key-file", key, "migrate", counter.ID, w2)
+	if _, err := l.WaitFor(ctx, 2, preDumpRE(counter.PID, 1)); err != nil {
+		t.Fatalf("migration of %s never finished its first pre-copy round: %v", counter.ID, err)
+	}
+	if err := l.StopNode(ctx, 3); err != nil {
+		t.Fatalf("power off %s: %v", w2, err)
+	}
+	off := time.Now()
+	t.Logf("%s powered off during both migrations", w2)
+	lctx, lcancel := context.WithTimeout(ctx, 2*time.Second)
+	if line, err := l.WaitFor(lctx, 2, preDumpRE(big.PID, 1)); err == nil {
+		t.Logf("the big job's first pre-copy round had been sent: %s", line)
+	} else {
+		t.Logf("the big job was in its first pre-copy round")
+	}
+	lcancel()
 
-	t.Run("the target dies during a migration", func(t *testing.T) {
-		// Two jobs on worker 1 move to worker 2, which is powered off
-		// while both migrations are in pre-copy: a 48 MB toucher, whose
-		// pre-copy takes seconds, and a counter whose output must go on
-		// (holding 16 MB, so that it pre-copies too).
-		out, err := l.ExecOK(ctx, 2, "drift", "run", "-d", "--stay", "--node", w1, "--name", "big",
-			"--", "drift-workload", "touch", "-rss", "48M", "-dirty", "1M")
-		if err != nil {
-			t.Fatal(err)
+	// Both migrations fail soon after the power-off: the agents see
+	// the target dead within seconds, so failDeadline is generous. A
+	// migration still hanging then is cancelled (its drift migrate
+	// is ended), which resumes the job on the source.
+	step := regexp.MustCompile(`pre-dump round \d+|send (pre-\d+|final)|final dump|restore on|the target's CPU`)
+	for _, m := range []struct {
+		job api.JobInfo
+		mig *bgExec
+	}{{big, migBig}, {counter, migCounter}} {
+		res, ok := m.mig.waitUntil(off.Add(failDeadline))
+		if !ok {
+			t.Errorf("drift migrate %s %s had not returned %s after %s was powered off (the agents list it dead within seconds): a migration must fail, and say so, when its target dies",
+				m.job.ID, w2, failDeadline, w2)
+			continue
 		}
-		big := waitJob(ctx, t, l, 1, strings.TrimSpace(out), lab.Running(w1))
-		t.Cleanup(func() { l.Exec(context.Background(), 1, "drift", "kill", big.ID) })
-		const lines = 400
-		run := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "survivor",
-			"--", "drift-workload", "counter", "-n", strconv.Itoa(lines), "-every", "100ms", "-rss", "16M")
-		counter := waitNamed(ctx, t, l, 1, "survivor", lab.Running(w1))
+		t.Logf("drift migrate %s %s returned %s after the power-off: exit %d: %s", m.job.ID, w2, since(off), res.ExitCode, res.Stderr)
+		if res.ExitCode == 0 || !step.Match(res.Stderr) {
+			t.Errorf("drift migrate %s to a node powered off on the way exited %d with %q, want a failure naming the step", m.job.ID, res.ExitCode, res.Stderr)
+		}
+	}
+	j := waitJob(ctx, t, l, 1, big.ID, func(j api.JobInfo) bool { return j.State != "migrating" })
+	if j.State != "running" || j.Node != w1 || j.Moves != 0 {
+		t.Errorf("after the failed migration drift ps shows %s %s on %s with %d moves, want it running on %s, never moved", j.ID, j.State, j.Node, j.Moves, w1)
+	}
+	// The counter's output went on: every line once, in order.
+	res := run.wait(ctx, t, 2*time.Minute)
+	if res.ExitCode != 0 {
+		t.Errorf("drift run of the counter exited %d, want 0 (stderr %q)", res.ExitCode, res.Stderr)
+	}
+	if err := countedLines(string(res.Stdout), lines); err != nil {
+		t.Errorf("drift run output of the counter whose migration failed: %v", err)
+	}
+	if j, err := l.Job(ctx, 1, counter.ID); err != nil || j.Node != w1 || j.Moves != 0 {
+		t.Errorf("the counter is listed as %+v (%v), want it on %s, never moved", j, err, w1)
+	}
+}
 
-		// Both migrations start together; the target is powered off once
-		// the counter's first pre-copy round is sent (its second round
-		// and its freeze follow), while the big job's first round, many
-		// times larger, is still on its way. The counter's migration
-		// runs from the host, since node 1's lab port is busy with the
-		// first.
-		drift, key, headAddr := buildDrift(t), filepath.Join(img.Dir, imagebuild.KeyName), readyAddr(t, l, 1)
-		migBig := startExec(ctx, t, l, 1, "drift", "migrate", big.ID, w2)
-		migCounter := startHost(ctx, t, l, drift, "--cluster", headAddr, "--key-file", key, "migrate", counter.ID, w2)
-		if _, err := l.WaitFor(ctx, 2, preDumpRE(counter.PID, 1)); err != nil {
-			t.Fatalf("migration of %s never finished its first pre-copy round: %v", counter.ID, err)
-		}
-		if err := l.StopNode(ctx, 3); err != nil {
-			t.Fatalf("power off %s: %v", w2, err)
-		}
-		off := time.Now()
-		t.Logf("%s powered off during both migrations", w2)
-		lctx, lcancel := context.WithTimeout(ctx, 2*time.Second)
-		if line, err := l.WaitFor(lctx, 2, preDumpRE(big.PID, 1)); err == nil {
-			t.Logf("the big job's first pre-copy round had been sent: %s", line)
-		} else {
-			t.Logf("the big job was in its first pre-copy round")
-		}
-		lcancel()
-
-		// Both migrations fail soon after the power-off: the agents see
-		// the target dead within seconds, so failDeadline is generous. A
-		// migration still hanging then is cancelled (its drift migrate
-		// is ended), which resumes the job on the source.
-		step := regexp.MustCompile(`pre-dump round \d+|send (pre-\d+|final)|final dump|restore on|the target's CPU`)
-		for _, m := range []struct {
-			job api.JobInfo
-			mig *bgExec
-		}{{big, migBig}, {counter, migCounter}} {
-			res, ok := m.mig.waitUntil(off.Add(failDeadline))
-			if !ok {
-				t.Errorf("drift migrate %s %s had not returned %s after %s was powered off (the agents list it dead within seconds): a migration must fail, and say so, when its target dies",
-					m.job.ID, w2, failDeadline, w2)
-				continue
-			}
-			t.Logf("drift migrate %s %s returned %s after the power-off: exit %d: %s", m.job.ID, w2, since(off), res.ExitCode, res.Stderr)
-			if res.ExitCode == 0 || !step.Match(res.Stderr) {
-				t.Errorf("drift migrate %s to a node powered off on the way exited %d with %q, want a failure naming the step", m.job.ID, res.ExitCode, res.Stderr)
-			}
-		}
-		j := waitJob(ctx, t, l, 1, big.ID, func(j api.JobInfo) bool { return j.State != "migrating" })
-		if j.State != "running" || j.Node != w1 || j.Moves != 0 {
-			t.Errorf("after the failed migration drift ps shows %s %s on %s with %d moves, want it running on %s, never moved", j.ID, j.State, j.Node, j.Moves, w1)
-		}
-		// The counter's output went on: every line once, in order.
-		res := run.wait(ctx, t, 2*time.Minute)
-		if res.ExitCode != 0 {
-			t.Errorf("drift run of the counter exited %d, want 0 (stderr %q)", res.ExitCode, res.Stderr)
-		}
-		if err := countedLines(string(res.Stdout), lines); err != nil {
-			t.Errorf("drift run output of the counter whose migration failed: %v", err)
-		}
-		if j, err := l.Job(ctx, 1, counter.ID); err != nil || j.Node != w1 || j.Moves != 0 {
-			t.Errorf("the counter is listed as %+v (%v), want it on %s, never moved", j, err, w1)
-		}
-	})
-	t.Logf("TestJobs took %s", since(start))
+// testTargetBack boots worker 2, powered off by testTargetDies, again:
+// it rejoins and mounts /cluster, for the steps after.
+func testTargetBack(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	if err := l.StartNode(ctx, 3); err != nil {
+		t.Fatalf("boot node 3 again: %v", err)
+	}
+	t.Logf("node 3 qemu command line: %s", l.CommandLine(3))
+	r, err := l.WaitReadyNode(ctx, 3)
+	if err != nil {
+		t.Fatalf("node 3 booted again: %v", err)
+	}
+	if r.Name != c.names[2] {
+		t.Errorf("node 3 came back as %s, want %s (same MAC)", r.Name, c.names[2])
+	}
+	c.whole(ctx, t)
 }
 
 // clusterMountedRE is a node's event for its shared storage mounted.
@@ -321,7 +324,7 @@ func waitJob(ctx context.Context, t *testing.T, l *lab.Lab, n int, id string, ok
 }
 
 // waitNamed waits until drift ps on node n lists a job named name for
-// which ok holds, with a minute's limit. Names are unique in this test.
+// which ok holds, with a minute's limit. Names are unique in TestCluster.
 func waitNamed(ctx context.Context, t *testing.T, l *lab.Lab, n int, name string, ok func(api.JobInfo) bool) api.JobInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)

@@ -30,171 +30,175 @@ const (
 	foreignWatch = 20 * time.Second
 )
 
-// TestClusterMembership boots a head and two workers once and checks, in
-// order: leases and membership; the cluster from the host's side (the CLI
-// with the key, a wrong key, garbage on the API port); a node with
-// another key that is refused; a worker powered off and booted again.
-func TestClusterMembership(t *testing.T) {
-	img := image(t)
-	t.Parallel()
-	l, ctx := bootLab(t, lab.Config{Image: img, Nodes: 3}, 12*time.Minute)
-	lastReady := time.Now()
-	names := readyNames(t, l)
+// testLeases: the head is at its DHCP server's address, the workers
+// hold its leases, and every node lists all three alive within
+// convergeDeadline of the last ready line.
+func testLeases(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	head, _ := l.Ready(1)
+	if head.Addr != "10.77.0.1" {
+		t.Errorf("head ready at %s, want 10.77.0.1 (its DHCP server's address)", head.Addr)
+	}
+	lan := netip.MustParsePrefix("10.77.0.0/24")
+	for _, n := range []int{2, 3} {
+		r, _ := l.Ready(n)
+		a, err := netip.ParseAddr(r.Addr)
+		if err != nil || !lan.Contains(a) || a == netip.MustParseAddr(lab.HostAddr) {
+			t.Errorf("worker %d ready at %q, want a lease from the head in %s (not the bridge's %s)", n, r.Addr, lan, lab.HostAddr)
+		}
+		out := execOK(ctx, t, l, n, "ip", "-4", "addr", "show")
+		if !strings.Contains(string(out.Stdout), r.Addr+"/24") {
+			t.Errorf("worker %d: ip addr does not show %s/24:\n%s", n, r.Addr, out.Stdout)
+		}
+	}
+	wctx, cancel := context.WithDeadline(ctx, c.lastReady.Add(convergeDeadline))
+	defer cancel()
+	if _, err := l.WaitMembers(wctx, []int{1, 2, 3}, lab.AllAlive(c.names...)); err != nil {
+		t.Fatalf("every node lists %v alive within %s of the last ready line: %v", c.names, convergeDeadline, err)
+	}
+	t.Logf("all 3 nodes list 3 alive members %s after the last ready line", since(c.lastReady))
+}
 
-	t.Run("workers leased by the head, 3 alive everywhere", func(t *testing.T) {
-		head, _ := l.Ready(1)
-		if head.Addr != "10.77.0.1" {
-			t.Errorf("head ready at %s, want 10.77.0.1 (its DHCP server's address)", head.Addr)
-		}
-		lan := netip.MustParsePrefix("10.77.0.0/24")
-		for _, n := range []int{2, 3} {
-			r, _ := l.Ready(n)
-			a, err := netip.ParseAddr(r.Addr)
-			if err != nil || !lan.Contains(a) || a == netip.MustParseAddr(lab.HostAddr) {
-				t.Errorf("worker %d ready at %q, want a lease from the head in %s (not the bridge's %s)", n, r.Addr, lan, lab.HostAddr)
-			}
-			out := execOK(ctx, t, l, n, "ip", "-4", "addr", "show")
-			if !strings.Contains(string(out.Stdout), r.Addr+"/24") {
-				t.Errorf("worker %d: ip addr does not show %s/24:\n%s", n, r.Addr, out.Stdout)
-			}
-		}
-		wctx, cancel := context.WithDeadline(ctx, lastReady.Add(convergeDeadline))
-		defer cancel()
-		if _, err := l.WaitMembers(wctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
-			t.Fatalf("every node lists %v alive within %s of the last ready line: %v", names, convergeDeadline, err)
-		}
-		t.Logf("all 3 nodes list 3 alive members %s after the last ready line", since(lastReady))
-	})
+// testFromHost: the CLI on the host with the key lists the cluster; with
+// a wrong key it is refused and says why; garbage on the API port leaves
+// the agent answering.
+func testFromHost(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	drift := buildDrift(t)
+	key := filepath.Join(c.img.Dir, imagebuild.KeyName)
+	nodes, err := hostNodes(ctx, l, drift, "10.77.0.1", key)
+	if err != nil {
+		t.Fatalf("drift --cluster 10.77.0.1 --key-file %s nodes: %v", key, err)
+	}
+	if got := lab.MemberStates(nodes); !lab.AllAlive(c.names...)(0, got) {
+		t.Errorf("host lists %v, want %v alive", got, c.names)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong.key")
+	if err := os.WriteFile(wrong, []byte(randomKeyHex(t)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = hostNodes(ctx, l, drift, "10.77.0.1", wrong)
+	if err == nil || !strings.Contains(err.Error(), "refused this key: check --key-file") {
+		t.Errorf("drift with a wrong key file = %v, want the CLI's refusal naming --key-file", err)
+	}
+	// Garbage on the API port, raw and dressed as a TLS ClientHello,
+	// from several connections: the agent must still answer after.
+	for i, script := range []string{
+		"head -c 65536 /dev/urandom > /dev/tcp/10.77.0.1/7947",
+		"{ printf '\\x16\\x03\\x01\\x02\\x00'; head -c 600 /dev/urandom; } > /dev/tcp/10.77.0.1/7947",
+		"printf 'GET /v1/nodes HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' > /dev/tcp/10.77.0.1/7947",
+		"for i in 1 2 3 4 5 6 7 8; do head -c 3000 /dev/urandom > /dev/tcp/10.77.0.1/7947 & done; wait",
+	} {
+		cmd := l.Command(ctx, "bash", "-c", script)
+		t.Logf("garbage %d: %s", i, cmd)
+		cmd.Run() // the agent may reset the connection: not an error here
+	}
+	if _, err := hostNodes(ctx, l, drift, "10.77.0.1", key); err != nil {
+		t.Errorf("drift nodes after garbage on the API port: %v", err)
+	}
+	execOK(ctx, t, l, 1, "drift", "status")
+}
 
-	t.Run("from the host", func(t *testing.T) {
-		drift := buildDrift(t)
-		key := filepath.Join(img.Dir, imagebuild.KeyName)
-		nodes, err := hostNodes(ctx, l, drift, "10.77.0.1", key)
-		if err != nil {
-			t.Fatalf("drift --cluster 10.77.0.1 --key-file %s nodes: %v", key, err)
-		}
-		if got := lab.MemberStates(nodes); !lab.AllAlive(names...)(0, got) {
-			t.Errorf("host lists %v, want %v alive", got, names)
-		}
-		wrong := filepath.Join(t.TempDir(), "wrong.key")
-		if err := os.WriteFile(wrong, []byte(randomKeyHex(t)+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, err = hostNodes(ctx, l, drift, "10.77.0.1", wrong)
-		if err == nil || !strings.Contains(err.Error(), "refused this key: check --key-file") {
-			t.Errorf("drift with a wrong key file = %v, want the CLI's refusal naming --key-file", err)
-		}
-		// Garbage on the API port, raw and dressed as a TLS ClientHello,
-		// from several connections: the agent must still answer after.
-		for i, script := range []string{
-			"head -c 65536 /dev/urandom > /dev/tcp/10.77.0.1/7947",
-			"{ printf '\\x16\\x03\\x01\\x02\\x00'; head -c 600 /dev/urandom; } > /dev/tcp/10.77.0.1/7947",
-			"printf 'GET /v1/nodes HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' > /dev/tcp/10.77.0.1/7947",
-			"for i in 1 2 3 4 5 6 7 8; do head -c 3000 /dev/urandom > /dev/tcp/10.77.0.1/7947 & done; wait",
-		} {
-			cmd := l.Command(ctx, "bash", "-c", script)
-			t.Logf("garbage %d: %s", i, cmd)
-			cmd.Run() // the agent may reset the connection: not an error here
-		}
-		if _, err := hostNodes(ctx, l, drift, "10.77.0.1", key); err != nil {
-			t.Errorf("drift nodes after garbage on the API port: %v", err)
-		}
-		execOK(ctx, t, l, 1, "drift", "status")
-	})
-
-	t.Run("a node with another key is refused", func(t *testing.T) {
-		args := []string{"drift.key=" + randomKeyHex(t), "drift.join=10.77.0.1:7946,10.77.0.2:7946,10.77.0.3:7946"}
-		n, err := l.Add(ctx, args)
-		if err != nil {
-			t.Fatalf("add a node with another key: %v", err)
-		}
-		t.Cleanup(func() { l.StopNode(context.Background(), n) })
-		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
-		r, err := l.WaitReadyNode(ctx, n)
-		if err != nil {
-			t.Fatalf("node with another key: %v", err)
-		}
-		t.Logf("foreign node ready: %s", r.Line)
-		refused := regexp.MustCompile(`refused packet from ` + regexp.QuoteMeta(r.Addr) + `: `)
-		// Every member logs the refusal; wait for that in the background.
-		wctx, cancel := context.WithCancel(ctx)
-		lines, errs := make([]string, 4), make([]error, 4)
-		var wg sync.WaitGroup
-		defer func() { cancel(); wg.Wait() }()
+// testForeignNode boots a node with another key that names the members
+// as seeds: every member logs its refusal, nobody lists it, and it lists
+// only itself. It is stopped at the end.
+func testForeignNode(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	args := []string{"drift.key=" + randomKeyHex(t), "drift.join=10.77.0.1:7946,10.77.0.2:7946,10.77.0.3:7946"}
+	n, err := l.Add(ctx, args)
+	if err != nil {
+		t.Fatalf("add a node with another key: %v", err)
+	}
+	t.Cleanup(func() { l.StopNode(context.Background(), n) })
+	t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
+	r, err := l.WaitReadyNode(ctx, n)
+	if err != nil {
+		t.Fatalf("node with another key: %v", err)
+	}
+	t.Logf("foreign node ready: %s", r.Line)
+	refused := regexp.MustCompile(`refused packet from ` + regexp.QuoteMeta(r.Addr) + `: `)
+	// Every member logs the refusal; wait for that in the background.
+	wctx, cancel := context.WithCancel(ctx)
+	lines, errs := make([]string, 4), make([]error, 4)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for m := 1; m <= 3; m++ {
+		wg.Go(func() {
+			lines[m], errs[m] = l.WaitFor(wctx, m, refused)
+		})
+	}
+	// Meanwhile, and for foreignWatch after its ready line, nobody
+	// lists it, and it lists only itself.
+	for until := time.Now().Add(foreignWatch); time.Now().Before(until); {
 		for m := 1; m <= 3; m++ {
-			wg.Go(func() {
-				lines[m], errs[m] = l.WaitFor(wctx, m, refused)
-			})
-		}
-		// Meanwhile, and for foreignWatch after its ready line, nobody
-		// lists it, and it lists only itself.
-		for until := time.Now().Add(foreignWatch); time.Now().Before(until); {
-			for m := 1; m <= 3; m++ {
-				ms, err := l.Members(ctx, m)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if st, ok := lab.MemberStates(ms)[r.Name]; ok {
-					t.Fatalf("node %d lists the node with another key (%s, %s)", m, r.Name, st)
-				}
+			ms, err := l.Members(ctx, m)
+			if err != nil {
+				t.Fatal(err)
 			}
-			select {
-			case <-ctx.Done():
-				t.Fatal(ctx.Err())
-			case <-time.After(2 * time.Second):
+			if st, ok := lab.MemberStates(ms)[r.Name]; ok {
+				t.Fatalf("node %d lists the node with another key (%s, %s)", m, r.Name, st)
 			}
 		}
-		ms, err := l.Members(ctx, n)
-		if err != nil {
-			t.Fatal(err)
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(2 * time.Second):
 		}
-		if got := lab.MemberStates(ms); len(got) != 1 {
-			t.Errorf("the node with another key lists %v, want only itself", got)
+	}
+	ms, err := l.Members(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lab.MemberStates(ms); len(got) != 1 {
+		t.Errorf("the node with another key lists %v, want only itself", got)
+	}
+	wg.Wait()
+	for m := 1; m <= 3; m++ {
+		if errs[m] != nil {
+			t.Errorf("node %d never logged that it refused %s: %v", m, r.Addr, errs[m])
+		} else {
+			t.Logf("node %d: %s", m, lines[m])
 		}
-		wg.Wait()
-		for m := 1; m <= 3; m++ {
-			if errs[m] != nil {
-				t.Errorf("node %d never logged that it refused %s: %v", m, r.Addr, errs[m])
-			} else {
-				t.Logf("node %d: %s", m, lines[m])
-			}
-		}
-		if err := l.StopNode(ctx, n); err != nil {
-			t.Errorf("stop node %d: %v", n, err)
-		}
-	})
+	}
+	if err := l.StopNode(ctx, n); err != nil {
+		t.Errorf("stop node %d: %v", n, err)
+	}
+}
 
-	t.Run("a worker powered off is dead, then rejoins", func(t *testing.T) {
-		gone := names[2]
-		if err := l.StopNode(ctx, 3); err != nil {
-			t.Fatalf("power off node 3: %v", err)
-		}
-		off := time.Now()
-		dctx, cancel := context.WithDeadline(ctx, off.Add(deadDeadline))
-		defer cancel()
-		_, err := l.WaitMembers(dctx, []int{1, 2}, func(_ int, st map[string]string) bool { return st[gone] == "dead" })
-		if err != nil {
-			t.Fatalf("nodes 1 and 2 show %s dead within %s of its power-off: %v", gone, deadDeadline, err)
-		}
-		t.Logf("%s shown dead by both others %s after power-off", gone, since(off))
+// testWorkerRejoins powers worker 2 off: the others show it dead within
+// deadDeadline; booted again, it comes back under its name and alive
+// everywhere.
+func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
+	l, names := c.l, c.names
+	gone := names[2]
+	if err := l.StopNode(ctx, 3); err != nil {
+		t.Fatalf("power off node 3: %v", err)
+	}
+	off := time.Now()
+	dctx, cancel := context.WithDeadline(ctx, off.Add(deadDeadline))
+	defer cancel()
+	_, err := l.WaitMembers(dctx, []int{1, 2}, func(_ int, st map[string]string) bool { return st[gone] == "dead" })
+	if err != nil {
+		t.Fatalf("nodes 1 and 2 show %s dead within %s of its power-off: %v", gone, deadDeadline, err)
+	}
+	t.Logf("%s shown dead by both others %s after power-off", gone, since(off))
 
-		if err := l.StartNode(ctx, 3); err != nil {
-			t.Fatalf("boot node 3 again: %v", err)
-		}
-		t.Logf("node 3 qemu command line: %s", l.CommandLine(3))
-		r, err := l.WaitReadyNode(ctx, 3)
-		if err != nil {
-			t.Fatalf("node 3 booted again: %v", err)
-		}
-		if r.Name != gone {
-			t.Errorf("node 3 came back as %s, want %s (same MAC)", r.Name, gone)
-		}
-		back := time.Now()
-		if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
-			t.Fatalf("node 3 rejoins: %v", err)
-		}
-		t.Logf("node 3 alive again everywhere %s after its ready line", since(back))
-	})
+	if err := l.StartNode(ctx, 3); err != nil {
+		t.Fatalf("boot node 3 again: %v", err)
+	}
+	t.Logf("node 3 qemu command line: %s", l.CommandLine(3))
+	r, err := l.WaitReadyNode(ctx, 3)
+	if err != nil {
+		t.Fatalf("node 3 booted again: %v", err)
+	}
+	if r.Name != gone {
+		t.Errorf("node 3 came back as %s, want %s (same MAC)", r.Name, gone)
+	}
+	back := time.Now()
+	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
+		t.Fatalf("node 3 rejoins: %v", err)
+	}
+	t.Logf("node 3 alive again everywhere %s after its ready line", since(back))
 }
 
 // TestNoHeadLinkLocal boots three workers on a segment with no DHCP

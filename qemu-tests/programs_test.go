@@ -122,9 +122,10 @@ int main(int argc, char **argv) {
 // a #!/bin/sh script and a Go program that starts children (both moved
 // twice while they run), a Python program when the image has python3,
 // and drift cp of a large file, also interrupted.
-func testUserPrograms(ctx context.Context, t *testing.T, l *lab.Lab, img lab.Image, names []string) {
-	head, w1, w2 := names[0], names[1], names[2]
-	ws := newWorkstation(t, l, img)
+func testUserPrograms(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	head, w1, w2 := c.names[0], c.names[1], c.names[2]
+	ws := newWorkstation(t, l, c.img)
 	work := t.TempDir()
 
 	t.Run("drift run uname from a workstation finds the node's tools", func(t *testing.T) {
@@ -300,6 +301,11 @@ print("done", file=sys.stderr)
 		rand.Read(big)
 		os.WriteFile(filepath.Join(work, "big.bin"), big, 0o644)
 		ws.ok(ctx, t, work, "cp", "big.bin", ":data/")
+		t.Cleanup(func() { // 50 MB or more of the head's memory, for the steps after
+			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			l.Exec(cctx, 2, "rm", "-rf", "/cluster/data")
+		})
 		ws.ok(ctx, t, work, "cp", ":data/big.bin", "back.bin")
 		back, _ := os.ReadFile(filepath.Join(work, "back.bin"))
 		if sha256.Sum256(back) != sha256.Sum256(big) {

@@ -26,183 +26,192 @@ const headExport = "9p://10.77.0.1:5640"
 
 var mountedRE = regexp.MustCompile(`drift: storage mounted=/cluster from=` + regexp.QuoteMeta(headExport))
 
-// TestSharedStorage boots a head and two workers once and checks, in
-// order: every node mounts the head's export (a tmpfs, with the warning);
-// a file written on worker 2 reads back byte for byte everywhere; a 100 MB
-// file's checksum matches on all three; three nodes appending to one file
-// at once lose no line; a node with another key cannot mount the export;
-// the head rebooted onto a DRIFT-DATA disk, and rebooted again, with the
-// workers' /cluster coming back by itself and the file written before the
-// reboot still there.
-func TestSharedStorage(t *testing.T) {
-	img := image(t)
-	t.Parallel()
-	l := startLab(t, lab.Config{Image: img, Nodes: 3})
-	for n := 1; n <= l.Nodes(); n++ {
-		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
-	}
-	ctx := waitContext(t, 25*time.Minute)
-	start := time.Now()
-	if err := l.WaitReady(ctx, nil); err != nil {
-		t.Fatalf("wait for 3 nodes: %v", err)
-	}
+// testMounted: every node mounts the head's export.
+func testMounted(ctx context.Context, t *testing.T, c *cluster) {
 	for n := 1; n <= 3; n++ {
-		line, err := l.WaitFor(ctx, n, mountedRE)
+		line, err := c.l.WaitFor(ctx, n, mountedRE)
 		if err != nil {
 			t.Fatalf("node %d never mounted the head's export: %v", n, err)
 		}
-		t.Logf("node %d after %s: %s", n, time.Since(start).Round(time.Second), line)
+		t.Logf("node %d, %s after the last ready line: %s", n, since(c.lastReady), line)
 	}
+}
 
-	t.Run("tmpfs says its data is lost", func(t *testing.T) {
-		if _, err := l.WaitFor(ctx, 1, regexp.MustCompile(`drift: storage: WARNING .*tmpfs.*lost at power-off`)); err != nil {
-			t.Errorf("head console lacks the tmpfs warning: %v", err)
-		}
-		out := string(storageExec(ctx, t, l, 2, time.Minute, "drift", "storage").Stdout)
-		t.Logf("drift storage on node 2:\n%s", out)
-		if n := strings.Count(out, headExport+"  ok"); n != 3 {
-			t.Errorf("drift storage lists %d healthy mounts of %s, want 3", n, headExport)
-		}
-		if !strings.Contains(out, "WARNING: the shared storage is in memory (tmpfs)") {
-			t.Errorf("drift storage does not say the tmpfs loses its data")
-		}
-	})
+// testTmpfsWarning: the head's export is a tmpfs, and both its console
+// and drift storage say that its data is lost at power-off.
+func testTmpfsWarning(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	if _, err := l.WaitFor(ctx, 1, regexp.MustCompile(`drift: storage: WARNING .*tmpfs.*lost at power-off`)); err != nil {
+		t.Errorf("head console lacks the tmpfs warning: %v", err)
+	}
+	out := string(storageExec(ctx, t, l, 2, time.Minute, "drift", "storage").Stdout)
+	t.Logf("drift storage on node 2:\n%s", out)
+	if n := strings.Count(out, headExport+"  ok"); n != 3 {
+		t.Errorf("drift storage lists %d healthy mounts of %s, want 3", n, headExport)
+	}
+	if !strings.Contains(out, "WARNING: the shared storage is in memory (tmpfs)") {
+		t.Errorf("drift storage does not say the tmpfs loses its data")
+	}
+}
 
-	t.Run("file from worker 2 reads back everywhere", func(t *testing.T) {
-		storageExec(ctx, t, l, 3, time.Minute, "dd", "if=/dev/urandom", "of=/cluster/w2.bin", "bs=1024", "count=300")
-		want := storageExec(ctx, t, l, 3, time.Minute, "cat", "/cluster/w2.bin").Stdout
-		if len(want) != 300<<10 {
-			t.Fatalf("worker 2 reads back %d bytes of what it wrote, want %d", len(want), 300<<10)
+// testReadBack: a file written on worker 2 reads back byte for byte
+// everywhere.
+func testReadBack(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	storageExec(ctx, t, l, 3, time.Minute, "dd", "if=/dev/urandom", "of=/cluster/w2.bin", "bs=1024", "count=300")
+	want := storageExec(ctx, t, l, 3, time.Minute, "cat", "/cluster/w2.bin").Stdout
+	if len(want) != 300<<10 {
+		t.Fatalf("worker 2 reads back %d bytes of what it wrote, want %d", len(want), 300<<10)
+	}
+	for _, n := range []int{2, 1} {
+		got := storageExec(ctx, t, l, n, time.Minute, "cat", "/cluster/w2.bin").Stdout
+		if !bytes.Equal(got, want) {
+			t.Errorf("node %d reads %d bytes that differ from worker 2's %d", n, len(got), len(want))
 		}
-		for _, n := range []int{2, 1} {
-			got := storageExec(ctx, t, l, n, time.Minute, "cat", "/cluster/w2.bin").Stdout
-			if !bytes.Equal(got, want) {
-				t.Errorf("node %d reads %d bytes that differ from worker 2's %d", n, len(got), len(want))
+	}
+	storageExec(ctx, t, l, 3, time.Minute, "rm", "/cluster/w2.bin")
+}
+
+// testBigChecksum: a 100 MB file copied to /cluster on worker 1 has the
+// same sha256 on all three.
+func testBigChecksum(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	storageExec(ctx, t, l, 2, 2*time.Minute, "dd", "if=/dev/urandom", "of=/tmp/big", "bs=1M", "count=100")
+	want := shasum(ctx, t, l, 2, "/tmp/big")
+	began := time.Now()
+	storageExec(ctx, t, l, 2, 5*time.Minute, "cp", "/tmp/big", "/cluster/big")
+	t.Logf("100 MB copied to /cluster in %s", time.Since(began).Round(100*time.Millisecond))
+	storageExec(ctx, t, l, 2, time.Minute, "rm", "/tmp/big")
+	for n := 1; n <= 3; n++ {
+		if got := shasum(ctx, t, l, n, "/cluster/big"); got != want {
+			t.Errorf("node %d: sha256 of /cluster/big = %s, want %s", n, got, want)
+		}
+	}
+	storageExec(ctx, t, l, 3, time.Minute, "rm", "/cluster/big")
+}
+
+// testAppend: three nodes appending to one file at once lose no line.
+func testAppend(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	const lines = 300
+	// drift-workload writes each line with one write(2); the shell
+	// opens the file with O_APPEND, O_CREAT: on every node at once.
+	var wg sync.WaitGroup
+	for n := 1; n <= 3; n++ {
+		wg.Go(func() {
+			argv := []string{"gosh", "-c", fmt.Sprintf("drift-workload counter -n %d -every 1ms >> /cluster/append.log", lines)}
+			ectx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+			defer cancel()
+			res, err := labport.Exec(ectx, l.LabSock(n), labport.Request{Argv: argv})
+			if err == nil && res.ExitCode != 0 {
+				err = fmt.Errorf("exit %d: %s", res.ExitCode, res.Stderr)
 			}
-		}
-	})
-
-	t.Run("100 MB checksum matches on all three", func(t *testing.T) {
-		storageExec(ctx, t, l, 2, 2*time.Minute, "dd", "if=/dev/urandom", "of=/tmp/big", "bs=1M", "count=100")
-		want := shasum(ctx, t, l, 2, "/tmp/big")
-		began := time.Now()
-		storageExec(ctx, t, l, 2, 5*time.Minute, "cp", "/tmp/big", "/cluster/big")
-		t.Logf("100 MB copied to /cluster in %s", time.Since(began).Round(100*time.Millisecond))
-		storageExec(ctx, t, l, 2, time.Minute, "rm", "/tmp/big")
-		for n := 1; n <= 3; n++ {
-			if got := shasum(ctx, t, l, n, "/cluster/big"); got != want {
-				t.Errorf("node %d: sha256 of /cluster/big = %s, want %s", n, got, want)
+			if err != nil {
+				t.Errorf("node %d: %q: %v", n, argv, err)
 			}
+		})
+	}
+	wg.Wait()
+	out := storageExec(ctx, t, l, 1, time.Minute, "cat", "/cluster/append.log").Stdout
+	storageExec(ctx, t, l, 1, time.Minute, "rm", "/cluster/append.log")
+	count := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+		count[line]++
+	}
+	for i := 1; i <= lines; i++ {
+		if c := count[strconv.Itoa(i)]; c != 3 {
+			t.Errorf("line %d appears %d times, want 3 (one per node)", i, c)
 		}
-		storageExec(ctx, t, l, 3, time.Minute, "rm", "/cluster/big")
-	})
+		delete(count, strconv.Itoa(i))
+	}
+	if len(count) > 0 {
+		t.Errorf("torn or foreign lines in the file: %v", count)
+	}
+}
 
-	t.Run("three nodes append at once and lose no line", func(t *testing.T) {
-		const lines = 300
-		// drift-workload writes each line with one write(2); the shell
-		// opens the file with O_APPEND, O_CREAT: on every node at once.
-		var wg sync.WaitGroup
-		for n := 1; n <= 3; n++ {
-			wg.Go(func() {
-				argv := []string{"gosh", "-c", fmt.Sprintf("drift-workload counter -n %d -every 1ms >> /cluster/append.log", lines)}
-				ectx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-				defer cancel()
-				res, err := labport.Exec(ectx, l.LabSock(n), labport.Request{Argv: argv})
-				if err == nil && res.ExitCode != 0 {
-					err = fmt.Errorf("exit %d: %s", res.ExitCode, res.Stderr)
-				}
-				if err != nil {
-					t.Errorf("node %d: %q: %v", n, argv, err)
-				}
-			})
-		}
-		wg.Wait()
-		out := storageExec(ctx, t, l, 1, time.Minute, "cat", "/cluster/append.log").Stdout
-		count := map[string]int{}
-		for _, line := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
-			count[line]++
-		}
-		for i := 1; i <= lines; i++ {
-			if c := count[strconv.Itoa(i)]; c != 3 {
-				t.Errorf("line %d appears %d times, want 3 (one per node)", i, c)
-			}
-			delete(count, strconv.Itoa(i))
-		}
-		if len(count) > 0 {
-			t.Errorf("torn or foreign lines in the file: %v", count)
-		}
-	})
+// testForeignMount boots a node with another key: the 9P mount a member
+// makes by hand works, the same mount from that node is refused, and the
+// head logs why. The node is stopped at the end.
+func testForeignMount(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	key := make([]byte, 32)
+	rand.Read(key)
+	n, err := l.Add(ctx, []string{"drift.key=" + hex.EncodeToString(key)})
+	if err != nil {
+		t.Fatalf("add a node with another key: %v", err)
+	}
+	t.Cleanup(func() { l.StopNode(context.Background(), n) })
+	t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
+	r, err := l.WaitReadyNode(ctx, n)
+	if err != nil {
+		t.Fatalf("node with another key: %v", err)
+	}
+	mount := []string{"mount", "-t", "9p", "-o", "trans=tcp,port=5640,version=9p2000.L,cache=none", "10.77.0.1", "/mnt/steal"}
+	// The same mount by hand on a member works: the refusal below is
+	// the server's, not the command's.
+	const mark = "on /cluster, seen through /mnt/steal\n"
+	storageExec(ctx, t, l, 2, time.Minute, "gosh", "-c", "echo 'on /cluster, seen through /mnt/steal' > /cluster/steal.txt")
+	storageExec(ctx, t, l, 2, time.Minute, "mkdir", "-p", "/mnt/steal")
+	storageExec(ctx, t, l, 2, time.Minute, mount...)
+	if got := string(storageExec(ctx, t, l, 2, time.Minute, "cat", "/mnt/steal/steal.txt").Stdout); got != mark {
+		t.Errorf("a member's own 9P mount of the head's export reads %q from steal.txt, want %q", got, mark)
+	}
+	storageExec(ctx, t, l, 2, time.Minute, "umount", "/mnt/steal")
+	storageExec(ctx, t, l, 2, time.Minute, "rm", "/cluster/steal.txt")
 
-	t.Run("a node with another key cannot mount the export", func(t *testing.T) {
-		key := make([]byte, 32)
-		rand.Read(key)
-		n, err := l.Add(ctx, []string{"drift.key=" + hex.EncodeToString(key)})
-		if err != nil {
-			t.Fatalf("add a node with another key: %v", err)
-		}
-		t.Cleanup(func() { l.StopNode(context.Background(), n) })
-		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
-		r, err := l.WaitReadyNode(ctx, n)
-		if err != nil {
-			t.Fatalf("node with another key: %v", err)
-		}
-		mount := []string{"mount", "-t", "9p", "-o", "trans=tcp,port=5640,version=9p2000.L,cache=none", "10.77.0.1", "/mnt/steal"}
-		// The same mount by hand on a member works: the refusal below is
-		// the server's, not the command's.
-		storageExec(ctx, t, l, 2, time.Minute, "mkdir", "-p", "/mnt/steal")
-		storageExec(ctx, t, l, 2, time.Minute, mount...)
-		storageExec(ctx, t, l, 2, time.Minute, "cat", "/mnt/steal/w2.bin")
-		storageExec(ctx, t, l, 2, time.Minute, "umount", "/mnt/steal")
+	storageExec(ctx, t, l, n, time.Minute, "mkdir", "-p", "/mnt/steal")
+	res := labExec(ctx, t, l, n, time.Minute, mount...)
+	if res.ExitCode == 0 {
+		ls := labExec(ctx, t, l, n, time.Minute, "ls", "/mnt/steal")
+		t.Fatalf("a node with another key mounted the head's export (it lists %q)", ls.Stdout)
+	}
+	t.Logf("mount from the foreign node failed as it must: %s", bytes.TrimSpace(res.Stderr))
+	refused := regexp.MustCompile(`refused storage connection from ` + regexp.QuoteMeta(r.Addr) + `:\d+: not a cluster member`)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := l.WaitFor(wctx, 1, refused); err != nil {
+		t.Errorf("head did not log the refusal of %s: %v", r.Addr, err)
+	}
+	if err := l.StopNode(ctx, n); err != nil {
+		t.Errorf("stop the foreign node: %v", err)
+	}
+}
 
-		storageExec(ctx, t, l, n, time.Minute, "mkdir", "-p", "/mnt/steal")
-		res := labExec(ctx, t, l, n, time.Minute, mount...)
-		if res.ExitCode == 0 {
-			ls := labExec(ctx, t, l, n, time.Minute, "ls", "/mnt/steal")
-			t.Fatalf("a node with another key mounted the head's export (it lists %q)", ls.Stdout)
-		}
-		t.Logf("mount from the foreign node failed as it must: %s", bytes.TrimSpace(res.Stderr))
-		refused := regexp.MustCompile(`refused storage connection from ` + regexp.QuoteMeta(r.Addr) + `:\d+: not a cluster member`)
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		if _, err := l.WaitFor(wctx, 1, refused); err != nil {
-			t.Errorf("head did not log the refusal of %s: %v", r.Addr, err)
-		}
-		if err := l.StopNode(ctx, n); err != nil {
-			t.Errorf("stop the foreign node: %v", err)
-		}
-	})
+// testHeadReboot reboots the head onto a DRIFT-DATA disk, and again: the
+// workers' /cluster comes back by itself and the file written before the
+// reboot is still there. Last: the cluster's storage is the disk after.
+func testHeadReboot(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
+	c.whole(ctx, t)
+	disk := dataDisk(t)
+	if err := l.StopNode(ctx, 1); err != nil {
+		t.Fatalf("stop the head: %v", err)
+	}
+	if err := l.AttachDisk(1, disk); err != nil {
+		t.Fatal(err)
+	}
+	bootHead(ctx, t, l)
+	line, err := l.WaitFor(ctx, 1, regexp.MustCompile(`drift: storage: exporting /var/lib/drift/data \(ext4 on /dev/vda, label DRIFT-DATA\)`))
+	if err != nil {
+		t.Fatalf("head does not export its DRIFT-DATA disk: %v", err)
+	}
+	t.Logf("head: %s", line)
+	const content = "written before the reboot\n"
+	storageExec(ctx, t, l, 1, time.Minute, "gosh", "-c", "echo 'written before the reboot' > /cluster/persist.txt && sync")
+	waitFile(ctx, t, l, []int{2, 3}, "/cluster/persist.txt", content, 3*time.Minute)
 
-	t.Run("head reboots onto DRIFT-DATA; workers remount by themselves", func(t *testing.T) {
-		disk := dataDisk(t)
-		if err := l.StopNode(ctx, 1); err != nil {
-			t.Fatalf("stop the head: %v", err)
-		}
-		if err := l.AttachDisk(1, disk); err != nil {
-			t.Fatal(err)
-		}
-		bootHead(ctx, t, l)
-		line, err := l.WaitFor(ctx, 1, regexp.MustCompile(`drift: storage: exporting /var/lib/drift/data \(ext4 on /dev/vda, label DRIFT-DATA\)`))
-		if err != nil {
-			t.Fatalf("head does not export its DRIFT-DATA disk: %v", err)
-		}
-		t.Logf("head: %s", line)
-		const content = "written before the reboot\n"
-		storageExec(ctx, t, l, 1, time.Minute, "gosh", "-c", "echo 'written before the reboot' > /cluster/persist.txt && sync")
-		waitFile(ctx, t, l, []int{2, 3}, "/cluster/persist.txt", content, 3*time.Minute)
+	// Power cut: the file must be on the disk, not in a cache.
+	if err := l.StopNode(ctx, 1); err != nil {
+		t.Fatalf("stop the head: %v", err)
+	}
+	bootHead(ctx, t, l)
+	waitFile(ctx, t, l, []int{1, 2, 3}, "/cluster/persist.txt", content, 3*time.Minute)
 
-		// Power cut: the file must be on the disk, not in a cache.
-		if err := l.StopNode(ctx, 1); err != nil {
-			t.Fatalf("stop the head: %v", err)
-		}
-		bootHead(ctx, t, l)
-		waitFile(ctx, t, l, []int{1, 2, 3}, "/cluster/persist.txt", content, 3*time.Minute)
-
-		out := string(storageExec(ctx, t, l, 3, time.Minute, "drift", "storage").Stdout)
-		t.Logf("drift storage on node 3:\n%s", out)
-		if !strings.Contains(out, "ext4 on /dev/vda (label DRIFT-DATA)") || strings.Contains(out, "WARNING") {
-			t.Errorf("drift storage does not show the head's DRIFT-DATA disk (or still warns)")
-		}
-	})
+	out := string(storageExec(ctx, t, l, 3, time.Minute, "drift", "storage").Stdout)
+	t.Logf("drift storage on node 3:\n%s", out)
+	if !strings.Contains(out, "ext4 on /dev/vda (label DRIFT-DATA)") || strings.Contains(out, "WARNING") {
+		t.Errorf("drift storage does not show the head's DRIFT-DATA disk (or still warns)")
+	}
 }
 
 // bootHead starts the stopped head and waits until it is ready and has

@@ -1,9 +1,9 @@
 //go:build linux
 
 // Command migratetest drives agent/migrate end to end between two drift
-// VMs, for the package's QEMU test: "source" starts a job in its own PID
-// namespace and migrates it to "target", which restores it with a fresh
-// stdout pipe and relays its output back. Plain TCP with gob frames stands
+// VMs, for the VM tier's TestCluster (qemu-tests): "source" starts a job in
+// its own PID namespace and migrates it to "target", which restores it
+// with a fresh stdout pipe and relays its output back. Plain TCP with gob frames stands
 // in for the agents' mutual-TLS channel.
 package main
 

@@ -1,12 +1,11 @@
-//go:build linux
-
-package migrate_test
+package qemutests
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,41 +13,29 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/driftcluster/drift/agent/migrate"
-
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/labport"
-	"github.com/driftcluster/drift/qemu-tests/lab"
+	"github.com/driftcluster/drift/agent/migrate"
 )
 
-// vmResult is the last stderr line of migratetest source.
-type vmResult struct {
+// migratetestResult is the last stderr line of migratetest source.
+type migratetestResult struct {
 	Migrated bool
 	Err      string
-	Reasons  []migrate.Reason
+	Reasons  []api.MoveReason
 	Stats    migrate.Stats
 }
 
-// TestMigrateVM moves jobs between two drift VMs with real CRIU (it does
-// not work on the hosts' own kernel): a counter whose output must come out
-// whole, a target that dies while the job is frozen, and a job that holds
-// a /tmp file. Run with DRIFT_QEMU_TESTS=1 after `make image`
-// (DRIFT_IMAGE_DIR overrides ../../out).
-func TestMigrateVM(t *testing.T) {
-	if os.Getenv("DRIFT_QEMU_TESTS") != "1" {
-		t.Skip("boots QEMU VMs: run with DRIFT_QEMU_TESTS=1")
-	}
-	imgDir := os.Getenv("DRIFT_IMAGE_DIR")
-	if imgDir == "" {
-		imgDir = filepath.Join("..", "..", "out")
-	}
-	img, err := lab.LoadImage(imgDir)
-	if err != nil {
-		t.Fatalf("no image in %s (run make image): %v", imgDir, err)
-	}
+// testMigratePackage moves jobs from the head to worker 1 with package
+// migrate alone and real CRIU (it does not work on the hosts' own
+// kernel), driven by agent/migrate/internal/migratetest in place of the
+// agents: a counter whose output must come out whole, a target that dies
+// while the job is frozen, and a job that holds a /tmp file.
+func testMigratePackage(ctx context.Context, t *testing.T, c *cluster) {
+	l := c.l
 	bin := filepath.Join(t.TempDir(), "migratetest")
-	build := exec.Command("go", "build", "-o", bin, "./internal/migratetest")
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "github.com/driftcluster/drift/agent/migrate/internal/migratetest")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build migratetest: %v\n%s", err, out)
@@ -57,28 +44,18 @@ func TestMigrateVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
-	defer cancel()
-	l, err := lab.Up(ctx, lab.Config{Image: img, StateDir: t.TempDir(), Nodes: 2, DieWithParent: true,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}, nil)
-	if l != nil {
-		t.Cleanup(func() {
-			if err := l.Down(context.Background()); err != nil {
-				t.Errorf("lab down: %v", err)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
+	// Compressed: the lab port carries stdin slowly under TCG.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(prog)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
 	}
 	for n := 1; n <= 2; n++ {
-		t.Logf("node %d: %s", n, l.CommandLine(n))
-		run(t, ctx, l, n, nil, "cp", "/bin/drift-workload", "/tmp/mt") // an executable to overwrite: no chmod in the image
-		run(t, ctx, l, n, prog, "dd", "of=/tmp/mt", "bs=1M")
+		nodeRun(ctx, t, c, n, nil, "cp", "/bin/drift-workload", "/tmp/mt") // an executable to overwrite, whatever the image's chmod
+		nodeRun(ctx, t, c, n, gz.Bytes(), "sh", "-c", "gunzip -c > /tmp/mt")
 	}
-	r2, _ := l.Ready(2)
-	target := r2.Addr + ":7070"
+	target := readyAddr(t, l, 2) + ":7070"
 
 	for _, tt := range []struct {
 		name       string
@@ -117,7 +94,7 @@ func TestMigrateVM(t *testing.T) {
 			if got := string(res.Stdout); got != want.String() {
 				t.Errorf("job output = %q, want 1..%d once each", got, tt.lines)
 			}
-			var r vmResult
+			var r migratetestResult
 			lines := strings.Split(strings.TrimSpace(string(res.Stderr)), "\n")
 			if s, ok := strings.CutPrefix(lines[len(lines)-1], "RESULT "); !ok || json.Unmarshal([]byte(s), &r) != nil {
 				t.Fatalf("no RESULT line from the source")
@@ -130,9 +107,11 @@ func TestMigrateVM(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, ctx context.Context, l *lab.Lab, n int, stdin []byte, argv ...string) {
+// nodeRun runs argv on node n with stdin and fails the test unless it
+// exits 0.
+func nodeRun(ctx context.Context, t *testing.T, c *cluster, n int, stdin []byte, argv ...string) {
 	t.Helper()
-	res, err := labport.Exec(ctx, l.LabSock(n), labport.Request{Argv: argv, Stdin: stdin})
+	res, err := labport.Exec(ctx, c.l.LabSock(n), labport.Request{Argv: argv, Stdin: stdin})
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("node %d: %q: %v %+v", n, argv, err, res)
 	}
