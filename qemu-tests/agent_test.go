@@ -14,8 +14,8 @@ import (
 // testStdinAcrossMove moves a job that has not yet read the stdin it was
 // given, which has ended: after the move it reads every byte and then the
 // end, as it would have where it started.
-func testStdinAcrossMove(ctx context.Context, t *testing.T, l *lab.Lab, ws *workstation, from, to string) {
-	t.Helper()
+func testStdinAcrossMove(ctx context.Context, t *testing.T, c *cluster) {
+	l, ws, from, to := c.l, newWorkstation(t, c.l, c.img), c.names[1], c.names[2]
 	type result struct {
 		out  string
 		code int
@@ -44,12 +44,12 @@ func testStdinAcrossMove(ctx context.Context, t *testing.T, l *lab.Lab, ws *work
 
 var agentRestartRE = regexp.MustCompile(`drift: error agent stopped \(.*\): starting it again`)
 
-// testAgentRestart kills node n's agent as a crash would (SIGQUIT: Go
+// testAgentRestart kills worker 2's agent as a crash would (SIGQUIT: Go
 // dumps its goroutines and exits 2): the driftd that init started brings
 // it back, the node rejoins, and both are shielded from the OOM killer
 // while a job is not.
-func testAgentRestart(ctx context.Context, t *testing.T, l *lab.Lab, n int, name string, names []string) {
-	t.Helper()
+func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
+	l, n, name, names := c.l, 3, c.names[2], c.names
 	// The agent is the driftd with DRIFTD_AGENT=1 in its environment.
 	const findAgent = `for p in $(pidof driftd); do tr '\0' '\n' < /proc/$p/environ | grep -qx DRIFTD_AGENT=1 && echo $p; done`
 	out, err := l.ExecOK(ctx, n, "sh", "-c", findAgent)

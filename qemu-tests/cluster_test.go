@@ -56,6 +56,7 @@ func TestCluster(t *testing.T) {
 		{"counter moved worker 1 → worker 2 → head → worker 1", 10 * time.Minute, testHops},
 		{"a file open under /tmp keeps a job from moving", 5 * time.Minute, testHeldFile},
 		{"drift kill from the head", 5 * time.Minute, testKill},
+		{"stdin not yet read, and its end, follow a job that moves", 5 * time.Minute, testStdinAcrossMove},
 		{"programs from a workstation", 30 * time.Minute, testUserPrograms},
 		{"package migrate between two VMs", 10 * time.Minute, testMigratePackage},
 		{"six jobs spread and drain", 10 * time.Minute, testBalance},
@@ -65,7 +66,9 @@ func TestCluster(t *testing.T) {
 		{"a node with another key is refused", 10 * time.Minute, testForeignNode},
 		{"a node with another key cannot mount the export", 10 * time.Minute, testForeignMount},
 
-		// Destructive: nodes powered off; the head's storage changed.
+		// Destructive: an agent killed; nodes powered off; the head's
+		// storage changed.
+		{"an agent that dies is started again; only jobs are OOM-killable", 5 * time.Minute, testAgentRestart},
 		{"a worker powered off is dead, then rejoins", 10 * time.Minute, testWorkerRejoins},
 		{"the target dies during a migration", 15 * time.Minute, testTargetDies},
 		{"the worker powered off during a migration boots again", 10 * time.Minute, testTargetBack},
