@@ -72,7 +72,7 @@ func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 
 	// The lab port is the agent's: the kill comes a second after the
 	// exec has returned.
-	if _, err := l.ExecOK(ctx, n, "sh", "-c", "(sleep 1; kill -QUIT "+strconv.Itoa(agent)+") </dev/null >/dev/null 2>&1 &"); err != nil {
+	if _, err := l.ExecOK(ctx, n, "sh", "-c", "setsid sh -c 'sleep 1; kill -QUIT "+strconv.Itoa(agent)+"' </dev/null >/dev/null 2>&1 &"); err != nil {
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
