@@ -103,7 +103,7 @@ func (b *balancer) handleMode(w http.ResponseWriter, r *http.Request) {
 	if name != b.a.node.Name {
 		c, err := (&peers{a: b.a, cl: b.cl}).Client(name)
 		if err == nil {
-			err = c.Call(r.Context(), http.MethodPost, "/v1/nodes/"+name+"/mode", req, nil)
+			err = c.SetMode(r.Context(), name, req)
 		}
 		if err != nil {
 			http.Error(w, fmt.Sprintf("set the mode of %s: %v", name, err), http.StatusBadGateway)
@@ -139,7 +139,7 @@ func (b *balancer) handleBalance(w http.ResponseWriter, r *http.Request) {
 		}
 		c, err := p.Client(n)
 		if err == nil {
-			err = c.Call(r.Context(), http.MethodPost, "/v1/balance", api.BalanceState{On: req.On, Local: true}, nil)
+			err = c.SetBalance(r.Context(), api.BalanceState{On: req.On, Local: true})
 		}
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", n, err))
