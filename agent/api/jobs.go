@@ -242,6 +242,8 @@ func (c *Client) Signal(ctx context.Context, id string, sig int) error {
 
 // Migrate moves job id as req asks and returns what the move cost.
 func (c *Client) Migrate(ctx context.Context, id string, req MigrateRequest) (MigrateResult, error) {
+	ctx, cancel := withDefaultTimeout(ctx, MigrateTimeout)
+	defer cancel()
 	var out MigrateResult
 	return out, c.Call(ctx, http.MethodPost, jobPath(id, "/migrate"), req, &out)
 }
@@ -278,6 +280,8 @@ func (c *Client) SendImage(ctx context.Context, id, name string, r io.Reader) (i
 
 // Restore asks the target to restore job id from the images it received.
 func (c *Client) Restore(ctx context.Context, id string, req RestoreRequest) error {
+	ctx, cancel := withDefaultTimeout(ctx, RestoreTimeout)
+	defer cancel()
 	return c.Call(ctx, http.MethodPost, jobPath(id, "/restore"), req, nil)
 }
 
@@ -290,4 +294,12 @@ func (c *Client) Commit(ctx context.Context, id string) error {
 // Discard asks the target to forget a migration of job id that failed.
 func (c *Client) Discard(ctx context.Context, id string) error {
 	return c.Call(ctx, http.MethodPost, jobPath(id, "/discard"), nil, nil)
+}
+
+// withDefaultTimeout gives ctx the timeout d unless it has a deadline.
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }

@@ -143,9 +143,25 @@ func Upgrade(w http.ResponseWriter, r *http.Request) *FrameConn {
 	return NewFrameConn(conn, brw.Reader)
 }
 
+// Deadlines of calls whose context has none: no call between agents, or
+// from the CLI, waits for ever on a peer that accepted the connection and
+// then went silent.
+const (
+	DefaultCallTimeout = 2 * time.Minute  // a call and its answer
+	RestoreTimeout     = 10 * time.Minute // a restore of a large job on a slow machine
+	MigrateTimeout     = 2 * time.Hour    // a whole migration: gigabytes over a slow LAN
+)
+
+// streamOpenTimeout bounds a stream's HTTP upgrade; the stream itself
+// then lasts as long as both ends keep it.
+var streamOpenTimeout = 30 * time.Second
+
 // Call sends in (nil: no body) as JSON to path and decodes the answer into
 // out (nil: ignore it). A non-2xx answer is an error carrying its text.
+// Without a deadline in ctx it has DefaultCallTimeout.
 func (c *Client) Call(ctx context.Context, method, path string, in, out any) error {
+	ctx, cancel := withDefaultTimeout(ctx, DefaultCallTimeout)
+	defer cancel()
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -194,6 +210,7 @@ func (c *Client) Stream(ctx context.Context, path string, in any) (*FrameConn, e
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	conn.SetDeadline(time.Now().Add(streamOpenTimeout)) // until the upgrade is answered
 	req, _ := http.NewRequest(http.MethodPost, c.base+path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Upgrade", StreamProtocol)
@@ -214,6 +231,7 @@ func (c *Client) Stream(ctx context.Context, path string, in any) (*FrameConn, e
 		conn.Close()
 		return nil, err
 	}
+	conn.SetDeadline(time.Time{})
 	return NewFrameConn(conn, br), nil
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -100,5 +102,32 @@ func TestFrameLimit(t *testing.T) {
 	fc := &FrameConn{}
 	if err := fc.Write(FrameStdout, make([]byte, MaxFrame+1)); err == nil {
 		t.Error("Write(oversized frame) succeeded, want an error")
+	}
+}
+
+// A peer that takes the connection and never answers does not hold a
+// stream's opening for ever.
+func TestStreamOpenDeadline(t *testing.T) {
+	defer func(d time.Duration) { streamOpenTimeout = d }(streamOpenTimeout)
+	streamOpenTimeout = 300 * time.Millisecond
+	sock := filepath.Join(t.TempDir(), "silent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepted, never answered
+		}
+	}()
+	start := time.Now()
+	_, err = Local(sock).Stream(context.Background(), "/v1/jobs/x-1/attach", struct{}{})
+	if err == nil || time.Since(start) > 10*time.Second {
+		t.Errorf("Stream to a silent peer = %v after %s, want an error within its deadline", err, time.Since(start))
 	}
 }

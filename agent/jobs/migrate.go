@@ -71,8 +71,14 @@ func (m *Manager) forward(w http.ResponseWriter, r *http.Request, method, suffix
 		http.Error(w, fmt.Sprintf("reach %s, where job %s runs: %v", node, id, err), http.StatusBadGateway)
 		return true
 	}
+	ctx := r.Context()
+	if suffix == "/migrate" { // as long as a migration may take
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, api.MigrateTimeout)
+		defer cancel()
+	}
 	var out json.RawMessage
-	if err := c.Call(r.Context(), method, "/v1/jobs/"+id+suffix, in, &out); err != nil {
+	if err := c.Call(ctx, method, "/v1/jobs/"+id+suffix, in, &out); err != nil {
 		code := http.StatusBadGateway
 		var se *api.StatusError
 		if errors.As(err, &se) {
