@@ -158,8 +158,7 @@ func testTargetDies(ctx context.Context, t *testing.T, c *cluster) {
 	// the counter's first pre-copy round is sent (its second round
 	// and its freeze follow), while the big job's first round, many
 	// times larger, is still on its way. The counter's migration
-	// runs from the host, since node 1's lab port is busy with the
-	// first.
+	// runs from the host, as a user's would from a workstation.
 	drift, key, headAddr := buildDrift(t), filepath.Join(img.Dir, imagebuild.KeyName), readyAddr(t, l, 1)
 	migBig := startExec(ctx, t, l, 1, "drift", "migrate", big.ID, w2)
 	migCounter := startHost(ctx, t, l, drift, "--cluster", headAddr, "--key-file", key, "migrate", counter.ID, w2)
