@@ -64,6 +64,12 @@ func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 	if err != nil {
 		t.Fatalf("the agent's pid on node %d: %q", n, out)
 	}
+	// Its log, read from the head through the API, holds its console
+	// events and its own lines.
+	logs, err := l.ExecOK(ctx, 1, "drift", "logs", name)
+	if err != nil || !strings.Contains(logs, "drift: ready node="+name) || !strings.Contains(logs, "msg=\"api serving\"") {
+		t.Errorf("drift logs %s on the head: %v; want its ready line and its API's log line, got %d bytes ending %q", name, err, len(logs), tail(logs, 300))
+	}
 	// Both driftd processes, the supervisor and the agent, are shielded.
 	adj, err := l.ExecOK(ctx, n, "sh", "-c", "for p in $(pidof driftd); do cat /proc/$p/oom_score_adj; done")
 	if f := strings.Fields(adj); err != nil || len(f) != 2 || f[0] != "-1000" || f[1] != "-1000" {
@@ -101,4 +107,12 @@ func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// tail is the end of s, at most n bytes.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
