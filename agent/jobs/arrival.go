@@ -53,22 +53,24 @@ func (m *Manager) handleAdmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var sink *remoteSink
+	// Room first: a busy node refuses without opening anything.
+	if !m.admit(id, req.Expect, nil) {
+		http.Error(w, fmt.Sprintf("%s is busier than the source counted (%d jobs running or arriving, it counted %d): try again later", m.Self, m.load(), *req.Expect), http.StatusConflict)
+		return
+	}
 	if req.Home != m.Self && req.Home != "" {
 		s, err := m.dialStint(r.Context(), req.Home, id, req.Epoch)
 		if err != nil {
+			m.arrived(id)
 			http.Error(w, fmt.Sprintf("%s cannot reach the job's home: %v", m.Self, err), http.StatusBadGateway)
 			return
 		}
 		s.hello.Reason = req.Reason
-		sink = s
-	}
-	if !m.admit(id, req.Expect, sink) {
-		if sink != nil {
-			sink.fc.Close()
+		if !m.arrivingStream(id, s) {
+			s.fc.Close()
+			http.Error(w, "admit "+id+": the migration was discarded meanwhile", http.StatusConflict)
+			return
 		}
-		http.Error(w, fmt.Sprintf("%s is busier than the source counted (%d jobs running or arriving, it counted %d): try again later", m.Self, m.load(), *req.Expect), http.StatusConflict)
-		return
 	}
 	api.WriteJSON(w, api.AdmitResult{OK: true, Load: m.load()})
 }
@@ -311,6 +313,20 @@ func (m *Manager) admit(id string, expect *int, sink *remoteSink) bool {
 		old.sink.fc.Close()
 	}
 	m.loadChanged()
+	return true
+}
+
+// arrivingStream records the stint stream of an admitted job; false if
+// the admission is gone (discarded meanwhile).
+func (m *Manager) arrivingStream(id string, s *remoteSink) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.incoming[id]
+	if !ok {
+		return false
+	}
+	a.sink = s
+	m.incoming[id] = a
 	return true
 }
 
