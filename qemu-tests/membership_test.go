@@ -104,17 +104,7 @@ func testFromHost(ctx context.Context, t *testing.T, c *cluster) {
 // only itself. It is stopped at the end.
 func testForeignNode(ctx context.Context, t *testing.T, c *cluster) {
 	l := c.l
-	args := []string{"drift.key=" + randomKeyHex(t), "drift.join=10.77.0.1:7946,10.77.0.2:7946,10.77.0.3:7946"}
-	n, err := l.Add(ctx, args)
-	if err != nil {
-		t.Fatalf("add a node with another key: %v", err)
-	}
-	t.Cleanup(func() { l.StopNode(context.Background(), n) })
-	t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
-	r, err := l.WaitReadyNode(ctx, n)
-	if err != nil {
-		t.Fatalf("node with another key: %v", err)
-	}
+	n, r := c.addForeign(ctx, t, "drift.join=10.77.0.1:7946,10.77.0.2:7946,10.77.0.3:7946")
 	t.Logf("foreign node ready: %s", r.Line)
 	refused := regexp.MustCompile(`refused packet from ` + regexp.QuoteMeta(r.Addr) + `: `)
 	// Every member logs the refusal; wait for that in the background.
@@ -263,6 +253,23 @@ func readyNames(t *testing.T, l *lab.Lab) []string {
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
+
+// addForeign boots one more node with a key of its own (and args), stopped
+// when the test ends, and returns it once it says ready.
+func (c *cluster) addForeign(ctx context.Context, t *testing.T, args ...string) (int, lab.Ready) {
+	t.Helper()
+	n, err := c.l.Add(ctx, append([]string{"drift.key=" + randomKeyHex(t)}, args...))
+	if err != nil {
+		t.Fatalf("add a node with another key: %v", err)
+	}
+	t.Cleanup(func() { c.l.StopNode(context.Background(), n) })
+	t.Logf("node %d qemu command line: %s", n, c.l.CommandLine(n))
+	r, err := c.l.WaitReadyNode(ctx, n)
+	if err != nil {
+		t.Fatalf("node with another key: %v", err)
+	}
+	return n, r
+}
 
 func randomKeyHex(t *testing.T) string {
 	b := make([]byte, 32)

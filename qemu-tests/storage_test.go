@@ -3,8 +3,6 @@ package qemutests
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -134,18 +132,7 @@ func testAppend(ctx context.Context, t *testing.T, c *cluster) {
 // head logs why. The node is stopped at the end.
 func testForeignMount(ctx context.Context, t *testing.T, c *cluster) {
 	l := c.l
-	key := make([]byte, 32)
-	rand.Read(key)
-	n, err := l.Add(ctx, []string{"drift.key=" + hex.EncodeToString(key)})
-	if err != nil {
-		t.Fatalf("add a node with another key: %v", err)
-	}
-	t.Cleanup(func() { l.StopNode(context.Background(), n) })
-	t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
-	r, err := l.WaitReadyNode(ctx, n)
-	if err != nil {
-		t.Fatalf("node with another key: %v", err)
-	}
+	n, r := c.addForeign(ctx, t)
 	mount := []string{"mount", "-t", "9p", "-o", "trans=tcp,port=5640,version=9p2000.L,cache=none", "10.77.0.1", "/mnt/steal"}
 	// The same mount by hand on a member works: the refusal below is
 	// the server's, not the command's.
