@@ -601,3 +601,25 @@ func TestLostInMove(t *testing.T) {
 		})
 	}
 }
+
+// The job runs in the directory it was started in, with a relative
+// command too; its init waits in /, so that CRIU's scratch directory
+// for a dump is made on the node, never on the shared storage.
+func TestInitWorkingDirectories(t *testing.T) {
+	dir := t.TempDir()
+	script := "#!/bin/sh\necho \"$PWD\"; readlink /proc/$PPID/cwd\n"
+	if err := os.WriteFile(filepath.Join(dir, "where"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], InitArg, "--", "./where")
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("job init: %v %s", err, stderr.String())
+	}
+	if got, want := string(out), dir+"\n/\n"; got != want {
+		t.Errorf("the job's and its init's directories: %q, want %q", got, want)
+	}
+}

@@ -381,3 +381,42 @@ func TestCheckHalfClosedPipe(t *testing.T) {
 		t.Errorf("Check with the write end closed = %v, %v; want no reason", reasons, err)
 	}
 }
+
+// A scratch directory that a dump cut short left in the root task's
+// working directory goes before the next dump; a file of that name, or
+// a directory with something in it, stays.
+func TestClearScratch(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		make func(p string) error
+		gone bool
+	}{
+		{"empty directory", func(p string) error { return os.Mkdir(p, 0o700) }, true},
+		{"a file of the job's", func(p string) error { return os.WriteFile(p, []byte("data"), 0o644) }, false},
+		{"a directory with files", func(p string) error {
+			if err := os.Mkdir(p, 0o700); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(p, "x"), nil, 0o644)
+		}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, parasiteScratch)
+			if err := tt.make(p); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("sleep", "60")
+			cmd.Dir = dir
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			(&Source{Pid: cmd.Process.Pid}).lockDump()
+			_, err := os.Lstat(p)
+			if gone := errors.Is(err, os.ErrNotExist); gone != tt.gone {
+				t.Errorf("%s gone: %v, want %v", parasiteScratch, gone, tt.gone)
+			}
+		})
+	}
+}

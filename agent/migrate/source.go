@@ -278,9 +278,35 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore
 	return st, nil
 }
 
+// lockDump waits for this node's other dumps, then clears what a dump
+// cut short may have left in the way of this one.
 func (s *Source) lockDump() {
 	if s.dumpMu != nil {
 		s.dumpMu.Lock()
+	}
+	s.clearScratch()
+}
+
+// parasiteScratch is the directory that CRIU's parasite makes in the
+// working directory of the dumped tree's root task, to mount there a
+// /proc of the task's PID namespace (a job's init sees the node's /proc),
+// and removes again.
+const parasiteScratch = "proc.crtools"
+
+// clearScratch removes a parasite scratch directory that a dump cut short
+// (its task killed mid-dump) left behind: while it is there, every dump
+// of a task with that working directory fails ("Can't create a
+// directory", then "Can't retrieve FD from socket"). The dumps of one
+// node run one at a time, so none of them is using it now. Only an empty
+// directory goes.
+func (s *Source) clearScratch() {
+	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", s.Pid))
+	if err != nil {
+		return
+	}
+	p := filepath.Join(cwd, parasiteScratch)
+	if err := syscall.Rmdir(p); err == nil {
+		s.logger().Warn("removed a scratch directory that a dump cut short left", "dir", p)
 	}
 }
 
