@@ -29,8 +29,10 @@ func qemuRunning(pid int) bool {
 	if !procRunning(pid) {
 		return false
 	}
+	// While a process execs (ip netns exec becoming QEMU), its command
+	// line reads empty for a moment.
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && strings.Contains(string(cmdline), "qemu-system")
+	return err == nil && (len(cmdline) == 0 || strings.Contains(string(cmdline), "qemu-system"))
 }
 
 // waitGone waits until pid is no longer running, for at most d, and reports
