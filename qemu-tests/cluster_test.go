@@ -2,6 +2,8 @@ package qemutests
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,9 +27,6 @@ func TestCluster(t *testing.T) {
 	img := image(t)
 	t.Parallel()
 	l := startLab(t, lab.Config{Image: img, Nodes: 3, Boot: lab.BootKernel})
-	for n := 1; n <= l.Nodes(); n++ {
-		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
-	}
 	ctx := waitContext(t, 50*time.Minute)
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -36,6 +35,14 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("wait for 3 nodes: %v", err)
 	}
 	c := &cluster{l: l, img: img, lastReady: time.Now(), names: readyNames(t, l)}
+	// The steps that failed, named again last: a long log is often read
+	// from its end.
+	var failed []string
+	t.Cleanup(func() {
+		if len(failed) > 0 {
+			t.Logf("steps failed: %q", failed)
+		}
+	})
 
 	for _, s := range []struct {
 		name  string
@@ -75,7 +82,9 @@ func TestCluster(t *testing.T) {
 		{"head reboots onto DRIFT-DATA; workers remount by themselves", 20 * time.Minute, testHeadReboot},
 	} {
 		sctx, cancel := context.WithTimeout(ctx, s.limit)
-		t.Run(s.name, func(t *testing.T) { s.run(sctx, t, c) })
+		if !t.Run(s.name, func(t *testing.T) { s.run(sctx, t, c) }) {
+			failed = append(failed, s.name)
+		}
 		cancel()
 		c.settle(ctx, t, s.name)
 	}
@@ -146,11 +155,46 @@ func (c *cluster) settle(ctx context.Context, t *testing.T, after string) {
 		return
 	}
 	t.Logf("after %q jobs %v still run a minute later: killing them", after, ids)
+	c.explain(ctx, t, ids)
 	for _, id := range ids {
 		c.l.Exec(ctx, 1, "drift", "kill", "-s", "KILL", id)
 	}
 	if ids := wait(time.Minute); len(ids) > 0 {
 		t.Errorf("after %q jobs %v still run after drift kill -s KILL", after, ids)
+	}
+}
+
+// explain logs what the cluster says of jobs that should have ended:
+// their records in drift ps, and each node's log lines that name them.
+func (c *cluster) explain(ctx context.Context, t *testing.T, ids []string) {
+	t.Helper()
+	js, err := c.l.Jobs(ctx, 1)
+	if err != nil {
+		t.Logf("drift ps: %v", err)
+	}
+	for _, j := range js {
+		if slices.Contains(ids, j.ID) {
+			b, _ := json.Marshal(j)
+			t.Logf("drift ps: %s", b)
+		}
+	}
+	for n := 1; n <= 3; n++ {
+		if !c.l.Running(n) {
+			continue
+		}
+		out, err := c.l.ExecOK(ctx, 1, "drift", "logs", "-n", "2000", c.names[n-1])
+		if err != nil {
+			t.Logf("drift logs %s: %v", c.names[n-1], err)
+			continue
+		}
+		for _, line := range strings.Split(out, "\n") {
+			for _, id := range ids {
+				if strings.Contains(line, id) {
+					t.Logf("%s: %s", c.names[n-1], line)
+					break
+				}
+			}
+		}
 	}
 }
 
