@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/labport"
 	"github.com/driftcluster/drift/imagebuild"
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
@@ -161,6 +162,37 @@ func testForeignNode(ctx context.Context, t *testing.T, c *cluster) {
 func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	l, names := c.l, c.names
 	gone := names[2]
+
+	// A job that runs on the node, started from worker 1 and attached:
+	// it cannot move (it holds a file under /tmp open), so once the node
+	// is declared dead its drift run ends, with 255 and why.
+	type ran struct {
+		res *labport.Result
+		err error
+		at  time.Time
+	}
+	done := make(chan ran, 1)
+	go func() {
+		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--", "sh", "-c",
+			"exec 3>/tmp/drift-held.$$; i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done")
+		done <- ran{res, err, time.Now()}
+	}()
+	var id string
+	for id == "" && ctx.Err() == nil {
+		select {
+		case r := <-done:
+			t.Fatalf("drift run --node %s ended before its node went: %+v, %v", gone, r.res, r.err)
+		case <-time.After(time.Second):
+		}
+		js, _ := l.Jobs(ctx, 1)
+		for _, j := range js {
+			if j.Node == gone && j.State == "running" {
+				id = j.ID
+			}
+		}
+	}
+	t.Logf("job %s runs on %s", id, gone)
+
 	if err := l.StopNode(ctx, 3); err != nil {
 		t.Fatalf("power off node 3: %v", err)
 	}
@@ -171,7 +203,25 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	if err != nil {
 		t.Fatalf("nodes 1 and 2 show %s dead within %s of its power-off: %v", gone, deadDeadline, err)
 	}
+	dead := time.Now()
 	t.Logf("%s shown dead by both others %s after power-off", gone, since(off))
+
+	select {
+	case r := <-done:
+		switch {
+		case r.err != nil:
+			t.Errorf("drift run of a job on the node that died: %v", r.err)
+		case r.res.ExitCode != 255 || !strings.Contains(string(r.res.Stderr), "died"):
+			t.Errorf("drift run of a job on the node that died exited %d, stderr %q; want 255 and that the node died", r.res.ExitCode, r.res.Stderr)
+		default:
+			t.Logf("drift run ended %s after the node was seen dead: exit %d, %s", r.at.Sub(dead).Round(100*time.Millisecond), r.res.ExitCode, strings.TrimSpace(string(r.res.Stderr)))
+		}
+	case <-time.After(time.Minute): // a hang guard: the home hears within a second of its membership
+		t.Errorf("drift run of a job on %s still waits a minute after the node was seen dead", gone)
+	}
+	if j, err := l.Job(ctx, 1, id); err != nil || j.State != "exited" || j.Exit == nil || *j.Exit != 255 {
+		t.Errorf("drift ps of job %s after its node died: %+v, %v; want exited 255", id, j, err)
+	}
 
 	if err := l.StartNode(ctx, 3); err != nil {
 		t.Fatalf("boot node 3 again: %v", err)

@@ -230,6 +230,35 @@ func (h *homeJob) lostInMove(now time.Time, limit time.Duration) bool {
 	return true
 }
 
+// nodeGone ends a job whose stint runs on node, which the cluster
+// declared dead: with no checkpoint to start it again from, the job is
+// lost. It reports whether it did. A job that had left node (its stint
+// there ended as moved) is not ended: lostInMove watches it.
+func (h *homeJob) nodeGone(node string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.exit != nil || h.info.Node != node || !h.movedAt.IsZero() {
+		return false
+	}
+	h.finish(&api.ExitStatus{Code: 255, Error: fmt.Sprintf("%s, where the job ran, died (the cluster declared it dead); the job is lost: it had no checkpoint to start again from", node)})
+	return true
+}
+
+// streamLost records that stint epoch's stream to its node broke. If a
+// later stint has started, the job moved on and lives (output the stint
+// had not sent yet is lost); otherwise the job is lost with it.
+func (h *homeJob) streamLost(epoch int, node string, err error) (movedOn bool) {
+	h.mu.Lock()
+	movedOn = h.newest > epoch
+	h.mu.Unlock()
+	if movedOn {
+		h.stintEnded(epoch, nil)
+		return true
+	}
+	h.stintEnded(epoch, &api.ExitStatus{Code: 255, Error: fmt.Sprintf("lost the connection to %s: %v", node, err)})
+	return false
+}
+
 // exitedAt is when the job exited; zero while it has not.
 func (h *homeJob) exitedAt() time.Time {
 	h.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -621,5 +622,61 @@ func TestInitWorkingDirectories(t *testing.T) {
 	}
 	if got, want := string(out), dir+"\n/\n"; got != want {
 		t.Errorf("the job's and its init's directories: %q, want %q", got, want)
+	}
+}
+
+// onlyAlive is a cluster in which only some nodes are alive.
+type onlyAlive []string
+
+func (onlyAlive) Client(node string) (*api.Client, error) { return nil, fmt.Errorf("no client") }
+func (a onlyAlive) Nodes() []string                       { return a }
+
+// A job whose node the cluster declares dead ends at once, with 255 and
+// why; one that runs on a live node, here, or that had moved away from
+// the dead node, does not.
+func TestNodeGone(t *testing.T) {
+	var ts tasks
+	defer ts.wait()
+	ctl := func(api.Frame) {}
+	m := &Manager{Self: "drift-aaaaaa", Peers: onlyAlive{"drift-aaaaaa", "drift-bbbbbb"}}
+	m.init()
+	jobs := map[string]func(h *homeJob){
+		"aaaaaa-1": func(h *homeJob) { h.runsOn(1, "drift-cccccc", 10, ctl, "") },                       // on the dead node
+		"aaaaaa-2": func(h *homeJob) { h.runsOn(1, "drift-bbbbbb", 10, ctl, "") },                       // on a live one
+		"aaaaaa-3": func(h *homeJob) { h.runsOn(1, "drift-aaaaaa", 10, ctl, "") },                       // here
+		"aaaaaa-4": func(h *homeJob) { h.runsOn(1, "drift-cccccc", 10, ctl, ""); h.stintEnded(1, nil) }, // left it
+	}
+	for id, ev := range jobs {
+		h := newHomeJob(ts.Go, api.JobInfo{ID: id})
+		ev(h)
+		m.homes[id] = h
+	}
+	m.findGone()
+	for id := range jobs {
+		info := m.homes[id].snapshot()
+		ended := info.State == api.JobExited
+		if want := id == "aaaaaa-1"; ended != want {
+			t.Errorf("job %s on %s ended: %v, want %v", id, info.Node, ended, want)
+		}
+	}
+	if e := m.homes["aaaaaa-1"].exit; e == nil || e.Code != 255 || !strings.Contains(e.Error, "drift-cccccc, where the job ran, died") {
+		t.Errorf("the job on the dead node ended with %+v, want 255 and why", e)
+	}
+}
+
+// A stint's stream that breaks ends the job, unless the job's next
+// stint has started: then the job lives on.
+func TestStreamLost(t *testing.T) {
+	var ts tasks
+	defer ts.wait()
+	ctl := func(api.Frame) {}
+	h := newHomeJob(ts.Go, api.JobInfo{ID: "aaaaaa-1"})
+	h.runsOn(1, "drift-bbbbbb", 10, ctl, "")
+	h.runsOn(2, "drift-cccccc", 10, ctl, "")
+	if !h.streamLost(1, "drift-bbbbbb", io.ErrUnexpectedEOF) || h.exit != nil || h.snapshot().Node != "drift-cccccc" {
+		t.Fatalf("after the old stint's stream broke: exit %+v, node %s; want the job running on drift-cccccc", h.exit, h.snapshot().Node)
+	}
+	if h.streamLost(2, "drift-cccccc", io.ErrUnexpectedEOF) || h.exit == nil || h.exit.Code != 255 {
+		t.Errorf("after the running stint's stream broke: exit %+v, want 255", h.exit)
 	}
 }

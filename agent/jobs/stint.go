@@ -185,12 +185,19 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 	defer done()
 	stop := context.AfterFunc(ctx, func() { fc.Close() })
 	defer stop()
+	go func() { // a job ended here (its node declared dead) hangs up on its stint
+		select {
+		case <-h.exited:
+			fc.Close()
+		case <-ctx.Done():
+		}
+	}()
 	started := false // a stint opened for a migration that failed ends before it starts: nothing ran
 	for {
 		f, err := fc.Read()
 		if err != nil {
-			if started {
-				h.stintEnded(hello.Epoch, &api.ExitStatus{Code: 255, Error: fmt.Sprintf("lost the connection to %s: %v", hello.Node, err)})
+			if started && h.streamLost(hello.Epoch, hello.Node, err) {
+				m.log().Warn("the stream of a stint broke after the job had moved on: output it had not sent is lost", "job", id, "node", hello.Node, "err", err)
 			}
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/migrate"
 )
 
@@ -59,9 +60,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.init()
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	gone := time.NewTicker(time.Second)
+	defer gone.Stop()
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
+		case <-gone.C:
+			m.findGone()
 		case now := <-t.C:
 			m.forgetExited(now)
 			m.findLost(now)
@@ -144,6 +149,34 @@ func (m *Manager) findLost(now time.Time) {
 	for id, h := range homes {
 		if h.lostInMove(now, lostAfter) {
 			m.log().Error("job lost in a move: no node runs it", "job", id)
+		}
+	}
+}
+
+// findGone ends the jobs homed here that ran on a node the cluster has
+// declared dead: they are lost, and whoever waits on them hears so within
+// a second, not when TCP gives up on the node minutes later.
+func (m *Manager) findGone() {
+	if m.Peers == nil {
+		return
+	}
+	alive := map[string]bool{}
+	for _, n := range m.Peers.Nodes() {
+		alive[n] = true
+	}
+	m.mu.Lock()
+	homes := make(map[string]*homeJob, len(m.homes))
+	for id, h := range m.homes {
+		homes[id] = h
+	}
+	m.mu.Unlock()
+	for id, h := range homes {
+		info := h.snapshot()
+		if info.State == api.JobExited || info.Node == "" || info.Node == m.Self || alive[info.Node] {
+			continue
+		}
+		if h.nodeGone(info.Node) {
+			m.log().Error("job lost: the node it ran on died", "job", id, "node", info.Node)
 		}
 	}
 }
