@@ -68,13 +68,19 @@ func pinned(cert tls.Certificate) func([][]byte, [][]*x509.Certificate) error {
 }
 
 // ServerTLS is the TLS configuration of the API's TCP port: TLS 1.3 only,
-// and clients must present the cluster's certificate.
+// and clients must present the cluster's certificate or the metrics
+// reader's.
 func ServerTLS(k clusterkey.Key) (*tls.Config, error) {
 	cfg, err := pinnedTLS(k)
 	if err != nil {
 		return nil, err
 	}
 	cfg.ClientAuth = tls.RequireAnyClientCert // checked by the pin
+	reader, err := MetricsCertificate(k)      // or a metrics reader's, limited by Server.Handler
+	if err != nil {
+		return nil, err
+	}
+	cfg.VerifyPeerCertificate = pinnedAny(cfg.Certificates[0], reader)
 	return cfg, nil
 }
 
