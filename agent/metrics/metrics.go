@@ -20,10 +20,10 @@ import (
 // Sources are where the gauges are read at each scrape. A nil source
 // leaves its gauges out.
 type Sources struct {
-	Self    string                     // this node's name
-	Nodes   func() []api.Node          // the members, this node among them (Self set)
-	Jobs    func() []api.JobInfo       // the jobs this node is home to or runs
-	Storage func() api.StorageStatus   // /cluster on this node, and the head's export
+	Self    string                    // this node's name
+	Nodes   func() []api.Node         // the members, this node among them (Self set)
+	Jobs    func() []api.JobInfo      // the jobs this node is home to or runs
+	Storage func() api.StorageStatus  // /cluster on this node, and the head's export
 	Netboot func() (tftp, http int64) // bytes the head served to network-booting machines
 }
 
