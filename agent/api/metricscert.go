@@ -2,9 +2,6 @@ package api
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -36,12 +33,7 @@ const MetricsReaderOU = "drift-metrics-reader"
 // only. An agent lets its holder read MetricsPath and nothing else; the
 // key cannot be recovered from it.
 func MetricsCertificate(k clusterkey.Key) (tls.Certificate, error) {
-	seed, err := hkdf.Key(sha256.New, k[:], nil, metricsCertInfo, ed25519.SeedSize)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("derive metrics key: %w", err)
-	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	tmpl := &x509.Certificate{
+	return derive(k, metricsCertInfo, &x509.Certificate{
 		SerialNumber:          big.NewInt(2),
 		Subject:               pkix.Name{CommonName: "drift-metrics-" + k.ID(), OrganizationalUnit: []string{MetricsReaderOU}},
 		NotBefore:             time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC),
@@ -49,16 +41,7 @@ func MetricsCertificate(k clusterkey.Key) (tls.Certificate, error) {
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(nil, tmpl, tmpl, priv.Public(), priv)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("derive metrics certificate: %w", err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("derive metrics certificate: %w", err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}, nil
+	})
 }
 
 // ServerName is the name in the cluster's certificate, which a client
