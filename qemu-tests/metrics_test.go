@@ -49,9 +49,23 @@ func testMetricsAndEvents(ctx context.Context, t *testing.T, c *cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The job drift cert wrote, at worker 1; and the same with a path
-	// the certificate may not read.
-	job := strings.Replace(string(scrape), "NODE-ADDRESS", "10.77.0.2", 1)
+	// The job drift cert wrote, at worker 1 (its address as the head
+	// lists it: the head's DHCP server numbers the workers in no fixed
+	// order); and the same with a path the certificate may not read.
+	ms, err := l.Members(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ""
+	for _, m := range ms {
+		if m.Name == w1 {
+			addr = m.Addr
+		}
+	}
+	if addr == "" {
+		t.Fatalf("the head does not list %s: %+v", w1, ms)
+	}
+	job := strings.Replace(string(scrape), "NODE-ADDRESS", addr, 1)
 	forbidden := strings.Replace(strings.Replace(job, "job_name: drift", "job_name: drift-forbidden", 1),
 		"metrics_path: "+api.MetricsPath, "metrics_path: /v1/nodes", 1)
 	cfg := "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n" + indent(job) + indent(forbidden)
@@ -99,7 +113,7 @@ func testMetricsAndEvents(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	waitQuery(`up{job="drift"}`, func(v float64) bool { return v == 1 }, 2*time.Minute)
 	before := waitQuery(`drift_migrations_total{job="drift",result="ok"}`, func(float64) bool { return true }, time.Minute)
-	t.Logf("Prometheus scrapes %s over TLS with drift cert's files: drift_migrations_total{result=\"ok\"} = %v", w1, before)
+	t.Logf("Prometheus scrapes %s at %s over TLS with drift cert's files: drift_migrations_total{result=\"ok\"} = %v", w1, addr, before)
 	if v, ok := query(`up{job="drift-forbidden"}`); !ok || v != 0 {
 		t.Errorf(`Prometheus: up{job="drift-forbidden"} (the reader's certificate on /v1/nodes) = %v (answered: %v), want 0`, v, ok)
 	}
