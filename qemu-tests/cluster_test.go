@@ -67,6 +67,7 @@ func TestCluster(t *testing.T) {
 		{"programs from a workstation", 30 * time.Minute, testUserPrograms},
 		{"package migrate between two VMs", 10 * time.Minute, testMigratePackage},
 		{"six jobs spread and drain", 10 * time.Minute, testBalance},
+		{"prometheus counts a migration, drift events shows it", 10 * time.Minute, testMetricsAndEvents},
 
 		// These boot a fourth and a fifth node, stopped again at the end
 		// of their step.

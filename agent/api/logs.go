@@ -53,17 +53,5 @@ func (c *Client) Logs(ctx context.Context, node string, q LogsQuery) (io.ReadClo
 	if node == "" {
 		node = "self"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+LogsPath(node, q), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.callClient().Do(req)
-	if err != nil {
-		return nil, c.dialError(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		return nil, statusError(resp)
-	}
-	return resp.Body, nil
+	return c.open(ctx, LogsPath(node, q))
 }

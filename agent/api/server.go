@@ -179,7 +179,11 @@ func (s *Server) Handler() http.Handler {
 	for pattern, h := range s.Routes {
 		mux.Handle(pattern, h)
 	}
-	return mux
+	reader, err := MetricsCertificate(s.Key)
+	if err != nil { // then ServerTLS fails too: no reader gets in
+		return mux
+	}
+	return onlyMetrics(reader.Certificate[0], mux)
 }
 
 func (s *Server) now() time.Time {

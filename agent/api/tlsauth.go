@@ -29,12 +29,7 @@ var ErrWrongKey = errors.New("peer certificate does not hold this cluster's key"
 // so every holder of the key derives the same certificate, byte for byte,
 // and a peer proves it holds the key by presenting it.
 func Certificate(k clusterkey.Key) (tls.Certificate, error) {
-	seed, err := hkdf.Key(sha256.New, k[:], nil, certInfo, ed25519.SeedSize)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("derive api key: %w", err)
-	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	tmpl := &x509.Certificate{
+	return derive(k, certInfo, &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "drift-cluster-" + k.ID()},
 		NotBefore:             time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC),
@@ -44,14 +39,24 @@ func Certificate(k clusterkey.Key) (tls.Certificate, error) {
 		BasicConstraintsValid: true,
 		SubjectKeyId:          []byte(k.ID()),
 		DNSNames:              []string{"drift-cluster-" + k.ID()},
+	})
+}
+
+// derive makes the self-signed certificate tmpl for an ed25519 key from
+// HKDF-SHA256(k, info): the same bytes for every holder of k.
+func derive(k clusterkey.Key, info string, tmpl *x509.Certificate) (tls.Certificate, error) {
+	seed, err := hkdf.Key(sha256.New, k[:], nil, info, ed25519.SeedSize)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("derive %s key: %w", info, err)
 	}
+	priv := ed25519.NewKeyFromSeed(seed)
 	der, err := x509.CreateCertificate(nil, tmpl, tmpl, priv.Public(), priv)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("derive api certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("derive %s certificate: %w", info, err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("derive api certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("derive %s certificate: %w", info, err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}, nil
 }
@@ -68,13 +73,19 @@ func pinned(cert tls.Certificate) func([][]byte, [][]*x509.Certificate) error {
 }
 
 // ServerTLS is the TLS configuration of the API's TCP port: TLS 1.3 only,
-// and clients must present the cluster's certificate.
+// and clients must present the cluster's certificate or the metrics
+// reader's.
 func ServerTLS(k clusterkey.Key) (*tls.Config, error) {
 	cfg, err := pinnedTLS(k)
 	if err != nil {
 		return nil, err
 	}
 	cfg.ClientAuth = tls.RequireAnyClientCert // checked by the pin
+	reader, err := MetricsCertificate(k)      // or a metrics reader's, limited by Server.Handler
+	if err != nil {
+		return nil, err
+	}
+	cfg.VerifyPeerCertificate = pinnedAny(cfg.Certificates[0], reader)
 	return cfg, nil
 }
 

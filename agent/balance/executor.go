@@ -151,6 +151,9 @@ type Executor struct {
 	Now       func() time.Time // nil: time.Now
 	Params    Params           // the policy's tuning; zero: its defaults
 	Period    time.Duration    // how often Run looks besides after moves and Wake; 0: 2s
+	// Event records the decisions, refusals and failures in the
+	// cluster's event stream (events.go); nil: none.
+	Event func(kind string, fields map[string]any)
 
 	off      atomic.Bool // drift balance off
 	blocked  atomic.Bool // drift block: no new jobs or migrations here
@@ -359,6 +362,7 @@ func (e *Executor) next() (Move, int, bool) {
 // move makes a move that next decided and records how it went.
 func (e *Executor) move(ctx context.Context, mv Move, expect int) {
 	e.log().Info("balance: moving a job", "job", mv.Job, "to", mv.To, "expect", expect, "why", mv.Reason)
+	e.record(decisionEvent(mv, expect))
 	res, err := e.Migrator.Migrate(ctx, mv, expect)
 	e.done(mv, res, err)
 }
@@ -378,10 +382,12 @@ func (e *Executor) done(mv Move, res Moved, err error) {
 			b = targetBackoff[Busy]
 		}
 		s := addStrike(&e.refused, mv.To, re.Kind, b, now)
+		e.record(refusalEvent(mv, re.Kind.String(), s, now, err))
 		e.log().Info("balance: target refused; the job stays and the target is left alone a while",
 			"job", mv.Job, "to", mv.To, "kind", re.Kind, "refusals", s.n, "retry_in", s.retry.Sub(now), "err", err)
 	case err != nil:
 		s := addStrike(&e.failed, mv.Job, 0, jobBackoff, now)
+		e.record(refusalEvent(mv, "failed", s, now, err))
 		e.log().Warn("balance: move failed; the job stays and is left alone a while",
 			"job", mv.Job, "to", mv.To, "failures", s.n, "retry_in", s.retry.Sub(now), "err", err)
 	default:

@@ -66,6 +66,7 @@ type agent struct {
 	sup  *supervise.Supervisor
 	jobs *jobs.Manager
 	bal  *balancer
+	obs  *observer
 
 	started time.Time // when driftd started
 }
@@ -102,6 +103,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cl := &cluster{a: a, net: net}
 	a.bal = newBalancer(a, cl)
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh}
+	a.obs = a.newObserver(cl) // events and metrics (observe.go)
 	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
@@ -109,6 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.bal.routes(routes)
 	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
 	api.AddRoutes(routes, a.startStorage(ctx, cl))
+	api.AddRoutes(routes, a.obs.start(ctx))
 	if cfg.Log != nil {
 		api.AddRoutes(routes, (&logring.Server{Ring: cfg.Log, Self: node.Name, Client: (&peers{a: a, cl: cl}).Client}).Routes())
 	} // head: the 9P export; every node: /cluster (storage.go)

@@ -49,7 +49,7 @@ func (a *agent) startNetboot(ctx context.Context, n *network, cl *cluster) map[s
 	if a.node.Role != boot.RoleHead {
 		return api.NetbootRoutes(nil)
 	}
-	s := &netbootService{a: a, net: n, cl: cl, tracker: &netboot.Tracker{}}
+	s := &netbootService{a: a, net: n, cl: cl, tracker: a.obs.netbootTracker()}
 	a.sup.Start(ctx, supervise.Service{Name: "netboot", Run: s.Run})
 	return api.NetbootRoutes(s.Netboot)
 }

@@ -41,6 +41,7 @@ func (a *agent) startStorage(ctx context.Context, cl *cluster) map[string]http.H
 	s := &nodeStorage{a: a, cl: cl, external: a.node.Options.Storage}
 	s.start(ctx)
 	a.jobs.WaitShared = s.waitMounted
+	a.obs.storage = s.status
 	routes := api.StorageRoutes(cl, a.key, s.status)
 	fsrv := &files.Server{Root: storage.MountPoint, Node: a.node.Name, Ready: s.mounted, Logger: a.log}
 	api.AddRoutes(routes, fsrv.Routes())
@@ -135,7 +136,7 @@ func (s *nodeStorage) serve(ctx context.Context) error {
 		}
 	}
 	srv := &storage.Server{Dir: b.Dir, Logger: a.log, Allow: s.isMember}
-	return srv.Run(ctx)
+	return a.obs.serveStorage(ctx, srv)
 }
 
 // loadFSModule loads a kernel module, such as a file system type's (ext4,

@@ -44,6 +44,9 @@ type Manager struct {
 	// OnLoad is called when the jobs running or arriving here change, so
 	// that the node's load is gossiped at once. nil: nothing.
 	OnLoad func()
+	// Event records an event of the cluster's stream (events.go says
+	// which). nil: none.
+	Event func(kind string, fields map[string]any)
 
 	mu       sync.Mutex
 	homes    map[string]*homeJob

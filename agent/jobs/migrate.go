@@ -126,7 +126,8 @@ var (
 
 // Migrate moves job id, running here, to req.To. On any failure the job
 // keeps running here and the error says which step failed.
-func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest) (api.MigrateResult, error) {
+func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest) (res api.MigrateResult, err error) {
+	defer func() { m.migrated(id, req, res, err) }()
 	r := m.runnerOf(id)
 	if r == nil {
 		return api.MigrateResult{}, fmt.Errorf("job %s does not run on %s", id, m.Self)
@@ -135,7 +136,7 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	if to == "home" {
 		to = r.home
 	}
-	res := api.MigrateResult{Job: id, From: m.Self, To: to}
+	res = api.MigrateResult{Job: id, From: m.Self, To: to}
 	if to == m.Self {
 		return res, fmt.Errorf("migrate %s: it already runs on %s: %w", id, to, ErrTargetRefused)
 	}

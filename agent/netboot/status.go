@@ -54,6 +54,9 @@ type Tracker struct {
 	// Neighbor maps an address to a MAC ("" if unknown); nil: the
 	// kernel's ARP table (/proc/net/arp).
 	Neighbor func(netip.Addr) string
+	// OnStage is called, without the Tracker's lock, each time a machine
+	// reaches a stage (the agent records it as an event); nil: nothing.
+	OnStage func(mac string, stage Stage)
 
 	mu     sync.Mutex
 	byMAC  map[string]*Machine
@@ -72,6 +75,7 @@ func (t *Tracker) now() time.Time {
 // DHCP records that mac (firmware arch) was given boot options; addr is
 // its address if the reply gave one.
 func (t *Tracker) DHCP(mac, arch string, addr netip.Addr) {
+	defer t.reached(mac, StageDHCP)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	m := t.get(mac)
@@ -87,11 +91,20 @@ func (t *Tracker) Served(addr netip.Addr, stage Stage) {
 	if mac == "" {
 		return
 	}
+	defer t.reached(mac, stage)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	m := t.get(mac)
 	t.setAddr(m, addr)
 	m.Stage, m.At = stage, t.now()
+}
+
+// reached calls OnStage; deferred before the lock is taken, it runs
+// after the lock is released.
+func (t *Tracker) reached(mac string, stage Stage) {
+	if t.OnStage != nil {
+		t.OnStage(mac, stage)
+	}
 }
 
 // AddBytes counts bytes served by protocol ("tftp" or "http").
