@@ -65,8 +65,21 @@ func RunInit(args []string) int {
 		return 127
 	}
 	args[0] = busyboxName(path, args[0])
+	// The job runs in this directory; the init itself waits in the
+	// node's own root. CRIU's parasite makes a scratch directory
+	// (proc.crtools) in the working directory of the job's root task,
+	// this init: in a directory on the cluster's shared storage, the dumps
+	// of jobs on two nodes would collide there, and one cut short would
+	// leave it behind for every later dump to fail on.
 	dir, err := os.Getwd()
 	if err != nil {
+		fmt.Fprintf(os.Stderr, "drift: %v\n", err)
+		return 126
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	if err := os.Chdir("/"); err != nil {
 		fmt.Fprintf(os.Stderr, "drift: %v\n", err)
 		return 126
 	}
@@ -79,13 +92,6 @@ func RunInit(args []string) int {
 		fmt.Fprintf(os.Stderr, "drift: start %s: %v\n", args[0], err)
 		return 126
 	}
-	// The job runs in dir; the init itself waits in the node's own root.
-	// CRIU's parasite makes a scratch directory (proc.crtools) in the
-	// working directory of the job's root task, this init: in a directory
-	// on the cluster's shared storage, the dumps of jobs on two nodes
-	// would collide there, and one cut short would leave it behind for
-	// every later dump to fail on.
-	os.Chdir("/")
 	for sig := range sigs {
 		if sig != syscall.SIGCHLD {
 			syscall.Kill(pid, sig.(syscall.Signal))
