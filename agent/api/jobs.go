@@ -142,8 +142,12 @@ type RestoreRequest struct {
 	// StdinEOF says the job's stdin had ended on the source: the target
 	// ends it too, so that a job that reads to the end does not wait for
 	// ever after the move.
-	StdinEOF bool   `json:"stdin_eof,omitempty"`
-	Reason   string `json:"reason,omitempty"`
+	StdinEOF bool `json:"stdin_eof,omitempty"`
+	// Stdin is what had been written to the job's stdin on the source
+	// and not yet read by it when it froze, and what came meanwhile: the
+	// target puts it back in the new pipe before anything else.
+	Stdin  []byte `json:"stdin,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // WhyResult says whether a job can move now.

@@ -164,13 +164,10 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 	hd.run = func() error {
 		rn := newRunner(id, req.Epoch, hd.pid, p, waitPID(hd.pid), s, m.log())
 		rn.spec, rn.home = req.Spec, req.Home
-		rn.stdinEOF.Store(req.StdinEOF)
+		rn.feedStdin(req.Stdin, req.StdinEOF) // before the home's frames, which wait for it
 		m.adopt(id, rn)
 		started(rn)
 		return nil
-	}
-	if req.StdinEOF { // ended on the source: the restored job reads to the end, then EOF
-		p.in.Close()
 	}
 	isHeld := make(chan struct{})
 	heldPid := 0

@@ -156,14 +156,18 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	defer func() { cancel(nil); watch.Wait() }()
 	d := &apiDest{c: c, id: id, to: to, admit: api.AdmitRequest{Job: id, Expect: req.Expect, Home: r.home, Epoch: r.epoch + 1, Reason: req.Reason},
 		restore:  api.RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason},
-		restored: func() { r.moved.Store(true) }, stdinEOF: r.stdinEOF.Load}
+		restored: func() { r.moved.Store(true) }, stdin: r.heldStdin}
 	mv, err := m.mig.Move(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, d, func() {
 		if err := r.drain(5 * time.Second); err != nil {
 			m.log().Warn("migrate: drain", "job", id, "err", err)
 		}
+		r.holdStdin()
 	})
 	res.TargetLoad = mv.TargetLoad
 	res.Rounds, res.Bytes, res.Freeze, res.Total = mv.Rounds, mv.PreBytes+mv.FinalBytes, mv.Freeze, mv.Total
+	if err != nil && !errors.Is(err, migrate.ErrCommitLost) {
+		r.releaseStdin() // the job runs here still
+	}
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
 			err = fmt.Errorf("%w (%w)", err, cause)
@@ -192,8 +196,8 @@ type apiDest struct {
 	id, to   string
 	admit    api.AdmitRequest
 	restore  api.RestoreRequest
-	restored func()      // the job runs on the target: its stint here ends as moved
-	stdinEOF func() bool // whether the job's stdin has ended, asked while it is frozen
+	restored func()                // the job runs on the target: its stint here ends as moved
+	stdin    func() ([]byte, bool) // the stdin held for the target, and whether it ended, asked while the job is frozen
 }
 
 func (d *apiDest) Admit(ctx context.Context, cpuinfo []byte) (int, error) {
@@ -227,7 +231,7 @@ func (d *apiDest) Send(ctx context.Context, name string, r io.Reader) (int64, er
 
 func (d *apiDest) Restore(ctx context.Context) error {
 	req := d.restore
-	req.StdinEOF = d.stdinEOF()
+	req.Stdin, req.StdinEOF = d.stdin()
 	if err := d.c.Restore(ctx, d.id, req); err != nil {
 		return fmt.Errorf("restore on %s: %w", d.to, err)
 	}

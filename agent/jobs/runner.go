@@ -48,6 +48,13 @@ type runner struct {
 	wait      func() (syscall.WaitStatus, error)
 	stdinMu   sync.Mutex
 	stdinEOF  atomic.Bool // the home sent the end of stdin: the next stint gets it too
+	// While the job is frozen for a move, stdin is held: what the job had
+	// not read is taken out of its pipe, and what the home sends is kept,
+	// for the next stint (or put back if the move fails). stdinMu.
+	stdinHeld bool
+	unread    []byte // a copy of what the job had not read when it froze
+	heldIn    []byte
+	heldEOF   bool
 }
 
 // pipes are the job's standard streams: the job's ends and ours.
@@ -213,6 +220,11 @@ func (r *runner) control(f api.Frame) {
 	switch f.Type {
 	case api.FrameStdin:
 		r.stdinMu.Lock()
+		if r.stdinHeld {
+			r.heldIn = append(r.heldIn, f.Data...)
+			r.stdinMu.Unlock()
+			return
+		}
 		_, err := r.stdin.Write(f.Data)
 		r.stdinMu.Unlock()
 		if err != nil {
@@ -220,6 +232,11 @@ func (r *runner) control(f api.Frame) {
 		}
 	case api.FrameStdinEOF:
 		r.stdinMu.Lock()
+		if r.stdinHeld {
+			r.heldEOF = true
+			r.stdinMu.Unlock()
+			return
+		}
 		r.stdinEOF.Store(true)
 		r.stdin.Close()
 		r.stdinMu.Unlock()
@@ -228,6 +245,106 @@ func (r *runner) control(f api.Frame) {
 			r.signal(syscall.Signal(f.Data[0]))
 		}
 	}
+}
+
+// holdStdin is called while the job is frozen for a move: from now on
+// the home's stdin is kept, and what the job has not read yet is copied
+// out of its pipe (CRIU moves a pipe, not what is in it). heldStdin gives
+// both to the move's target; releaseStdin lets the kept frames through if
+// the move fails (what the pipe holds stays in it).
+func (r *runner) holdStdin() {
+	r.stdinMu.Lock()
+	defer r.stdinMu.Unlock()
+	r.stdinHeld = true
+	unread, err := peekPipe(fmt.Sprintf("/proc/%d/fd/0", r.pid))
+	if err != nil {
+		r.log.Warn("migrate: what the job has not read of its stdin stays behind", "job", r.id, "err", err)
+	}
+	r.unread = unread
+}
+
+// peekPipe copies what a pipe holds, through the path of one of its read
+// ends, and leaves it there: tee(2) into a pipe of the same size.
+func peekPipe(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	n, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil, err
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if size, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0); err == nil {
+		unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size)
+	}
+	copied, err := unix.Tee(fd, p[1], n, unix.SPLICE_F_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("tee: %w", err)
+	}
+	out := make([]byte, copied)
+	for got := 0; got < int(copied); {
+		k, err := unix.Read(p[0], out[got:])
+		if err != nil {
+			return out[:got], err
+		}
+		got += k
+	}
+	return out, nil
+}
+
+// heldStdin is the stdin for the job's next stint: what it had not read
+// when it froze, then what the home sent since, and whether it has ended.
+func (r *runner) heldStdin() ([]byte, bool) {
+	r.stdinMu.Lock()
+	defer r.stdinMu.Unlock()
+	return append(append([]byte(nil), r.unread...), r.heldIn...), r.heldEOF || r.stdinEOF.Load()
+}
+
+// releaseStdin lets the home's stdin through again, the frames kept
+// since holdStdin first: the move failed, the job runs on here. It does
+// not wait for the job to read them.
+func (r *runner) releaseStdin() {
+	r.stdinMu.Lock()
+	in, eof := r.heldIn, r.heldEOF
+	r.heldIn, r.heldEOF, r.unread = nil, false, nil
+	r.stdinHeld = false
+	if len(in) == 0 && !eof {
+		r.stdinMu.Unlock()
+		return
+	}
+	go r.writeStdin(in, eof) // holds stdinMu until written: later frames follow
+}
+
+// writeStdin writes in to the job's stdin, then ends it if eof, and
+// unlocks stdinMu, which the caller holds.
+func (r *runner) writeStdin(in []byte, eof bool) {
+	defer r.stdinMu.Unlock()
+	if len(in) > 0 && !r.stdinEOF.Load() {
+		if _, err := r.stdin.Write(in); err != nil {
+			r.log.Warn("job stdin lost", "job", r.id, "bytes", len(in), "err", err)
+		}
+	}
+	if eof && !r.stdinEOF.Load() {
+		r.stdinEOF.Store(true)
+		r.stdin.Close()
+	}
+}
+
+// feedStdin starts the stint's stdin with what the last stint held: the
+// frames the home sends wait until it is written.
+func (r *runner) feedStdin(in []byte, eof bool) {
+	if len(in) == 0 && !eof {
+		return
+	}
+	r.stdinMu.Lock()
+	go r.writeStdin(in, eof)
 }
 
 // signal sends sig to the job's init, which passes it on to the job.

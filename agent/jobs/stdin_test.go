@@ -1,0 +1,97 @@
+package jobs
+
+import (
+	"bytes"
+	"log/slog"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// bufSink keeps what a stint writes and how it ended.
+type bufSink struct {
+	mu    sync.Mutex
+	out   bytes.Buffer
+	ended chan *api.ExitStatus
+}
+
+func (s *bufSink) output(t byte, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.out.Write(data)
+	return nil
+}
+
+func (s *bufSink) end(exit *api.ExitStatus) error { s.ended <- exit; return nil }
+
+// startCat runs a job that reads its stdin only after a while, and copies
+// it to its stdout.
+func startCat(t *testing.T) (*runner, *bufSink) {
+	t.Helper()
+	p, err := newPipes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", "sleep 1; exec cat")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.jobIn, p.jobOut, p.jobErr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &bufSink{ended: make(chan *api.ExitStatus, 1)}
+	r := newRunner("aaaaaa-1", 1, cmd.Process.Pid, p, waitCmd(cmd), s, slog.Default())
+	t.Cleanup(func() { cmd.Process.Kill(); <-r.done })
+	return r, s
+}
+
+func (s *bufSink) wait(t *testing.T) string {
+	t.Helper()
+	select {
+	case <-s.ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job did not end once its stdin did")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String()
+}
+
+// While a job is frozen for a move, what it has not read of its stdin is
+// copied for the next stint and left in its pipe, and the home's frames
+// are kept; the next stint gets both, in order, with the end.
+func TestStdinHeldForMove(t *testing.T) {
+	r, _ := startCat(t)
+	r.control(api.Frame{Type: api.FrameStdin, Data: []byte("unread\n")})
+	r.holdStdin()
+	r.control(api.Frame{Type: api.FrameStdin, Data: []byte("later\n")})
+	r.control(api.Frame{Type: api.FrameStdinEOF})
+	in, eof := r.heldStdin()
+	if string(in) != "unread\nlater\n" || !eof {
+		t.Fatalf("stdin held for the next stint: %q, end %v; want %q and the end", in, eof, "unread\nlater\n")
+	}
+
+	// The next stint, fed with it, reads it all, then its end.
+	next, s := startCat(t)
+	next.feedStdin(in, eof)
+	next.control(api.Frame{Type: api.FrameStdin, Data: []byte("too late\n")}) // after the end: dropped
+	if got := s.wait(t); got != "unread\nlater\n" {
+		t.Errorf("the next stint read %q, want %q", got, "unread\nlater\n")
+	}
+}
+
+// A move that fails lets the kept frames through after what the pipe
+// still holds: the job reads everything once, in order.
+func TestStdinReleasedAfterFailedMove(t *testing.T) {
+	r, s := startCat(t)
+	r.control(api.Frame{Type: api.FrameStdin, Data: []byte("unread\n")})
+	r.holdStdin()
+	r.control(api.Frame{Type: api.FrameStdin, Data: []byte("later\n")})
+	r.control(api.Frame{Type: api.FrameStdinEOF})
+	r.releaseStdin()
+	r.control(api.Frame{Type: api.FrameStdin, Data: []byte("too late\n")})
+	if got := s.wait(t); got != "unread\nlater\n" {
+		t.Errorf("after a failed move the job read %q, want %q", got, "unread\nlater\n")
+	}
+}
