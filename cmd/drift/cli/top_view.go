@@ -298,7 +298,7 @@ func topLines(d topData, u *topUI, width, height int) []topLine {
 	} else if len(events) > 10 {
 		events = events[len(events)-10:]
 	}
-	add(styleHeader, "  %-9s %-10s %-*s %-9s %5s %5s %7s %5s %s", "JOB", "NAME", nodeCol, "NODE", "STATE", "CPU%", "RSS", "AGE", "MOVES", "COMMAND")
+	add(styleHeader, "  %-9s %-10s %-*s %-9s %5s %5s %6s %5s %s", "JOB", "NAME", nodeCol, "NODE", "STATE", "CPU%", "RSS", "AGE", "MOVES", "COMMAND")
 	first, sel := 0, -1
 	if u != nil {
 		_, sel, _ = u.selectedJob(jobs)
@@ -312,7 +312,7 @@ func topLines(d topData, u *topUI, width, height int) []topLine {
 		if i == sel {
 			mark, style = "> ", styleSelected
 		}
-		add(style, "%s%-9s %-10s %-*s %-9s %5.0f %5s %7s %5d %s", mark, j.ID, truncate(j.Name, 10), nodeCol, j.Node, j.State,
+		add(style, "%s%-9s %-10s %-*s %-9s %5.0f %5s %6s %5d %s", mark, j.ID, truncate(j.Name, 10), nodeCol, j.Node, j.State,
 			j.CPU, humanBytes(j.RSS), humanDuration(d.At.Sub(j.Started)), j.Moves, j.Command())
 	}
 	if len(jobs) == 0 && jobRows > 0 {
