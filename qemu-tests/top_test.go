@@ -128,7 +128,7 @@ func testTop(ctx context.Context, t *testing.T, c *cluster) {
 	} else {
 		t.Logf("drift migrate %s %s: %s", id, w2, strings.TrimSpace(out))
 	}
-	moved := regexp.MustCompile(regexp.QuoteMeta(id+" moved "+w1+" -> "+w2+", frozen ") + `[0-9.]+[mµn]?s`)
+	moved := regexp.MustCompile(regexp.QuoteMeta(id+" "+w1+"->"+w2+" frozen ") + `[0-9.]+[mµn]?s`)
 	waitScreen("drift migrate to worker 2", 30*time.Second, func(s string) error {
 		if err := runsOn(w2)(s); err != nil {
 			return err
@@ -154,7 +154,7 @@ func testTop(ctx context.Context, t *testing.T, c *cluster) {
 		if err := runsOn(w1)(s); err != nil {
 			return err
 		}
-		if !strings.Contains(s, id+" moved "+w2+" -> "+w1) {
+		if !strings.Contains(s, id+" "+w2+"->"+w1+" frozen ") {
 			return fmt.Errorf("the screen shows no move of %s back to %s", id, w1)
 		}
 		return nil
@@ -163,7 +163,7 @@ func testTop(ctx context.Context, t *testing.T, c *cluster) {
 	// k asks, y kills: the job leaves the table.
 	keys("k")
 	waitScreen("k pressed", 10*time.Second, func(s string) error {
-		if !strings.Contains(s, "kill "+id+" (") {
+		if !strings.Contains(s, "kill "+id+" (drift-workload counter") {
 			return fmt.Errorf("no kill prompt for %s", id)
 		}
 		return nil

@@ -49,7 +49,7 @@ func TestTopSnapshot(t *testing.T) {
   aaaaaa-2  sim        drift-bbbbbb  running      98   64M    10s     2 sim --bi
   aaaaaa-1  counter    drift-aaaaaa  running      12  3.0M  1m30s     0 drift-wo
   EVENTS
-  09:59:55 aaaaaa-2 moved drift-aaaaaa -> drift-bbbbbb, frozen 842ms, total 3.2s
+  09:59:55 aaaaaa-2 drift-aaaaaa->drift-bbbbbb frozen 840ms total 3.2s 12M
 
 `
 	if diff := cmp.Diff(want, b.String()); diff != "" {
@@ -97,7 +97,7 @@ func TestTopScreenFits(t *testing.T) {
 		}
 		return b.String()
 	}()
-	if !strings.Contains(text, "frozen 842ms") {
+	if !strings.Contains(text, "frozen 840ms") {
 		t.Errorf("the screen shows no migration's freeze:\n%s", text)
 	}
 }
@@ -161,6 +161,16 @@ func TestTopPickShowsNumbers(t *testing.T) {
 	}
 }
 
+func TestTopKillPrompt(t *testing.T) {
+	d := topFixture()
+	u := &topUI{Sort: sortCPU}
+	u.Key(topKey{Rune: 'k'}, d)
+	lines := topLines(d, u, 80, 25)
+	if got, want := lines[len(lines)-1].Text, "kill aaaaaa-2 (sim --big on drift-bbbbbb)? y/n"; got != want {
+		t.Errorf("footer after k = %q, want %q", got, want)
+	}
+}
+
 func TestEventSummary(t *testing.T) {
 	at := topNow
 	tests := []struct {
@@ -175,8 +185,12 @@ func TestEventSummary(t *testing.T) {
 			"a-1 refused drift-a -> drift-b: busy"},
 		{api.Event{Time: at, Node: "drift-a", Kind: api.EventDeath, Fields: map[string]any{"member": "drift-c"}},
 			"drift-c dead (seen by drift-a)"},
-		{api.Event{Time: at, Node: "drift-a", Kind: api.EventStorage, Fields: map[string]any{"mounted": true, "healthy": false}},
-			"drift-a storage healthy=false mounted=true"},
+		{api.Event{Time: at, Node: "drift-c", Kind: api.EventJoin, Fields: map[string]any{"member": "drift-c"}},
+			"drift-c joined"},
+		{api.Event{Time: at, Node: "drift-a", Kind: api.EventStorage, Fields: map[string]any{"mounted": true, "healthy": false, "source": "9p://h:5640"}},
+			"drift-a /cluster from 9p://h:5640 unhealthy"},
+		{api.Event{Time: at, Node: "drift-a", Kind: api.EventNetboot, Fields: map[string]any{"mac": "52:54:00:00:00:01", "stage": "kernel"}},
+			"drift-a netboot mac=52:54:00:00:00:01 stage=kernel"},
 	}
 	for _, tt := range tests {
 		if got := eventSummary(tt.e); got != tt.want {

@@ -236,7 +236,7 @@ func topLines(d topData, u *topUI, width, height int) []topLine {
 	add := func(style lineStyle, format string, args ...any) {
 		out = append(out, topLine{fit(fmt.Sprintf(format, args...), width), style})
 	}
-	title := fmt.Sprintf("drift top  %d nodes, %d alive  %d jobs", len(d.Nodes), alive, len(jobs))
+	title := fmt.Sprintf("drift top  %d nodes, %d alive  %s", len(d.Nodes), alive, plural(len(jobs), "job"))
 	if exited > 0 {
 		title += fmt.Sprintf(" (+%d exited)", exited)
 	}
@@ -254,10 +254,11 @@ func topLines(d topData, u *topUI, width, height int) []topLine {
 	// in use.
 	var pickJob api.JobInfo
 	var targets []api.Node
-	picking := u != nil && u.Mode == modePickNode
-	if picking {
+	if u != nil {
 		pickJob, _, _ = u.selectedJob(jobs)
-		targets = pickable(d.Nodes, pickJob)
+		if u.Mode == modePickNode {
+			targets = pickable(d.Nodes, pickJob)
+		}
 	}
 	add(styleHeader, "  %-*s %-8s %-*s %-*s %4s", nodeCol, "NODE", "STATE", barWidth+8, "LOAD", barWidth+12, "MEMORY", "JOBS")
 	for _, n := range d.Nodes {
@@ -338,12 +339,20 @@ func topFooter(u *topUI, job api.JobInfo, targets []api.Node) string {
 	case modePickNode:
 		return fmt.Sprintf("move %s to: 1-%d or arrows and Enter; Esc cancels", job.ID, len(targets))
 	case modeConfirmKil:
-		return fmt.Sprintf("kill %s (%s on %s)? y/n", u.Selected, job.Command(), job.Node)
+		return fmt.Sprintf("kill %s (%s on %s)? y/n", job.ID, job.Command(), job.Node)
 	}
 	if u.Message != "" {
 		return u.Message
 	}
 	return "up/down select  m migrate  k kill  s sort (c cpu r rss n node a age)  q quit"
+}
+
+// plural is "1 job", "2 jobs".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // nodeState is a node's state as top shows it: alive, suspect or dead;
@@ -399,16 +408,20 @@ func eventSummary(e api.Event) string {
 		if !ok {
 			return "?"
 		}
-		return time.Duration(f * float64(time.Second)).Round(time.Millisecond).String()
+		return time.Duration(f * float64(time.Second)).Round(10 * time.Millisecond).String()
+	}
+	seenBy := ""
+	if e.Str("member") != e.Node {
+		seenBy = " (seen by " + e.Node + ")"
 	}
 	switch e.Kind {
 	case api.EventMigration:
 		if e.Str("result") != api.MigrationOK {
 			return fmt.Sprintf("%s: %s -> %s %s: %s", e.Str("job"), e.Node, e.Str("to"), e.Str("result"), e.Str("error"))
 		}
-		s := fmt.Sprintf("%s moved %s -> %s, frozen %s, total %s", e.Str("job"), e.Node, e.Str("to"), secs("freeze_seconds"), secs("total_seconds"))
+		s := fmt.Sprintf("%s %s->%s frozen %s total %s", e.Str("job"), e.Node, e.Str("to"), secs("freeze_seconds"), secs("total_seconds"))
 		if b, ok := e.Float("bytes"); ok {
-			s += ", " + humanBytes(uint64(b))
+			s += " " + humanBytes(uint64(b))
 		}
 		return s
 	case api.EventDecision:
@@ -420,11 +433,21 @@ func eventSummary(e api.Event) string {
 		}
 		return fmt.Sprintf("%s refused %s -> %s: %s", e.Str("job"), e.Node, e.Str("to"), why)
 	case api.EventJoin:
-		return fmt.Sprintf("%s joined (seen by %s)", e.Str("member"), e.Node)
+		return e.Str("member") + " joined" + seenBy
 	case api.EventSuspect:
-		return fmt.Sprintf("%s suspect (seen by %s)", e.Str("member"), e.Node)
+		return e.Str("member") + " suspect" + seenBy
 	case api.EventDeath:
-		return fmt.Sprintf("%s dead (seen by %s)", e.Str("member"), e.Node)
+		return e.Str("member") + " dead" + seenBy
+	case api.EventStorage:
+		switch {
+		case e.Str("error") != "":
+			return fmt.Sprintf("%s /cluster: %s", e.Node, e.Str("error"))
+		case e.Str("mounted") != "true":
+			return e.Node + " /cluster not mounted"
+		case e.Str("healthy") != "true":
+			return fmt.Sprintf("%s /cluster from %s unhealthy", e.Node, e.Str("source"))
+		}
+		return fmt.Sprintf("%s /cluster from %s", e.Node, e.Str("source"))
 	}
 	// Other kinds as drift events prints them, without the date.
 	s := e.String()
