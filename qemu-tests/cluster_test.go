@@ -68,6 +68,7 @@ func TestCluster(t *testing.T) {
 		{"package migrate between two VMs", 10 * time.Minute, testMigratePackage},
 		{"six jobs spread and drain", 10 * time.Minute, testBalance},
 		{"prometheus counts a migration, drift events shows it", 10 * time.Minute, testMetricsAndEvents},
+		{"drift top shows the nodes, a job and its migration", 10 * time.Minute, testTop},
 
 		// These boot a fourth and a fifth node, stopped again at the end
 		// of their step.

@@ -42,6 +42,8 @@ type Node struct {
 	MemTotal      uint64    `json:"mem_total"` // bytes
 	MemFree       uint64    `json:"mem_free"`  // bytes
 	Jobs          int       `json:"jobs"`
+	Blocked       bool      `json:"blocked,omitempty"`  // takes no new jobs or migrations
+	Draining      bool      `json:"draining,omitempty"` // sends its jobs away
 	BootTime      time.Time `json:"boot_time,omitzero"`
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	APIPort       int       `json:"api_port,omitempty"`

@@ -13,7 +13,7 @@ func (m Member) APINode(now time.Time) api.Node {
 		Role: m.Info.Role, Version: m.Info.Version, CPUs: m.Info.Cores, CPUModel: m.Info.CPUModel,
 		MHz: m.Info.MHz, Speed: m.Info.Speed, Load1: m.Info.Load1, Runnable: m.Info.Runnable,
 		MemTotal: m.Info.MemTotal, MemFree: m.Info.MemFree, Jobs: m.Info.Jobs,
-		BootTime: m.Info.BootTime, APIPort: m.Info.APIPort,
+		BootTime: m.Info.BootTime, APIPort: m.Info.APIPort, Blocked: m.Info.Blocked, Draining: m.Info.Draining,
 	}
 	if m.State != StateDead {
 		n.UptimeSeconds = m.Info.Uptime(now).Seconds()

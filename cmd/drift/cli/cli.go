@@ -38,6 +38,7 @@ func commands() map[string]command {
 		"run":     {"run a command in the pool", runRun},
 		"status":  {"show this node in detail", runStatus},
 		"storage": {"show the shared storage at /cluster on every node", runStorage},
+		"top":     {"show the nodes, jobs and events live, full-screen", runTop},
 		"unblock": {"let a node take jobs again", runUnblock},
 		"version": {"print the drift version of this binary and node", runVersion},
 		"why":     {"say whether a job can migrate now, and if not, why", runWhy},
