@@ -51,7 +51,7 @@ func (s *Shutdown) Run(ctx context.Context, presses <-chan struct{}) error {
 	}
 	start := time.Now()
 	jobs := s.Jobs()
-	s.Say("power button: draining %s: %d jobs move to other nodes, then it powers off (press again to power off now)", s.Node, len(jobs))
+	s.Say("power button: draining %s, then powering off (press again to power off now); jobs here: %d", s.Node, len(jobs))
 	if s.Warning != "" {
 		s.Say("power button: %s", s.Warning)
 	}
@@ -72,7 +72,7 @@ func (s *Shutdown) Run(ctx context.Context, presses <-chan struct{}) error {
 			s.Say("power off: jobs %v stay on %s (drift run --stay) and end as it powers off now", ids, s.Node)
 			return s.off()
 		case !slices.Equal(ids, last):
-			s.Say("power off: waiting for %d jobs to leave %s: %v", len(ids), s.Node, ids)
+			s.Say("power off: waiting for %s to leave %s: %v", count(len(ids)), s.Node, ids)
 			last = ids
 		}
 		select {
@@ -109,6 +109,14 @@ func ids(jobs []Job) (all, moving []string) {
 	slices.Sort(all)
 	slices.Sort(moving)
 	return all, moving
+}
+
+// count is "1 job" or "N jobs".
+func count(n int) string {
+	if n == 1 {
+		return "1 job"
+	}
+	return fmt.Sprintf("%d jobs", n)
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
