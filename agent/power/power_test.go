@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -269,7 +270,7 @@ func TestShutdown(t *testing.T) {
 		{
 			name:      "a job that stays",
 			jobs:      []Job{{ID: "a-1"}, {ID: "a-2", Stays: true}},
-			leave:     func(n *node) { n.jobs = slicesWithout(n.jobs, "a-1") },
+			leave:     func(n *node) { n.jobs = slices.DeleteFunc(n.jobs, func(j Job) bool { return j.ID == "a-1" }) },
 			wantLines: []string{"jobs here: 2", "jobs [a-2] stay on drift-a1b2c3 (drift run --stay) and end as it powers off now"},
 		},
 		{
@@ -341,14 +342,4 @@ func TestShutdownWaitsForAPress(t *testing.T) {
 	if n.drained || n.offs != 0 || len(n.lines) != 0 {
 		t.Errorf("with no press: drained %v, powered off %d times, said %q; want nothing", n.drained, n.offs, n.lines)
 	}
-}
-
-func slicesWithout(js []Job, id string) []Job {
-	var out []Job
-	for _, j := range js {
-		if j.ID != id {
-			out = append(out, j)
-		}
-	}
-	return out
 }
