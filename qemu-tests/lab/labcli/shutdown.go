@@ -20,6 +20,9 @@ func Shutdown(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
+	if !l.Running(n) {
+		return fmt.Errorf("shutdown: node %d is off (drift-lab start %d boots it)", n, n)
+	}
 	start := time.Now()
 	if err := l.PowerOff(ctx, n); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
