@@ -45,16 +45,27 @@ func (a *agent) startPower(ctx context.Context) {
 	a.sup.Start(ctx, supervise.Service{Name: "power-off", Run: func(ctx context.Context) error { return s.Run(ctx, presses) }})
 }
 
-// jobsHere lists the jobs that run on this node, moving ones included.
+// jobsHere lists the jobs that run on this node, and those whose moves
+// from here have not ended: a job that has left its process behind is
+// not running on its target until the move's commit, which needs this
+// node.
 func (a *agent) jobsHere() []power.Job {
 	stays := map[string]bool{}
 	for _, r := range a.jobs.Residents() {
 		stays[r.ID] = r.Stay
 	}
+	seen := map[string]bool{}
 	var out []power.Job
 	for _, j := range a.jobs.Local() {
-		if j.Node == a.node.Name && j.State != api.JobExited {
+		if j.Node == a.node.Name && j.State != api.JobExited && !seen[j.ID] {
+			seen[j.ID] = true
 			out = append(out, power.Job{ID: j.ID, Stays: j.Stay || stays[j.ID]})
+		}
+	}
+	for _, id := range a.bal.ex.Moving() {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, power.Job{ID: id})
 		}
 	}
 	return out
