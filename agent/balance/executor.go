@@ -251,6 +251,20 @@ func (e *Executor) Accepting() (bool, string) {
 	return true, ""
 }
 
+// Moving lists, in order, the jobs whose moves from here are under way:
+// until a move ends, its job may have stopped running here but is not
+// yet committed on its target.
+func (e *Executor) Moving() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.inflight))
+	for id := range e.inflight {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // Run decides and starts moves each period, again whenever a move ends
 // and on Wake, until ctx ends; moves under way finish (or fail, leaving
 // their job here) before it returns.

@@ -112,11 +112,17 @@ func (b *balancer) handleMode(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, req)
 		return
 	}
-	b.ex.SetMode(req.Blocked, req.Draining)
-	blocked, draining := b.mode()
-	b.cl.refresh()
-	b.a.con.Event("mode blocked=%v draining=%v", blocked, draining)
+	b.setMode(req.Blocked, req.Draining)
 	api.WriteJSON(w, req)
+}
+
+// setMode blocks, unblocks or drains this node (nil: unchanged), gossips
+// it and says it on the console.
+func (b *balancer) setMode(blocked, draining *bool) {
+	b.ex.SetMode(blocked, draining)
+	bl, dr := b.mode()
+	b.cl.refresh()
+	b.a.con.Event("mode blocked=%v draining=%v", bl, dr)
 }
 
 // handleBalance turns balancing on or off on every node.

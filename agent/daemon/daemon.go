@@ -107,6 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
+	a.startPower(ctx) // the power button drains, then powers off (power.go)
 	routes := a.jobs.Routes()
 	a.bal.routes(routes)
 	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)

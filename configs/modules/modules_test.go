@@ -36,7 +36,7 @@ func TestLists(t *testing.T) {
 		"fs.list":     {"9p", "9pnet", "9pnet_virtio", "nfs", "nfsv3", "nfsv4", "overlay", "ext4", "xfs"},
 		"virt.list":   {"virtio_console"},
 		"criu.list":   {"netlink_diag", "inet_diag", "tcp_diag", "udp_diag", "unix_diag", "af_packet_diag", "nf_tables", "nfnetlink", "libcrc32c", "crc32c_generic", "tun", "veth"},
-		"always.list": {"af_packet", "9p", "nfs", "overlay", "virtio_console"},
+		"always.list": {"af_packet", "9p", "nfs", "overlay", "virtio_console", "button", "evdev"},
 		Packages:      {"loop", "squashfs", "overlay"},
 	}
 	for list, mods := range required {

@@ -37,16 +37,17 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"up":      {"boot a cluster of VMs and wait until every node is ready", Up},
-		"status":  {"list the lab's nodes: NODE NAME ROLE ADDR STATE PID", Status},
-		"console": {"attach to a node's serial console (Ctrl-] leaves)", Console},
-		"exec":    {"run a command on a node: exec NODE -- CMD ARGS...", Exec},
-		"logs":    {"print a node's console log (-f follows it)", Logs},
-		"down":    {"stop every VM and remove the lab's network", Down},
-		"add":     {"boot one more node (a worker) on the running lab: add [--append ARGS]", Add},
-		"stop":    {"power a node off hard (as if its plug were pulled): stop NODE", Stop},
-		"start":   {"boot a stopped node again, same MAC and disks: start NODE", Start},
-		"run":     {"run a host command on the lab's network: run -- CMD ARGS...", RunHost},
+		"up":       {"boot a cluster of VMs and wait until every node is ready", Up},
+		"status":   {"list the lab's nodes: NODE NAME ROLE ADDR STATE PID", Status},
+		"console":  {"attach to a node's serial console (Ctrl-] leaves)", Console},
+		"exec":     {"run a command on a node: exec NODE -- CMD ARGS...", Exec},
+		"logs":     {"print a node's console log (-f follows it)", Logs},
+		"down":     {"stop every VM and remove the lab's network", Down},
+		"add":      {"boot one more node (a worker) on the running lab: add [--append ARGS]", Add},
+		"stop":     {"power a node off hard (as if its plug were pulled): stop NODE", Stop},
+		"start":    {"boot a stopped node again, same MAC and disks: start NODE", Start},
+		"shutdown": {"press a node's power button: it drains, then powers off: shutdown NODE", Shutdown},
+		"run":      {"run a host command on the lab's network: run -- CMD ARGS...", RunHost},
 	}
 }
 
