@@ -11,7 +11,7 @@ NODES    ?= 3
 IMAGE_FLAGS   = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE)) $(if $(PACKAGES),--packages "$(PACKAGES)")
 HOST_PACKAGES = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
-.PHONY: help deps image demo down test unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate clean
+.PHONY: help deps image demo down test fuzz unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,10 +40,20 @@ down: ## stop the demo lab
 vet: ## go vet
 	$(GO) vet ./...
 
+FUZZTIME ?= 3s
+
+fuzz: ## run every fuzz target (parsers of what comes off the network, the agents' streams and request bodies) for FUZZTIME each
+	@for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "fuzz $$pkg $$f"; \
+			out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+		done; \
+	done
+
 unit: ## unit and host-tier tests only (no VMs)
 	$(GO) test -timeout 20m ./...
 
-test: vet ## unit tests and the QEMU scenario tests (boots real VMs; the image carries TEST_PACKAGES, default python3)
+test: vet fuzz ## unit tests, a short run of every fuzz target, and the QEMU scenario tests (boots real VMs; the image carries TEST_PACKAGES, default python3)
 	$(MAKE) image PACKAGES="$(TEST_PACKAGES)"
 	DRIFT_QEMU_TESTS=1 DRIFT_IMAGE_DIR=$(abspath $(OUT)) $(GO) test -timeout 50m ./...
 

@@ -177,13 +177,41 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/nodes", s.nodes)
 	mux.HandleFunc("GET /v1/status", s.status)
 	for pattern, h := range s.Routes {
-		mux.Handle(pattern, h)
+		if lb, ok := h.(largeBody); ok {
+			mux.Handle(pattern, lb.Handler)
+			continue
+		}
+		mux.Handle(pattern, limitBody(h))
 	}
 	reader, err := MetricsCertificate(s.Key)
 	if err != nil { // then ServerTLS fails too: no reader gets in
 		return mux
 	}
 	return onlyMetrics(reader.Certificate[0], mux)
+}
+
+// MaxBody bounds the body of a request, but for those of LargeBody
+// routes: a request, its job spec, a job's stdin held in a move, a CPU
+// description fit in it many times over.
+const MaxBody = 1 << 20
+
+// LargeBody marks a route whose body is a stream of data (an upload, a
+// job's images), which the API does not bound; its handler bounds what
+// it stores.
+func LargeBody(h http.Handler) http.Handler { return largeBody{h} }
+
+type largeBody struct{ http.Handler }
+
+// limitBody answers 413 to a body over MaxBody, once read that far.
+func limitBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > MaxBody {
+			http.Error(w, fmt.Sprintf("request body of %d bytes: over the %d-byte limit", r.ContentLength, MaxBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) now() time.Time {

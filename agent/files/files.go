@@ -50,7 +50,7 @@ func (s *Server) Routes() map[string]http.Handler {
 		"GET /v1/files/stat":   http.HandlerFunc(s.stat),
 		"POST /v1/files/mkdir": http.HandlerFunc(s.mkdir),
 		"GET /v1/files/tar":    http.HandlerFunc(s.download),
-		"PUT /v1/files/tar":    http.HandlerFunc(s.upload),
+		"PUT /v1/files/tar":    api.LargeBody(http.HandlerFunc(s.upload)),
 	}
 }
 

@@ -19,7 +19,7 @@ func (m *Manager) migrateRoutes(routes map[string]http.Handler) {
 	routes["POST /v1/jobs/{id}/migrate"] = http.HandlerFunc(m.handleMigrate)
 	routes["GET /v1/jobs/{id}/why"] = http.HandlerFunc(m.handleWhy)
 	routes["POST /v1/jobs/{id}/admit"] = http.HandlerFunc(m.handleAdmit)
-	routes["PUT /v1/jobs/{id}/images/{name}"] = http.HandlerFunc(m.handleImages)
+	routes["PUT /v1/jobs/{id}/images/{name}"] = api.LargeBody(http.HandlerFunc(m.handleImages))
 	routes["POST /v1/jobs/{id}/restore"] = http.HandlerFunc(m.handleRestore)
 	routes["POST /v1/jobs/{id}/discard"] = http.HandlerFunc(m.handleDiscard)
 	routes["POST /v1/jobs/{id}/commit"] = http.HandlerFunc(m.handleCommit)
