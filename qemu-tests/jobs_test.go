@@ -3,6 +3,7 @@ package qemutests
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -254,6 +255,25 @@ func readyAddr(t *testing.T, l *lab.Lab, n int) string {
 		t.Fatalf("node %d has no ready line", n)
 	}
 	return r.Addr
+}
+
+// nodeAddr is node n's address now: its lease, or its link-local
+// address while it has none (a worker ready before the head's DHCP
+// server answered holds a lease soon after, and drops its link-local
+// address, the one in its ready line).
+func nodeAddr(ctx context.Context, t *testing.T, l *lab.Lab, n int) string {
+	t.Helper()
+	out := execOK(ctx, t, l, n, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+	addr := ""
+	for _, f := range strings.Fields(string(out.Stdout)) {
+		if p, err := netip.ParsePrefix(f); err == nil && (addr == "" || !p.Addr().IsLinkLocalUnicast()) {
+			addr = p.Addr().String()
+		}
+	}
+	if addr == "" {
+		t.Fatalf("node %d has no IPv4 address: %s", n, out.Stdout)
+	}
+	return addr
 }
 
 // countedLines checks that out is exactly the lines 1 to n, in order,

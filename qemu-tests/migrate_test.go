@@ -55,7 +55,7 @@ func testMigratePackage(ctx context.Context, t *testing.T, c *cluster) {
 		nodeRun(ctx, t, c, n, nil, "cp", "/bin/drift-workload", "/tmp/mt") // an executable to overwrite, whatever the image's chmod
 		nodeRun(ctx, t, c, n, gz.Bytes(), "sh", "-c", "gunzip -c > /tmp/mt")
 	}
-	target := readyAddr(t, l, 2) + ":7070"
+	target := nodeAddr(ctx, t, l, 2) + ":7070"
 
 	for _, tt := range []struct {
 		name       string
