@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,37 @@ func TestMergedEvents(t *testing.T) {
 		if e.Kind != api.EventDeath || e.Node != l.Self {
 			t.Errorf("followed event = %+v, want the death %s recorded", e, l.Self)
 		}
+	}
+}
+
+// Each node records a member's join; the merged stream says it once. A
+// member that dies and joins again later is said again, and other kinds
+// of event are never folded.
+func TestSameChangeOnce(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
+	ev := func(sec int, node, kind, member string) api.Event {
+		return api.Event{Time: t0.Add(time.Duration(sec) * time.Second), Node: node, Kind: kind, Fields: map[string]any{"member": member, "job": member}}
+	}
+	in := []api.Event{
+		ev(0, "a", api.EventJoin, "c"),
+		ev(1, "b", api.EventJoin, "c"),
+		ev(1, "c", api.EventJoin, "c"),
+		ev(2, "a", api.EventJoin, "b"),
+		ev(20, "a", api.EventDeath, "c"),
+		ev(21, "b", api.EventDeath, "c"),
+		ev(90, "a", api.EventJoin, "c"),
+		ev(91, "a", api.EventMigration, "x"),
+		ev(91, "b", api.EventMigration, "x"),
+	}
+	var once sameChange
+	var got []string
+	for _, e := range in {
+		if !once.again(e) {
+			got = append(got, fmt.Sprintf("%s %s %v", e.Node, e.Kind, e.Fields["member"]))
+		}
+	}
+	want := []string{"a join c", "a join b", "a death c", "a join c", "a migration x", "b migration x"}
+	if !slices.Equal(got, want) {
+		t.Errorf("merged: %q, want %q", got, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -145,6 +146,8 @@ func (s *Server) serveMerged(ctx context.Context, out *sender, q api.EventsQuery
 		past = append(past, fd.past...)
 	}
 	api.SortEvents(past)
+	var once sameChange
+	past = slices.DeleteFunc(past, once.again)
 	if q.Follow {
 		notes = append(notes, s.mark(api.EventLive, nil))
 	}
@@ -159,10 +162,41 @@ func (s *Server) serveMerged(ctx context.Context, out *sender, q api.EventsQuery
 		case e = <-f.Events():
 		case e = <-live:
 		}
+		if once.again(e) {
+			continue
+		}
 		if out.send(e) != nil {
 			return
 		}
 	}
+}
+
+// sameChange keeps a merged stream to one event per change of
+// membership: every node sees a member join, stop answering or die, and
+// records it, within moments of the others.
+type sameChange map[string]time.Time
+
+// sameChangeWindow is how far apart two nodes' records of one change
+// may be.
+const sameChangeWindow = 30 * time.Second
+
+// again reports whether e records a change of membership that an event
+// already sent recorded.
+func (c *sameChange) again(e api.Event) bool {
+	switch e.Kind {
+	case api.EventJoin, api.EventSuspect, api.EventDeath:
+	default:
+		return false
+	}
+	if *c == nil {
+		*c = sameChange{}
+	}
+	key := e.Kind + " " + fmt.Sprint(e.Fields["member"])
+	if at, ok := (*c)[key]; ok && e.Time.Sub(at).Abs() < sameChangeWindow {
+		return true
+	}
+	(*c)[key] = e.Time
+	return false
 }
 
 // read reads node's own events for a merged stream: it hands its past
