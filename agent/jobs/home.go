@@ -28,6 +28,7 @@ type homeJob struct {
 	clients map[client]bool
 	backlog []api.Frame // output while nobody is attached
 	blBytes int
+	dropped int // bytes of output dropped from the backlog's front
 	exit    *api.ExitStatus
 	exitAt  time.Time // when it exited
 	movedAt time.Time // when its last stint ended as moved, until the next one starts
@@ -68,6 +69,9 @@ func (h *homeJob) deliver(f api.Frame) {
 		h.backlog = append(h.backlog, f)
 		h.blBytes += len(f.Data)
 		for h.blBytes > backlogMax && len(h.backlog) > 1 {
+			if t := h.backlog[0].Type; t == api.FrameStdout || t == api.FrameStderr {
+				h.dropped += len(h.backlog[0].Data)
+			}
 			h.blBytes -= len(h.backlog[0].Data)
 			h.backlog = h.backlog[1:]
 		}
@@ -131,10 +135,13 @@ func (h *homeJob) finish(exit *api.ExitStatus) {
 func (h *homeJob) attach(c client) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.dropped > 0 { // where the kept output begins, said where it shows
+		c.Write(api.FrameStderr, fmt.Appendf(nil, "drift: %d bytes of the job's output before this were dropped while no terminal was attached (a home keeps the last %d KiB)\n", h.dropped, backlogMax>>10))
+	}
 	for _, f := range h.backlog {
 		c.Write(f.Type, f.Data)
 	}
-	h.backlog, h.blBytes = nil, 0
+	h.backlog, h.blBytes, h.dropped = nil, 0, 0
 	if h.exit != nil {
 		return false
 	}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os/exec"
 	"sync"
@@ -93,5 +94,45 @@ func TestStdinReleasedAfterFailedMove(t *testing.T) {
 	r.control(api.Frame{Type: api.FrameStdin, Data: []byte("too late\n")})
 	if got := s.wait(t); got != "unread\nlater\n" {
 		t.Errorf("after a failed move the job read %q, want %q", got, "unread\nlater\n")
+	}
+}
+
+// frames is a terminal that keeps what it is sent.
+type frames []api.Frame
+
+func (f *frames) Write(t byte, data []byte) error {
+	*f = append(*f, api.Frame{Type: t, Data: data})
+	return nil
+}
+
+// Output kept while no terminal is attached is bounded; the terminal
+// that attaches then is told how much was dropped, before what was kept.
+func TestBacklogDropMarked(t *testing.T) {
+	var ts tasks
+	defer ts.wait()
+	h := newHomeJob(ts.Go, api.JobInfo{ID: "aaaaaa-1"})
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	for range 20 { // 1.25 MiB
+		h.output(1, api.FrameStdout, chunk)
+	}
+	var got frames
+	h.attach(&got)
+	if len(got) == 0 || got[0].Type != api.FrameStderr || !bytes.Contains(got[0].Data, []byte("bytes of the job's output before this were dropped")) {
+		t.Fatalf("first frame to a terminal attached after output was dropped: %+v", got[:min(len(got), 1)])
+	}
+	kept := 0
+	for _, f := range got[1:] {
+		kept += len(f.Data)
+	}
+	if want := fmt.Sprintf("drift: %d bytes", 20*len(chunk)-kept); !bytes.HasPrefix(got[0].Data, []byte(want)) || kept > backlogMax {
+		t.Errorf("marker %q with %d bytes kept; want it to start %q and at most %d kept", got[0].Data, kept, want, backlogMax)
+	}
+	// Attached again, nothing more was dropped: no marker.
+	h.detach(&got)
+	var again frames
+	h.output(1, api.FrameStdout, []byte("more\n"))
+	h.attach(&again)
+	if len(again) != 1 || string(again[0].Data) != "more\n" {
+		t.Errorf("second attach got %+v, want only the new output", again)
 	}
 }
