@@ -20,6 +20,8 @@ func TestBoot(t *testing.T) {
 	}{
 		{"kernel virtio-net", lab.BootKernel, lab.NICVirtio, "head", 4 * time.Minute},
 		{"kernel e1000", lab.BootKernel, lab.NICE1000, "head", 4 * time.Minute},
+		{"kernel e1000e", lab.BootKernel, lab.NICE1000E, "head", 4 * time.Minute},
+		{"kernel rtl8139", lab.BootKernel, lab.NICRTL8139, "head", 4 * time.Minute},
 		{"iso cdrom seabios", lab.BootISO, lab.NICVirtio, "", 6 * time.Minute},
 		{"iso cdrom ovmf", lab.BootISOUEFI, lab.NICVirtio, "", 10 * time.Minute},
 		{"usb disk seabios", lab.BootUSB, lab.NICVirtio, "", 6 * time.Minute},

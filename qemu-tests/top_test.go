@@ -148,7 +148,7 @@ func testTop(ctx context.Context, t *testing.T, c *cluster) {
 		}
 		return nil
 	})
-	digit := regexp.MustCompile(`(?m)^([1-9]) `+w1+` `).FindStringSubmatch(pick)[1]
+	digit := regexp.MustCompile(`(?m)^([1-9]) ` + w1 + ` `).FindStringSubmatch(pick)[1]
 	keys(digit)
 	waitScreen("moved back with the m key", time.Minute, func(s string) error {
 		if err := runsOn(w1)(s); err != nil {

@@ -222,8 +222,11 @@ func TestParseFlags(t *testing.T) {
 	if n, err := ParseNIC("virtio-net-pci"); err != nil || n != NICVirtio {
 		t.Errorf("ParseNIC(virtio-net-pci) = %q, %v", n, err)
 	}
-	if _, err := ParseNIC("rtl8139"); err == nil {
-		t.Errorf("ParseNIC(rtl8139) = nil error, want one")
+	if n, err := ParseNIC("rtl8139"); err != nil || n != NICRTL8139 {
+		t.Errorf("ParseNIC(rtl8139) = %q, %v", n, err)
+	}
+	if _, err := ParseNIC("ne2k_pci"); err == nil {
+		t.Errorf("ParseNIC(ne2k_pci) = nil error, want one")
 	}
 }
 

@@ -172,12 +172,8 @@ func (l *Lab) AddPXE(ctx context.Context, w PXEWorker, ovmf string) (int, error)
 // left out so that OVMF's own PXE client boots (it drives virtio-net
 // itself; an e1000 without its ROM has no UEFI driver).
 func pxeArgs(w PXEWorker, tap, mac string) []string {
-	model := "virtio-net-pci"
-	if w.NIC == NICE1000 {
-		model = "e1000"
-	}
-	dev := model + ",netdev=net0,mac=" + mac + ",bootindex=1"
-	if w.UEFI && w.NIC != NICE1000 {
+	dev := w.NIC.model() + ",netdev=net0,mac=" + mac + ",bootindex=1"
+	if w.UEFI && w.NIC.model() == NICVirtio.model() {
 		dev += ",romfile="
 	}
 	return []string{

@@ -25,9 +25,24 @@ var BootModes = []BootMode{BootKernel, BootISO, BootISOUEFI, BootUSB}
 type NIC string
 
 const (
-	NICVirtio NIC = "virtio" // virtio-net-pci
-	NICE1000  NIC = "e1000"  // Intel e1000
+	NICVirtio  NIC = "virtio"  // virtio-net-pci
+	NICE1000   NIC = "e1000"   // Intel e1000 (82540EM)
+	NICE1000E  NIC = "e1000e"  // Intel 82574L
+	NICRTL8139 NIC = "rtl8139" // Realtek RTL8139
+	NICVMXNET3 NIC = "vmxnet3" // VMware's paravirtual NIC
 )
+
+// nics are the NIC models a lab can give its nodes. QEMU 7.2 (Debian
+// 12) has no igb.
+var nics = []NIC{NICVirtio, NICE1000, NICE1000E, NICRTL8139, NICVMXNET3}
+
+// model is the NIC's QEMU device.
+func (n NIC) model() string {
+	if n == NICVirtio || n == "" {
+		return "virtio-net-pci"
+	}
+	return string(n)
+}
 
 // Accel is QEMU's accelerator.
 type Accel string
@@ -81,10 +96,7 @@ func (s vmSpec) args() []string {
 		"-device", "virtserialport,bus=vser0.0,chardev=lab,name=" + labport.PortName,
 	}
 	if s.Tap != "" {
-		model := "virtio-net-pci"
-		if s.NIC == NICE1000 {
-			model = "e1000"
-		}
+		model := s.NIC.model()
 		a = append(a,
 			"-netdev", "tap,id=net0,ifname="+s.Tap+",script=no,downscript=no",
 			"-device", model+",netdev=net0,mac="+s.MAC,
@@ -166,8 +178,11 @@ func ParseNIC(s string) (NIC, error) {
 	switch s {
 	case "virtio", "virtio-net", "virtio-net-pci":
 		return NICVirtio, nil
-	case "e1000":
-		return NICE1000, nil
 	}
-	return "", fmt.Errorf("unknown NIC model %q (want virtio or e1000)", s)
+	for _, n := range nics {
+		if string(n) == s {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("unknown NIC model %q (want one of %v)", s, nics)
 }
