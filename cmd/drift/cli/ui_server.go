@@ -38,8 +38,8 @@ type uiCluster interface {
 
 // How often drift ui asks the cluster, and how much history it keeps.
 const (
-	uiPollEvery   = time.Second     // nodes and jobs
-	uiSlowEvery   = 5               // netboot and storage: every this many polls
+	uiPollEvery   = time.Second      // nodes and jobs
+	uiSlowEvery   = 5                // netboot and storage: every this many polls
 	uiSampleEvery = 10 * time.Second // one point of a node's load and memory chart
 	uiHistory     = time.Hour        // the charts' span
 	uiCallTimeout = 10 * time.Second // a poll's calls

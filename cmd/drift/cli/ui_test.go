@@ -65,7 +65,6 @@ func (f *fakeUICluster) Storage(context.Context) ([]api.StorageStatus, error) {
 	return []api.StorageStatus{{Node: "drift-000001", Mount: api.MountStatus{Mounted: true, Healthy: true}}}, nil
 }
 
-
 func testUICluster() *fakeUICluster {
 	return &fakeUICluster{
 		nodes: []api.Node{
