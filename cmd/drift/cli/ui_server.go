@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
-	"io/fs"
 	"net"
 	"net/http"
 	"strings"
@@ -22,7 +20,11 @@ import (
 //go:embed ui
 var uiFiles embed.FS
 
-var uiPage = template.Must(template.ParseFS(uiFiles, "ui/index.html"))
+// uiStateMark is where the page takes the state inline: encoding/json
+// escapes <, > and & in strings, so the JSON cannot end the script
+// element. (No html/template: its reflection keeps every method of every
+// type in the binary, some 3.7 MB.)
+const uiStateMark = "/*STATE*/null"
 
 // uiCluster is what drift ui asks of the cluster; *api.Client is one.
 type uiCluster interface {
@@ -100,11 +102,10 @@ func newUIServer(c uiCluster, cluster, token string) *uiServer {
 	s := &uiServer{c: c, cluster: cluster, token: token, now: time.Now, kick: make(chan struct{}, 1),
 		history: map[string][]uiSample{}, subs: map[chan uiMsg]struct{}{}}
 	s.state.Cluster = cluster
-	static, _ := fs.Sub(uiFiles, "ui")
 	m := http.NewServeMux()
 	m.HandleFunc("GET /{$}", s.index)
-	m.Handle("GET /ui.js", http.FileServerFS(static))
-	m.Handle("GET /ui.css", http.FileServerFS(static))
+	m.HandleFunc("GET /ui.js", uiStatic("ui/ui.js", "text/javascript; charset=utf-8"))
+	m.HandleFunc("GET /ui.css", uiStatic("ui/ui.css", "text/css; charset=utf-8"))
 	m.HandleFunc("GET /api/state", s.getState)
 	m.HandleFunc("GET /api/stream", s.stream)
 	m.HandleFunc("POST /api/migrate", s.migrate)
@@ -266,14 +267,28 @@ func mustJSON(v any) []byte {
 // index is the page, with the newest state in it, so that it shows the
 // cluster at once (and to a reader of its DOM that runs no event stream).
 func (s *uiServer) index(w http.ResponseWriter, r *http.Request) {
-	var b bytes.Buffer
-	if err := uiPage.Execute(&b, s.current()); err != nil {
+	page, err := uiFiles.ReadFile("ui/index.html")
+	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	page = bytes.Replace(page, []byte(uiStateMark), mustJSON(s.current()), 1)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Write(b.Bytes())
+	w.Write(page)
+}
+
+// uiStatic serves an embedded file as it is.
+func uiStatic(name, ctype string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, err := uiFiles.ReadFile(name)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", ctype)
+		w.Write(b)
+	}
 }
 
 func (s *uiServer) getState(w http.ResponseWriter, r *http.Request) {
