@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -350,6 +351,30 @@ func TestUIFeed(t *testing.T) {
 		}
 		if time.Now().After(until) {
 			t.Fatalf("the state's events are %v, want the join of drift-000002", getState(t, s).Events)
+		}
+	}
+}
+
+func TestUIURL(t *testing.T) {
+	for _, tt := range []struct {
+		addr     string
+		loopback bool
+		token    string
+		want     string
+	}{
+		{"127.0.0.1:8470", true, "", "http://127.0.0.1:8470/"},
+		{"[::1]:8470", true, "", "http://[::1]:8470/"},
+		{"10.0.0.5:8470", false, "abc", "http://10.0.0.5:8470/?token=abc"},
+	} {
+		a, err := net.ResolveTCPAddr("tcp", tt.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := isLoopback(a); got != tt.loopback {
+			t.Errorf("isLoopback(%s) = %v, want %v", tt.addr, got, tt.loopback)
+		}
+		if got := uiURL(a, tt.token); got != tt.want {
+			t.Errorf("uiURL(%s, %q) = %q, want %q", tt.addr, tt.token, got, tt.want)
 		}
 	}
 }
