@@ -68,6 +68,14 @@
     const line = document.createElementNS(ns, "polyline");
     line.setAttribute("points", pts.join(" "));
     svg.append(line);
+    if (pts.length) { // the newest point, seen even before the line is long
+      const [x, y] = pts[pts.length - 1].split(",");
+      const dot = document.createElementNS(ns, "circle");
+      dot.setAttribute("cx", x);
+      dot.setAttribute("cy", y);
+      dot.setAttribute("r", "2.5");
+      svg.append(dot);
+    }
     return svg;
   }
 
@@ -132,7 +140,7 @@
       jobEls.set(j.id, c);
     }
     c.classList.toggle("migrating", j.state === "migrating");
-    c.label.textContent = `${j.name} · ${j.state} · ${Math.round(j.cpu)}% · ${bytes(j.rss)} · ${age(j.started)}` + (j.moves ? ` · ${j.moves} moves` : "");
+    c.label.textContent = `${j.name} · ${j.state} · ${Math.round(j.cpu)}% · ${bytes(j.rss)} · ${age(j.started)}` + (j.moves ? ` · ${j.moves} move${j.moves > 1 ? "s" : ""}` : "");
     c.title = (j.argv || []).join(" ") + (j.last_move ? "\nlast move: " + j.last_move : "");
     return c;
   }
@@ -212,7 +220,7 @@
     if (dragging) { pending = st; return; }
     const nodes = st.nodes || [], jobs = (st.jobs || []).filter((j) => j.state !== "exited");
     const alive = nodes.filter((n) => n.state === "alive").length;
-    $("summary").textContent = `${nodes.length} nodes, ${alive} alive · ${jobs.length} jobs · asking ${st.cluster}`;
+    $("summary").textContent = `${nodes.length} nodes, ${alive} alive · ${jobs.length} job${jobs.length === 1 ? "" : "s"} · asking ${st.cluster}`;
     const err = st.error || (st.missing || []).map((m) => m.node + " did not answer: " + m.error).join("; ");
     $("error").hidden = !err;
     $("error").textContent = err;
