@@ -70,6 +70,7 @@ func TestCluster(t *testing.T) {
 		{"six jobs spread and drain", 10 * time.Minute, testBalance},
 		{"prometheus counts a migration, drift events shows it", 10 * time.Minute, testMetricsAndEvents},
 		{"drift top shows the nodes, a job and its migration", 10 * time.Minute, testTop},
+		{"drift ui shows the nodes and a job, and moves it", 10 * time.Minute, testUI},
 
 		// These boot a fourth and a fifth node, stopped again at the end
 		// of their step.

@@ -39,6 +39,7 @@ func commands() map[string]command {
 		"status":  {"show this node in detail", runStatus},
 		"storage": {"show the shared storage at /cluster on every node", runStorage},
 		"top":     {"show the nodes, jobs and events live, full-screen", runTop},
+		"ui":      {"serve a live web dashboard of the cluster (http://127.0.0.1:8470)", runUI},
 		"unblock": {"let a node take jobs again", runUnblock},
 		"version": {"print the drift version of this binary and node", runVersion},
 		"why":     {"say whether a job can migrate now, and if not, why", runWhy},

@@ -119,7 +119,9 @@ func (f *feed) events() []api.Event {
 }
 
 // follow reads events until ctx ends.
-func (f *feed) follow(ctx context.Context, c *api.Client) {
+func (f *feed) follow(ctx context.Context, c interface {
+	Events(context.Context, api.EventsQuery) (*api.EventStream, error)
+}) {
 	for ctx.Err() == nil {
 		// After a break the newest events come again: the feed drops
 		// those it holds.
