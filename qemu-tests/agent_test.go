@@ -46,10 +46,9 @@ func testStdinAcrossMove(ctx context.Context, t *testing.T, c *cluster) {
 
 var agentRestartRE = regexp.MustCompile(`drift: error agent stopped \(.*\): starting it again`)
 
-// testAgentRestart kills worker 2's agent as a crash would (SIGQUIT: Go
-// dumps its goroutines and exits 2): the driftd that init started brings
-// it back, the node rejoins, and both are shielded from the OOM killer
-// while a job is not.
+// testAgentRestart kills worker 2's agent with kill -9: the driftd that
+// init started brings it back, the node rejoins, and both are shielded
+// from the OOM killer while a job is not.
 func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 	l, n, name, names := c.l, 3, c.names[2], c.names
 	// The agent is the driftd whose parent is a driftd, the supervisor.
@@ -81,7 +80,7 @@ func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 
 	// The lab port is the agent's: the kill comes a second after the
 	// exec has returned.
-	if _, err := l.ExecOK(ctx, n, "sh", "-c", "setsid sh -c 'sleep 1; kill -QUIT "+strconv.Itoa(agent)+"' </dev/null >/dev/null 2>&1 &"); err != nil {
+	if _, err := l.ExecOK(ctx, n, "sh", "-c", "setsid sh -c 'sleep 1; kill -9 "+strconv.Itoa(agent)+"' </dev/null >/dev/null 2>&1 &"); err != nil {
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
