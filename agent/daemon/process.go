@@ -26,7 +26,8 @@ const oomShield = -1000
 // with AgentEnv set, and starts it again whenever it ends, after a
 // backoff, until ctx ends: a panic in any goroutine, or a kill, costs the
 // node a restart of its agent, said on the console, not its agent. Both
-// processes are shielded from the OOM killer.
+// processes are shielded from the OOM killer. It also keeps a shell on
+// each console a person can type at.
 func SuperviseAgent(ctx context.Context, con *console.Console, log *slog.Logger) error {
 	if err := ShieldFromOOM(); err != nil {
 		log.Warn("oom shield", "err", err)
@@ -36,6 +37,11 @@ func SuperviseAgent(ctx context.Context, con *console.Console, log *slog.Logger)
 		return fmt.Errorf("supervise the agent: %w", err)
 	}
 	sup := &supervise.Supervisor{Logger: log, MinBackoff: time.Second, MaxBackoff: 30 * time.Second, Healthy: time.Minute}
+	if b, err := os.ReadFile("/proc/consoles"); err == nil {
+		for _, tty := range consoleTTYs(string(b)) {
+			sup.Start(ctx, consoleShell(tty, log))
+		}
+	}
 	sup.Run(ctx, supervise.Service{Name: "agent", Run: func(ctx context.Context) error {
 		cmd := exec.CommandContext(ctx, exe, os.Args[1:]...)
 		cmd.Env = append(os.Environ(), AgentEnv+"=1")
