@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -31,8 +32,7 @@ func consoleTTYs(procConsoles string) []string {
 		if !strings.HasPrefix(name, "tty") {
 			continue // netconsole, ttyprintk and the like
 		}
-		dev := "/dev/" + name
-		if !strings.Contains(strings.Join(out, " "), dev) {
+		if dev := "/dev/" + name; !slices.Contains(out, dev) {
 			out = append(out, dev)
 		}
 	}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -104,12 +105,7 @@ func (m *Manager) forgetExited(now time.Time) {
 		id string
 		at time.Time
 	}
-	m.mu.Lock()
-	homes := make(map[string]*homeJob, len(m.homes))
-	for id, h := range m.homes {
-		homes[id] = h
-	}
-	m.mu.Unlock()
+	homes := m.homeJobs()
 	var exited []done
 	for id, h := range homes {
 		if at := h.exitedAt(); !at.IsZero() {
@@ -140,12 +136,7 @@ const lostAfter = migrate.HoldTimeout + time.Minute
 
 // findLost ends the jobs homed here that were lost in a move.
 func (m *Manager) findLost(now time.Time) {
-	m.mu.Lock()
-	homes := make(map[string]*homeJob, len(m.homes))
-	for id, h := range m.homes {
-		homes[id] = h
-	}
-	m.mu.Unlock()
+	homes := m.homeJobs()
 	for id, h := range homes {
 		if h.lostInMove(now, lostAfter) {
 			m.log().Error("job lost in a move: no node runs it", "job", id)
@@ -164,12 +155,7 @@ func (m *Manager) findGone() {
 	for _, n := range m.Peers.Nodes() {
 		alive[n] = true
 	}
-	m.mu.Lock()
-	homes := make(map[string]*homeJob, len(m.homes))
-	for id, h := range m.homes {
-		homes[id] = h
-	}
-	m.mu.Unlock()
+	homes := m.homeJobs()
 	for id, h := range homes {
 		info := h.snapshot()
 		if info.State == api.JobExited || info.Node == "" || info.Node == m.Self || alive[info.Node] {
@@ -179,6 +165,14 @@ func (m *Manager) findGone() {
 			m.log().Error("job lost: the node it ran on died", "job", id, "node", info.Node)
 		}
 	}
+}
+
+// homeJobs is a copy of the records of the jobs homed here, to go
+// through without holding m.mu.
+func (m *Manager) homeJobs() map[string]*homeJob {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.homes)
 }
 
 // streamContext is the context of a hijacked stream: the server may
