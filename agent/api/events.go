@@ -26,6 +26,7 @@ const (
 	EventRefusal   = "refusal"   // a balancer's move was refused or failed: job, to, refusal, retry_seconds, error
 	EventNetboot   = "netboot"   // a network-booting machine reached a stage: mac, stage
 	EventStorage   = "storage"   // /cluster changed: mounted, healthy, source, error
+	EventRecovery  = "recovery"  // a job started again from its checkpoint, its node dead: job, from, to, checkpoint_age_s, restore_s, error
 
 	// EventLive is no event but a mark in a followed stream: the events
 	// before it were the node's (or the cluster's) recent past, those

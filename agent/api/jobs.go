@@ -20,6 +20,10 @@ type JobSpec struct {
 	Name string   `json:"name,omitempty"` // "": the program's base name
 	Node string   `json:"node,omitempty"` // where to start it; "": the best node
 	Stay bool     `json:"stay,omitempty"` // never moved by the balancer
+	// CheckpointEvery is the shortest time between two checkpoints of the
+	// job; a checkpoint that costs the job more than CheckpointCost of
+	// its time stretches it. 0: the cluster's default; negative: none.
+	CheckpointEvery time.Duration `json:"checkpoint_every,omitempty"`
 }
 
 // JobInfo describes a job for listings.
@@ -38,6 +42,15 @@ type JobInfo struct {
 	Argv     []string  `json:"argv"`
 	Stay     bool      `json:"stay,omitempty"`
 	PID      int       `json:"pid,omitempty"` // host PID of the job's init on its node
+	// Checkpoint is the newest complete checkpoint; nil: none yet.
+	Checkpoint *CheckpointInfo `json:"checkpoint,omitempty"`
+	// NoCheckpoint says why the job has no checkpoint, or why its newest
+	// is old: it cannot be checkpointed, there is no room, or checkpoints
+	// are off for it.
+	NoCheckpoint string `json:"no_checkpoint,omitempty"`
+	// Recovered says when and where the job last started again from a
+	// checkpoint after its node died, and how much work was redone.
+	Recovered string `json:"recovered,omitempty"`
 }
 
 // Command is the job's command line for display.
@@ -148,6 +161,9 @@ type RestoreRequest struct {
 	// target puts it back in the new pipe before anything else.
 	Stdin  []byte `json:"stdin,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Checkpoint, when set, is the published checkpoint (a directory on
+	// the shared storage) to restore from, instead of images received.
+	Checkpoint string `json:"checkpoint,omitempty"`
 }
 
 // WhyResult says whether a job can move now.
@@ -156,6 +172,10 @@ type WhyResult struct {
 	Node    string       `json:"node"`
 	Movable bool         `json:"movable"`
 	Reasons []MoveReason `json:"reasons,omitempty"`
+	// Checkpoint is the newest checkpoint its node took of it; nil: none,
+	// and NoCheckpoint says why when it is known.
+	Checkpoint   *CheckpointInfo `json:"checkpoint,omitempty"`
+	NoCheckpoint string          `json:"no_checkpoint,omitempty"`
 }
 
 // MoveReason is one thing that keeps a job from moving, in words a user can

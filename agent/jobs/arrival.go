@@ -151,6 +151,25 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 		}
 		s, started = rs, rs.attach
 	}
+	if req.Checkpoint != "" { // a recovery: the images are on the shared storage
+		if ok, why := m.accepting(); !ok {
+			t.Discard(id)
+			http.Error(w, why, http.StatusConflict)
+			return
+		}
+		err := m.checkpointPath(id, req.Checkpoint)
+		if err == nil {
+			err = t.Fetch(req.Checkpoint, id)
+		}
+		if err != nil {
+			t.Discard(id)
+			if rs != nil {
+				rs.fc.Close()
+			}
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
 	p, err := newPipes()
 	if err != nil {
 		t.Discard(id)
@@ -258,6 +277,7 @@ func (m *Manager) adopt(id string, r *runner) {
 	m.runners[id] = r
 	m.mu.Unlock()
 	m.loadChanged()
+	m.tasks.Go(func() { m.checkpoints(r) })
 	m.tasks.Go(func() {
 		<-r.done
 		m.mu.Lock()

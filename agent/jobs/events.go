@@ -33,3 +33,10 @@ func (m *Manager) migrated(id string, req api.MigrateRequest, res api.MigrateRes
 	}
 	m.Event(api.EventMigration, f)
 }
+
+// event records an event of the cluster's stream, if there is one.
+func (m *Manager) event(kind string, f map[string]any) {
+	if m.Event != nil {
+		m.Event(kind, f)
+	}
+}

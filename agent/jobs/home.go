@@ -40,6 +40,15 @@ type homeJob struct {
 	input   []api.Frame   // stdin sent before the first stint took control
 	inBytes int           // bytes in input
 	flushed chan struct{} // closed once input has been handed to the first stint
+
+	spec       api.JobSpec         // what it runs, for a recovery
+	recv       map[int]*[2]int64   // bytes of stdout and stderr received from each stint
+	skip       map[int]*[2]int64   // bytes a recovered stint writes again, not to be shown twice
+	ckpt       *api.CheckpointInfo // the newest complete checkpoint
+	ckBase     [2]int64            // the job's output (all stints) up to ckpt
+	recovering bool                // a recovery is under way
+	dropDir    func(dir string)    // removes a checkpoint no longer needed; nil: none
+	ckRoot     string              // where the job's checkpoints are published
 }
 
 // maxEarlyInput bounds the stdin kept for a job whose first stint has not
@@ -51,10 +60,36 @@ func newHomeJob(spawn func(func()), info api.JobInfo) *homeJob {
 		clients: map[client]bool{}, exited: make(chan struct{})}
 }
 
-// output delivers a stint's output in stint order.
+// output delivers a stint's output in stint order. Output of a stint
+// that the job has left for good (its node died and the job started again
+// elsewhere) is dropped.
 func (h *homeJob) output(epoch int, t byte, data []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if t == api.FrameCheckpoint {
+		h.checkpointed(epoch, data)
+		return
+	}
+	if epoch < h.epoch {
+		return
+	}
+	if t == api.FrameStdout || t == api.FrameStderr {
+		i := streamIndex(t)
+		if h.recv == nil {
+			h.recv = map[int]*[2]int64{}
+		}
+		if h.recv[epoch] == nil {
+			h.recv[epoch] = &[2]int64{}
+		}
+		h.recv[epoch][i] += int64(len(data))
+		if sk := h.skip[epoch]; sk != nil && sk[i] > 0 {
+			n := min(sk[i], int64(len(data)))
+			sk[i] -= n
+			if data = data[n:]; len(data) == 0 {
+				return
+			}
+		}
+	}
 	if epoch > h.epoch {
 		h.held[epoch] = append(h.held[epoch], api.Frame{Type: t, Data: data})
 		return
@@ -122,6 +157,10 @@ func (h *homeJob) finish(exit *api.ExitStatus) {
 	}
 	h.exit, h.exitAt = exit, time.Now()
 	h.info.State = api.JobExited
+	if h.dropDir != nil && h.ckRoot != "" {
+		dir := h.ckRoot
+		h.spawn(func() { h.dropDir(dir) })
+	}
 	code := exit.Code
 	h.info.Exit = &code
 	b, _ := json.Marshal(exit)
@@ -247,7 +286,11 @@ func (h *homeJob) nodeGone(node string) bool {
 	if h.exit != nil || h.info.Node != node || !h.movedAt.IsZero() {
 		return false
 	}
-	h.finish(&api.ExitStatus{Code: 255, Error: fmt.Sprintf("%s, where the job ran, died (the cluster declared it dead); the job is lost: it had no checkpoint to start again from", node)})
+	why := "it had no checkpoint to start again from"
+	if h.info.NoCheckpoint != "" {
+		why += " (" + h.info.NoCheckpoint + ")"
+	}
+	h.finish(&api.ExitStatus{Code: 255, Error: fmt.Sprintf("%s, where the job ran, died (the cluster declared it dead); the job is lost: %s", node, why)})
 	return true
 }
 

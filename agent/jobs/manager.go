@@ -31,6 +31,10 @@ type Manager struct {
 	InitCmd    []string     // the job init; nil: this executable with "job-init --"
 	SharedRoot string       // the cluster's shared directory; "": /cluster
 	StateDir   string       // where the job counter is kept; "": /var/lib/drift
+	// CheckpointEvery is the cluster's shortest time between two
+	// checkpoints of a job that does not say; 0: api.DefaultCheckpointEvery;
+	// negative: jobs are checkpointed only when they ask.
+	CheckpointEvery time.Duration
 	// Place chooses the node for a job started without --node; it returns
 	// the node and why. nil: this node.
 	Place func() (node, reason string, err error)
@@ -169,6 +173,12 @@ func (m *Manager) start(ctx context.Context, spec api.JobSpec) (*homeJob, error)
 	}
 	m.forgetExited(time.Now())
 	h := newHomeJob(m.tasks.Go, api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: api.JobStarting, Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
+	h.spec, h.ckRoot = spec, m.checkpointDir(id)
+	h.dropDir = func(dir string) {
+		if err := os.RemoveAll(dir); err != nil {
+			m.log().Warn("remove a checkpoint no longer needed", "dir", dir, "err", err)
+		}
+	}
 	m.mu.Lock()
 	m.homes[id] = h
 	m.mu.Unlock()

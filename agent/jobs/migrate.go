@@ -268,7 +268,13 @@ func (m *Manager) handleWhy(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	api.WriteJSON(w, api.WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons})
+	ck, note := rn.checkpointState()
+	if ck != nil {
+		c := *ck
+		c.Stdin = nil
+		ck = &c
+	}
+	api.WriteJSON(w, api.WhyResult{Job: id, Node: m.Self, Movable: len(reasons) == 0, Reasons: reasons, Checkpoint: ck, NoCheckpoint: note})
 }
 
 // watchTarget cancels a migration when its target leaves the cluster.

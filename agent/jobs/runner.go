@@ -55,6 +55,11 @@ type runner struct {
 	unread    []byte // a copy of what the job had not read when it froze
 	heldIn    []byte
 	heldEOF   bool
+
+	written [2]atomic.Int64 // bytes of stdout and stderr handed to the sink
+	ckMu    sync.Mutex
+	ckpt    *api.CheckpointInfo // the newest checkpoint this stint took
+	ckNote  string              // why the job has no checkpoint now
 }
 
 // pipes are the job's standard streams: the job's ends and ours.
@@ -177,6 +182,7 @@ func (r *runner) pump(f *os.File, t byte) {
 			if serr := r.sink.output(t, append([]byte(nil), buf[:n]...)); serr != nil {
 				r.log.Warn("job output lost", "job", r.id, "bytes", n, "err", serr)
 			}
+			r.written[streamIndex(t)].Add(int64(n))
 			r.pending.Add(-int64(n))
 		}
 		if err != nil {

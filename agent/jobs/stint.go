@@ -207,7 +207,7 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 			var hi api.StintHello
 			json.Unmarshal(f.Data, &hi)
 			h.runsOn(hello.Epoch, hi.Node, hi.PID, func(c api.Frame) { fc.Write(c.Type, c.Data) }, hi.Reason)
-		case api.FrameStdout, api.FrameStderr:
+		case api.FrameStdout, api.FrameStderr, api.FrameCheckpoint:
 			h.output(hello.Epoch, f.Type, f.Data)
 		case FrameMoved:
 			h.stintEnded(hello.Epoch, nil)

@@ -161,6 +161,9 @@ func (m *Manager) findGone() {
 		if info.State == api.JobExited || info.Node == "" || info.Node == m.Self || alive[info.Node] {
 			continue
 		}
+		if m.recover(id, h, info.Node) {
+			continue
+		}
 		if h.nodeGone(info.Node) {
 			m.log().Error("job lost: the node it ran on died", "job", id, "node", info.Node)
 		}

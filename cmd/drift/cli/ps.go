@@ -34,7 +34,7 @@ func writePS(w io.Writer, list []api.JobInfo, now time.Time) error {
 	for _, j := range list {
 		moved = moved || j.LastMove != ""
 	}
-	header := "JOB\tNAME\tNODE\tHOME\tSTATE\tCPU%\tRSS\tAGE\tMOVES\tCOMMAND"
+	header := "JOB\tNAME\tNODE\tHOME\tSTATE\tCPU%\tRSS\tAGE\tMOVES\tCKPT\tCOMMAND"
 	if moved {
 		header += "\tLAST MOVE"
 	}
@@ -44,14 +44,37 @@ func writePS(w io.Writer, list []api.JobInfo, now time.Time) error {
 		if j.Exit != nil {
 			state = fmt.Sprintf("exited(%d)", *j.Exit)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%d\t%s", j.ID, j.Name, j.Node, j.Home, state,
-			j.CPU, humanBytes(j.RSS), now.Sub(j.Started).Round(time.Second), j.Moves, truncate(j.Command(), 40))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s", j.ID, j.Name, j.Node, j.Home, state,
+			j.CPU, humanBytes(j.RSS), now.Sub(j.Started).Round(time.Second), j.Moves, checkpointAge(j, now), truncate(j.Command(), 40))
 		if moved {
 			fmt.Fprintf(tw, "\t%s", truncate(j.LastMove, 60))
 		}
 		fmt.Fprintln(tw)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, j := range list {
+		if j.Exit == nil && j.NoCheckpoint != "" {
+			fmt.Fprintf(w, "%s: %s\n", j.ID, j.NoCheckpoint)
+		}
+	}
+	return nil
+}
+
+// checkpointAge is the CKPT column: how old the job's newest checkpoint
+// is, "none" when it has none and its node said why (printed below the
+// table), "-" otherwise.
+func checkpointAge(j api.JobInfo, now time.Time) string {
+	switch {
+	case j.Exit != nil:
+		return "-"
+	case j.Checkpoint != nil:
+		return now.Sub(j.Checkpoint.At).Round(time.Second).String() + " ago"
+	case j.NoCheckpoint != "":
+		return "none"
+	}
+	return "-"
 }
 
 func truncate(s string, n int) string {

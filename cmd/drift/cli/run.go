@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/driftcluster/drift/agent/api"
 )
@@ -17,10 +18,11 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "[--node NAME] [--name N] [--env K=V]... [--stay] [-d] -- CMD ARGS...", stderr)
+	fs := newFlags("run", "[--node NAME] [--name N] [--env K=V]... [--stay] [--checkpoint-every D] [-d] -- CMD ARGS...", stderr)
 	node := fs.String("node", "", "start the job on this node (`NAME`, or \"home\" for this one); default: the best node")
 	name := fs.String("name", "", "a name for the job in drift ps")
 	stay := fs.Bool("stay", false, "never move the job automatically")
+	ckEvery := fs.String("checkpoint-every", "", "checkpoint the job at most this often (`D`, e.g. 30s or 5m; 0: never), so that it starts again elsewhere if its node dies; default: the cluster's (30s, stretched so that checkpoints cost the job at most 5% of its time)")
 	detach := fs.Bool("d", false, "start the job and print its id; drift attach ID connects to it later")
 	var extra envFlag
 	fs.Var(&extra, "env", "set `K=V` in the job's environment (repeatable; --env PATH=... replaces the node's PATH)")
@@ -38,6 +40,19 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return err
 	}
 	spec := api.JobSpec{Argv: argv, Env: jobEnv(os.Environ(), extra), Dir: sharedDir(), Name: *name, Node: *node, Stay: *stay}
+	if *ckEvery != "" {
+		d, err := time.ParseDuration(*ckEvery)
+		if *ckEvery == "0" {
+			d, err = -1, nil
+		}
+		if err != nil || d == 0 {
+			return fmt.Errorf("--checkpoint-every %q: want a duration such as 30s or 5m, or 0 for no checkpoints: %w", *ckEvery, errUsage)
+		}
+		if d > 0 && d < time.Second {
+			return fmt.Errorf("--checkpoint-every %s: at least 1s, since each checkpoint freezes the job for a moment: %w", d, errUsage)
+		}
+		spec.CheckpointEvery = d
+	}
 	if *detach {
 		info, err := c.RunDetached(ctx, spec)
 		if err != nil {

@@ -1,0 +1,205 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// Recovery: when membership declares dead the node a job runs on, its
+// home starts the job again on a live node from its newest checkpoint,
+// with the same two steps as a move's target (restore held, then commit),
+// so that at no instant do two copies run. The output the job writes
+// again, from the checkpoint up to what the home had received, is not
+// shown twice.
+
+// checkpointed records a checkpoint notice from stint epoch. h.mu is held.
+func (h *homeJob) checkpointed(epoch int, data []byte) {
+	var n checkpointNotice
+	if json.Unmarshal(data, &n) != nil || epoch < h.epoch {
+		return
+	}
+	if n.Dir == "" {
+		if h.exit == nil {
+			h.info.NoCheckpoint = n.Note
+		}
+		return
+	}
+	if h.exit != nil || n.Epoch != epoch || (h.ckpt != nil && (n.Epoch < h.ckpt.Epoch || n.Epoch == h.ckpt.Epoch && n.Seq <= h.ckpt.Seq)) {
+		return
+	}
+	var base [2]int64
+	for e, c := range h.recv {
+		if e < epoch {
+			base[0] += c[0]
+			base[1] += c[1]
+		}
+	}
+	base[0] += n.Out
+	base[1] += n.Err
+	old := h.ckpt
+	ci := n.CheckpointInfo
+	h.ckpt, h.ckBase = &ci, base
+	shown := ci
+	shown.Stdin = nil
+	h.info.Checkpoint, h.info.NoCheckpoint = &shown, ""
+	if old != nil && old.Dir != ci.Dir && h.dropDir != nil {
+		dir := old.Dir
+		h.spawn(func() { h.dropDir(dir) })
+	}
+}
+
+// startRecovery begins the recovery of a job whose stint runs on node,
+// declared dead: it leaves that stint (its output is dropped from now on,
+// and it is told to die, in case it is only cut off), and returns the
+// checkpoint, the stint to restore as and the output to skip. ok is false
+// when there is nothing to recover (no checkpoint, or the job left node,
+// exited, or is being recovered).
+func (h *homeJob) startRecovery(node string) (ci api.CheckpointInfo, epoch int, skip [2]int64, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.exit != nil || h.ckpt == nil || h.recovering || h.info.Node != node || !h.movedAt.IsZero() {
+		return ci, 0, skip, false
+	}
+	h.recovering = true
+	if h.control != nil { // the stint's stream may be alive if node was only cut off
+		h.control(api.Frame{Type: api.FrameSignal, Data: []byte{byte(syscall.SIGKILL)}})
+	}
+	h.control = nil
+	epoch = max(h.newest, h.epoch) + 1
+	var total [2]int64
+	for _, c := range h.recv {
+		total[0] += c[0]
+		total[1] += c[1]
+	}
+	skip = [2]int64{max(0, total[0]-h.ckBase[0]), max(0, total[1]-h.ckBase[1])}
+	if h.skip == nil {
+		h.skip = map[int]*[2]int64{}
+	}
+	s := skip
+	h.skip[epoch] = &s
+	// Every stint before the new one is over: what they send now is dropped.
+	for e := range h.held {
+		delete(h.held, e)
+	}
+	clear(h.ended)
+	h.epoch, h.newest = epoch, epoch
+	h.movedAt = time.Now() // lostInMove ends it if no stint ever starts
+	h.info.State = api.JobMigrating
+	return *h.ckpt, epoch, skip, true
+}
+
+// recovered records where the job runs again, and tells its terminals.
+func (h *homeJob) recovered(node, dead string, ci api.CheckpointInfo, redone time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.recovering = false
+	note := fmt.Sprintf("recovered on %s from the checkpoint of %s, %s of work redone (%s died)",
+		node, ci.At.Local().Format("15:04:05"), redone.Round(time.Second), dead)
+	h.info.Recovered = note
+	h.info.LastMove = note
+	h.deliver(api.Frame{Type: api.FrameStderr, Data: []byte("drift: job " + h.info.ID + " " + note + "\n")})
+}
+
+// recoveryFailed ends the job: no node could start it again.
+func (h *homeJob) recoveryFailed(dead string, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.recovering = false
+	h.finish(&api.ExitStatus{Code: 255, Error: fmt.Sprintf("%s, where the job ran, died, and no node could start it again from its checkpoint: %v", dead, err)})
+}
+
+// recover starts job id again from its newest checkpoint, its node dead.
+// It reports whether it took the job on (false: there is no checkpoint).
+func (m *Manager) recover(id string, h *homeJob, dead string) bool {
+	ci, epoch, skip, ok := h.startRecovery(dead)
+	if !ok {
+		return false
+	}
+	m.log().Warn("recovering job from its checkpoint: its node died", "job", id, "node", dead, "checkpoint", ci.Dir, "skip_out", skip[0], "skip_err", skip[1])
+	m.tasks.Go(func() {
+		t0 := time.Now()
+		node, err := m.restoreCheckpoint(id, h, ci, epoch, dead)
+		if err != nil {
+			m.log().Error("job lost: no node could start it again from its checkpoint", "job", id, "err", err)
+			h.recoveryFailed(dead, err)
+			m.event(api.EventRecovery, map[string]any{"job": id, "from": dead, "error": err.Error()})
+			return
+		}
+		redone := t0.Sub(ci.At)
+		m.log().Info("job recovered", "job", id, "node", node, "from", dead, "checkpoint", ci.At, "restore", time.Since(t0))
+		m.event(api.EventRecovery, map[string]any{"job": id, "from": dead, "to": node, "checkpoint_age_s": redone.Seconds(), "restore_s": time.Since(t0).Seconds()})
+	})
+	return true
+}
+
+// restoreCheckpoint restores ci as stint epoch on the best live node (or
+// the next ones if it fails), and returns the node.
+func (m *Manager) restoreCheckpoint(id string, h *homeJob, ci api.CheckpointInfo, epoch int, dead string) (string, error) {
+	var order []string
+	if m.Place != nil {
+		if n, _, err := m.Place(); err == nil && n != dead {
+			order = append(order, n)
+		}
+	}
+	for _, n := range m.Peers.Nodes() {
+		if n != dead && !slices.Contains(order, n) {
+			order = append(order, n)
+		}
+	}
+	if len(order) == 0 {
+		return "", errors.New("no live node")
+	}
+	h.mu.Lock()
+	spec := h.spec
+	h.mu.Unlock()
+	var errs []string
+	for _, node := range order {
+		c, err := m.Peers.Client(node)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", node, err))
+			continue
+		}
+		reason := fmt.Sprintf("recovered from a checkpoint: %s died", dead)
+		req := api.RestoreRequest{Spec: spec, Home: m.Self, Epoch: epoch, Stdio: ci.Stdio, Stdin: ci.Stdin, StdinEOF: ci.StdinEOF, Reason: reason, Checkpoint: ci.Dir}
+		ctx, cancel := context.WithTimeout(m.base, 2*time.Minute)
+		err = c.Restore(ctx, id, req)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", node, err))
+			dctx, dcancel := context.WithTimeout(m.base, 10*time.Second)
+			c.Discard(dctx, id)
+			dcancel()
+			continue
+		}
+		// Held there, stopped: the terminal hears of it before the job
+		// writes anything again.
+		h.recovered(node, dead, ci, time.Since(ci.At))
+		cctx, ccancel := context.WithTimeout(m.base, time.Minute)
+		err = c.Commit(cctx, id)
+		ccancel()
+		if err != nil {
+			return "", fmt.Errorf("%s restored it but did not start it: %w", node, err)
+		}
+		return node, nil
+	}
+	return "", errors.New(strings.Join(errs, "; "))
+}
+
+// checkpointPath checks that dir is a job's published checkpoint under
+// the shared storage (a restore reads nothing else).
+func (m *Manager) checkpointPath(id, dir string) error {
+	want := m.checkpointDir(id) + "/"
+	if !strings.HasPrefix(filepath.Clean(dir)+"/", want) || filepath.Clean(dir)+"/" == want || strings.Contains(dir, "..") {
+		return fmt.Errorf("restore %s: %q is not one of its checkpoints (under %s)", id, dir, want)
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package jobs
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// recordingClient keeps what a terminal was sent.
+type recordingClient struct {
+	mu       sync.Mutex
+	out, err strings.Builder
+}
+
+func (c *recordingClient) Write(t byte, data []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch t {
+	case api.FrameStdout:
+		c.out.Write(data)
+	case api.FrameStderr:
+		c.err.Write(data)
+	}
+	return nil
+}
+
+func notice(t *testing.T, ci api.CheckpointInfo) []byte {
+	t.Helper()
+	b, err := json.Marshal(checkpointNotice{CheckpointInfo: ci})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A job checkpointed after "1\n2\n", moved once, then recovered after its
+// node died having sent up to "5\n": the restored job writes "3\n" to "5\n"
+// again, which the terminal must not see twice, then goes on.
+func TestRecoveryShowsOutputOnce(t *testing.T) {
+	var dropped []string
+	var mu sync.Mutex
+	h := newHomeJob(func(f func()) { f() }, api.JobInfo{ID: "d1-1"})
+	h.dropDir = func(dir string) { mu.Lock(); dropped = append(dropped, dir); mu.Unlock() }
+	c := &recordingClient{}
+	h.attach(c)
+	h.runsOn(1, "a", 10, func(api.Frame) {}, "")
+	h.output(1, api.FrameStdout, []byte("1\n"))
+	h.output(1, api.FrameStdout, []byte("2\n"))
+	h.output(1, api.FrameStderr, []byte("warn\n"))
+	// The first checkpoint, then a newer one of the same stint.
+	h.output(1, api.FrameCheckpoint, notice(t, api.CheckpointInfo{Dir: "/c/d1-1/ckpt-1-1", Epoch: 1, Seq: 1, Out: 2}))
+	h.output(1, api.FrameCheckpoint, notice(t, api.CheckpointInfo{Dir: "/c/d1-1/ckpt-1-2", Epoch: 1, Seq: 2, Out: 4, Err: 5}))
+	if len(dropped) != 1 || dropped[0] != "/c/d1-1/ckpt-1-1" {
+		t.Fatalf("the older checkpoint should go once the newer is known: dropped %v", dropped)
+	}
+	// The job moves to b (stint 2) and writes on there.
+	h.output(1, api.FrameStdout, []byte("3\n"))
+	h.stintEnded(1, nil)
+	h.runsOn(2, "b", 11, func(api.Frame) {}, "balancer")
+	h.output(2, api.FrameStdout, []byte("4\n5\n"))
+	if h.snapshot().Checkpoint.Seq != 2 {
+		t.Fatalf("checkpoint = %+v", h.snapshot().Checkpoint)
+	}
+	// b dies.
+	ci, epoch, skip, ok := h.startRecovery("b")
+	if !ok || ci.Seq != 2 || epoch != 3 || skip != [2]int64{6, 0} {
+		t.Fatalf("startRecovery = %+v, %d, %v, %v; want seq 2, stint 3, skip [6 0]", ci, epoch, skip, ok)
+	}
+	if _, _, _, again := h.startRecovery("b"); again {
+		t.Fatal("a second recovery started while the first is under way")
+	}
+	// b was only cut off: what it still sends is dropped.
+	h.output(2, api.FrameStdout, []byte("6\n"))
+	h.recovered("c", "b", ci, 0)
+	h.runsOn(3, "c", 12, func(api.Frame) {}, "recovered")
+	h.output(3, api.FrameStdout, []byte("3\n4"))
+	h.output(3, api.FrameStdout, []byte("\n5\n6\n"))
+	h.output(3, api.FrameStdout, []byte("7\n"))
+	h.stintEnded(3, &api.ExitStatus{})
+	if got, want := c.out.String(), "1\n2\n3\n4\n5\n6\n7\n"; got != want {
+		t.Errorf("stdout = %q, want %q", got, want)
+	}
+	if !strings.Contains(c.err.String(), "recovered on c") {
+		t.Errorf("stderr = %q: want the recovery line", c.err.String())
+	}
+	if info := h.snapshot(); info.State != api.JobExited || !strings.Contains(info.Recovered, "recovered on c") {
+		t.Errorf("info = %+v", info)
+	}
+}
+
+// A job with no checkpoint is not recovered; a notice of why there is none
+// shows in its record.
+func TestNoCheckpointNoRecovery(t *testing.T) {
+	h := newHomeJob(func(f func()) { f() }, api.JobInfo{ID: "d1-2"})
+	h.runsOn(1, "a", 10, func(api.Frame) {}, "")
+	b, _ := json.Marshal(checkpointNotice{Note: "cannot be checkpointed: /tmp/x"})
+	h.output(1, api.FrameCheckpoint, b)
+	if got := h.snapshot().NoCheckpoint; got != "cannot be checkpointed: /tmp/x" {
+		t.Fatalf("NoCheckpoint = %q", got)
+	}
+	if _, _, _, ok := h.startRecovery("a"); ok {
+		t.Fatal("recovery started with no checkpoint")
+	}
+	if !h.nodeGone("a") {
+		t.Fatal("nodeGone did not end the job")
+	}
+	if e := h.exit; e == nil || e.Code != 255 || !strings.Contains(e.Error, "/tmp/x") {
+		t.Fatalf("exit = %+v: want 255 naming why there was no checkpoint", e)
+	}
+}
