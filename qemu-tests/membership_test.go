@@ -199,25 +199,44 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	done := make(chan ran, 1)
 	go func() {
-		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--", "sh", "-c",
+		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--name", "held", "--", "sh", "-c",
 			"exec 3>/tmp/drift-held.$$; i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done")
 		done <- ran{res, err, time.Now()}
 	}()
-	var id string
-	for id == "" && ctx.Err() == nil {
+	// And a counter, 1..600 at 10 lines a second, checkpointed every 5 s:
+	// once the node is dead it starts again elsewhere from its newest
+	// checkpoint, and its drift run shows every line once.
+	counted := make(chan ran, 1)
+	go func() {
+		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--name", "counter", "--checkpoint-every", "5s", "--", "sh", "-c",
+			"i=1; while [ $i -le 600 ]; do echo $i; i=$((i+1)); sleep 0.1; done")
+		counted <- ran{res, err, time.Now()}
+	}()
+	var id, counter string
+	var ckpt *api.CheckpointInfo
+	for (id == "" || ckpt == nil) && ctx.Err() == nil {
 		select {
 		case r := <-done:
 			t.Fatalf("drift run --node %s ended before its node went: %+v, %v", gone, r.res, r.err)
+		case r := <-counted:
+			t.Fatalf("the counter on %s ended before its node went: %+v, %v", gone, r.res, r.err)
 		case <-time.After(time.Second):
 		}
 		js, _ := l.Jobs(ctx, 1)
 		for _, j := range js {
-			if j.Node == gone && j.State == "running" {
+			switch {
+			case j.Node == gone && j.State == "running" && j.Name == "held":
 				id = j.ID
+			case j.Node == gone && j.State == "running" && j.Name == "counter":
+				counter, ckpt = j.ID, j.Checkpoint
 			}
 		}
 	}
-	t.Logf("job %s runs on %s", id, gone)
+	t.Logf("job %s runs on %s; the counter %s too, checkpointed at %s (%d bytes, frozen %s)", id, gone, counter, ckpt.At.Format("15:04:05.0"), ckpt.Bytes, ckpt.Freeze)
+	if why, err := l.ExecOK(ctx, 1, "drift", "why", id); err != nil || !strings.Contains(why, "no checkpoint") {
+		t.Errorf("drift why %s (holds a file under /tmp): %q, %v; want it to say it has no checkpoint", id, why, err)
+	}
+	time.Sleep(3 * time.Second) // some work after the checkpoint, to be redone
 
 	if err := l.StopNode(ctx, 3); err != nil {
 		t.Fatalf("power off node 3: %v", err)
@@ -247,6 +266,33 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	if j, err := l.Job(ctx, 1, id); err != nil || j.State != "exited" || j.Exit == nil || *j.Exit != 255 {
 		t.Errorf("drift ps of job %s after its node died: %+v, %v; want exited 255", id, j, err)
+	}
+
+	// The counter: recovered, each line once, exit 0.
+	select {
+	case r := <-counted:
+		want := ""
+		for i := 1; i <= 600; i++ {
+			want += fmt.Sprintln(i)
+		}
+		switch {
+		case r.err != nil:
+			t.Errorf("drift run of the checkpointed counter: %v", r.err)
+		case r.res.ExitCode != 0 || string(r.res.Stdout) != want:
+			t.Errorf("drift run of the checkpointed counter exited %d, stderr %q, stdout %s; want 1..600 once each and 0", r.res.ExitCode, r.res.Stderr, describeLines(string(r.res.Stdout)))
+		case !strings.Contains(string(r.res.Stderr), "recovered on"):
+			t.Errorf("drift run of the checkpointed counter: stderr %q; want the recovery line", r.res.Stderr)
+		default:
+			t.Logf("the counter ended %s after its node was seen dead, lines 1..600 once each; stderr: %s", r.at.Sub(dead).Round(100*time.Millisecond), strings.TrimSpace(string(r.res.Stderr)))
+		}
+	case <-time.After(4 * time.Minute):
+		t.Errorf("the checkpointed counter's drift run still runs 4 minutes after its node was seen dead")
+	}
+	if j, err := l.Job(ctx, 1, counter); err != nil || j.Exit == nil || *j.Exit != 0 || !strings.Contains(j.Recovered, "recovered on") {
+		t.Errorf("drift ps of the counter %s: %+v, %v; want exited 0, recovered", counter, j, err)
+	}
+	if out, err := l.ExecOK(ctx, 1, "sh", "-c", "ls -A /cluster/.drift/jobs/ 2>/dev/null"); err != nil || strings.Contains(out, counter) {
+		t.Errorf("checkpoints left after the counter exited: %q, %v", out, err)
 	}
 
 	if err := l.StartNode(ctx, 3); err != nil {
@@ -397,4 +443,16 @@ func hostNodes(ctx context.Context, l *lab.Lab, drift, addr, keyFile string) ([]
 		return nil, fmt.Errorf("%s: %w", cmd, err)
 	}
 	return nodes, nil
+}
+
+// describeLines summarises numbered output lines for an error: how many,
+// the first and last, and the first line out of sequence.
+func describeLines(out string) string {
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	for i, ln := range lines {
+		if ln != fmt.Sprint(i+1) {
+			return fmt.Sprintf("%d lines, first out of order at line %d: %q (then %q)", len(lines), i+1, ln, strings.Join(lines[i:min(len(lines), i+4)], ","))
+		}
+	}
+	return fmt.Sprintf("%d lines, in order", len(lines))
 }

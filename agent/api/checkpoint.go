@@ -16,11 +16,12 @@ type CheckpointInfo struct {
 	// Out and Err are the bytes of stdout and stderr that the stint had
 	// written when the job was frozen for it: the job restored from it
 	// writes on from there.
-	Out    int64         `json:"out"`
-	Err    int64         `json:"err"`
-	Stdio  [3]uint64     `json:"stdio"`  // the job's stdio pipe inodes when dumped
-	Bytes  int64         `json:"bytes"`  // the images' size
-	Freeze time.Duration `json:"freeze"` // how long the job was frozen for it
+	Out     int64         `json:"out"`
+	Err     int64         `json:"err"`
+	Stdio   [3]uint64     `json:"stdio"`   // the job's stdio pipe inodes when dumped
+	Bytes   int64         `json:"bytes"`   // the images' size
+	Freeze  time.Duration `json:"freeze"`  // how long the job was frozen for it
+	Publish time.Duration `json:"publish"` // how long copying it to the shared storage took, the job running
 	// Stdin is what the job had not read of its stdin when frozen, and
 	// StdinEOF whether its stdin had ended.
 	Stdin    []byte `json:"stdin,omitempty"`

@@ -85,7 +85,9 @@ func (m *Manager) checkpoints(r *runner) {
 			wait = max(every, checkpointRetry)
 			continue
 		}
-		wait = max(every, time.Duration(float64(ci.Freeze)/api.CheckpointCost))
+		// What it cost: the freeze, and the copy to the shared storage,
+		// which takes CPU from the job on a node with one core.
+		wait = max(every, time.Duration(float64(ci.Freeze+ci.Publish)/api.CheckpointCost))
 	}
 }
 
@@ -160,6 +162,7 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 		}
 		return ci, err
 	}
+	ci.Publish = time.Since(t0)
 	select {
 	case <-r.done: // the job ended meanwhile: nobody will restore it
 		os.RemoveAll(ci.Dir)
@@ -173,7 +176,7 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 	if err := r.sink.output(api.FrameCheckpoint, b); err != nil {
 		m.log().Warn("checkpoint: the home was not told", "job", r.id, "err", err)
 	}
-	m.log().Info("checkpoint", "job", r.id, "seq", seq, "bytes", ci.Bytes, "freeze", ci.Freeze, "publish", time.Since(t0))
+	m.log().Info("checkpoint", "job", r.id, "seq", seq, "bytes", ci.Bytes, "freeze", ci.Freeze, "publish", ci.Publish)
 	return ci, nil
 }
 
