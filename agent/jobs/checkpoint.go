@@ -51,8 +51,8 @@ func (m *Manager) checkpointDir(id string) string {
 
 // checkpoints checkpoints r's job until its stint ends: the first after
 // the job's interval, each next one after the interval or twenty times
-// what the last one froze the job, whichever is longer (a checkpoint
-// costs the job at most about api.CheckpointCost of its time).
+// what the last one cost, whichever is longer (checkpoints cost the job
+// at most about api.CheckpointCost of its time).
 func (m *Manager) checkpoints(r *runner) {
 	every := m.checkpointEvery(r.spec)
 	if every < 0 || r.spec.Stay && r.spec.CheckpointEvery == 0 {
