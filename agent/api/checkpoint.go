@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"context"
+	"net/http"
+	"time"
+)
 
 // FrameCheckpoint goes from a stint to its home when a checkpoint of the
 // job is complete; payload: JSON CheckpointInfo. Every byte of output the
@@ -39,3 +43,23 @@ const DefaultCheckpointEvery = 30 * time.Second
 
 // CheckpointDir is where the checkpoints of jobs are kept, under SharedRoot.
 const CheckpointDir = ".drift/jobs"
+
+// AbandonRequest tells the node a job ran on that its home has started
+// the job again elsewhere, as stint Epoch or later: any copy of an
+// earlier stint there must die (POST /v1/jobs/ID/abandon).
+type AbandonRequest struct {
+	Before int `json:"before"` // stints numbered below this are abandoned
+}
+
+// AbandonResult says whether a copy was running there, now killed.
+type AbandonResult struct {
+	Killed bool `json:"killed"`
+}
+
+// Abandon asks a node to kill what it still runs of job id before the
+// stint req.Before; it answers once no such copy runs there.
+func (c *Client) Abandon(ctx context.Context, id string, req AbandonRequest) (AbandonResult, error) {
+	var res AbandonResult
+	err := c.Call(ctx, http.MethodPost, jobPath(id, "/abandon"), req, &res)
+	return res, err
+}

@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 	net := a.startNetwork(ctx, node.NICs)
 	cl := &cluster{a: a, net: net}
 	a.bal = newBalancer(a, cl)
-	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh}
+	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh, KillOrphans: true}
 	a.obs = a.newObserver(cl) // events and metrics (observe.go)
 	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})

@@ -24,6 +24,7 @@ func FuzzAPIBodies(f *testing.F) {
 		"POST /v1/jobs/{id}/attach",
 		"POST /v1/jobs/{id}/stint",
 		"GET /v1/jobs/{id}/why",
+		"POST /v1/jobs/{id}/abandon",
 	}
 	m := &Manager{Self: "drift-aaaaaa", Peers: onlyAlive{"drift-aaaaaa"}, StateDir: f.TempDir(), SharedRoot: f.TempDir()}
 	m.init()

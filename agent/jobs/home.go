@@ -337,3 +337,10 @@ func (s localSink) end(exit *api.ExitStatus) error {
 	s.h.stintEnded(s.epoch, exit)
 	return nil
 }
+
+// current reports whether stint epoch is the newest that started.
+func (h *homeJob) current(epoch int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.newest == epoch && h.epoch == epoch
+}

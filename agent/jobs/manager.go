@@ -45,6 +45,10 @@ type Manager struct {
 	// SharedRoot and reports whether it is. nil: it is mounted when
 	// SharedRoot is a mount point.
 	WaitShared func(ctx context.Context) bool
+	// KillOrphans: before it answers anything, the Manager kills the jobs
+	// an earlier agent of this node left running when it died (the
+	// daemon sets it; tests, which share their host, do not).
+	KillOrphans bool
 	// OnLoad is called when the jobs running or arriving here change, so
 	// that the node's load is gossiped at once. nil: nothing.
 	OnLoad func()
@@ -57,7 +61,10 @@ type Manager struct {
 	runners  map[string]*runner
 	incoming map[string]arriving // migrations admitted, not yet restored
 	held     map[string]*held    // jobs restored here and held stopped until their source lets them run
-	seq      int
+	// toAbandon: per node declared dead, the jobs homed here that were
+	// started again elsewhere, which it must kill if it comes back.
+	toAbandon map[string][]abandonment
+	seq       int
 
 	base  context.Context    // ends when Run's context does: streams end with it
 	stop  context.CancelFunc // ends base
@@ -87,6 +94,11 @@ func (m *Manager) init() {
 		m.homes, m.runners = map[string]*homeJob{}, map[string]*runner{}
 		m.base, m.stop = context.WithCancel(context.Background())
 		m.mig = migrate.Node{WorkDir: m.workDir(), SharedRoot: m.sharedRoot(), Logger: m.log()}
+		if m.KillOrphans {
+			if n := killOrphans(); n > 0 {
+				m.log().Warn("killed the jobs an earlier agent left running: their homes start them again from their checkpoints", "jobs", n)
+			}
+		}
 	}
 }
 
@@ -134,13 +146,14 @@ func (m *Manager) nextID() (string, error) {
 func (m *Manager) Routes() map[string]http.Handler {
 	m.init()
 	routes := map[string]http.Handler{
-		"POST /v1/jobs/run":         http.HandlerFunc(m.handleRun),
-		"POST /v1/jobs/{id}/attach": http.HandlerFunc(m.handleAttach),
-		"POST /v1/jobs/{id}/signal": http.HandlerFunc(m.handleSignal),
-		"GET /v1/jobs":              http.HandlerFunc(m.handleList),
-		"GET /v1/ps":                http.HandlerFunc(m.handlePS),
-		"POST /v1/jobs/{id}/start":  http.HandlerFunc(m.handleStart),
-		"POST /v1/jobs/{id}/stint":  http.HandlerFunc(m.handleStint),
+		"POST /v1/jobs/run":          http.HandlerFunc(m.handleRun),
+		"POST /v1/jobs/{id}/attach":  http.HandlerFunc(m.handleAttach),
+		"POST /v1/jobs/{id}/signal":  http.HandlerFunc(m.handleSignal),
+		"GET /v1/jobs":               http.HandlerFunc(m.handleList),
+		"GET /v1/ps":                 http.HandlerFunc(m.handlePS),
+		"POST /v1/jobs/{id}/start":   http.HandlerFunc(m.handleStart),
+		"POST /v1/jobs/{id}/stint":   http.HandlerFunc(m.handleStint),
+		"POST /v1/jobs/{id}/abandon": http.HandlerFunc(m.handleAbandon),
 	}
 	m.migrateRoutes(routes)
 	return routes

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -117,16 +118,33 @@ func (h *homeJob) recoveryFailed(dead string, err error) {
 	h.finish(&api.ExitStatus{Code: 255, Error: fmt.Sprintf("%s, where the job ran, died, and no node could start it again from its checkpoint: %v", dead, err)})
 }
 
-// recover starts job id again from its newest checkpoint, its node dead.
-// It reports whether it took the job on (false: there is no checkpoint).
-func (m *Manager) recover(id string, h *homeJob, dead string) bool {
+// recover starts job id again from its newest checkpoint: the node it
+// ran on (dead) was declared dead, or, alive is true, its stream broke
+// (its agent died and started again). It reports whether it took the job
+// on (false: there is no checkpoint). A node that lives is first made to
+// kill what it still runs of the job; a dead one is told so if it comes
+// back.
+func (m *Manager) recover(id string, h *homeJob, dead string, alive bool) bool {
 	ci, epoch, skip, ok := h.startRecovery(dead)
 	if !ok {
 		return false
 	}
-	m.log().Warn("recovering job from its checkpoint: its node died", "job", id, "node", dead, "checkpoint", ci.Dir, "skip_out", skip[0], "skip_err", skip[1])
+	why := "its node died"
+	if alive {
+		why = "its stream from its node broke"
+	}
+	m.log().Warn("recovering job from its checkpoint: "+why, "job", id, "node", dead, "checkpoint", ci.Dir, "skip_out", skip[0], "skip_err", skip[1])
 	m.tasks.Go(func() {
 		t0 := time.Now()
+		if alive {
+			if err := m.abandonOn(dead, id, epoch); err != nil {
+				m.log().Error("job lost: its node could not be made to stop it, so it is not started again elsewhere", "job", id, "node", dead, "err", err)
+				h.recoveryFailed(dead, fmt.Errorf("%s did not confirm that its copy is gone: %w", dead, err))
+				return
+			}
+		} else {
+			m.abandonLater(dead, id, epoch)
+		}
 		node, err := m.restoreCheckpoint(id, h, ci, epoch, dead)
 		if err != nil {
 			m.log().Error("job lost: no node could start it again from its checkpoint", "job", id, "err", err)
@@ -135,6 +153,9 @@ func (m *Manager) recover(id string, h *homeJob, dead string) bool {
 			return
 		}
 		redone := t0.Sub(ci.At)
+		if !alive {
+			redone = time.Since(ci.At)
+		}
 		m.log().Info("job recovered", "job", id, "node", node, "from", dead, "checkpoint", ci.At, "restore", time.Since(t0))
 		m.event(api.EventRecovery, map[string]any{"job": id, "from": dead, "to": node, "checkpoint_age_s": redone.Seconds(), "restore_s": time.Since(t0).Seconds()})
 	})
@@ -202,4 +223,114 @@ func (m *Manager) checkpointPath(id, dir string) error {
 		return fmt.Errorf("restore %s: %q is not one of its checkpoints (under %s)", id, dir, want)
 	}
 	return nil
+}
+
+// abandonTimeout bounds how long a home tries to make a live node kill
+// its copy of a job before it gives up starting the job elsewhere.
+const abandonTimeout = 2 * time.Minute
+
+// abandonOn makes node kill what it runs of job id before stint epoch,
+// trying until it answers; if membership declares node dead meanwhile,
+// it is told when it comes back instead.
+func (m *Manager) abandonOn(node, id string, epoch int) error {
+	deadline := time.Now().Add(abandonTimeout)
+	for {
+		err := m.abandon(node, id, epoch)
+		if err == nil {
+			return nil
+		}
+		if !slices.Contains(m.Peers.Nodes(), node) {
+			m.abandonLater(node, id, epoch)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-m.base.Done():
+			return m.base.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (m *Manager) abandon(node, id string, epoch int) error {
+	c, err := m.Peers.Client(node)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(m.base, 15*time.Second)
+	defer cancel()
+	res, err := c.Abandon(ctx, id, api.AbandonRequest{Before: epoch})
+	if err == nil && res.Killed {
+		m.log().Warn("a copy of a job started again elsewhere still ran: killed", "job", id, "node", node)
+	}
+	return err
+}
+
+// abandonment is a copy of a job that a node declared dead may still run.
+type abandonment struct {
+	id     string
+	before int
+}
+
+// abandonLater remembers to tell node, once it is alive again, that job
+// id runs elsewhere now: a node that was only cut off may still run it.
+func (m *Manager) abandonLater(node, id string, epoch int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.toAbandon == nil {
+		m.toAbandon = map[string][]abandonment{}
+	}
+	m.toAbandon[node] = append(m.toAbandon[node], abandonment{id, epoch})
+}
+
+// abandonReturned tells the nodes that came back which of their jobs run
+// elsewhere now (findGone calls it with the live nodes).
+func (m *Manager) abandonReturned(alive map[string]bool) {
+	m.mu.Lock()
+	var due map[string][]abandonment
+	for node, list := range m.toAbandon {
+		if alive[node] {
+			if due == nil {
+				due = map[string][]abandonment{}
+			}
+			due[node] = list
+			delete(m.toAbandon, node)
+		}
+	}
+	m.mu.Unlock()
+	for node, list := range due {
+		m.tasks.Go(func() {
+			for _, a := range list {
+				if err := m.abandon(node, a.id, a.before); err != nil {
+					m.log().Warn("tell a node that came back that a job runs elsewhere now", "node", node, "job", a.id, "err", err)
+					m.abandonLater(node, a.id, a.before)
+				}
+			}
+		})
+	}
+}
+
+// handleAbandon kills what runs here of a job whose home started it again
+// elsewhere, and answers once it is gone.
+func (m *Manager) handleAbandon(w http.ResponseWriter, r *http.Request) {
+	var req api.AbandonRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Before <= 0 {
+		http.Error(w, "abandon: want the stint the job runs as now", http.StatusBadRequest)
+		return
+	}
+	id := r.PathValue("id")
+	rn := m.runnerOf(id)
+	if rn == nil || rn.epoch >= req.Before {
+		api.WriteJSON(w, api.AbandonResult{})
+		return
+	}
+	m.log().Warn("killing a job its home started again elsewhere", "job", id, "stint", rn.epoch, "now", req.Before)
+	rn.signal(syscall.SIGKILL)
+	if !rn.ended(10 * time.Second) {
+		http.Error(w, "abandon "+id+": the job did not end within 10 s of SIGKILL", http.StatusInternalServerError)
+		return
+	}
+	api.WriteJSON(w, api.AbandonResult{Killed: true})
 }

@@ -196,6 +196,9 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 	for {
 		f, err := fc.Read()
 		if err != nil {
+			if started && m.base.Err() == nil && h.current(hello.Epoch) && m.recover(id, h, hello.Node, true) {
+				return // started again from its checkpoint
+			}
 			if started && h.streamLost(hello.Epoch, hello.Node, err) {
 				m.log().Warn("the stream of a stint broke after the job had moved on: output it had not sent is lost", "job", id, "node", hello.Node, "err", err)
 			}

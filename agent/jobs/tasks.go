@@ -155,13 +155,14 @@ func (m *Manager) findGone() {
 	for _, n := range m.Peers.Nodes() {
 		alive[n] = true
 	}
+	m.abandonReturned(alive)
 	homes := m.homeJobs()
 	for id, h := range homes {
 		info := h.snapshot()
 		if info.State == api.JobExited || info.Node == "" || info.Node == m.Self || alive[info.Node] {
 			continue
 		}
-		if m.recover(id, h, info.Node) {
+		if m.recover(id, h, info.Node, false) {
 			continue
 		}
 		if h.nodeGone(info.Node) {
