@@ -2,12 +2,14 @@ package qemutests
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/driftcluster/drift/agent/labport"
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
 
@@ -78,6 +80,36 @@ func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("a job's oom_score_adj = %q, %v; want 0, so that the OOM killer takes it before the agent", jobAdj, err)
 	}
 
+	// A checkpointed counter runs on the node, started from the head: the
+	// agent's death kills it there (its output has nowhere to go), and its
+	// home starts it again from its checkpoint once the node's new agent
+	// answers, with every line once.
+	type ran struct {
+		res *labport.Result
+		err error
+	}
+	counted := make(chan ran, 1)
+	go func() {
+		res, err := l.Exec(ctx, 1, "drift", "run", "--node", name, "--name", "survivor", "--checkpoint-every", "5s", "--", "sh", "-c",
+			"i=1; while [ $i -le 300 ]; do echo $i; i=$((i+1)); sleep 0.1; done")
+		counted <- ran{res, err}
+	}()
+	var survivor string
+	for survivor == "" && ctx.Err() == nil {
+		select {
+		case r := <-counted:
+			t.Fatalf("the counter on %s ended before its agent was killed: %+v, %v", name, r.res, r.err)
+		case <-time.After(time.Second):
+		}
+		js, _ := l.Jobs(ctx, 1)
+		for _, j := range js {
+			if j.Name == "survivor" && j.Node == name && j.Checkpoint != nil && j.Exit == nil {
+				survivor = j.ID
+				t.Logf("counter %s checkpointed at %s", j.ID, j.Checkpoint.At.Format("15:04:05.0"))
+			}
+		}
+	}
+
 	// The lab port is the agent's: the kill comes a second after the
 	// exec has returned.
 	if _, err := l.ExecOK(ctx, n, "sh", "-c", "setsid sh -c 'sleep 1; kill -9 "+strconv.Itoa(agent)+"' </dev/null >/dev/null 2>&1 &"); err != nil {
@@ -97,13 +129,30 @@ func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 		out, err := l.ExecOK(wctx, n, "sh", "-c", findAgent)
 		if p, perr := strconv.Atoi(strings.TrimSpace(out)); err == nil && perr == nil && p != agent {
 			t.Logf("node %d: the agent runs again as pid %d", n, p)
-			return
+			break
 		}
 		select {
 		case <-wctx.Done():
 			t.Fatalf("node %d's agent did not come back: %v %q", n, err, out)
 		case <-time.After(2 * time.Second):
 		}
+	}
+	select {
+	case r := <-counted:
+		want := ""
+		for i := 1; i <= 300; i++ {
+			want += fmt.Sprintln(i)
+		}
+		switch {
+		case r.err != nil:
+			t.Errorf("drift run of the counter whose agent was killed: %v", r.err)
+		case r.res.ExitCode != 0 || string(r.res.Stdout) != want || !strings.Contains(string(r.res.Stderr), "recovered on"):
+			t.Errorf("drift run of the counter whose agent was killed exited %d, stderr %q, stdout %s; want 1..300 once each, the recovery line and 0", r.res.ExitCode, r.res.Stderr, describeLines(string(r.res.Stdout)))
+		default:
+			t.Logf("the counter whose agent was killed printed 1..300 once each; stderr: %s", strings.TrimSpace(string(r.res.Stderr)))
+		}
+	case <-time.After(4 * time.Minute):
+		t.Errorf("the counter %s still runs 4 minutes after its agent was killed", survivor)
 	}
 }
 
