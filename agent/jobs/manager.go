@@ -117,8 +117,10 @@ func (m *Manager) sharedRoot() string {
 }
 
 // nextID gives the next job id homed here. The counter survives agent
-// restarts in StateDir; an id is given only once the counter is saved, so
-// that a restarted agent never gives it again.
+// restarts in StateDir, and reboots on the shared storage when it is
+// mounted (StateDir is in memory on a node): an id is given only once the
+// counter is saved, so that neither a restarted agent nor a rebooted node
+// gives it again while jobs that had it may still run.
 func (m *Manager) nextID() (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -127,19 +129,58 @@ func (m *Manager) nextID() (string, error) {
 		dir = "/var/lib/drift"
 	}
 	path := filepath.Join(dir, "job-seq")
-	if m.seq == 0 {
-		if b, err := os.ReadFile(path); err == nil {
-			fmt.Sscan(string(b), &m.seq)
+	shared := ""
+	if root := m.sharedRoot(); m.SharedRoot != "" || isMountPoint(root) {
+		shared = filepath.Join(root, ".drift", "homes", m.Self+".seq")
+	}
+	for _, p := range []string{path, shared} {
+		if p == "" {
+			continue
+		}
+		if b, err := os.ReadFile(p); err == nil {
+			var n int
+			fmt.Sscan(string(b), &n)
+			m.seq = max(m.seq, n)
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("job id counter: %w", err)
 	}
-	if err := os.WriteFile(path, []byte(fmt.Sprint(m.seq+1)), 0o644); err != nil {
+	next := []byte(fmt.Sprint(m.seq + 1))
+	if err := os.WriteFile(path, next, 0o644); err != nil {
 		return "", fmt.Errorf("job id counter: %w", err)
+	}
+	if shared != "" {
+		if err := writeFileSync(shared, next); err != nil {
+			m.log().Warn("job id counter on the shared storage: a reboot of this node may give ids again", "err", err)
+		}
 	}
 	m.seq++
 	return newID(m.Self, m.seq), nil
+}
+
+// writeFileSync writes b to path (its directory made) through a
+// temporary file, synced, renamed into place.
+func writeFileSync(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	return err
 }
 
 // Routes are the job endpoints of the agent's API.

@@ -111,3 +111,26 @@ func TestNoCheckpointNoRecovery(t *testing.T) {
 		t.Fatalf("exit = %+v: want 255 naming why there was no checkpoint", e)
 	}
 }
+
+// A node rebooted (its StateDir, in memory, empty again) gives no id it
+// gave before: the counter is kept on the shared storage too.
+func TestIDsNotReusedAfterReboot(t *testing.T) {
+	shared := t.TempDir()
+	before := &Manager{Self: "drift-aaaaaa", StateDir: t.TempDir(), SharedRoot: shared}
+	seen := map[string]bool{}
+	for range 3 {
+		id, err := before.nextID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[id] = true
+	}
+	after := &Manager{Self: "drift-aaaaaa", StateDir: t.TempDir(), SharedRoot: shared}
+	id, err := after.nextID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen[id] || id != "aaaaaa-4" {
+		t.Fatalf("after a reboot the first id is %s; want aaaaaa-4 (gave %v before)", id, seen)
+	}
+}
