@@ -103,7 +103,7 @@ func (r *runner) note(m *Manager, why string) {
 	}
 	m.log().Info("job not checkpointed", "job", r.id, "why", why)
 	b, _ := json.Marshal(checkpointNotice{Note: why})
-	r.sink.output(api.FrameCheckpoint, b)
+	r.out().output(api.FrameCheckpoint, b)
 }
 
 // checkpointNotice is FrameCheckpoint's payload: a checkpoint, or why
@@ -172,8 +172,8 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 	r.ckMu.Lock()
 	r.ckpt, r.ckNote = &ci, ""
 	r.ckMu.Unlock()
-	b, _ := json.Marshal(checkpointNotice{CheckpointInfo: ci})
-	if err := r.sink.output(api.FrameCheckpoint, b); err != nil {
+	b, _ := jsonNotice(ci)
+	if err := r.out().output(api.FrameCheckpoint, b); err != nil {
 		m.log().Warn("checkpoint: the home was not told", "job", r.id, "err", err)
 	}
 	m.log().Info("checkpoint", "job", r.id, "seq", seq, "bytes", ci.Bytes, "freeze", ci.Freeze, "publish", ci.Publish)
@@ -219,4 +219,8 @@ func human(n int64) string {
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%d KiB", n>>10)
+}
+
+func jsonNotice(ci api.CheckpointInfo) ([]byte, error) {
+	return json.Marshal(checkpointNotice{CheckpointInfo: ci})
 }

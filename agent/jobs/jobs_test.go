@@ -63,6 +63,12 @@ func cluster(t *testing.T, names ...string) testPeers {
 // clusterManagers is cluster that also returns each node's Manager.
 func clusterManagers(t *testing.T, names ...string) (testPeers, map[string]*Manager) {
 	t.Helper()
+	return clusterWith(t, func(p testPeers) Peers { return p }, names...)
+}
+
+// clusterWith is clusterManagers with each Manager's Peers made by wrap.
+func clusterWith(t *testing.T, wrap func(testPeers) Peers, names ...string) (testPeers, map[string]*Manager) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("jobs run in their own PID namespace: needs root")
 	}
@@ -72,7 +78,7 @@ func clusterManagers(t *testing.T, names ...string) (testPeers, map[string]*Mana
 		peers[n] = filepath.Join(dir, n+".sock")
 	}
 	for _, n := range names {
-		m := &Manager{Self: n, Peers: peers, InitCmd: []string{os.Args[0], InitArg, "--"},
+		m := &Manager{Self: n, Peers: wrap(peers), InitCmd: []string{os.Args[0], InitArg, "--"},
 			SharedRoot: dir, StateDir: filepath.Join(dir, n)}
 		managers[n] = m
 		s := &api.Server{Cluster: noMembers{}, SocketPath: peers[n], TCPAddr: "-", Routes: m.Routes()}

@@ -134,7 +134,7 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	}
 	to := req.To
 	if to == "home" {
-		to = r.home
+		to = r.homeNode()
 	}
 	res = api.MigrateResult{Job: id, From: m.Self, To: to}
 	if to == m.Self {
@@ -154,8 +154,8 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	var watch sync.WaitGroup
 	watch.Go(func() { m.watchTarget(ctx, to, cancel) })
 	defer func() { cancel(nil); watch.Wait() }()
-	d := &apiDest{c: c, id: id, to: to, admit: api.AdmitRequest{Job: id, Expect: req.Expect, Home: r.home, Epoch: r.epoch + 1, Reason: req.Reason},
-		restore:  api.RestoreRequest{Spec: r.spec, Home: r.home, Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason},
+	d := &apiDest{c: c, id: id, to: to, admit: api.AdmitRequest{Job: id, Expect: req.Expect, Home: r.homeNode(), Epoch: r.epoch + 1, Reason: req.Reason},
+		restore:  api.RestoreRequest{Spec: r.spec, Home: r.homeNode(), Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason},
 		restored: func() { r.moved.Store(true) }, stdin: r.heldStdin}
 	mv, err := m.mig.Move(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, d, func() {
 		if err := r.drain(5 * time.Second); err != nil {

@@ -321,6 +321,10 @@ func (m *Manager) handleAbandon(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if first, _ := api.JobHome(id); first != m.Self && m.homeJobs()[id] != nil {
+		http.Error(w, "abandon "+id+": "+m.Self+" took it over as its home when "+first+" was declared dead", http.StatusConflict)
+		return
+	}
 	rn := m.runnerOf(id)
 	if rn == nil || rn.epoch >= req.Before {
 		api.WriteJSON(w, api.AbandonResult{})

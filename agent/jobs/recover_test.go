@@ -1,10 +1,13 @@
 package jobs
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/driftcluster/drift/agent/api"
 )
@@ -132,5 +135,88 @@ func TestIDsNotReusedAfterReboot(t *testing.T) {
 	}
 	if seen[id] || id != "aaaaaa-4" {
 		t.Fatalf("after a reboot the first id is %s; want aaaaaa-4 (gave %v before)", id, seen)
+	}
+}
+
+// mortalPeers is a cluster in which nodes can be declared dead.
+type mortalPeers struct {
+	testPeers
+	dead *sync.Map
+}
+
+func (p mortalPeers) Nodes() []string {
+	var out []string
+	for _, n := range p.testPeers.Nodes() {
+		if _, d := p.dead.Load(n); !d {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (p mortalPeers) Client(node string) (*api.Client, error) {
+	if _, d := p.dead.Load(node); d {
+		return nil, fmt.Errorf("%s is dead", node)
+	}
+	return p.testPeers.Client(node)
+}
+
+// The home of a job running elsewhere dies: the node it runs on becomes
+// its home, and a terminal attached there sees the rest of its output and
+// its exit status.
+func TestHomeDiesJobRunsOn(t *testing.T) {
+	dead := &sync.Map{}
+	peers, ms := clusterWith(t, func(p testPeers) Peers { return mortalPeers{p, dead} }, "drift-aaaaaa", "drift-bbbbbb")
+	a, _ := peers.Client("drift-aaaaaa")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var info api.JobInfo
+	if err := a.Call(ctx, "POST", "/v1/jobs/run", api.RunRequest{JobSpec: api.JobSpec{
+		Argv: []string{"sh", "-c", "echo one; sleep 3; echo two; exit 7"}, Node: "drift-bbbbbb"}, Detach: true}, &info); err != nil {
+		t.Fatal(err)
+	}
+	for ms["drift-bbbbbb"].runnerOf(info.ID) == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	dead.Store("drift-aaaaaa", true) // a is declared dead
+	b := ms["drift-bbbbbb"]
+	deadline := time.Now().Add(5 * time.Second)
+	for b.homeJobs()[info.ID] == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("drift-bbbbbb did not take job %s over within 5 s of its home's death", info.ID)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := b.movedHome(info.ID); got != "drift-bbbbbb" {
+		t.Errorf("the shared storage names %q as the job's home, want drift-bbbbbb", got)
+	}
+	bc, _ := peers.Client("drift-bbbbbb")
+	att, err := bc.Stream(ctx, "/v1/jobs/"+info.ID+"/attach", struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	var out, errOut strings.Builder
+	for {
+		f, err := att.Read()
+		if err != nil {
+			t.Fatalf("attach: stream ended without an exit: %v (stdout %q, stderr %q)", err, out.String(), errOut.String())
+		}
+		switch f.Type {
+		case api.FrameStdout:
+			out.Write(f.Data)
+		case api.FrameStderr:
+			errOut.Write(f.Data)
+		case api.FrameExit:
+			var st api.ExitStatus
+			json.Unmarshal(f.Data, &st)
+			if st.Code != 7 || !strings.Contains(out.String(), "two\n") || !strings.Contains(errOut.String(), "drift-bbbbbb is its home now") {
+				t.Errorf("after the takeover: exit %+v, stdout %q, stderr %q; want 7, two, and the takeover said", st, out.String(), errOut.String())
+			}
+			if j := b.homeJobs()[info.ID].snapshot(); j.State != api.JobExited || j.Home != "drift-bbbbbb" {
+				t.Errorf("record at the new home: %+v", j)
+			}
+			return
+		}
 	}
 }

@@ -157,7 +157,7 @@ func (r *runner) run() {
 	readers.Wait()
 	r.stdin.Close()
 	if r.moved.Load() {
-		r.sink.end(nil)
+		r.out().end(nil)
 		return
 	}
 	st := &api.ExitStatus{Code: exitCode(ws)}
@@ -168,7 +168,7 @@ func (r *runner) run() {
 		st = &api.ExitStatus{Code: 255, Error: err.Error()}
 	}
 	r.log.Info("job exited", "job", r.id, "code", st.Code, "signal", st.Signal)
-	r.sink.end(st)
+	r.out().end(st)
 }
 
 // pump sends what the job writes on f to the sink.
@@ -179,7 +179,7 @@ func (r *runner) pump(f *os.File, t byte) {
 		n, err := f.Read(buf)
 		if n > 0 {
 			r.pending.Add(int64(n))
-			if serr := r.sink.output(t, append([]byte(nil), buf[:n]...)); serr != nil {
+			if serr := r.out().output(t, append([]byte(nil), buf[:n]...)); serr != nil {
 				r.log.Warn("job output lost", "job", r.id, "bytes", n, "err", serr)
 			}
 			r.written[streamIndex(t)].Add(int64(n))

@@ -156,6 +156,7 @@ func (m *Manager) findGone() {
 		alive[n] = true
 	}
 	m.abandonReturned(alive)
+	m.adoptOrphans(alive)
 	homes := m.homeJobs()
 	for id, h := range homes {
 		info := h.snapshot()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 
 	"github.com/driftcluster/drift/agent/api"
 )
@@ -157,11 +158,15 @@ func (m *Manager) homeOf(id string) (*homeJob, string, error) {
 	m.mu.Lock()
 	h := m.homes[id]
 	m.mu.Unlock()
-	if home == m.Self {
-		if h == nil {
-			return nil, "", fmt.Errorf("no job %s (drift ps lists the jobs)", id)
+	switch {
+	case h != nil: // homed here, first or since its home died
+		return h, m.Self, nil
+	case home == m.Self:
+		return nil, "", fmt.Errorf("no job %s (drift ps lists the jobs)", id)
+	case m.Peers != nil && !slices.Contains(m.Peers.Nodes(), home):
+		if moved := m.movedHome(id); moved != "" && moved != m.Self {
+			return nil, moved, nil
 		}
-		return h, home, nil
 	}
 	return nil, home, nil
 }

@@ -1,0 +1,116 @@
+package jobs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// Homes that die: when membership declares a job's home dead, the node
+// the job runs on becomes its home. It makes the job's record from what
+// its runner knows, streams the output to it from then on (what the dead
+// home had not delivered is lost with it), and writes its name under the
+// job's directory on the shared storage, where every node looks for the
+// home of a job whose first home is dead.
+
+// out is where the stint's output goes now.
+func (r *runner) out() sink {
+	r.ckMu.Lock()
+	defer r.ckMu.Unlock()
+	return r.sink
+}
+
+// homeNode is the job's home now.
+func (r *runner) homeNode() string {
+	r.ckMu.Lock()
+	defer r.ckMu.Unlock()
+	return r.home
+}
+
+// rehome makes home the job's home, its output going to s, and returns
+// the sink it had.
+func (r *runner) rehome(home string, s sink) sink {
+	r.ckMu.Lock()
+	defer r.ckMu.Unlock()
+	old := r.sink
+	r.home, r.sink = home, s
+	return old
+}
+
+// homeFile names a job's home after its first one died.
+func (m *Manager) homeFile(id string) string {
+	return filepath.Join(m.checkpointDir(id), "home")
+}
+
+// movedHome is the node that took job id over from its dead home, or "".
+func (m *Manager) movedHome(id string) string {
+	b, err := os.ReadFile(m.homeFile(id))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// adoptOrphans makes this node the home of each job running here whose
+// home is not alive.
+func (m *Manager) adoptOrphans(alive map[string]bool) {
+	m.mu.Lock()
+	var orphans []*runner
+	for id, r := range m.runners {
+		if home := r.homeNode(); home != m.Self && !alive[home] && !r.migrating.Load() && m.homes[id] == nil {
+			orphans = append(orphans, r)
+		}
+	}
+	m.mu.Unlock()
+	for _, r := range orphans {
+		m.takeOver(r)
+	}
+}
+
+// takeOver makes this node the home of r's job, its home dead.
+func (m *Manager) takeOver(r *runner) {
+	dead := r.homeNode()
+	name := r.spec.Name
+	if name == "" && len(r.spec.Argv) > 0 {
+		name = filepath.Base(r.spec.Argv[0])
+	}
+	h := newHomeJob(m.tasks.Go, api.JobInfo{ID: r.id, Name: name, Home: m.Self, State: api.JobRunning, Started: r.arrived,
+		Argv: r.spec.Argv, Stay: r.spec.Stay, Node: m.Self, PID: r.pid})
+	h.spec, h.ckRoot = r.spec, m.checkpointDir(r.id)
+	h.dropDir = func(dir string) {
+		if err := os.RemoveAll(dir); err != nil {
+			m.log().Warn("remove a checkpoint no longer needed", "dir", dir, "err", err)
+		}
+	}
+	h.epoch, h.newest = r.epoch, r.epoch
+	// Output counts start where the stint is: a recovery from this
+	// stint's checkpoints skips what it wrote again since.
+	h.recv = map[int]*[2]int64{r.epoch: {r.written[0].Load(), r.written[1].Load()}}
+	h.info.LastMove = fmt.Sprintf("homed on %s since %s, its home, died", m.Self, dead)
+	note := fmt.Sprintf("drift: job %s: its home %s died; %s is its home now (output %s had not delivered is lost)\n", r.id, dead, m.Self, dead)
+	h.deliver(api.Frame{Type: api.FrameStderr, Data: []byte(note)})
+	if err := writeFileSync(m.homeFile(r.id), []byte(m.Self+"\n")); err != nil {
+		m.log().Warn("the job's new home is not on the shared storage: other nodes cannot find it", "job", r.id, "err", err)
+	}
+	m.mu.Lock()
+	if m.homes[r.id] != nil {
+		m.mu.Unlock()
+		return
+	}
+	m.homes[r.id] = h
+	m.mu.Unlock()
+	if ck, _ := r.checkpointState(); ck != nil {
+		b, _ := jsonNotice(*ck)
+		h.output(r.epoch, api.FrameCheckpoint, b)
+	}
+	old := r.rehome(m.Self, localSink{h, r.epoch})
+	if rs, ok := old.(*remoteSink); ok {
+		rs.fc.Close() // unblocks a write to the dead home
+	}
+	h.runsOn(r.epoch, m.Self, r.pid, r.control, "")
+	m.log().Warn("took over as the home of a job whose home died", "job", r.id, "home", dead)
+	m.event(api.EventRecovery, map[string]any{"job": r.id, "from": dead, "to": m.Self, "home": true})
+}
