@@ -226,13 +226,7 @@ func (m *Manager) start(ctx context.Context, spec api.JobSpec) (*homeJob, error)
 		return nil, err
 	}
 	m.forgetExited(time.Now())
-	h := newHomeJob(m.tasks.Go, api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: api.JobStarting, Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay})
-	h.spec, h.ckRoot = spec, m.checkpointDir(id)
-	h.dropDir = func(dir string) {
-		if err := os.RemoveAll(dir); err != nil {
-			m.log().Warn("remove a checkpoint no longer needed", "dir", dir, "err", err)
-		}
-	}
+	h := m.newHome(api.JobInfo{ID: id, Name: spec.Name, Home: m.Self, State: api.JobStarting, Started: time.Now(), Argv: spec.Argv, Stay: spec.Stay}, spec)
 	m.mu.Lock()
 	m.homes[id] = h
 	m.mu.Unlock()

@@ -77,14 +77,8 @@ func (m *Manager) takeOver(r *runner) {
 	if name == "" && len(r.spec.Argv) > 0 {
 		name = filepath.Base(r.spec.Argv[0])
 	}
-	h := newHomeJob(m.tasks.Go, api.JobInfo{ID: r.id, Name: name, Home: m.Self, State: api.JobRunning, Started: r.arrived,
-		Argv: r.spec.Argv, Stay: r.spec.Stay, Node: m.Self, PID: r.pid})
-	h.spec, h.ckRoot = r.spec, m.checkpointDir(r.id)
-	h.dropDir = func(dir string) {
-		if err := os.RemoveAll(dir); err != nil {
-			m.log().Warn("remove a checkpoint no longer needed", "dir", dir, "err", err)
-		}
-	}
+	h := m.newHome(api.JobInfo{ID: r.id, Name: name, Home: m.Self, State: api.JobRunning, Started: r.arrived,
+		Argv: r.spec.Argv, Stay: r.spec.Stay, Node: m.Self, PID: r.pid}, r.spec)
 	h.epoch, h.newest = r.epoch, r.epoch
 	// Output counts start where the stint is: a recovery from this
 	// stint's checkpoints skips what it wrote again since.
@@ -113,4 +107,21 @@ func (m *Manager) takeOver(r *runner) {
 	h.runsOn(r.epoch, m.Self, r.pid, r.control, "")
 	m.log().Warn("took over as the home of a job whose home died", "job", r.id, "home", dead)
 	m.event(api.EventRecovery, map[string]any{"job": r.id, "from": dead, "to": m.Self, "home": true})
+}
+
+// newHome makes the record of a job homed here. When the job ends, its
+// checkpoints go, unless another node has taken the job over meanwhile
+// (this node was only cut off).
+func (m *Manager) newHome(info api.JobInfo, spec api.JobSpec) *homeJob {
+	h := newHomeJob(m.tasks.Go, info)
+	h.spec, h.ckRoot = spec, m.checkpointDir(info.ID)
+	h.dropDir = func(dir string) {
+		if other := m.movedHome(info.ID); dir == h.ckRoot && other != "" && other != m.Self {
+			return
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			m.log().Warn("remove a checkpoint no longer needed", "dir", dir, "err", err)
+		}
+	}
+	return h
 }
