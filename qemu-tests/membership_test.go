@@ -212,6 +212,15 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 			"i=1; while [ $i -le 600 ]; do echo $i; i=$((i+1)); sleep 0.1; done")
 		counted <- ran{res, err, time.Now()}
 	}()
+	// And a job homed on the node, running on worker 1: once its home is
+	// dead, worker 1 becomes its home, and a terminal on the head follows
+	// it to its end.
+	orphan, err := l.ExecOK(ctx, 3, "drift", "run", "-d", "--node", names[1], "--name", "orphan", "--", "sh", "-c",
+		"i=1; while [ $i -le 400 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 3")
+	if err != nil {
+		t.Fatalf("drift run -d on node 3: %v", err)
+	}
+	orphan = strings.TrimSpace(orphan)
 	var id, counter string
 	var ckpt *api.CheckpointInfo
 	for (id == "" || ckpt == nil) && ctx.Err() == nil {
@@ -244,7 +253,7 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	off := time.Now()
 	dctx, cancel := context.WithDeadline(ctx, off.Add(deadDeadline))
 	defer cancel()
-	_, err := l.WaitMembers(dctx, []int{1, 2}, func(_ int, st map[string]string) bool { return st[gone] == "dead" })
+	_, err = l.WaitMembers(dctx, []int{1, 2}, func(_ int, st map[string]string) bool { return st[gone] == "dead" })
 	if err != nil {
 		t.Fatalf("nodes 1 and 2 show %s dead within %s of its power-off: %v", gone, deadDeadline, err)
 	}
@@ -266,6 +275,22 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	if j, err := l.Job(ctx, 1, id); err != nil || j.State != "exited" || j.Exit == nil || *j.Exit != 255 {
 		t.Errorf("drift ps of job %s after its node died: %+v, %v; want exited 255", id, j, err)
+	}
+
+	// The job whose home died: homed on worker 1 now, attached from the head.
+	att, err := l.Exec(ctx, 1, "drift", "attach", orphan)
+	switch {
+	case err != nil:
+		t.Errorf("drift attach %s from the head after its home died: %v", orphan, err)
+	case att.ExitCode != 3 || !strings.HasSuffix(string(att.Stdout), "\n400\n") || !strings.Contains(string(att.Stderr), names[1]+" is its home now"):
+		t.Errorf("drift attach %s from the head after its home %s died: exit %d, stderr %q, stdout ends %q; want 3, the takeover said, and the output to 400", orphan, gone, att.ExitCode, att.Stderr, tail(string(att.Stdout), 40))
+	default:
+		t.Logf("drift attach %s from the head after its home died: exit 3, %d bytes to line 400; %s", orphan, len(att.Stdout), strings.TrimSpace(string(att.Stderr)))
+	}
+	for _, n := range []int{1, 2} {
+		if j, err := l.Job(ctx, n, orphan); err != nil || j.Home != names[1] || j.Exit == nil || *j.Exit != 3 {
+			t.Errorf("drift ps on node %d, job %s whose home died: %+v, %v; want homed on %s, exited 3", n, orphan, j, err, names[1])
+		}
 	}
 
 	// The counter: recovered, each line once, exit 0.
