@@ -221,6 +221,15 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		t.Fatalf("drift run -d on node 3: %v", err)
 	}
 	orphan = strings.TrimSpace(orphan)
+	// And one homed on the node and running there, checkpointed: once the
+	// node is dead, another claims it from its record on /cluster and
+	// starts it again from its checkpoint.
+	lone, err := l.ExecOK(ctx, 3, "drift", "run", "-d", "--node", gone, "--name", "lone", "--checkpoint-every", "5s", "--", "sh", "-c",
+		"i=1; while [ $i -le 400 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 5")
+	if err != nil {
+		t.Fatalf("drift run -d on node 3: %v", err)
+	}
+	lone = strings.TrimSpace(lone)
 	var id, counter string
 	var ckpt *api.CheckpointInfo
 	for (id == "" || ckpt == nil) && ctx.Err() == nil {
@@ -238,6 +247,8 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 				id = j.ID
 			case j.Node == gone && j.State == "running" && j.Name == "counter":
 				counter, ckpt = j.ID, j.Checkpoint
+			case j.ID == lone && j.Checkpoint == nil:
+				ckpt = nil // wait for both checkpoints
 			}
 		}
 	}
@@ -291,6 +302,18 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		if j, err := l.Job(ctx, n, orphan); err != nil || j.Home != names[1] || j.Exit == nil || *j.Exit != 3 {
 			t.Errorf("drift ps on node %d, job %s whose home died: %+v, %v; want homed on %s, exited 3", n, orphan, j, err, names[1])
 		}
+	}
+
+	// The job that ran on its home: claimed by another node, started again
+	// from its checkpoint, attached from the head.
+	att, err = l.Exec(ctx, 1, "drift", "attach", lone)
+	switch {
+	case err != nil:
+		t.Errorf("drift attach %s from the head after its node and home died: %v", lone, err)
+	case att.ExitCode != 5 || !strings.HasSuffix(string(att.Stdout), "\n400\n") || !strings.Contains(string(att.Stderr), "is its home now") || !strings.Contains(string(att.Stderr), "recovered on"):
+		t.Errorf("drift attach %s from the head after its node and home %s died: exit %d, stderr %q, stdout ends %q; want 5, the claim and the recovery said, and the output to 400", lone, gone, att.ExitCode, att.Stderr, tail(string(att.Stdout), 40))
+	default:
+		t.Logf("drift attach %s after its node and home died: exit 5, %d bytes to line 400; %s", lone, len(att.Stdout), strings.TrimSpace(string(att.Stderr)))
 	}
 
 	// The counter: recovered, each line once, exit 0.

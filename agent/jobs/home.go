@@ -49,6 +49,9 @@ type homeJob struct {
 	recovering bool                // a recovery is under way
 	dropDir    func(dir string)    // removes a checkpoint no longer needed; nil: none
 	ckRoot     string              // where the job's checkpoints are published
+	recordPath string              // where its record is kept on the shared storage; "": nowhere
+	recMu      sync.Mutex          // one write of the record at a time
+	warn       func(msg string, args ...any)
 }
 
 // maxEarlyInput bounds the stdin kept for a job whose first stint has not
@@ -254,6 +257,9 @@ func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame),
 		if reason == "" {
 			h.info.LastMove = "drift migrate"
 		}
+	}
+	if h.info.Node != node && h.ckpt != nil {
+		defer h.saveRecord() // after h.info is set: it writes in a goroutine of its own
 	}
 	h.info.Node, h.info.PID = node, pid
 	if h.exit == nil {

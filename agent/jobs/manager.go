@@ -64,6 +64,7 @@ type Manager struct {
 	// toAbandon: per node declared dead, the jobs homed here that were
 	// started again elsewhere, which it must kill if it comes back.
 	toAbandon map[string][]abandonment
+	dead      deadWatch // nodes declared dead, looked at for the jobs they were home to and ran
 	seq       int
 
 	base  context.Context    // ends when Run's context does: streams end with it

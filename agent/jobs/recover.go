@@ -52,6 +52,7 @@ func (h *homeJob) checkpointed(epoch int, data []byte) {
 	shown := ci
 	shown.Stdin = nil
 	h.info.Checkpoint, h.info.NoCheckpoint = &shown, ""
+	h.saveRecord()
 	if old != nil && old.Dir != ci.Dir && h.dropDir != nil {
 		dir := old.Dir
 		h.spawn(func() { h.dropDir(dir) })

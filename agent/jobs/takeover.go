@@ -114,7 +114,7 @@ func (m *Manager) takeOver(r *runner) {
 // (this node was only cut off).
 func (m *Manager) newHome(info api.JobInfo, spec api.JobSpec) *homeJob {
 	h := newHomeJob(m.tasks.Go, info)
-	h.spec, h.ckRoot = spec, m.checkpointDir(info.ID)
+	h.spec, h.ckRoot, h.recordPath, h.warn = spec, m.checkpointDir(info.ID), m.recordFile(info.ID), m.log().Warn
 	h.dropDir = func(dir string) {
 		if other := m.movedHome(info.ID); dir == h.ckRoot && other != "" && other != m.Self {
 			return

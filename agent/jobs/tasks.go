@@ -157,6 +157,7 @@ func (m *Manager) findGone() {
 	}
 	m.abandonReturned(alive)
 	m.adoptOrphans(alive)
+	m.claimOrphans(m.dead.newlyDead(alive))
 	homes := m.homeJobs()
 	for id, h := range homes {
 		info := h.snapshot()
