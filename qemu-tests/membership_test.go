@@ -232,7 +232,8 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	lone = strings.TrimSpace(lone)
 	var id, counter string
 	var ckpt *api.CheckpointInfo
-	for (id == "" || ckpt == nil) && ctx.Err() == nil {
+	loneCk := false
+	for (id == "" || ckpt == nil || !loneCk) && ctx.Err() == nil {
 		select {
 		case r := <-done:
 			t.Fatalf("drift run --node %s ended before its node went: %+v, %v", gone, r.res, r.err)
@@ -247,8 +248,8 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 				id = j.ID
 			case j.Node == gone && j.State == "running" && j.Name == "counter":
 				counter, ckpt = j.ID, j.Checkpoint
-			case j.ID == lone && j.Checkpoint == nil:
-				ckpt = nil // wait for both checkpoints
+			case j.ID == lone:
+				loneCk = j.Checkpoint != nil
 			}
 		}
 	}
