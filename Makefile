@@ -11,7 +11,7 @@ NODES    ?= 3
 IMAGE_FLAGS   = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE)) $(if $(PACKAGES),--packages "$(PACKAGES)")
 HOST_PACKAGES = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
-.PHONY: help deps image demo down test fuzz unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate clean
+.PHONY: help deps image demo down test fuzz unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate bench-checkpoint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench-storage: image ## MiB/s written to and read from /cluster between two VMs,
 
 bench-migrate: image ## migration freeze and total time for 64 MB and 256 MB jobs, beside stop-and-copy by hand and the link floor
 	$(GO) run ./qemu-tests/cmd/bench-migrate --image $(OUT)
+
+bench-checkpoint: image ## what checkpoints cost a CPU-bound and a 64 MB job, beside checkpoints off; power-off to output resuming elsewhere
+	$(GO) run ./qemu-tests/cmd/bench-checkpoint --image $(OUT) -v
 
 clean: ## remove out/ (the download cache stays)
 	rm -rf $(OUT)

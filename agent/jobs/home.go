@@ -88,6 +88,9 @@ func (h *homeJob) output(epoch int, t byte, data []byte) {
 		if sk := h.skip[epoch]; sk != nil && sk[i] > 0 {
 			n := min(sk[i], int64(len(data)))
 			sk[i] -= n
+			if sk[0] == 0 && sk[1] == 0 && h.warn != nil {
+				h.warn("recovered job caught up: what it writes now was never shown", "job", h.info.ID)
+			}
 			if data = data[n:]; len(data) == 0 {
 				return
 			}

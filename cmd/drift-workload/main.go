@@ -58,8 +58,25 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	case "work":
 		n := fs.Uint64("n", 1<<32, "iterations")
+		rss := fs.String("rss", "0", "memory to hold resident meanwhile (K, M, G suffixes)")
+		dirty := fs.String("dirty", "0", "bytes of that memory to dirty per second meanwhile")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		r, err := workload.ParseSize(*rss)
+		if err != nil {
+			return err
+		}
+		d, err := workload.ParseSize(*dirty)
+		if err != nil {
+			return err
+		}
+		if r > 0 {
+			tctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			ready := make(chan struct{})
+			go workload.Touch(tctx, r, d, func() { close(ready) })
+			<-ready
 		}
 		return workload.Work(ctx, *n)
 	case "touch":

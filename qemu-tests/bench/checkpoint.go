@@ -1,0 +1,305 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/qemu-tests/lab"
+)
+
+// CheckpointConfig says what bench-checkpoint measures.
+type CheckpointConfig struct {
+	ImageDir string        // drift-image output (image.json); required
+	Runs     int           // runs of each kind; 0: 3
+	Work     time.Duration // how long each job runs with checkpoints off, about; 0: 90 s
+	MemoryMB int           // RAM per VM; 0: 1024 (the head keeps the checkpoints in memory)
+	Timeout  time.Duration // for the whole run; 0: 90 minutes
+	Accel    lab.Accel
+	Logger   *slog.Logger
+}
+
+// CheckpointResult is what one bench-checkpoint measured.
+type CheckpointResult struct {
+	Accel      lab.Accel
+	Iterations uint64 // drift-workload work -n, calibrated to Work
+	Jobs       []CheckpointJob
+	Recoveries []Recovery
+}
+
+// CheckpointJob is one kind of job, timed with checkpoints off and on.
+type CheckpointJob struct {
+	Name    string
+	Argv    []string
+	Off, On []time.Duration // wall time of drift run, per run
+	Taken   []int           // checkpoints taken in each run with them on
+	Freeze  []time.Duration // each checkpoint's freeze, over the runs
+	Publish []time.Duration // each checkpoint's copy to /cluster
+	Bytes   int64           // the newest checkpoint's size
+}
+
+// Recovery is one power-off of the node a job ran on, seen from the host
+// by polling the head (each poll costs a lab port round trip, ~0.2 s).
+type Recovery struct {
+	Detect  time.Duration // power-off until the head shows the node dead
+	Restore time.Duration // until drift ps shows the job running elsewhere
+	CatchUp time.Duration // until its home logs that it writes new output again
+	Redone  time.Duration // the checkpoint's age when the node went off
+}
+
+// Checkpoint boots a 3-node lab (the head, two workers) and runs, on
+// worker 2, a CPU-bound job and a 64 MB job dirtying 1 MB/s while it
+// computes, each Runs times with checkpoints off and at the default
+// interval, alternately; then, Runs times, powers worker 2 off under a
+// checkpointed counter and times its recovery on another node.
+func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, error) {
+	if cfg.Runs == 0 {
+		cfg.Runs = 3
+	}
+	if cfg.Work == 0 {
+		cfg.Work = 90 * time.Second
+	}
+	if cfg.MemoryMB == 0 {
+		cfg.MemoryMB = 1024
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 90 * time.Minute
+	}
+	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	res := &CheckpointResult{}
+	if res.Accel, err = resolveAccel(ctx, cfg.Accel, img, log); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "dckpt-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(work)
+	l, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work, Nodes: 3, MemoryMB: cfg.MemoryMB, Accel: res.Accel, Logger: log, DieWithParent: true})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer l.Down(context.WithoutCancel(ctx))
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if err := l.WaitReady(ctx, nil); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	var names []string
+	for n := 1; n <= 3; n++ {
+		r, _ := l.Ready(n)
+		names = append(names, r.Name)
+	}
+	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	worker := names[2]
+	run := func(argv []string, every string) (time.Duration, error) {
+		args := append([]string{"drift", "run", "--node", worker, "--stay", "--checkpoint-every", every, "--"}, argv...)
+		t0 := time.Now()
+		r, err := l.Exec(ctx, 2, args...)
+		d := time.Since(t0)
+		if err == nil && r.ExitCode != 0 {
+			err = fmt.Errorf("%v exited %d: %s", argv, r.ExitCode, r.Stderr)
+		}
+		return d, err
+	}
+
+	// Calibrate: iterations of drift-workload work that take cfg.Work.
+	const probe = 1 << 28
+	d, err := run([]string{"drift-workload", "work", "-n", fmt.Sprint(probe)}, "0")
+	if err != nil {
+		return nil, fmt.Errorf("bench: calibrate: %w", err)
+	}
+	res.Iterations = uint64(float64(probe) * cfg.Work.Seconds() / max(d.Seconds()-0.5, 0.5))
+	log.Info("calibrated", "probe_s", d.Seconds(), "iterations", res.Iterations)
+
+	for _, j := range []CheckpointJob{
+		{Name: "CPU-bound", Argv: []string{"drift-workload", "work", "-n", fmt.Sprint(res.Iterations)}},
+		{Name: "64 MB, 1 MB/s dirtied", Argv: []string{"drift-workload", "work", "-n", fmt.Sprint(res.Iterations), "-rss", "64M", "-dirty", "1M"}},
+	} {
+		for i := range cfg.Runs {
+			off, err := run(j.Argv, "0")
+			if err != nil {
+				return nil, fmt.Errorf("bench: %s, checkpoints off, run %d: %w", j.Name, i+1, err)
+			}
+			j.Off = append(j.Off, off)
+			before, _ := checkpointLines(ctx, l, worker)
+			// --checkpoint-every with the default interval: --stay alone
+			// would turn checkpoints off.
+			on, err := run(j.Argv, api.DefaultCheckpointEvery.String())
+			if err != nil {
+				return nil, fmt.Errorf("bench: %s, checkpoints on, run %d: %w", j.Name, i+1, err)
+			}
+			j.On = append(j.On, on)
+			after, _ := checkpointLines(ctx, l, worker)
+			taken := after[len(before):]
+			j.Taken = append(j.Taken, len(taken))
+			for _, c := range taken {
+				j.Freeze, j.Publish, j.Bytes = append(j.Freeze, c.freeze), append(j.Publish, c.publish), c.bytes
+			}
+			log.Info("run", "job", j.Name, "off_s", off.Seconds(), "on_s", on.Seconds(), "checkpoints", len(taken))
+		}
+		res.Jobs = append(res.Jobs, j)
+	}
+
+	for i := range cfg.Runs {
+		r, err := recoverOnce(ctx, l, names, log)
+		if err != nil {
+			return nil, fmt.Errorf("bench: recovery %d: %w", i+1, err)
+		}
+		res.Recoveries = append(res.Recoveries, r)
+	}
+	return res, nil
+}
+
+// ckLine is one "checkpoint" line of an agent's log.
+type ckLine struct {
+	freeze, publish time.Duration
+	bytes           int64
+}
+
+// checkpointLines reads the checkpoints node has logged, oldest first.
+func checkpointLines(ctx context.Context, l *lab.Lab, node string) ([]ckLine, error) {
+	out, err := l.ExecOK(ctx, 1, "drift", "logs", "-n", "5000", node)
+	if err != nil {
+		return nil, err
+	}
+	var lines []ckLine
+	for _, ln := range strings.Split(out, "\n") {
+		if !strings.Contains(ln, "msg=checkpoint ") {
+			continue
+		}
+		var c ckLine
+		for _, f := range strings.Fields(ln) {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "freeze":
+				c.freeze, _ = time.ParseDuration(v)
+			case "publish":
+				c.publish, _ = time.ParseDuration(v)
+			case "bytes":
+				fmt.Sscan(v, &c.bytes)
+			}
+		}
+		lines = append(lines, c)
+	}
+	return lines, nil
+}
+
+// recoverOnce runs a checkpointed counter on worker 2 (node 3), homed on
+// worker 1, powers worker 2 off once it has a checkpoint and times the
+// recovery, then boots worker 2 again.
+func recoverOnce(ctx context.Context, l *lab.Lab, names []string, log *slog.Logger) (Recovery, error) {
+	var r Recovery
+	gone := names[2]
+	id, err := l.ExecOK(ctx, 2, "drift", "run", "-d", "--node", gone, "--checkpoint-every", "10s", "--",
+		"drift-workload", "counter", "-n", "3000", "-every", "100ms")
+	if err != nil {
+		return r, err
+	}
+	id = strings.TrimSpace(id)
+	defer l.Exec(context.WithoutCancel(ctx), 1, "drift", "kill", "-s", "KILL", id)
+	var ck *api.CheckpointInfo
+	for ck == nil {
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		time.Sleep(time.Second)
+		if j, err := l.Job(ctx, 1, id); err == nil && j.Checkpoint != nil {
+			ck = j.Checkpoint
+		}
+	}
+	time.Sleep(5 * time.Second) // work to redo
+	if err := l.StopNode(ctx, 3); err != nil {
+		return r, err
+	}
+	off := time.Now()
+	r.Redone = off.Sub(ck.At)
+	if _, err := l.WaitMembers(ctx, []int{1}, func(_ int, st map[string]string) bool { return st[gone] == "dead" }); err != nil {
+		return r, err
+	}
+	r.Detect = time.Since(off)
+	for {
+		j, err := l.Job(ctx, 1, id)
+		if err == nil && j.Node != gone && j.State == api.JobRunning {
+			break
+		}
+		if err == nil && j.Exit != nil {
+			return r, fmt.Errorf("job %s ended instead of recovering: %+v", id, j)
+		}
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
+	}
+	r.Restore = time.Since(off) - r.Detect
+	home := names[1]
+	for {
+		out, _ := l.ExecOK(ctx, 1, "drift", "logs", "-n", "200", home)
+		if strings.Contains(out, "caught up") && strings.Contains(out, id) {
+			break
+		}
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
+	}
+	r.CatchUp = time.Since(off) - r.Detect - r.Restore
+	log.Info("recovery", "detect_s", r.Detect.Seconds(), "restore_s", r.Restore.Seconds(), "catch_up_s", r.CatchUp.Seconds(), "redone_s", r.Redone.Seconds())
+	if err := l.StartNode(ctx, 3); err != nil {
+		return r, err
+	}
+	if _, err := l.WaitReadyNode(ctx, 3); err != nil {
+		return r, err
+	}
+	_, err = l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...))
+	return r, err
+}
+
+// Print writes the figures of r.
+func (r *CheckpointResult) Print(w io.Writer) {
+	fmt.Fprintf(w, "checkpoint cost, accel %s, drift run on a worker, median of %d (spread min-max):\n", r.Accel, len(r.Jobs[0].Off))
+	for _, j := range r.Jobs {
+		off, on := Median(j.Off), Median(j.On)
+		fmt.Fprintf(w, "  %s (%s)\n", j.Name, strings.Join(j.Argv, " "))
+		fmt.Fprintf(w, "    checkpoints off  %7.1f s  (%s)\n", off.Seconds(), spread(j.Off))
+		fmt.Fprintf(w, "    default interval %7.1f s  (%s); %v checkpoints per run, last %.1f MiB\n", on.Seconds(), spread(j.On), j.Taken, float64(j.Bytes)/(1<<20))
+		if off > 0 {
+			fmt.Fprintf(w, "    slowdown         %+6.1f %%\n", (on.Seconds()/off.Seconds()-1)*100)
+		}
+		if len(j.Freeze) > 0 {
+			fmt.Fprintf(w, "    each checkpoint: freeze median %.2f s (%s), copy to /cluster median %.2f s (%s)\n",
+				Median(j.Freeze).Seconds(), spread(j.Freeze), Median(j.Publish).Seconds(), spread(j.Publish))
+		}
+	}
+	if len(r.Recoveries) == 0 {
+		return
+	}
+	var det, rst, cu, red []time.Duration
+	for _, x := range r.Recoveries {
+		det, rst, cu, red = append(det, x.Detect), append(rst, x.Restore), append(cu, x.CatchUp), append(red, x.Redone)
+	}
+	fmt.Fprintf(w, "power-off to output resuming elsewhere (counter checkpointed every 10 s), median of %d (spread), host polls of ~0.2 s:\n", len(r.Recoveries))
+	fmt.Fprintf(w, "  detection  %6.1f s  (%s)  power-off until the head shows the node dead\n", Median(det).Seconds(), spread(det))
+	fmt.Fprintf(w, "  restore    %6.1f s  (%s)  until drift ps shows it running elsewhere\n", Median(rst).Seconds(), spread(rst))
+	fmt.Fprintf(w, "  catch-up   %6.1f s  (%s)  until it writes output not shown before\n", Median(cu).Seconds(), spread(cu))
+	fmt.Fprintf(w, "  total      %6.1f s        (work since the checkpoint, redone: median %.1f s)\n", (Median(det) + Median(rst) + Median(cu)).Seconds(), Median(red).Seconds())
+}
+
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	lo, hi := ds[0], ds[0]
+	for _, d := range ds {
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	return fmt.Sprintf("%.2f-%.2f", lo.Seconds(), hi.Seconds())
+}
