@@ -48,6 +48,7 @@ func (a *agent) newObserver(cl *cluster) *observer {
 	})
 	o.log = &events.Log{Self: a.node.Name, OnEvent: o.metrics.Observe}
 	a.jobs.Event = o.log.Record
+	a.jobs.OnCheckpoint = o.metrics.Checkpoint
 	a.bal.ex.Event = o.log.Record
 	return o
 }

@@ -27,6 +27,10 @@ import (
 // move, or there was no room).
 const checkpointRetry = 30 * time.Second
 
+// errNoCheckpoint prefixes why a checkpoint was not taken (the job holds
+// something that cannot move, there is no room): nothing failed.
+var errNoCheckpoint = errors.New("no checkpoint")
+
 func streamIndex(t byte) int {
 	if t == api.FrameStderr {
 		return 1
@@ -80,6 +84,16 @@ func (m *Manager) checkpoints(r *runner) {
 		seq++
 		ci, err := m.checkpoint(r, seq)
 		r.migrating.Store(false)
+		if m.OnCheckpoint != nil {
+			switch {
+			case err == nil:
+				m.OnCheckpoint("ok", ci.Freeze, ci.Bytes)
+			case errors.Is(err, errNoCheckpoint):
+				m.OnCheckpoint("skipped", 0, 0)
+			default:
+				m.OnCheckpoint("failed", 0, 0)
+			}
+		}
 		if err != nil {
 			r.note(m, err.Error())
 			wait = max(every, checkpointRetry)
@@ -118,7 +132,7 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 	ci := api.CheckpointInfo{Epoch: r.epoch, Seq: seq, Stdio: r.inodes}
 	root := m.sharedRoot()
 	if !isMountPoint(root) && m.SharedRoot == "" {
-		return ci, fmt.Errorf("no checkpoint: the shared storage is not mounted on %s", m.Self)
+		return ci, fmt.Errorf("%w: the shared storage is not mounted on %s", errNoCheckpoint, m.Self)
 	}
 	r.ckMu.Lock()
 	last := r.ckpt
@@ -130,7 +144,7 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 		need = rss
 	}
 	if free, err := freeBytes(root); err == nil && free < need+need/4+(4<<20) {
-		return ci, fmt.Errorf("no room for a checkpoint on %s: it needs about %s, %s is free (the job goes on without one)", root, human(need), human(free))
+		return ci, fmt.Errorf("%w: no room on %s: it needs about %s, %s is free (the job goes on without one)", errNoCheckpoint, root, human(need), human(free))
 	}
 	ctx, cancel := context.WithTimeout(m.base, 2*time.Minute)
 	defer cancel()
@@ -148,7 +162,7 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 	if err != nil {
 		var nm *migrate.NotMigratableError
 		if errors.As(err, &nm) {
-			return ci, fmt.Errorf("cannot be checkpointed: %w", err)
+			return ci, fmt.Errorf("%w: cannot be checkpointed: %w", errNoCheckpoint, err)
 		}
 		return ci, fmt.Errorf("checkpoint failed: %w", err)
 	}
@@ -158,7 +172,7 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 	t0 := time.Now()
 	if err := migrate.Publish(dir, ci.Dir); err != nil {
 		if errors.Is(err, unix.ENOSPC) {
-			return ci, fmt.Errorf("no room for a checkpoint on %s (%s needed): the job goes on without one", root, human(ci.Bytes))
+			return ci, fmt.Errorf("%w: no room on %s (%s needed): the job goes on without one", errNoCheckpoint, root, human(ci.Bytes))
 		}
 		return ci, err
 	}

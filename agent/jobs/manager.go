@@ -52,6 +52,10 @@ type Manager struct {
 	// OnLoad is called when the jobs running or arriving here change, so
 	// that the node's load is gossiped at once. nil: nothing.
 	OnLoad func()
+	// OnCheckpoint is told of each checkpoint of a job running here:
+	// result "ok" (with its freeze and size), "skipped" (the job cannot
+	// be checkpointed now, or there is no room) or "failed". nil: nothing.
+	OnCheckpoint func(result string, freeze time.Duration, bytes int64)
 	// Event records an event of the cluster's stream (events.go says
 	// which). nil: none.
 	Event func(kind string, fields map[string]any)

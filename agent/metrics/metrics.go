@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,6 +37,10 @@ type Metrics struct {
 	moved       prometheus.Histogram
 	netboot     *prometheus.CounterVec
 	events      *prometheus.CounterVec
+	checkpoints *prometheus.CounterVec
+	ckFreeze    prometheus.Histogram
+	ckBytes     prometheus.Histogram
+	recoveries  *prometheus.CounterVec
 	storageSent atomic.Int64
 }
 
@@ -70,11 +75,35 @@ func New(src Sources) *Metrics {
 			Name: "drift_events_total",
 			Help: "Events this node recorded, by kind (drift events lists them).",
 		}, []string{"kind"}),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drift_checkpoints_total",
+			Help: "Checkpoints of jobs running on this node, by result: ok, skipped (the job cannot be checkpointed, or there is no room), failed.",
+		}, []string{"result"}),
+		ckFreeze: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "drift_checkpoint_freeze_seconds",
+			Help:    "How long a checkpoint froze its job on this node.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 10), // 50 ms to 25 s
+		}),
+		ckBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "drift_checkpoint_bytes",
+			Help:    "Size of the checkpoints this node wrote to /cluster.",
+			Buckets: prometheus.ExponentialBuckets(1<<20, 4, 8), // 1 MiB to 16 GiB
+		}),
+		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drift_recoveries_total",
+			Help: "Jobs homed here started again from a checkpoint after their node died, by result: ok, failed (the job is lost).",
+		}, []string{"result"}),
 	}
 	for _, r := range api.MigrationResults { // every series exists from the start, at 0
 		m.migrations.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.migrations, m.freeze, m.total, m.moved, m.netboot, m.events,
+	for _, r := range []string{"ok", "skipped", "failed"} {
+		m.checkpoints.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "failed"} {
+		m.recoveries.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.migrations, m.freeze, m.total, m.moved, m.netboot, m.events, m.checkpoints, m.ckFreeze, m.ckBytes, m.recoveries,
 		&gauges{src: src, storageSent: &m.storageSent},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -105,6 +134,23 @@ func (m *Metrics) Observe(e api.Event) {
 		}
 	case api.EventNetboot:
 		m.netboot.WithLabelValues(e.Str("stage")).Inc()
+	case api.EventRecovery:
+		switch {
+		case e.Str("error") != "":
+			m.recoveries.WithLabelValues("failed").Inc()
+		case e.Str("to") != "" && e.Fields["home"] == nil:
+			m.recoveries.WithLabelValues("ok").Inc()
+		}
+	}
+}
+
+// Checkpoint counts a checkpoint taken on this node (result "ok", with
+// its freeze and size), skipped or failed.
+func (m *Metrics) Checkpoint(result string, freeze time.Duration, bytes int64) {
+	m.checkpoints.WithLabelValues(result).Inc()
+	if result == "ok" {
+		m.ckFreeze.Observe(freeze.Seconds())
+		m.ckBytes.Observe(float64(bytes))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -148,5 +149,28 @@ func TestCountListener(t *testing.T) {
 	c.Close()
 	if n != 1000 || m.storageSent.Load() != 1000 {
 		t.Errorf("read %d bytes, counted %d; want 1000 both", n, m.storageSent.Load())
+	}
+}
+
+func TestCheckpointAndRecoveryCounters(t *testing.T) {
+	m := New(Sources{})
+	m.Checkpoint("ok", 1500*time.Millisecond, 3<<20)
+	m.Checkpoint("skipped", 0, 0)
+	m.Observe(api.Event{Kind: api.EventRecovery, Fields: map[string]any{"job": "a-1", "from": "x", "to": "y"}})
+	m.Observe(api.Event{Kind: api.EventRecovery, Fields: map[string]any{"job": "a-2", "from": "x", "error": "no live node"}})
+	m.Observe(api.Event{Kind: api.EventRecovery, Fields: map[string]any{"job": "a-3", "from": "x", "to": "y", "home": true}})
+	want := `
+# HELP drift_recoveries_total Jobs homed here started again from a checkpoint after their node died, by result: ok, failed (the job is lost).
+# TYPE drift_recoveries_total counter
+drift_recoveries_total{result="failed"} 1
+drift_recoveries_total{result="ok"} 1
+# HELP drift_checkpoints_total Checkpoints of jobs running on this node, by result: ok, skipped (the job cannot be checkpointed, or there is no room), failed.
+# TYPE drift_checkpoints_total counter
+drift_checkpoints_total{result="failed"} 0
+drift_checkpoints_total{result="ok"} 1
+drift_checkpoints_total{result="skipped"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "drift_recoveries_total", "drift_checkpoints_total"); err != nil {
+		t.Error(err)
 	}
 }
