@@ -196,6 +196,7 @@ func (m *Manager) handleRestore(w http.ResponseWriter, r *http.Request) {
 			migrate.StdioInherit(req.Stdio, [3]*os.File{p.jobIn, p.jobOut, p.jobErr}),
 			func(pid int) error {
 				heldPid = pid
+				m.log().Info("restored and held: it runs once its source commits", "job", id, "pid", pid)
 				close(isHeld)
 				select {
 				case v := <-hd.verdict:

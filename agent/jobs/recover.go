@@ -183,6 +183,17 @@ func (m *Manager) restoreCheckpoint(id string, h *homeJob, ci api.CheckpointInfo
 	h.mu.Lock()
 	spec := h.spec
 	h.mu.Unlock()
+	// A move of the job that its dead node had begun may have left a copy
+	// restored and held on its target: it goes first.
+	for _, n := range m.Peers.Nodes() {
+		if c, err := m.Peers.Client(n); err == nil {
+			ctx, cancel := context.WithTimeout(m.base, 10*time.Second)
+			if err := c.Discard(ctx, id); err != nil {
+				m.log().Warn("recovery: ask a node to drop a held copy of the job", "job", id, "node", n, "err", err)
+			}
+			cancel()
+		}
+	}
 	var errs []string
 	for _, node := range order {
 		c, err := m.Peers.Client(node)
