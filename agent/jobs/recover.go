@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -185,15 +186,21 @@ func (m *Manager) restoreCheckpoint(id string, h *homeJob, ci api.CheckpointInfo
 	h.mu.Unlock()
 	// A move of the job that its dead node had begun may have left a copy
 	// restored and held on its target: it goes first.
+	var dropped sync.WaitGroup
 	for _, n := range m.Peers.Nodes() {
-		if c, err := m.Peers.Client(n); err == nil {
+		c, err := m.Peers.Client(n)
+		if err != nil {
+			continue
+		}
+		dropped.Go(func() {
 			ctx, cancel := context.WithTimeout(m.base, 10*time.Second)
+			defer cancel()
 			if err := c.Discard(ctx, id); err != nil {
 				m.log().Warn("recovery: ask a node to drop a held copy of the job", "job", id, "node", n, "err", err)
 			}
-			cancel()
-		}
+		})
 	}
+	dropped.Wait()
 	var errs []string
 	for _, node := range order {
 		c, err := m.Peers.Client(node)
