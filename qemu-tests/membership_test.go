@@ -230,6 +230,10 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		t.Fatalf("drift run -d on node 3: %v", err)
 	}
 	lone = strings.TrimSpace(lone)
+	// And the mover, homed on the head: it is moving to worker 1 when its
+	// node goes off, between the restore and the commit.
+	startSamplers(ctx, t, l, 1, 2)
+	mv := startMover(ctx, t, l, gone)
 	var id, counter string
 	var ckpt *api.CheckpointInfo
 	loneCk := false
@@ -258,6 +262,7 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("drift why %s (holds a file under /tmp): %q, %v; want it to say it has no checkpoint", id, why, err)
 	}
 	time.Sleep(3 * time.Second) // some work after the checkpoint, to be redone
+	mig := moveUntilHeld(ctx, t, l, mv, names[1], 2)
 
 	if err := l.StopNode(ctx, 3); err != nil {
 		t.Fatalf("power off node 3: %v", err)
@@ -343,6 +348,13 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	if out, err := l.ExecOK(ctx, 1, "sh", "-c", "ls -A /cluster/.drift/jobs/ 2>/dev/null"); err != nil || strings.Contains(out, counter) {
 		t.Errorf("checkpoints left after the counter exited: %q, %v", out, err)
 	}
+
+	// The mover: its held copy dropped, started again from its checkpoint.
+	checkMover(t, mv)
+	if res, _ := mig.waitUntil(time.Now().Add(time.Minute)); res != nil {
+		t.Logf("drift migrate of the mover, whose source died before the commit: exit %d, %s", res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+	}
+	checkSamples(ctx, t, l, 1, 2)
 
 	if err := l.StartNode(ctx, 3); err != nil {
 		t.Fatalf("boot node 3 again: %v", err)
