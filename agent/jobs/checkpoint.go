@@ -99,6 +99,9 @@ func (m *Manager) checkpoints(r *runner) {
 			wait = max(every, checkpointRetry)
 			continue
 		}
+		if ci.Dir != "" {
+			m.tellHome(r, ci)
+		}
 		// What it cost: the freeze, and the copy to the shared storage,
 		// which takes CPU from the job on a node with one core.
 		wait = max(every, time.Duration(float64(ci.Freeze+ci.Publish)/api.CheckpointCost))
@@ -180,18 +183,25 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 	select {
 	case <-r.done: // the job ended meanwhile: nobody will restore it
 		os.RemoveAll(ci.Dir)
+		ci.Dir = ""
 		return ci, nil
 	default:
 	}
 	r.ckMu.Lock()
 	r.ckpt, r.ckNote = &ci, ""
 	r.ckMu.Unlock()
+	m.log().Info("checkpoint", "job", r.id, "seq", seq, "bytes", ci.Bytes, "freeze", ci.Freeze, "publish", ci.Publish)
+	return ci, nil
+}
+
+// tellHome sends the home the notice of a checkpoint, once the job may
+// move again: a home that died meanwhile holds the write up until this
+// node takes the job over (takeover.go).
+func (m *Manager) tellHome(r *runner, ci api.CheckpointInfo) {
 	b, _ := jsonNotice(ci)
 	if err := r.out().output(api.FrameCheckpoint, b); err != nil {
 		m.log().Warn("checkpoint: the home was not told", "job", r.id, "err", err)
 	}
-	m.log().Info("checkpoint", "job", r.id, "seq", seq, "bytes", ci.Bytes, "freeze", ci.Freeze, "publish", ci.Publish)
-	return ci, nil
 }
 
 // checkpointState is the newest checkpoint of the job r runs, and why it
