@@ -183,6 +183,7 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 	select {
 	case <-r.done: // the job ended meanwhile: nobody will restore it
 		os.RemoveAll(ci.Dir)
+		os.Remove(filepath.Dir(ci.Dir)) // if its home removed the rest already
 		ci.Dir = ""
 		return ci, nil
 	default:

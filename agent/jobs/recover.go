@@ -35,6 +35,11 @@ func (h *homeJob) checkpointed(epoch int, data []byte) {
 		}
 		return
 	}
+	if h.exit != nil && h.dropDir != nil { // published as the job ended
+		root := h.ckRoot
+		h.spawn(func() { h.dropDir(root) })
+		return
+	}
 	if h.exit != nil || n.Epoch != epoch || (h.ckpt != nil && (n.Epoch < h.ckpt.Epoch || n.Epoch == h.ckpt.Epoch && n.Seq <= h.ckpt.Seq)) {
 		return
 	}
