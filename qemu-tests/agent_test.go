@@ -110,6 +110,16 @@ func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 		}
 	}
 
+	// And a job homed on the node, running on worker 1: the agent's death
+	// breaks its stream home; the agent started again no longer knows the
+	// job, so worker 1 becomes its home, where drift attach finds it.
+	homed, err := l.ExecOK(ctx, n, "drift", "run", "-d", "--node", names[1], "--name", "homed", "--", "sh", "-c",
+		"i=1; while [ $i -le 300 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 4")
+	if err != nil {
+		t.Fatalf("drift run -d on node %d: %v", n, err)
+	}
+	homed = strings.TrimSpace(homed)
+
 	// The lab port is the agent's: the kill comes a second after the
 	// exec has returned.
 	if _, err := l.ExecOK(ctx, n, "sh", "-c", "setsid sh -c 'sleep 1; kill -9 "+strconv.Itoa(agent)+"' </dev/null >/dev/null 2>&1 &"); err != nil {
@@ -153,6 +163,15 @@ func testAgentRestart(ctx context.Context, t *testing.T, c *cluster) {
 		}
 	case <-time.After(4 * time.Minute):
 		t.Errorf("the counter %s still runs 4 minutes after its agent was killed", survivor)
+	}
+	att, err := l.Exec(ctx, 1, "drift", "attach", homed)
+	switch {
+	case err != nil:
+		t.Errorf("drift attach %s, whose home's agent was killed: %v", homed, err)
+	case att.ExitCode != 4 || !strings.HasSuffix(string(att.Stdout), "\n300\n") || !strings.Contains(string(att.Stderr), names[1]+" is its home now"):
+		t.Errorf("drift attach %s, whose home's agent was killed: exit %d, stderr %q, stdout ends %q; want 4, the new home said, and the output to 300", homed, att.ExitCode, att.Stderr, tail(string(att.Stdout), 40))
+	default:
+		t.Logf("drift attach %s, whose home's agent was killed: exit 4, to line 300; %s", homed, strings.TrimSpace(string(att.Stderr)))
 	}
 }
 

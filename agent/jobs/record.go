@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/driftcluster/drift/agent/api"
 )
@@ -97,7 +99,44 @@ func (m *Manager) claimOrphans(dead []string) {
 		fmt.Fprintln(f, m.Self)
 		f.Sync()
 		f.Close()
-		m.adoptRecord(rec)
+		m.adoptRecord(rec, node+", its home and the node it ran on, died")
+	}
+}
+
+// claimOwn starts again, from their checkpoints, the jobs homed here that
+// ran here when this node's agent died (it killed them as it started),
+// and those a whole cluster that stopped left on the shared storage:
+// records of jobs homed here that no node has taken over. It runs once the
+// shared storage is mounted.
+func (m *Manager) claimOwn(ctx context.Context) {
+	if m.WaitShared != nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		ok := m.WaitShared(wctx)
+		cancel()
+		if !ok {
+			return
+		}
+	} else if !isMountPoint(m.sharedRoot()) && m.SharedRoot == "" {
+		return
+	}
+	ents, _ := os.ReadDir(filepath.Join(m.sharedRoot(), api.CheckpointDir))
+	for _, e := range ents {
+		b, err := os.ReadFile(m.recordFile(e.Name()))
+		if err != nil {
+			continue
+		}
+		var rec jobRecord
+		if json.Unmarshal(b, &rec) != nil || rec.Checkpoint == nil || rec.Info.ID != e.Name() || rec.Info.Home != m.Self || rec.Info.Node != m.Self {
+			continue
+		}
+		f, err := os.OpenFile(m.homeFile(rec.Info.ID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			continue // another node took it
+		}
+		fmt.Fprintln(f, m.Self)
+		f.Sync()
+		f.Close()
+		m.adoptRecord(rec, "the agent of "+m.Self+", its home and the node it ran on, was started again")
 	}
 }
 
@@ -111,8 +150,8 @@ func contains(list []string, s string) bool {
 }
 
 // adoptRecord becomes the home of the job rec describes, which ran on its
-// dead home, and starts it again from its checkpoint.
-func (m *Manager) adoptRecord(rec jobRecord) {
+// home, gone (why says how), and starts it again from its checkpoint.
+func (m *Manager) adoptRecord(rec jobRecord, why string) {
 	id, dead := rec.Info.ID, rec.Info.Node
 	info := rec.Info
 	info.Home, info.State, info.PID = m.Self, api.JobRunning, 0
@@ -125,7 +164,7 @@ func (m *Manager) adoptRecord(rec jobRecord) {
 	shown.Stdin = nil
 	h.info.Checkpoint = &shown
 	h.deliver(api.Frame{Type: api.FrameStderr, Data: []byte(fmt.Sprintf(
-		"drift: job %s: %s, its home and the node it ran on, died; %s is its home now, and the output since its checkpoint is shown again\n", id, dead, m.Self))})
+		"drift: job %s: %s; %s is its home now, and the output since its checkpoint is shown again\n", id, why, m.Self))})
 	m.mu.Lock()
 	m.homes[id] = h
 	m.mu.Unlock()

@@ -149,7 +149,7 @@ func (m *Manager) recover(id string, h *homeJob, dead string, alive bool) bool {
 				h.recoveryFailed(dead, fmt.Errorf("%s did not confirm that its copy is gone: %w", dead, err))
 				return
 			}
-		} else {
+		} else if dead != m.Self {
 			m.abandonLater(dead, id, epoch)
 		}
 		node, err := m.restoreCheckpoint(id, h, ci, epoch, dead)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
@@ -125,6 +126,7 @@ type remoteSink struct {
 	fc    *api.FrameConn
 	hello api.StintHello
 	m     *Manager
+	ended atomic.Bool // the stint has ended: its stream closes
 }
 
 func (m *Manager) dialStint(ctx context.Context, home, id string, epoch int) (*remoteSink, error) {
@@ -147,6 +149,9 @@ func (s *remoteSink) attach(r *runner) {
 		for {
 			f, err := s.fc.Read()
 			if err != nil {
+				if !s.ended.Load() && r.out() == s && !r.moved.Load() {
+					s.m.homeLost(r, err)
+				}
 				return
 			}
 			r.control(f)
@@ -157,6 +162,7 @@ func (s *remoteSink) attach(r *runner) {
 func (s *remoteSink) output(t byte, data []byte) error { return s.fc.Write(t, data) }
 
 func (s *remoteSink) end(exit *api.ExitStatus) error {
+	s.ended.Store(true)
 	defer s.fc.Close()
 	if exit == nil {
 		return s.fc.Write(FrameMoved, nil)

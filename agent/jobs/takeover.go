@@ -1,10 +1,13 @@
 package jobs
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/driftcluster/drift/agent/api"
 )
@@ -66,12 +69,13 @@ func (m *Manager) adoptOrphans(alive map[string]bool) {
 	}
 	m.mu.Unlock()
 	for _, r := range orphans {
-		m.takeOver(r)
+		m.takeOver(r, r.homeNode()+", its home, died")
 	}
 }
 
-// takeOver makes this node the home of r's job, its home dead.
-func (m *Manager) takeOver(r *runner) {
+// takeOver makes this node the home of r's job, its home gone (why says
+// how).
+func (m *Manager) takeOver(r *runner, why string) {
 	dead := r.homeNode()
 	name := r.spec.Name
 	if name == "" && len(r.spec.Argv) > 0 {
@@ -83,8 +87,8 @@ func (m *Manager) takeOver(r *runner) {
 	// Output counts start where the stint is: a recovery from this
 	// stint's checkpoints skips what it wrote again since.
 	h.recv = map[int]*[2]int64{r.epoch: {r.written[0].Load(), r.written[1].Load()}}
-	h.info.LastMove = fmt.Sprintf("homed on %s since %s, its home, died", m.Self, dead)
-	note := fmt.Sprintf("drift: job %s: its home %s died; %s is its home now (output %s had not delivered is lost)\n", r.id, dead, m.Self, dead)
+	h.info.LastMove = fmt.Sprintf("homed on %s since %s", m.Self, why)
+	note := fmt.Sprintf("drift: job %s: %s; %s is its home now (output %s had not delivered is lost)\n", r.id, why, m.Self, dead)
 	h.deliver(api.Frame{Type: api.FrameStderr, Data: []byte(note)})
 	if err := writeFileSync(m.homeFile(r.id), []byte(m.Self+"\n")); err != nil {
 		m.log().Warn("the job's new home is not on the shared storage: other nodes cannot find it", "job", r.id, "err", err)
@@ -124,4 +128,42 @@ func (m *Manager) newHome(info api.JobInfo, spec api.JobSpec) *homeJob {
 		}
 	}
 	return h
+}
+
+// homeLost handles the break of r's stream to its home while the job runs
+// here. If membership declares the home dead, adoptOrphans takes the job
+// over. If the home answers and no longer knows the job (its agent was
+// started again), this node becomes the job's home. If it knows it, the
+// home decides (it starts the job again from a checkpoint, after making
+// this node kill its copy, or ends it).
+func (m *Manager) homeLost(r *runner, cause error) {
+	home := r.homeNode()
+	m.log().Warn("the stream to the job's home broke", "job", r.id, "home", home, "err", cause)
+	for deadline := time.Now().Add(abandonTimeout); time.Now().Before(deadline); {
+		select {
+		case <-r.done:
+			return
+		case <-m.base.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+		if r.homeNode() != home || !slices.Contains(m.Peers.Nodes(), home) {
+			return // taken over already, or adoptOrphans will
+		}
+		c, err := m.Peers.Client(home)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(m.base, 10*time.Second)
+		list, err := c.Jobs(ctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if !slices.ContainsFunc(list, func(j api.JobInfo) bool { return j.ID == r.id && j.Home != "" }) {
+			m.log().Warn("the job's home answers but no longer knows it (its agent was started again): this node is its home now", "job", r.id, "home", home)
+			m.takeOver(r, "the agent of "+home+", its home, was started again without the job's record")
+		}
+		return
+	}
 }

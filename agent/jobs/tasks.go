@@ -59,6 +59,9 @@ func (t *tasks) wait() {
 // are the agent's children, and cannot outlive it whole.
 func (m *Manager) Run(ctx context.Context) error {
 	m.init()
+	if m.KillOrphans { // this node's agent, not a test's
+		m.tasks.Go(func() { m.claimOwn(ctx) })
+	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	gone := time.NewTicker(time.Second)

@@ -161,11 +161,14 @@ func (m *Manager) homeOf(id string) (*homeJob, string, error) {
 	switch {
 	case h != nil: // homed here, first or since its home died
 		return h, m.Self, nil
-	case home == m.Self:
-		return nil, "", fmt.Errorf("no job %s (drift ps lists the jobs)", id)
-	case m.Peers != nil && !slices.Contains(m.Peers.Nodes(), home):
+	case home == m.Self || m.Peers != nil && !slices.Contains(m.Peers.Nodes(), home):
+		// Its home is dead, or is this node and lost the job with its
+		// agent: the node that took it over says so on the shared storage.
 		if moved := m.movedHome(id); moved != "" && moved != m.Self {
 			return nil, moved, nil
+		}
+		if home == m.Self {
+			return nil, "", fmt.Errorf("no job %s (drift ps lists the jobs)", id)
 		}
 	}
 	return nil, home, nil
