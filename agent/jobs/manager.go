@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/internal/atomicfile"
 	"github.com/driftcluster/drift/agent/migrate"
 )
 
@@ -164,29 +165,8 @@ func (m *Manager) nextID() (string, error) {
 	return newID(m.Self, m.seq), nil
 }
 
-// writeFileSync writes b to path (its directory made) through a
-// temporary file, synced, renamed into place.
-func writeFileSync(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	return err
-}
+// writeFileSync writes b to path whole or not at all.
+func writeFileSync(path string, b []byte) error { return atomicfile.Write(path, b, 0o644) }
 
 // Routes are the job endpoints of the agent's API.
 func (m *Manager) Routes() map[string]http.Handler {

@@ -8,9 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/driftcluster/drift/agent/internal/atomicfile"
 )
 
 // Lease is one address the server has handed out (or remembers having
@@ -268,34 +269,8 @@ func (t *leaseTable) loadLeases(path string, p *pool) (skipped []string, err err
 	return skipped, nil
 }
 
-// writeFileAtomic writes b to path through a temporary file in the same
-// directory and a rename, so a crash leaves the old file or the new one.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
+// writeFileAtomic writes b to path whole or not at all.
+func writeFileAtomic(path string, b []byte) error { return atomicfile.Write(path, b, 0o600) }
 
 // sortedEntries is for tests and logs: the table in address order.
 func (t *leaseTable) sortedEntries() []*entry {
