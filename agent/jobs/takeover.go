@@ -147,8 +147,11 @@ func (m *Manager) homeLost(r *runner, cause error) {
 			return
 		case <-time.After(2 * time.Second):
 		}
-		if r.homeNode() != home || !slices.Contains(m.Peers.Nodes(), home) {
-			return // taken over already, or adoptOrphans will
+		if r.homeNode() != home {
+			return // taken over already (adoptOrphans, while the home was dead)
+		}
+		if !slices.Contains(m.Peers.Nodes(), home) {
+			continue // adoptOrphans takes it over, unless the home comes back first
 		}
 		c, err := m.Peers.Client(home)
 		if err != nil {
