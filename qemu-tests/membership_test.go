@@ -346,11 +346,12 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("drift ps of the counter %s: %+v, %v; want exited 0, recovered", counter, j, err)
 	}
 	if out, err := l.ExecOK(ctx, 1, "sh", "-c", "ls -A /cluster/.drift/jobs/ 2>/dev/null"); err != nil || strings.Contains(out, counter) {
-		t.Errorf("checkpoints left after the counter exited: %q, %v", out, err)
+		all, _ := l.ExecOK(ctx, 1, "sh", "-c", "ls -laR /cluster/.drift/jobs/"+counter+"; drift logs -n 3000 | grep "+counter+" | tail -20")
+		t.Errorf("checkpoints left after the counter exited: %q, %v:\n%s", out, err, all)
 	}
 
 	// The mover: its held copy dropped, started again from its checkpoint.
-	checkMover(t, mv)
+	checkMover(ctx, t, l, mv)
 	if res, _ := mig.waitUntil(time.Now().Add(time.Minute)); res != nil {
 		t.Logf("drift migrate of the mover, whose source died before the commit: exit %d, %s", res.ExitCode, strings.TrimSpace(string(res.Stderr)))
 	}

@@ -56,14 +56,29 @@ func startMover(ctx context.Context, t *testing.T, l *lab.Lab, node string) *mov
 
 // samplerScript counts, every 100 ms, the job inits of the mover on its
 // node (a held copy counts as one), each line "UNIX-NANOSECONDS COUNT".
-const samplerScript = `while :; do echo "$(date +%s%N) $(pgrep -f 'job-init -- sh -c i=1.*` + moverMark + `' | wc -l)"; sleep 0.1; done`
+// It is Python (the test image carries it): busybox's date has no
+// sub-second clock, and the nodes' clocks must be compared.
+const samplerScript = `import os, time
+while True:
+    n = 0
+    for p in os.listdir('/proc'):
+        if p.isdigit():
+            try:
+                c = open('/proc/' + p + '/cmdline', 'rb').read()
+            except OSError:
+                continue
+            if b'job-init' in c and b'` + moverMark + `' in c:
+                n += 1
+    print(time.time_ns(), n, flush=True)
+    time.sleep(0.1)
+`
 
 // startSamplers starts samplerScript on each node, in the background of
 // its shell, writing /tmp/copies.
 func startSamplers(ctx context.Context, t *testing.T, l *lab.Lab, nodes ...int) {
 	t.Helper()
 	for _, n := range nodes {
-		if _, err := l.ExecOK(ctx, n, "sh", "-c", "setsid sh -c '"+strings.ReplaceAll(samplerScript, "'", `'\''`)+"' </dev/null >/tmp/copies 2>&1 & echo $! >/tmp/copies.pid"); err != nil {
+		if _, err := l.ExecOK(ctx, n, "sh", "-c", "cat >/tmp/sampler.py <<'EOF'\n"+samplerScript+"EOF\nsetsid python3 /tmp/sampler.py </dev/null >/tmp/copies 2>&1 & echo $! >/tmp/copies.pid"); err != nil {
 			t.Fatalf("start the sampler on node %d: %v", n, err)
 		}
 	}
@@ -150,9 +165,15 @@ func moveUntilHeld(ctx context.Context, t *testing.T, l *lab.Lab, m *mover, targ
 }
 
 // checkMover waits for the mover's drift run: every line once, the
-// recovery said, exit 0.
-func checkMover(t *testing.T, m *mover) {
+// recovery said, exit 0. On failure it shows what the head logged of it.
+func checkMover(ctx context.Context, t *testing.T, l *lab.Lab, m *mover) {
 	t.Helper()
+	defer func() {
+		if t.Failed() {
+			logs, _ := l.ExecOK(ctx, 1, "sh", "-c", "drift logs -n 3000 | grep "+m.id)
+			t.Logf("the head's log of %s:\n%s", m.id, logs)
+		}
+	}()
 	res, ok := m.run.waitUntil(time.Now().Add(4 * time.Minute))
 	want := ""
 	for i := 1; i <= moverLines; i++ {
