@@ -34,7 +34,7 @@ type mover struct {
 // every 5 s, and returns once it has a checkpoint.
 func startMover(ctx context.Context, t *testing.T, l *lab.Lab, node string) *mover {
 	t.Helper()
-	run := startExec(ctx, t, l, 1, "drift", "run", "--node", node, "--name", "mover", "--checkpoint-every", "5s", "--", "sh", "-c",
+	run := startExec(ctx, t, l, 1, "drift", "run", "--node", node, "--name", "mover", "--stay", "--checkpoint-every", "5s", "--", "sh", "-c",
 		"i=1; while [ $i -le "+strconv.Itoa(moverLines)+" ]; do echo $i; i=$((i+1)); sleep 0.1; done # "+moverMark)
 	for ctx.Err() == nil {
 		js, _ := l.Jobs(ctx, 1)

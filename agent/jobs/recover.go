@@ -78,8 +78,8 @@ func (h *homeJob) startRecovery(node string) (ci api.CheckpointInfo, epoch int, 
 		return ci, 0, skip, false
 	}
 	h.recovering = true
-	if h.control != nil { // the stint's stream may be alive if node was only cut off
-		h.control(api.Frame{Type: api.FrameSignal, Data: []byte{byte(syscall.SIGKILL)}})
+	if ctl := h.control; ctl != nil { // the stint's stream may be alive if node was only cut off
+		h.spawn(func() { ctl(api.Frame{Type: api.FrameSignal, Data: []byte{byte(syscall.SIGKILL)}}) })
 	}
 	h.control = nil
 	epoch = max(h.newest, h.epoch) + 1
