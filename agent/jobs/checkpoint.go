@@ -82,7 +82,9 @@ func (m *Manager) checkpoints(r *runner) {
 			continue
 		}
 		seq++
+		r.checkpointing.Store(true)
 		ci, err := m.checkpoint(r, seq)
+		r.checkpointing.Store(false)
 		r.migrating.Store(false)
 		if m.OnCheckpoint != nil {
 			switch {

@@ -144,8 +144,12 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	if err != nil {
 		return res, fmt.Errorf("migrate %s to %s: %w: %w: %w", id, to, err, ErrTargetUnreachable, ErrTargetRefused)
 	}
-	if !r.migrating.CompareAndSwap(false, true) {
-		return res, fmt.Errorf("migrate %s: a migration of it is already under way", id)
+	// A checkpoint under way ends within seconds: the move waits for it.
+	for deadline := time.Now().Add(time.Minute); !r.migrating.CompareAndSwap(false, true); {
+		if !r.checkpointing.Load() || time.Now().After(deadline) || ctx.Err() != nil {
+			return res, fmt.Errorf("migrate %s: a migration of it is already under way", id)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	defer r.migrating.Store(false)
 	// A target that membership declares dead ends the migration at once

@@ -37,17 +37,18 @@ type runner struct {
 	stdout, stderr *os.File // read ends
 	inodes         [3]uint64
 
-	spec      api.JobSpec // what the job runs, for the next node
-	home      string      // the job's home node
-	sink      sink
-	moved     atomic.Bool // set before the job is released after a move
-	migrating atomic.Bool
-	arrived   time.Time // when this stint began
-	pending   atomic.Int64
-	done      chan struct{} // closed when the stint has ended
-	wait      func() (syscall.WaitStatus, error)
-	stdinMu   sync.Mutex
-	stdinEOF  atomic.Bool // the home sent the end of stdin: the next stint gets it too
+	spec          api.JobSpec // what the job runs, for the next node
+	home          string      // the job's home node
+	sink          sink
+	moved         atomic.Bool // set before the job is released after a move
+	migrating     atomic.Bool // a move or a checkpoint of the job is under way
+	checkpointing atomic.Bool // a checkpoint is
+	arrived       time.Time   // when this stint began
+	pending       atomic.Int64
+	done          chan struct{} // closed when the stint has ended
+	wait          func() (syscall.WaitStatus, error)
+	stdinMu       sync.Mutex
+	stdinEOF      atomic.Bool // the home sent the end of stdin: the next stint gets it too
 	// While the job is frozen for a move, stdin is held: what the job had
 	// not read is taken out of its pipe, and what the home sends is kept,
 	// for the next stint (or put back if the move fails). stdinMu.
