@@ -255,7 +255,7 @@ func (m *Manager) Residents() []Resident {
 	m.mu.Lock()
 	rs := make([]*runner, 0, len(m.runners))
 	for _, r := range m.runners {
-		if !r.migrating.Load() && !r.moved.Load() {
+		if !r.moving() && !r.moved.Load() {
 			rs = append(rs, r)
 		}
 	}

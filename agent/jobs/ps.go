@@ -34,7 +34,7 @@ func (m *Manager) Local() []api.JobInfo {
 	for i := range out {
 		if r := runners[out[i].ID]; r != nil {
 			out[i].CPU, out[i].RSS = r.usage(&m.psMeter)
-			if r.migrating.Load() && out[i].State == api.JobRunning {
+			if r.moving() && out[i].State == api.JobRunning {
 				out[i].State = api.JobMigrating
 			}
 			delete(runners, out[i].ID)
@@ -42,7 +42,7 @@ func (m *Manager) Local() []api.JobInfo {
 	}
 	for id, r := range runners {
 		info := api.JobInfo{ID: id, Node: m.Self, State: api.JobRunning, PID: r.pid}
-		if r.migrating.Load() {
+		if r.moving() {
 			info.State = api.JobMigrating
 		}
 		info.CPU, info.RSS = r.usage(&m.psMeter)

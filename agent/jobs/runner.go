@@ -392,3 +392,6 @@ func waitCmd(cmd *exec.Cmd) func() (syscall.WaitStatus, error) {
 		return 0, err
 	}
 }
+
+// moving reports whether a move of the job is under way (not a checkpoint).
+func (r *runner) moving() bool { return r.migrating.Load() && !r.checkpointing.Load() }
