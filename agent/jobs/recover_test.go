@@ -216,6 +216,12 @@ func TestHomeDiesJobRunsOn(t *testing.T) {
 			if j := b.homeJobs()[info.ID].snapshot(); j.State != api.JobExited || j.Home != "drift-bbbbbb" {
 				t.Errorf("record at the new home: %+v", j)
 			}
+			// The exited job is still found through the shared storage
+			// while its new home keeps its record.
+			time.Sleep(200 * time.Millisecond)
+			if got := b.movedHome(info.ID); got != "drift-bbbbbb" {
+				t.Errorf("after the exit the shared storage names %q as the job's home, want drift-bbbbbb", got)
+			}
 			return
 		}
 	}

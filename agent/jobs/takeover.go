@@ -120,7 +120,21 @@ func (m *Manager) newHome(info api.JobInfo, spec api.JobSpec) *homeJob {
 	h := newHomeJob(m.tasks.Go, info)
 	h.spec, h.ckRoot, h.recordPath, h.warn = spec, m.checkpointDir(info.ID), m.recordFile(info.ID), m.log().Warn
 	h.dropDir = func(dir string) {
-		if other := m.movedHome(info.ID); dir == h.ckRoot && other != "" && other != m.Self {
+		other := m.movedHome(info.ID)
+		switch {
+		case dir != h.ckRoot:
+		case other != "" && other != m.Self:
+			return // another node took the job over: it is not ours to clean
+		case other == m.Self:
+			// The job's directory names this node as its home for as long
+			// as it keeps the record (forgetExited removes it then): only
+			// the checkpoints and the record go.
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				if e.Name() != "home" {
+					os.RemoveAll(filepath.Join(dir, e.Name()))
+				}
+			}
 			return
 		}
 		if err := os.RemoveAll(dir); err != nil {
@@ -128,6 +142,14 @@ func (m *Manager) newHome(info api.JobInfo, spec api.JobSpec) *homeJob {
 		}
 	}
 	return h
+}
+
+// forgetDir removes the directory of a job this node forgets, if it
+// took the job over (only its home file is left there).
+func (m *Manager) forgetDir(id string) {
+	if m.movedHome(id) == m.Self {
+		os.RemoveAll(m.checkpointDir(id))
+	}
 }
 
 // homeLost handles the break of r's stream to its home while the job runs

@@ -130,6 +130,9 @@ func (m *Manager) forgetExited(now time.Time) {
 		delete(m.homes, id)
 	}
 	m.mu.Unlock()
+	for _, id := range drop {
+		m.forgetDir(id)
+	}
 	m.log().Info("forgot exited jobs", "count", len(drop))
 }
 
