@@ -203,20 +203,20 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 			"exec 3>/tmp/drift-held.$$; i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done")
 		done <- ran{res, err, time.Now()}
 	}()
-	// And a counter, 1..600 at 10 lines a second, checkpointed every 5 s:
+	// And a counter, 1..1000 at 10 lines a second, checkpointed every 5 s:
 	// once the node is dead it starts again elsewhere from its newest
 	// checkpoint, and its drift run shows every line once.
 	counted := make(chan ran, 1)
 	go func() {
 		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--name", "counter", "--checkpoint-every", "5s", "--", "sh", "-c",
-			"i=1; while [ $i -le 600 ]; do echo $i; i=$((i+1)); sleep 0.1; done")
+			"i=1; while [ $i -le 1000 ]; do echo $i; i=$((i+1)); sleep 0.1; done")
 		counted <- ran{res, err, time.Now()}
 	}()
 	// And a job homed on the node, running on worker 1: once its home is
 	// dead, worker 1 becomes its home, and a terminal on the head follows
 	// it to its end.
 	orphan, err := l.ExecOK(ctx, 3, "drift", "run", "-d", "--node", names[1], "--name", "orphan", "--", "sh", "-c",
-		"i=1; while [ $i -le 400 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 3")
+		"i=1; while [ $i -le 1000 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 3")
 	if err != nil {
 		t.Fatalf("drift run -d on node 3: %v", err)
 	}
@@ -225,7 +225,7 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	// node is dead, another claims it from its record on /cluster and
 	// starts it again from its checkpoint.
 	lone, err := l.ExecOK(ctx, 3, "drift", "run", "-d", "--node", gone, "--name", "lone", "--checkpoint-every", "5s", "--", "sh", "-c",
-		"i=1; while [ $i -le 400 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 5")
+		"i=1; while [ $i -le 1000 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 5")
 	if err != nil {
 		t.Fatalf("drift run -d on node 3: %v", err)
 	}
@@ -299,10 +299,10 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	switch {
 	case err != nil:
 		t.Errorf("drift attach %s from the head after its home died: %v", orphan, err)
-	case att.ExitCode != 3 || !strings.HasSuffix(string(att.Stdout), "\n400\n") || !strings.Contains(string(att.Stderr), names[1]+" is its home now"):
-		t.Errorf("drift attach %s from the head after its home %s died: exit %d, stderr %q, stdout ends %q; want 3, the takeover said, and the output to 400", orphan, gone, att.ExitCode, att.Stderr, tail(string(att.Stdout), 40))
+	case att.ExitCode != 3 || !strings.HasSuffix(string(att.Stdout), "\n1000\n") || !strings.Contains(string(att.Stderr), names[1]+" is its home now"):
+		t.Errorf("drift attach %s from the head after its home %s died: exit %d, stderr %q, stdout ends %q; want 3, the takeover said, and the output to 1000", orphan, gone, att.ExitCode, att.Stderr, tail(string(att.Stdout), 40))
 	default:
-		t.Logf("drift attach %s from the head after its home died: exit 3, %d bytes to line 400; %s", orphan, len(att.Stdout), strings.TrimSpace(string(att.Stderr)))
+		t.Logf("drift attach %s from the head after its home died: exit 3, %d bytes to line 1000; %s", orphan, len(att.Stdout), strings.TrimSpace(string(att.Stderr)))
 	}
 	for _, n := range []int{1, 2} {
 		if j, err := l.Job(ctx, n, orphan); err != nil || j.Home != names[1] || j.Exit == nil || *j.Exit != 3 {
@@ -316,28 +316,28 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	switch {
 	case err != nil:
 		t.Errorf("drift attach %s from the head after its node and home died: %v", lone, err)
-	case att.ExitCode != 5 || !strings.HasSuffix(string(att.Stdout), "\n400\n") || !strings.Contains(string(att.Stderr), "is its home now") || !strings.Contains(string(att.Stderr), "recovered on"):
-		t.Errorf("drift attach %s from the head after its node and home %s died: exit %d, stderr %q, stdout ends %q; want 5, the claim and the recovery said, and the output to 400", lone, gone, att.ExitCode, att.Stderr, tail(string(att.Stdout), 40))
+	case att.ExitCode != 5 || !strings.HasSuffix(string(att.Stdout), "\n1000\n") || !strings.Contains(string(att.Stderr), "is its home now") || !strings.Contains(string(att.Stderr), "recovered on"):
+		t.Errorf("drift attach %s from the head after its node and home %s died: exit %d, stderr %q, stdout ends %q; want 5, the claim and the recovery said, and the output to 1000", lone, gone, att.ExitCode, att.Stderr, tail(string(att.Stdout), 40))
 	default:
-		t.Logf("drift attach %s after its node and home died: exit 5, %d bytes to line 400; %s", lone, len(att.Stdout), strings.TrimSpace(string(att.Stderr)))
+		t.Logf("drift attach %s after its node and home died: exit 5, %d bytes to line 1000; %s", lone, len(att.Stdout), strings.TrimSpace(string(att.Stderr)))
 	}
 
 	// The counter: recovered, each line once, exit 0.
 	select {
 	case r := <-counted:
 		want := ""
-		for i := 1; i <= 600; i++ {
+		for i := 1; i <= 1000; i++ {
 			want += fmt.Sprintln(i)
 		}
 		switch {
 		case r.err != nil:
 			t.Errorf("drift run of the checkpointed counter: %v", r.err)
 		case r.res.ExitCode != 0 || string(r.res.Stdout) != want:
-			t.Errorf("drift run of the checkpointed counter exited %d, stderr %q, stdout %s; want 1..600 once each and 0", r.res.ExitCode, r.res.Stderr, describeLines(string(r.res.Stdout)))
+			t.Errorf("drift run of the checkpointed counter exited %d, stderr %q, stdout %s; want 1..1000 once each and 0", r.res.ExitCode, r.res.Stderr, describeLines(string(r.res.Stdout)))
 		case !strings.Contains(string(r.res.Stderr), "recovered on"):
 			t.Errorf("drift run of the checkpointed counter: stderr %q; want the recovery line", r.res.Stderr)
 		default:
-			t.Logf("the counter ended %s after its node was seen dead, lines 1..600 once each; stderr: %s", r.at.Sub(dead).Round(100*time.Millisecond), strings.TrimSpace(string(r.res.Stderr)))
+			t.Logf("the counter ended %s after its node was seen dead, lines 1..1000 once each; stderr: %s", r.at.Sub(dead).Round(100*time.Millisecond), strings.TrimSpace(string(r.res.Stderr)))
 		}
 	case <-time.After(4 * time.Minute):
 		t.Errorf("the checkpointed counter's drift run still runs 4 minutes after its node was seen dead")
