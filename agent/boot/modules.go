@@ -102,12 +102,28 @@ func DeviceAliases(sysDir string) ([]string, error) {
 
 // Coldplug loads modules for the hardware present.
 type Coldplug struct {
-	SysDir  string                  // "": /sys
-	Aliases *AliasTable             // required
-	Load    func(name string) error // loads a module with its dependencies; required
-	Always  []string                // modules loaded whatever the hardware
-	Logger  *slog.Logger            // nil: slog.Default()
-	Rounds  int                     // 0: 5; loading a bus driver reveals new devices, so match again
+	SysDir  string                     // "": /sys
+	Aliases *AliasTable                // required
+	Load    func(name string) error    // loads a module with its dependencies; required
+	Always  []string                   // modules loaded whatever the hardware
+	Logger  *slog.Logger               // nil: slog.Default()
+	Rounds  int                        // 0: 5; loading a bus driver reveals new devices, so match again
+	Devices func(modalias string) bool // which devices to load modules for; nil: every device
+}
+
+// EarlyDevice reports whether a device's driver is needed before the node
+// can say it is ready: network cards (PCI class 02), the virtio PCI bus
+// they and the lab's console port sit on, and on that bus the network
+// card and the console port (virtio device ids 1 and 3). Everything else
+// (disks, USB, sound...) can be driven in the background.
+func EarlyDevice(modalias string) bool {
+	switch {
+	case strings.HasPrefix(modalias, "pci:"):
+		return strings.Contains(modalias, "bc02") || strings.HasPrefix(modalias, "pci:v00001AF4")
+	case strings.HasPrefix(modalias, "virtio:"):
+		return strings.HasPrefix(modalias, "virtio:d00000001v") || strings.HasPrefix(modalias, "virtio:d00000003v")
+	}
+	return false
 }
 
 // Run loads Always, then matches devices to modules until no new module
@@ -153,6 +169,9 @@ func (c *Coldplug) Run(ctx context.Context) ([]string, error) {
 		}
 		progress := false
 		for _, d := range devs {
+			if c.Devices != nil && !c.Devices(d) {
+				continue
+			}
 			for _, m := range c.Aliases.Match(d) {
 				if load(m, d) {
 					progress = true

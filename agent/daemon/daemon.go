@@ -46,6 +46,12 @@ type Node struct {
 	Role    boot.Role
 	Options boot.Options
 	NICs    []boot.NIC
+
+	// ModulesDone is closed once the modules loaded in the background
+	// (always.list, the drivers of devices the network does not need)
+	// are loaded.
+	ModulesDone <-chan struct{}
+	phases      *boot.PhaseLog
 }
 
 // OnNode reports whether this is a node booted from a drift image.
@@ -81,8 +87,10 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.Default()
 	}
 	a := &agent{log: log, con: cfg.Console, sup: &supervise.Supervisor{Logger: log}, started: time.Now()}
+	phases := &boot.PhaseLog{Event: cfg.Console.Event}
+	phases.Mark(boot.PhaseAgent)
 	mountPackages(cfg, log) // first: before anything runs from the directories it covers
-	node, err := Boot(ctx, cfg, log)
+	node, err := bootWithPhases(ctx, cfg, log, phases)
 	if err != nil {
 		return err
 	}
@@ -100,6 +108,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}})
 	net := a.startNetwork(ctx, node.NICs)
+	if net.primary().IsValid() {
+		phases.Mark(boot.PhaseAddress)
+	}
 	cl := &cluster{a: a, net: net}
 	a.bal = newBalancer(a, cl)
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh}
@@ -107,7 +118,14 @@ func Run(ctx context.Context, cfg Config) error {
 	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
-	a.startPower(ctx) // the power button drains, then powers off (power.go)
+	go func() { // the power button's driver may be among the modules loaded in the background
+		select {
+		case <-node.ModulesDone:
+		case <-ctx.Done():
+			return
+		}
+		a.startPower(ctx) // the power button drains, then powers off (power.go)
+	}()
 	routes := a.jobs.Routes()
 	a.bal.routes(routes)
 	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
@@ -120,7 +138,15 @@ func Run(ctx context.Context, cfg Config) error {
 		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
 	}).Run})
 	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
-	go a.jobs.Prepare(ctx) // after ready: boot does not wait for it
+	phases.Mark(boot.PhaseReady)
+	go func() { // after ready: boot does not wait for it; CRIU needs the modules loaded in the background
+		select {
+		case <-node.ModulesDone:
+		case <-ctx.Done():
+			return
+		}
+		a.jobs.Prepare(ctx)
+	}()
 	a.sup.Wait()
 	return ctx.Err()
 }
@@ -140,7 +166,14 @@ func loadKey(o boot.Options) (clusterkey.Key, error) {
 
 // Boot reads the command line, loads modules and names the host.
 func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
-	node := &Node{Role: boot.RoleWorker}
+	return bootWithPhases(ctx, cfg, log, nil)
+}
+
+// bootWithPhases is Boot, logging its phases to phases (nil: none). It
+// loads the network's drivers first and returns once the NICs exist; the
+// other modules load in the background and node.ModulesDone says when.
+func bootWithPhases(ctx context.Context, cfg Config, log *slog.Logger, phases *boot.PhaseLog) (*Node, error) {
+	node := &Node{Role: boot.RoleWorker, phases: phases}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	opts, err := boot.ParseCmdline(string(cmdline))
 	if err != nil {
@@ -160,13 +193,27 @@ func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 		log.Warn("allow memory overcommit (needed to restore migrated jobs)", "err", err)
 	}
 	start := time.Now()
-	loaded, err := loadModules(ctx, cfg.AlwaysModules, log)
+	loaded, err := loadModules(ctx, nil, boot.EarlyDevice, log)
 	if err != nil {
 		cfg.Console.Event("error loading modules: %v", err)
 	}
-	log.Info("modules loaded", "count", len(loaded), "modules", strings.Join(loaded, " "), "took", time.Since(start).Round(time.Millisecond))
+	log.Info("network modules loaded", "count", len(loaded), "modules", strings.Join(loaded, " "), "took", time.Since(start).Round(time.Millisecond))
+	phases.Mark(boot.PhaseModules)
+	done := make(chan struct{})
+	node.ModulesDone = done
+	go func() { // the rest: CRIU's, file systems, disks, USB... nothing before ready needs them
+		defer close(done)
+		start := time.Now()
+		loaded, err := loadModules(ctx, cfg.AlwaysModules, nil, log)
+		if err != nil {
+			cfg.Console.Event("error loading modules: %v", err)
+		}
+		log.Info("modules loaded", "count", len(loaded), "modules", strings.Join(loaded, " "), "took", time.Since(start).Round(time.Millisecond))
+		phases.Mark(boot.PhaseAllModules)
+	}()
 
 	node.NICs = waitNICs(ctx, log)
+	phases.Mark(boot.PhaseNIC)
 	if len(node.NICs) > 0 {
 		node.Name = boot.NodeName(node.NICs[0].MAC)
 	} else {
@@ -180,7 +227,9 @@ func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 	return node, nil
 }
 
-func loadModules(ctx context.Context, always []string, log *slog.Logger) ([]string, error) {
+// loadModules loads always, then the modules of the devices present that
+// devices accepts (nil: every device).
+func loadModules(ctx context.Context, always []string, devices func(string) bool, log *slog.Logger) ([]string, error) {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return nil, fmt.Errorf("uname: %w", err)
@@ -202,6 +251,7 @@ func loadModules(ctx context.Context, always []string, log *slog.Logger) ([]stri
 	cp := &boot.Coldplug{
 		Aliases: aliases,
 		Always:  always,
+		Devices: devices,
 		Logger:  log,
 		Load:    load,
 	}
