@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/driftcluster/drift/agent/boot"
 	"github.com/driftcluster/drift/qemu-tests/floor"
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
@@ -29,8 +31,13 @@ type Config struct {
 
 // Result is what one invocation measured.
 type Result struct {
-	Accel         lab.Accel
-	Drift, Floor  []time.Duration // QEMU start to the ready line / the floor's line, per run
+	Accel        lab.Accel
+	Drift, Floor []time.Duration // QEMU start to the ready line / the floor's line, per run
+	// Phases are, per drift run, the time since kernel start of each boot
+	// phase the agent logged (boot.Phases), and under "kernel" the time
+	// from QEMU start to the kernel's clock starting (ready's wall time
+	// less its uptime: firmware, and QEMU loading kernel and initramfs).
+	Phases        []map[string]time.Duration
 	ISOSize       int64
 	InitramfsSize int64
 }
@@ -72,12 +79,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	floorRE := regexp.MustCompile(regexp.QuoteMeta(floor.Line))
 	for i := range cfg.Runs {
-		d, err := bootOnce(ctx, cfg, log, img, filepath.Join(work, fmt.Sprintf("d%d", i)), res.Accel, lab.ReadyRE)
+		d, ph, err := bootOnce(ctx, cfg, log, img, filepath.Join(work, fmt.Sprintf("d%d", i)), res.Accel, lab.ReadyRE)
 		if err != nil {
 			return nil, fmt.Errorf("bench: drift boot %d: %w", i+1, err)
 		}
 		res.Drift = append(res.Drift, d)
-		d, err = bootOnce(ctx, cfg, log, floorImg, filepath.Join(work, fmt.Sprintf("f%d", i)), res.Accel, floorRE)
+		res.Phases = append(res.Phases, ph)
+		d, _, err = bootOnce(ctx, cfg, log, floorImg, filepath.Join(work, fmt.Sprintf("f%d", i)), res.Accel, floorRE)
 		if err != nil {
 			return nil, fmt.Errorf("bench: floor boot %d: %w", i+1, err)
 		}
@@ -107,20 +115,66 @@ func resolveAccel(ctx context.Context, accel lab.Accel, img lab.Image, log *slog
 	return a, nil
 }
 
+// phasesAfterReady bounds how long a drift boot is watched after its
+// ready line for the phases that may come later (storage, all-modules).
+const phasesAfterReady = 30 * time.Second
+
 // bootOnce starts one kernel-boot node and returns the time from its QEMU
-// start to the first console line matching re.
-func bootOnce(ctx context.Context, cfg Config, log *slog.Logger, img lab.Image, dir string, accel lab.Accel, re *regexp.Regexp) (time.Duration, error) {
+// start to the first console line matching re. For a drift boot (re is
+// lab.ReadyRE) it also returns the boot phases the agent logged.
+func bootOnce(ctx context.Context, cfg Config, log *slog.Logger, img lab.Image, dir string, accel lab.Accel, re *regexp.Regexp) (time.Duration, map[string]time.Duration, error) {
 	l, err := lab.Start(ctx, lab.Config{Image: img, StateDir: dir, Nodes: 1, Boot: lab.BootKernel, Accel: accel, Logger: log})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer l.Down(context.WithoutCancel(ctx))
 	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if _, err := l.WaitFor(wctx, 1, re); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return time.Since(l.StartedAt(1)), nil
+	took := time.Since(l.StartedAt(1))
+	if re != lab.ReadyRE {
+		return took, nil, nil
+	}
+	// The phases after ready: each may not come (a node without storage),
+	// and an agent that logs no phases logs none of these either.
+	rctx, rcancel := context.WithTimeout(wctx, 5*time.Second)
+	_, err = l.WaitFor(rctx, 1, regexp.MustCompile(`drift: boot phase=`+boot.PhaseReady+` `))
+	rcancel()
+	if err != nil {
+		return took, nil, nil
+	}
+	for _, p := range []string{boot.PhaseStorage, boot.PhaseAllModules} {
+		pctx, cancel := context.WithTimeout(wctx, phasesAfterReady)
+		l.WaitFor(pctx, 1, regexp.MustCompile(`drift: boot phase=`+p+` `))
+		cancel()
+	}
+	b, err := os.ReadFile(l.ConsoleLog(1))
+	if err != nil {
+		return 0, nil, err
+	}
+	ph := parsePhases(string(b))
+	if r, ok := ph[boot.PhaseReady]; ok {
+		ph[phaseKernel] = took - r
+	}
+	return took, ph, nil
+}
+
+// phaseKernel names, in Result.Phases, the time before the kernel's clock.
+const phaseKernel = "kernel"
+
+// parsePhases returns the boot phases logged on a console.
+func parsePhases(console string) map[string]time.Duration {
+	ph := map[string]time.Duration{}
+	for _, line := range strings.Split(console, "\n") {
+		if name, at, ok := boot.ParsePhase(line); ok {
+			if _, seen := ph[name]; !seen {
+				ph[name] = at
+			}
+		}
+	}
+	return ph
 }
 
 func fileSize(p string) (int64, error) {
@@ -129,6 +183,49 @@ func fileSize(p string) (int64, error) {
 		return 0, fmt.Errorf("bench: %w", err)
 	}
 	return fi.Size(), nil
+}
+
+// Spread returns the largest of ds less the smallest.
+func Spread(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return slices.Max(ds) - slices.Min(ds)
+}
+
+// printPhases writes the drift boots' phases: median and spread over the
+// runs, from QEMU start (the kernel's start plus its phase time), beside
+// the floor.
+func (r *Result) printPhases(w io.Writer) {
+	if len(r.Phases) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "drift boot phases, seconds from QEMU start (median, spread over %d runs; floor %.2f s):\n", len(r.Phases), Median(r.Floor).Seconds())
+	fmt.Fprintf(w, "  %-12s %7s %7s  %s\n", "phase", "median", "spread", "x floor")
+	rows := append([]string{phaseKernel}, boot.Phases...)
+	for _, name := range rows {
+		var ds []time.Duration
+		for _, ph := range r.Phases {
+			k, okK := ph[phaseKernel]
+			at, ok := ph[name]
+			if !ok || !okK {
+				continue
+			}
+			if name != phaseKernel {
+				at += k
+			}
+			ds = append(ds, at)
+		}
+		if len(ds) == 0 {
+			fmt.Fprintf(w, "  %-12s %7s %7s\n", name, "-", "-")
+			continue
+		}
+		note := ""
+		if len(ds) < len(r.Phases) {
+			note = fmt.Sprintf("  (in %d of %d runs)", len(ds), len(r.Phases))
+		}
+		fmt.Fprintf(w, "  %-12s %7.2f %7.2f  %5.2f%s\n", name, Median(ds).Seconds(), Spread(ds).Seconds(), ratio(Median(ds), Median(r.Floor)), note)
+	}
 }
 
 // Median returns the median of ds (the mean of the middle two for an even count).
@@ -155,11 +252,12 @@ func (r *Result) Print(w io.Writer) {
 	}
 	dm, fm := Median(r.Drift), Median(r.Floor)
 	fmt.Fprintf(w, "boot to ready, kernel+initramfs, accel %s, median of %d:\n", r.Accel, len(r.Drift))
-	fmt.Fprintf(w, "  drift  %6.2f s   (runs:%s)\n", dm.Seconds(), secs(r.Drift))
-	fmt.Fprintf(w, "  floor  %6.2f s   (runs:%s; same kernel, init that only prints a line)\n", fm.Seconds(), secs(r.Floor))
+	fmt.Fprintf(w, "  drift  %6.2f s   spread %.2f s (runs:%s)\n", dm.Seconds(), Spread(r.Drift).Seconds(), secs(r.Drift))
+	fmt.Fprintf(w, "  floor  %6.2f s   spread %.2f s (runs:%s; same kernel, init that only prints a line)\n", fm.Seconds(), Spread(r.Floor).Seconds(), secs(r.Floor))
 	if fm > 0 {
-		fmt.Fprintf(w, "  ratio  %6.2f x   drift / floor\n", dm.Seconds()/fm.Seconds())
+		fmt.Fprintf(w, "  ratio  %6.2f x   drift / floor (goal: at most 1.5)\n", dm.Seconds()/fm.Seconds())
 	}
+	r.printPhases(w)
 	fmt.Fprintf(w, "sizes:\n")
 	fmt.Fprintf(w, "  iso        %6.1f MiB (%d bytes)\n", float64(r.ISOSize)/(1<<20), r.ISOSize)
 	fmt.Fprintf(w, "  initramfs  %6.1f MiB (%d bytes)\n", float64(r.InitramfsSize)/(1<<20), r.InitramfsSize)
