@@ -197,7 +197,8 @@ func Spread(ds []time.Duration) time.Duration {
 // runs, from QEMU start (the kernel's start plus its phase time), beside
 // the floor.
 func (r *Result) printPhases(w io.Writer) {
-	if len(r.Phases) == 0 {
+	if !slices.ContainsFunc(r.Phases, func(ph map[string]time.Duration) bool { return len(ph) > 0 }) {
+		fmt.Fprintf(w, "drift boot phases: none logged (an image from before the agent logged them)\n")
 		return
 	}
 	fmt.Fprintf(w, "drift boot phases, seconds from QEMU start (median, spread over %d runs; floor %.2f s):\n", len(r.Phases), Median(r.Floor).Seconds())
