@@ -27,10 +27,16 @@ type Config struct {
 	Timeout  time.Duration // per boot; 0: 5 minutes
 	Accel    lab.Accel     // "": lab.ResolveAccel, cached in the user cache directory
 	Logger   *slog.Logger  // nil: discard (the QEMU command lines go to each run's state dir)
+	// Role is what each measured drift boot is: "worker" (""), a worker
+	// joining a head that is up already, as most boots of a pool are; or
+	// "head", a head booting alone.
+	Role    string
+	KeepDir string // "": none; else the drift boots' console logs are kept there
 }
 
 // Result is what one invocation measured.
 type Result struct {
+	Role         string // worker or head (Config.Role)
 	Accel        lab.Accel
 	Drift, Floor []time.Duration // QEMU start to the ready line / the floor's line, per run
 	// Phases are, per drift run, the time since kernel start of each boot
@@ -44,6 +50,9 @@ type Result struct {
 
 // Run boots the image's kernel with drift's initramfs and with the floor
 // initramfs, Runs times each, one VM at a time, and returns the times.
+// With Role "worker" a head boots first and stays up: each drift boot is
+// a worker joining it (it gets its address from the head's DHCP server),
+// and the floor boots beside the same head, so both pay for it alike.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Runs == 0 {
 		cfg.Runs = 3
@@ -51,11 +60,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Minute
 	}
+	if cfg.Role == "" {
+		cfg.Role = "worker"
+	}
+	if cfg.Role != "worker" && cfg.Role != "head" {
+		return nil, fmt.Errorf("bench: role %q: want worker or head", cfg.Role)
+	}
 	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{}
+	res := &Result{Role: cfg.Role}
 	if res.ISOSize, err = fileSize(img.ISO); err != nil {
 		return nil, err
 	}
@@ -77,9 +92,31 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := floor.WriteInitramfs(ctx, floorImg.Initramfs); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
+	var head *lab.Lab
+	if cfg.Role == "worker" {
+		head, err = lab.Start(ctx, lab.Config{Image: img, StateDir: filepath.Join(work, "h"), Nodes: 1, Boot: lab.BootKernel, Accel: res.Accel, Logger: log, DieWithParent: true})
+		if err != nil {
+			return nil, fmt.Errorf("bench: head: %w", err)
+		}
+		defer head.Down(context.WithoutCancel(ctx))
+		wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		_, err = head.WaitReadyNode(wctx, 1)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("bench: head: %w", err)
+		}
+	}
 	floorRE := regexp.MustCompile(regexp.QuoteMeta(floor.Line))
 	for i := range cfg.Runs {
-		d, ph, err := bootOnce(ctx, cfg, log, img, filepath.Join(work, fmt.Sprintf("d%d", i)), res.Accel, lab.ReadyRE)
+		var (
+			d  time.Duration
+			ph map[string]time.Duration
+		)
+		if head != nil {
+			d, ph, err = workerOnce(ctx, cfg, head, i)
+		} else {
+			d, ph, err = bootOnce(ctx, cfg, log, img, filepath.Join(work, fmt.Sprintf("d%d", i)), res.Accel, lab.ReadyRE)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bench: drift boot %d: %w", i+1, err)
 		}
@@ -123,7 +160,7 @@ const phasesAfterReady = 30 * time.Second
 // start to the first console line matching re. For a drift boot (re is
 // lab.ReadyRE) it also returns the boot phases the agent logged.
 func bootOnce(ctx context.Context, cfg Config, log *slog.Logger, img lab.Image, dir string, accel lab.Accel, re *regexp.Regexp) (time.Duration, map[string]time.Duration, error) {
-	l, err := lab.Start(ctx, lab.Config{Image: img, StateDir: dir, Nodes: 1, Boot: lab.BootKernel, Accel: accel, Logger: log})
+	l, err := lab.Start(ctx, lab.Config{Image: img, StateDir: dir, Nodes: 1, Boot: lab.BootKernel, Accel: accel, Logger: log, DieWithParent: true})
 	if err != nil {
 		return 0, nil, err
 	}
@@ -137,28 +174,62 @@ func bootOnce(ctx context.Context, cfg Config, log *slog.Logger, img lab.Image, 
 	if re != lab.ReadyRE {
 		return took, nil, nil
 	}
-	// The phases after ready: each may not come (a node without storage),
-	// and an agent that logs no phases logs none of these either.
-	rctx, rcancel := context.WithTimeout(wctx, 5*time.Second)
-	_, err = l.WaitFor(rctx, 1, regexp.MustCompile(`drift: boot phase=`+boot.PhaseReady+` `))
-	rcancel()
-	if err != nil {
-		return took, nil, nil
-	}
-	for _, p := range []string{boot.PhaseStorage, boot.PhaseAllModules} {
-		pctx, cancel := context.WithTimeout(wctx, phasesAfterReady)
-		l.WaitFor(pctx, 1, regexp.MustCompile(`drift: boot phase=`+p+` `))
-		cancel()
-	}
-	b, err := os.ReadFile(l.ConsoleLog(1))
+	ph, err := phasesOf(wctx, cfg, l, 1, took, filepath.Base(dir))
+	return took, ph, err
+}
+
+// workerOnce boots one more worker beside the head of l and returns the
+// time from its QEMU start to its ready line, and its boot phases; the
+// worker is stopped again.
+func workerOnce(ctx context.Context, cfg Config, l *lab.Lab, run int) (time.Duration, map[string]time.Duration, error) {
+	n, err := l.Add(ctx, nil)
 	if err != nil {
 		return 0, nil, err
+	}
+	defer l.StopNode(context.WithoutCancel(ctx), n)
+	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if _, err := l.WaitReadyNode(wctx, n); err != nil {
+		return 0, nil, err
+	}
+	took := time.Since(l.StartedAt(n))
+	ph, err := phasesOf(wctx, cfg, l, n, took, fmt.Sprintf("w%d", run))
+	return took, ph, err
+}
+
+// phasesOf waits a while for the phases that come after ready, then
+// reads node n's console for the boot phases, and keeps the console in
+// cfg.KeepDir as name.console.log.
+func phasesOf(ctx context.Context, cfg Config, l *lab.Lab, n int, took time.Duration, name string) (map[string]time.Duration, error) {
+	// Each may not come (a node without storage), and an agent that
+	// logs no phases logs none of these either.
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := l.WaitFor(rctx, n, regexp.MustCompile(`drift: boot phase=`+boot.PhaseReady+` `))
+	rcancel()
+	if err == nil {
+		for _, p := range []string{boot.PhaseStorage, boot.PhaseAllModules} {
+			pctx, cancel := context.WithTimeout(ctx, phasesAfterReady)
+			l.WaitFor(pctx, n, regexp.MustCompile(`drift: boot phase=`+p+` `))
+			cancel()
+		}
+	}
+	b, err := os.ReadFile(l.ConsoleLog(n))
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	if cfg.KeepDir != "" {
+		if err := os.MkdirAll(cfg.KeepDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(cfg.KeepDir, name+".console.log"), b, 0o644); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
 	}
 	ph := parsePhases(string(b))
 	if r, ok := ph[boot.PhaseReady]; ok {
 		ph[phaseKernel] = took - r
 	}
-	return took, ph, nil
+	return ph, nil
 }
 
 // phaseKernel names, in Result.Phases, the time before the kernel's clock.
@@ -253,6 +324,11 @@ func (r *Result) Print(w io.Writer) {
 	}
 	dm, fm := Median(r.Drift), Median(r.Floor)
 	fmt.Fprintf(w, "boot to ready, kernel+initramfs, accel %s, median of %d:\n", r.Accel, len(r.Drift))
+	if r.Role == "worker" {
+		fmt.Fprintf(w, "  (each drift boot is a worker joining a head that is up; the floor boots beside the same head)\n")
+	} else {
+		fmt.Fprintf(w, "  (each drift boot is a head alone)\n")
+	}
 	fmt.Fprintf(w, "  drift  %6.2f s   spread %.2f s (runs:%s)\n", dm.Seconds(), Spread(r.Drift).Seconds(), secs(r.Drift))
 	fmt.Fprintf(w, "  floor  %6.2f s   spread %.2f s (runs:%s; same kernel, init that only prints a line)\n", fm.Seconds(), Spread(r.Floor).Seconds(), secs(r.Floor))
 	if fm > 0 {
