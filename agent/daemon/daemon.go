@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -203,6 +204,13 @@ func bootWithPhases(ctx context.Context, cfg Config, log *slog.Logger, phases *b
 	node.ModulesDone = done
 	go func() { // the rest: CRIU's, file systems, disks, USB... nothing before ready needs them
 		defer close(done)
+		// At the lowest priority: on a one-CPU machine the work of
+		// loading them must not hold back DHCP, membership and ready.
+		// The thread stays locked, and so niced, until it exits.
+		runtime.LockOSThread()
+		if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19); err != nil {
+			log.Warn("load modules at low priority", "err", err)
+		}
 		start := time.Now()
 		loaded, err := loadModules(ctx, cfg.AlwaysModules, nil, log)
 		if err != nil {
