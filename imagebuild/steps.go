@@ -292,7 +292,9 @@ func (b *builder) images(ctx context.Context, m *Manifest, kernel, rd string) er
 	if err := b.makeISO(ctx, iso, kernel, rd, menu); err != nil {
 		return err
 	}
-	b.progress("iso: %s (%s, BIOS+UEFI, CD+USB)", ISOName, mib(fileSize(iso)))
+	isoSize, kSize, rdSize := fileSize(iso), fileSize(kernel), fileSize(rd)
+	b.progress("iso: %s (%s, BIOS+UEFI, CD+USB: kernel %s, initramfs %s, boot loaders, EFI image and iPXE %s)",
+		ISOName, mib(isoSize), mib(kSize), mib(rdSize), mib(isoSize-kSize-rdSize))
 	if err := b.makePXE(filepath.Join(b.staging, PXEDirName), kernel, rd); err != nil {
 		return err
 	}
