@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
@@ -53,6 +54,49 @@ type Node struct {
 	// are loaded.
 	ModulesDone <-chan struct{}
 	phases      *boot.PhaseLog
+	loader      niceThread // the thread loading them: niced until ready
+}
+
+// niceThread is a thread that runs at the lowest priority until the node
+// is ready.
+type niceThread struct {
+	mu    sync.Mutex
+	tid   int  // 0: none running
+	ready bool // the node is ready: no more niceness
+}
+
+// start lowers the calling thread's priority, unless the node is ready;
+// the caller has locked its goroutine to the thread and calls stop
+// before it ends.
+func (t *niceThread) start(log *slog.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ready {
+		return
+	}
+	t.tid = unix.Gettid()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, t.tid, 19); err != nil {
+		log.Warn("load modules at low priority", "err", err)
+	}
+}
+
+func (t *niceThread) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tid = 0
+}
+
+// normal gives the thread its normal priority back, for good: a job that
+// keeps the CPU busy must not hold back the modules CRIU needs to move it.
+func (t *niceThread) normal(log *slog.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ready = true
+	if t.tid != 0 {
+		if err := unix.Setpriority(unix.PRIO_PROCESS, t.tid, 0); err != nil {
+			log.Warn("load modules at normal priority", "err", err)
+		}
+	}
 }
 
 // OnNode reports whether this is a node booted from a drift image.
@@ -140,6 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}).Run})
 	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
 	phases.Mark(boot.PhaseReady)
+	node.loader.normal(log)
 	go func() { // after ready: boot does not wait for it; CRIU needs the modules loaded in the background
 		select {
 		case <-node.ModulesDone:
@@ -208,9 +253,8 @@ func bootWithPhases(ctx context.Context, cfg Config, log *slog.Logger, phases *b
 		// loading them must not hold back DHCP, membership and ready.
 		// The thread stays locked, and so niced, until it exits.
 		runtime.LockOSThread()
-		if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19); err != nil {
-			log.Warn("load modules at low priority", "err", err)
-		}
+		node.loader.start(log)
+		defer node.loader.stop()
 		start := time.Now()
 		loaded, err := loadModules(ctx, cfg.AlwaysModules, nil, log)
 		if err != nil {
