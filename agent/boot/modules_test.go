@@ -139,3 +139,44 @@ func TestColdplugDevices(t *testing.T) {
 		t.Errorf("Load calls with Devices: EarlyDevice mismatch (-want +got):\n%s", diff)
 	}
 }
+
+func TestColdplugBuses(t *testing.T) {
+	tab, _ := ParseAliases(strings.NewReader(testAliases))
+	sys := fakeSys(t, map[string]string{
+		"pci0000:00/0000:00:03.0": "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+		"pci0000:00/0000:00:04.0": "pci:v00008086d0000100Esv00008086sd00000000bc02sc00i00",
+		"platform/serial8250":     "acpi:PNP0501:", // not on a bus Coldplug looks at
+	})
+	link := func(bus, dev string) {
+		d := filepath.Join(sys, "bus", bus, "devices")
+		os.MkdirAll(d, 0o755)
+		if err := os.Symlink(filepath.Join(sys, "devices", dev), filepath.Join(d, filepath.Base(dev))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("pci", "pci0000:00/0000:00:03.0")
+	link("pci", "pci0000:00/0000:00:04.0")
+	var calls []string
+	c := &Coldplug{
+		SysDir:  sys,
+		Aliases: tab,
+		Buses:   EarlyBuses,
+		Devices: EarlyDevice,
+		Load: func(m string) error {
+			calls = append(calls, m)
+			if m == "virtio_pci" { // the bus driver brings the virtio bus and its device
+				d := filepath.Join(sys, "devices", "pci0000:00", "0000:00:03.0", "virtio0")
+				os.MkdirAll(d, 0o755)
+				os.WriteFile(filepath.Join(d, "modalias"), []byte("virtio:d00000001v00001AF4\n"), 0o444)
+				link("virtio", "pci0000:00/0000:00:03.0/virtio0")
+			}
+			return nil
+		},
+	}
+	if _, err := c.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"virtio_pci", "e1000", "virtio_net"}, calls); diff != "" {
+		t.Errorf("Load calls with Buses mismatch (-want +got):\n%s", diff)
+	}
+}

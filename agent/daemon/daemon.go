@@ -239,7 +239,7 @@ func bootWithPhases(ctx context.Context, cfg Config, log *slog.Logger, phases *b
 		log.Warn("allow memory overcommit (needed to restore migrated jobs)", "err", err)
 	}
 	start := time.Now()
-	loaded, err := loadModules(ctx, nil, boot.EarlyDevice, log)
+	loaded, err := loadModules(ctx, nil, boot.EarlyBuses, boot.EarlyDevice, log)
 	if err != nil {
 		cfg.Console.Event("error loading modules: %v", err)
 	}
@@ -256,7 +256,7 @@ func bootWithPhases(ctx context.Context, cfg Config, log *slog.Logger, phases *b
 		node.loader.start(log)
 		defer node.loader.stop()
 		start := time.Now()
-		loaded, err := loadModules(ctx, cfg.AlwaysModules, nil, log)
+		loaded, err := loadModules(ctx, cfg.AlwaysModules, nil, nil, log)
 		if err != nil {
 			cfg.Console.Event("error loading modules: %v", err)
 		}
@@ -279,9 +279,9 @@ func bootWithPhases(ctx context.Context, cfg Config, log *slog.Logger, phases *b
 	return node, nil
 }
 
-// loadModules loads always, then the modules of the devices present that
-// devices accepts (nil: every device).
-func loadModules(ctx context.Context, always []string, devices func(string) bool, log *slog.Logger) ([]string, error) {
+// loadModules loads always, then the modules of the devices present (on
+// buses; nil: all) that devices accepts (nil: every device).
+func loadModules(ctx context.Context, always, buses []string, devices func(string) bool, log *slog.Logger) ([]string, error) {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return nil, fmt.Errorf("uname: %w", err)
@@ -304,6 +304,7 @@ func loadModules(ctx context.Context, always []string, devices func(string) bool
 		Aliases: aliases,
 		Always:  always,
 		Devices: devices,
+		Buses:   buses,
 		Logger:  log,
 		Load:    load,
 	}
