@@ -14,7 +14,8 @@ import (
 // logged once per boot, as "drift: boot phase=NAME uptime=SECONDS", so
 // that make bench-boot can say where the time to ready goes.
 const (
-	PhaseAgent      = "agent"       // driftd runs (u-root's init is done)
+	PhaseInit       = "init"        // driftd runs, started by u-root's init (it supervises the agent)
+	PhaseAgent      = "agent"       // the agent, driftd's child, runs
 	PhaseModules    = "modules"     // the NIC drivers (and what ready needs) are loaded
 	PhaseNIC        = "nic"         // the node's network interfaces exist
 	PhaseAddress    = "address"     // the node has its first address (a DHCP lease, the head's own, static or link-local)
@@ -25,7 +26,7 @@ const (
 )
 
 // Phases lists the phase names in their usual order, for reports.
-var Phases = []string{PhaseAgent, PhaseModules, PhaseNIC, PhaseAddress, PhaseMembership, PhaseReady, PhaseStorage, PhaseAllModules}
+var Phases = []string{PhaseInit, PhaseAgent, PhaseModules, PhaseNIC, PhaseAddress, PhaseMembership, PhaseReady, PhaseStorage, PhaseAllModules}
 
 // PhaseLog logs each boot phase once, with the time since the kernel
 // started. It is safe for concurrent use; the zero value is not usable:

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ type Result struct {
 	// from QEMU start to the kernel's clock starting (ready's wall time
 	// less its uptime: firmware, and QEMU loading kernel and initramfs).
 	Phases        []map[string]time.Duration
+	FloorPhases   []map[string]time.Duration // the same for the floor: the kernel's phases only
 	ISOSize       int64
 	InitramfsSize int64
 }
@@ -122,11 +124,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		res.Drift = append(res.Drift, d)
 		res.Phases = append(res.Phases, ph)
-		d, _, err = bootOnce(ctx, cfg, log, floorImg, filepath.Join(work, fmt.Sprintf("f%d", i)), res.Accel, floorRE)
+		d, ph, err = bootOnce(ctx, cfg, log, floorImg, filepath.Join(work, fmt.Sprintf("f%d", i)), res.Accel, floorRE)
 		if err != nil {
 			return nil, fmt.Errorf("bench: floor boot %d: %w", i+1, err)
 		}
 		res.Floor = append(res.Floor, d)
+		res.FloorPhases = append(res.FloorPhases, ph)
 	}
 	return res, nil
 }
@@ -172,7 +175,16 @@ func bootOnce(ctx context.Context, cfg Config, log *slog.Logger, img lab.Image, 
 	}
 	took := time.Since(l.StartedAt(1))
 	if re != lab.ReadyRE {
-		return took, nil, nil
+		// The floor: the kernel's phases, its clock's start from its /init.
+		b, err := os.ReadFile(l.ConsoleLog(1))
+		if err != nil {
+			return 0, nil, fmt.Errorf("bench: %w", err)
+		}
+		ph := parsePhases(string(b))
+		if u, ok := ph[phaseUserspace]; ok {
+			ph[phaseKernel] = took - u
+		}
+		return took, ph, nil
 	}
 	ph, err := phasesOf(wctx, cfg, l, 1, took, filepath.Base(dir))
 	return took, ph, err
@@ -235,10 +247,29 @@ func phasesOf(ctx context.Context, cfg Config, l *lab.Lab, n int, took time.Dura
 // phaseKernel names, in Result.Phases, the time before the kernel's clock.
 const phaseKernel = "kernel"
 
-// parsePhases returns the boot phases logged on a console.
+// The phases read from the kernel's own console lines.
+const (
+	phaseUnpacked  = "unpacked"  // the kernel has unpacked the initramfs ("Freeing initrd memory")
+	phaseUserspace = "userspace" // the kernel runs /init ("Run /init as init process")
+)
+
+var kernelPhaseREs = map[string]*regexp.Regexp{
+	phaseUnpacked:  regexp.MustCompile(`^\[\s*([0-9]+\.[0-9]+)\] Freeing initrd memory`),
+	phaseUserspace: regexp.MustCompile(`^\[\s*([0-9]+\.[0-9]+)\] Run /init as init process`),
+}
+
+// parsePhases returns the boot phases logged on a console: the agent's,
+// and the kernel's unpacked and userspace.
 func parsePhases(console string) map[string]time.Duration {
 	ph := map[string]time.Duration{}
 	for _, line := range strings.Split(console, "\n") {
+		for name, re := range kernelPhaseREs {
+			if m := re.FindStringSubmatch(line); m != nil {
+				if s, err := strconv.ParseFloat(m[1], 64); err == nil {
+					ph[name] = time.Duration(s * float64(time.Second))
+				}
+			}
+		}
 		if name, at, ok := boot.ParsePhase(line); ok {
 			if _, seen := ph[name]; !seen {
 				ph[name] = at
@@ -273,31 +304,42 @@ func (r *Result) printPhases(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "drift boot phases, seconds from QEMU start (median, spread over %d runs; floor %.2f s):\n", len(r.Phases), Median(r.Floor).Seconds())
-	fmt.Fprintf(w, "  %-12s %7s %7s  %s\n", "phase", "median", "spread", "x floor")
-	rows := append([]string{phaseKernel}, boot.Phases...)
+	fmt.Fprintf(w, "  %-12s %7s %7s  %7s  %s\n", "phase", "median", "spread", "x floor", "the floor's")
+	rows := append([]string{phaseKernel, phaseUnpacked, phaseUserspace}, boot.Phases...)
 	for _, name := range rows {
-		var ds []time.Duration
-		for _, ph := range r.Phases {
-			k, okK := ph[phaseKernel]
-			at, ok := ph[name]
-			if !ok || !okK {
-				continue
-			}
-			if name != phaseKernel {
-				at += k
-			}
-			ds = append(ds, at)
-		}
+		ds := phaseTimes(r.Phases, name)
 		if len(ds) == 0 {
 			fmt.Fprintf(w, "  %-12s %7s %7s\n", name, "-", "-")
 			continue
+		}
+		fl := ""
+		if fds := phaseTimes(r.FloorPhases, name); len(fds) > 0 {
+			fl = fmt.Sprintf("%7.2f", Median(fds).Seconds())
 		}
 		note := ""
 		if len(ds) < len(r.Phases) {
 			note = fmt.Sprintf("  (in %d of %d runs)", len(ds), len(r.Phases))
 		}
-		fmt.Fprintf(w, "  %-12s %7.2f %7.2f  %5.2f%s\n", name, Median(ds).Seconds(), Spread(ds).Seconds(), ratio(Median(ds), Median(r.Floor)), note)
+		fmt.Fprintf(w, "  %-12s %7.2f %7.2f  %7.2f  %7s%s\n", name, Median(ds).Seconds(), Spread(ds).Seconds(), ratio(Median(ds), Median(r.Floor)), fl, note)
 	}
+}
+
+// phaseTimes returns, for each run that has phase name and the kernel's
+// start, the phase's time from QEMU start.
+func phaseTimes(runs []map[string]time.Duration, name string) []time.Duration {
+	var ds []time.Duration
+	for _, ph := range runs {
+		k, okK := ph[phaseKernel]
+		at, ok := ph[name]
+		if !ok || !okK {
+			continue
+		}
+		if name != phaseKernel {
+			at += k
+		}
+		ds = append(ds, at)
+	}
+	return ds
 }
 
 // Median returns the median of ds (the mean of the middle two for an even count).
