@@ -24,13 +24,23 @@ type Alias struct {
 
 // AliasTable matches device modaliases to modules.
 type AliasTable struct {
-	byBus map[string][]Alias // keyed by the text before the first ':'; "" for patterns that begin with a wildcard
+	// byPrefix holds the aliases by their pattern's literal text before
+	// its first wildcard, so that a modalias is matched only against the
+	// patterns whose prefix it starts with (a few of thousands).
+	byPrefix map[string][]alias
+}
+
+type alias struct {
+	Alias
+	index  int  // in the file
+	anyBus bool // the pattern's type part holds a wildcard: matched after the others
 }
 
 // ParseAliases reads a modules.alias file. Lines that are not
 // "alias PATTERN MODULE", and patterns that are not valid globs, are skipped.
 func ParseAliases(r io.Reader) (*AliasTable, error) {
-	t := &AliasTable{byBus: map[string][]Alias{}}
+	t := &AliasTable{byPrefix: map[string][]alias{}}
+	n := 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -41,7 +51,12 @@ func ParseAliases(r io.Reader) (*AliasTable, error) {
 		if _, err := path.Match(f[1], ""); err != nil {
 			continue
 		}
-		t.byBus[bus(f[1])] = append(t.byBus[bus(f[1])], Alias{Pattern: f[1], Module: f[2]})
+		prefix := f[1]
+		if i := strings.IndexAny(prefix, "*?[\\"); i >= 0 {
+			prefix = prefix[:i]
+		}
+		t.byPrefix[prefix] = append(t.byPrefix[prefix], alias{Alias: Alias{Pattern: f[1], Module: f[2]}, index: n, anyBus: bus(f[1]) == ""})
+		n++
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read modules.alias: %w", err)
@@ -59,18 +74,34 @@ func bus(s string) string {
 	return b
 }
 
-// Match returns the modules whose aliases match modalias, in file order,
-// without duplicates.
+// Match returns the modules whose aliases match modalias, without
+// duplicates: those of patterns with a literal type ("pci:...") first,
+// then those whose type holds a wildcard, each in file order.
 func (t *AliasTable) Match(modalias string) []string {
-	var mods []string
-	for _, key := range []string{bus(modalias), ""} {
-		for _, a := range t.byBus[key] {
-			if ok, _ := path.Match(a.Pattern, modalias); ok && !slices.Contains(mods, a.Module) {
-				mods = append(mods, a.Module)
+	var hits []alias
+	for i := 0; i <= len(modalias); i++ {
+		for _, a := range t.byPrefix[modalias[:i]] {
+			if !a.anyBus && bus(modalias) == "" {
+				continue // a typed pattern never matches an untyped modalias
+			}
+			if ok, _ := path.Match(a.Pattern, modalias); ok {
+				hits = append(hits, a)
 			}
 		}
-		if bus(modalias) == "" {
-			break
+	}
+	slices.SortFunc(hits, func(a, b alias) int {
+		if a.anyBus != b.anyBus {
+			if a.anyBus {
+				return 1
+			}
+			return -1
+		}
+		return a.index - b.index
+	})
+	var mods []string
+	for _, a := range hits {
+		if !slices.Contains(mods, a.Module) {
+			mods = append(mods, a.Module)
 		}
 	}
 	return mods
