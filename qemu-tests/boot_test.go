@@ -1,9 +1,12 @@
 package qemutests
 
 import (
+	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/driftcluster/drift/agent/boot"
 	"github.com/driftcluster/drift/qemu-tests/lab"
 )
 
@@ -39,6 +42,43 @@ func TestBoot(t *testing.T) {
 			}
 			t.Logf("ready after %s (accel %s): %s", time.Since(start).Round(100*time.Millisecond), l.Accel(), r.Line)
 			checkReady(t, l, img, r, tt.role)
+			checkPhases(t, l, 1, r.Addr != "none")
 		})
 	}
+}
+
+// checkPhases checks that node n's console logged the boot phases up to
+// ready, each once and in order, with times since kernel start; the
+// address phase only when the node had an address at ready (withAddr).
+func checkPhases(t *testing.T, l *lab.Lab, n int, withAddr bool) {
+	t.Helper()
+	b, err := os.ReadFile(l.ConsoleLog(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := map[string]time.Duration{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, d, ok := boot.ParsePhase(line); ok {
+			if _, dup := at[name]; dup {
+				t.Errorf("node %d logged boot phase %s twice", n, name)
+			}
+			at[name] = d
+		}
+	}
+	var last time.Duration
+	for _, p := range []string{boot.PhaseInit, boot.PhaseAgent, boot.PhaseModules, boot.PhaseNIC, boot.PhaseAddress, boot.PhaseReady} {
+		d, ok := at[p]
+		if !ok && p == boot.PhaseAddress && !withAddr {
+			continue
+		}
+		if !ok {
+			t.Errorf("node %d: no boot phase=%s line on its console before ready", n, p)
+			continue
+		}
+		if d < last || d <= 0 {
+			t.Errorf("node %d: boot phase %s at %v, before the phase before it (%v)", n, p, d, last)
+		}
+		last = d
+	}
+	t.Logf("boot phases (seconds since kernel start): %v", at)
 }

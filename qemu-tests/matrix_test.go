@@ -66,6 +66,7 @@ func TestMatrix(t *testing.T) {
 			res.Ready = time.Since(l.StartedAt(n))
 			t.Logf("ready after %s: %s", res.Ready.Round(100*time.Millisecond), r.Line)
 			checkReady(t, l, img, r, "worker")
+			checkPhases(t, l, n, true)
 			if r.Addr == "none" {
 				res.Err = fmt.Errorf("ready without an address: %s", r.Line)
 				t.Errorf("boot %s: %v", c.Name(), res.Err)
