@@ -15,7 +15,8 @@ import (
 // OVMF; CD, USB disk and PXE; each NIC model), one cell at a time, beside
 // a head that serves DHCP and network boot, and prints the table of times
 // from power-on to ready. Cells QEMU cannot run are skipped with the
-// reason. It takes long under TCG: make test-matrix runs it (and
+// reason. It takes about 15 minutes under TCG, too long for every run:
+// make test-matrix runs it (and
 // DRIFT_QEMU_MATRIX=1); -run 'TestMatrix/seabios/pxe' runs a part.
 func TestMatrix(t *testing.T) {
 	if os.Getenv("DRIFT_QEMU_MATRIX") != "1" {
