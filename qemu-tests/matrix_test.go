@@ -16,8 +16,8 @@ import (
 // a head that serves DHCP and network boot, and prints the table of times
 // from power-on to ready. Cells QEMU cannot run are skipped with the
 // reason. It takes about 15 minutes under TCG, too long for every run:
-// make test-matrix runs it (and
-// DRIFT_QEMU_MATRIX=1); -run 'TestMatrix/seabios/pxe' runs a part.
+// make test-matrix runs it (DRIFT_QEMU_MATRIX=1); -run
+// 'TestMatrix/seabios/pxe' runs a part.
 func TestMatrix(t *testing.T) {
 	if os.Getenv("DRIFT_QEMU_MATRIX") != "1" {
 		t.Skip("the whole boot matrix takes long under TCG: run it with make test-matrix (DRIFT_QEMU_MATRIX=1)")
