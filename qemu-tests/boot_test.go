@@ -1,7 +1,9 @@
 package qemutests
 
 import (
+	"context"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -48,10 +50,16 @@ func TestBoot(t *testing.T) {
 }
 
 // checkPhases checks that node n's console logged the boot phases up to
-// ready, each once and in order, with times since kernel start; the
+// ready (the line after the ready line), each once and in order, with times since kernel start; the
 // address phase only when the node had an address at ready (withAddr).
 func checkPhases(t *testing.T, l *lab.Lab, n int, withAddr bool) {
 	t.Helper()
+	// The phase follows the ready line: wait for it.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := l.WaitFor(ctx, n, regexp.MustCompile(`drift: boot phase=`+boot.PhaseReady+` `)); err != nil {
+		t.Errorf("node %d: no boot phase=%s line after its ready line: %v", n, boot.PhaseReady, err)
+	}
 	b, err := os.ReadFile(l.ConsoleLog(n))
 	if err != nil {
 		t.Fatal(err)
