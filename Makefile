@@ -11,7 +11,7 @@ NODES    ?= 3
 IMAGE_FLAGS   = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE)) $(if $(PACKAGES),--packages "$(PACKAGES)")
 HOST_PACKAGES = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
-.PHONY: help deps image demo down test fuzz unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate bench-checkpoint clean
+.PHONY: help deps image demo down test test-matrix fuzz unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate bench-checkpoint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ unit: ## unit and host-tier tests only (no VMs)
 test: vet fuzz ## unit tests, a short run of every fuzz target, and the QEMU scenario tests (boots real VMs; the image carries TEST_PACKAGES, default python3)
 	$(MAKE) image PACKAGES="$(TEST_PACKAGES)"
 	DRIFT_QEMU_TESTS=1 DRIFT_IMAGE_DIR=$(abspath $(OUT)) $(GO) test -timeout 50m ./...
+
+test-matrix: image ## boot one worker per cell of the boot matrix (SeaBIOS/OVMF x CD/USB/PXE x each NIC), one at a time, and print the table of times to ready (long under TCG)
+	DRIFT_QEMU_TESTS=1 DRIFT_QEMU_MATRIX=1 DRIFT_IMAGE_DIR=$(abspath $(OUT)) $(GO) test -count=1 -timeout 180m -run 'TestMatrix' -v ./qemu-tests/
 
 bench-boot: image ## seconds from QEMU start to ready, beside a minimal-init floor; image sizes
 	$(GO) run ./qemu-tests/cmd/bench-boot --image $(OUT)

@@ -64,18 +64,36 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		return nil, err
 	}
 	files := append(modFiles, bins...)
+	part := map[string]string{} // archive path: its part, for the sizes make image prints
+	for _, f := range bins {
+		part[f.Dst] = PartGo
+	}
 	for _, f := range criu.Files {
 		files = append(files, initramfs.File{Src: filepath.Join(criu.Sysroot, f), Dst: f})
+		part[f] = PartCRIU
 	}
 	shFiles, links := sh.files()
 	files = append(files, shFiles...)
+	for _, f := range shFiles {
+		part[f.Dst] = PartShell
+	}
+	for l := range links {
+		part[l] = PartShell
+	}
 	if pkgs != nil {
 		files = append(files, pkgs.file())
+		part[pkgs.file().Dst] = PartPackages
 	}
 	rd, err := b.initramfs(ctx, k, key, files, links)
 	if err != nil {
 		return nil, err
 	}
+	parts, err := PartSizes(rd, partClassifier(part))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(b.cfg.Progress, "  initramfs parts (unpacked in RAM, and zstd-compressed alone):\n")
+	printParts(b.cfg.Progress, parts)
 	m := &Manifest{
 		Version:       b.cfg.Version,
 		KernelVersion: k.Version,
@@ -274,7 +292,9 @@ func (b *builder) images(ctx context.Context, m *Manifest, kernel, rd string) er
 	if err := b.makeISO(ctx, iso, kernel, rd, menu); err != nil {
 		return err
 	}
-	b.progress("iso: %s (%s, BIOS+UEFI, CD+USB)", ISOName, mib(fileSize(iso)))
+	isoSize, kSize, rdSize := fileSize(iso), fileSize(kernel), fileSize(rd)
+	b.progress("iso: %s (%s, BIOS+UEFI, CD+USB: kernel %s, initramfs %s, boot loaders, EFI image and iPXE %s)",
+		ISOName, mib(isoSize), mib(kSize), mib(rdSize), mib(isoSize-kSize-rdSize))
 	if err := b.makePXE(filepath.Join(b.staging, PXEDirName), kernel, rd); err != nil {
 		return err
 	}

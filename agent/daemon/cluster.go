@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/boot"
 	"github.com/driftcluster/drift/agent/discovery"
 	"github.com/driftcluster/drift/agent/membership"
 	"github.com/driftcluster/drift/agent/nodeinfo"
@@ -124,6 +125,7 @@ func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 		return err
 	}
 	c.cur.Store(mem)
+	a.node.phases.Mark(boot.PhaseMembership)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 2)

@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
@@ -46,6 +48,55 @@ type Node struct {
 	Role    boot.Role
 	Options boot.Options
 	NICs    []boot.NIC
+
+	// ModulesDone is closed once the modules loaded in the background
+	// (always.list, the drivers of devices the network does not need)
+	// are loaded.
+	ModulesDone <-chan struct{}
+	phases      *boot.PhaseLog
+	loader      niceThread // the thread loading them: niced until ready
+}
+
+// niceThread is a thread that runs at the lowest priority until the node
+// is ready.
+type niceThread struct {
+	mu    sync.Mutex
+	tid   int  // 0: none running
+	ready bool // the node is ready: no more niceness
+}
+
+// start lowers the calling thread's priority, unless the node is ready;
+// the caller has locked its goroutine to the thread and calls stop
+// before it ends.
+func (t *niceThread) start(log *slog.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ready {
+		return
+	}
+	t.tid = unix.Gettid()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, t.tid, 19); err != nil {
+		log.Warn("load modules at low priority", "err", err)
+	}
+}
+
+func (t *niceThread) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tid = 0
+}
+
+// normal gives the thread its normal priority back, for good: a job that
+// keeps the CPU busy must not hold back the modules CRIU needs to move it.
+func (t *niceThread) normal(log *slog.Logger) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ready = true
+	if t.tid != 0 {
+		if err := unix.Setpriority(unix.PRIO_PROCESS, t.tid, 0); err != nil {
+			log.Warn("load modules at normal priority", "err", err)
+		}
+	}
 }
 
 // OnNode reports whether this is a node booted from a drift image.
@@ -81,8 +132,10 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.Default()
 	}
 	a := &agent{log: log, con: cfg.Console, sup: &supervise.Supervisor{Logger: log}, started: time.Now()}
+	phases := &boot.PhaseLog{Event: cfg.Console.Event}
+	phases.Mark(boot.PhaseAgent)
 	mountPackages(cfg, log) // first: before anything runs from the directories it covers
-	node, err := Boot(ctx, cfg, log)
+	node, err := bootWithPhases(ctx, cfg, log, phases)
 	if err != nil {
 		return err
 	}
@@ -100,6 +153,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}})
 	net := a.startNetwork(ctx, node.NICs)
+	if net.primary().IsValid() {
+		phases.Mark(boot.PhaseAddress)
+	}
 	cl := &cluster{a: a, net: net}
 	a.bal = newBalancer(a, cl)
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh, KillOrphans: true}
@@ -107,7 +163,14 @@ func Run(ctx context.Context, cfg Config) error {
 	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
-	a.startPower(ctx) // the power button drains, then powers off (power.go)
+	go func() { // the power button's driver may be among the modules loaded in the background
+		select {
+		case <-node.ModulesDone:
+		case <-ctx.Done():
+			return
+		}
+		a.startPower(ctx) // the power button drains, then powers off (power.go)
+	}()
 	routes := a.jobs.Routes()
 	a.bal.routes(routes)
 	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
@@ -120,7 +183,16 @@ func Run(ctx context.Context, cfg Config) error {
 		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
 	}).Run})
 	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
-	go a.jobs.Prepare(ctx) // after ready: boot does not wait for it
+	phases.Mark(boot.PhaseReady)
+	node.loader.normal(log)
+	go func() { // after ready: boot does not wait for it; CRIU needs the modules loaded in the background
+		select {
+		case <-node.ModulesDone:
+		case <-ctx.Done():
+			return
+		}
+		a.jobs.Prepare(ctx)
+	}()
 	a.sup.Wait()
 	return ctx.Err()
 }
@@ -140,7 +212,14 @@ func loadKey(o boot.Options) (clusterkey.Key, error) {
 
 // Boot reads the command line, loads modules and names the host.
 func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
-	node := &Node{Role: boot.RoleWorker}
+	return bootWithPhases(ctx, cfg, log, nil)
+}
+
+// bootWithPhases is Boot, logging its phases to phases (nil: none). It
+// loads the network's drivers first and returns once the NICs exist; the
+// other modules load in the background and node.ModulesDone says when.
+func bootWithPhases(ctx context.Context, cfg Config, log *slog.Logger, phases *boot.PhaseLog) (*Node, error) {
+	node := &Node{Role: boot.RoleWorker, phases: phases}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	opts, err := boot.ParseCmdline(string(cmdline))
 	if err != nil {
@@ -160,13 +239,33 @@ func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 		log.Warn("allow memory overcommit (needed to restore migrated jobs)", "err", err)
 	}
 	start := time.Now()
-	loaded, err := loadModules(ctx, cfg.AlwaysModules, log)
+	loaded, err := loadModules(ctx, nil, boot.EarlyBuses, boot.EarlyDevice, log)
 	if err != nil {
 		cfg.Console.Event("error loading modules: %v", err)
 	}
-	log.Info("modules loaded", "count", len(loaded), "modules", strings.Join(loaded, " "), "took", time.Since(start).Round(time.Millisecond))
+	log.Info("network modules loaded", "count", len(loaded), "modules", strings.Join(loaded, " "), "took", time.Since(start).Round(time.Millisecond))
+	phases.Mark(boot.PhaseModules)
+	done := make(chan struct{})
+	node.ModulesDone = done
+	go func() { // the rest: CRIU's, file systems, disks, USB... nothing before ready needs them
+		defer close(done)
+		// At the lowest priority: on a one-CPU machine the work of
+		// loading them must not hold back DHCP, membership and ready.
+		// The thread stays locked, and so niced, until it exits.
+		runtime.LockOSThread()
+		node.loader.start(log)
+		defer node.loader.stop()
+		start := time.Now()
+		loaded, err := loadModules(ctx, cfg.AlwaysModules, nil, nil, log)
+		if err != nil {
+			cfg.Console.Event("error loading modules: %v", err)
+		}
+		log.Info("modules loaded", "count", len(loaded), "modules", strings.Join(loaded, " "), "took", time.Since(start).Round(time.Millisecond))
+		phases.Mark(boot.PhaseAllModules)
+	}()
 
 	node.NICs = waitNICs(ctx, log)
+	phases.Mark(boot.PhaseNIC)
 	if len(node.NICs) > 0 {
 		node.Name = boot.NodeName(node.NICs[0].MAC)
 	} else {
@@ -180,7 +279,9 @@ func Boot(ctx context.Context, cfg Config, log *slog.Logger) (*Node, error) {
 	return node, nil
 }
 
-func loadModules(ctx context.Context, always []string, log *slog.Logger) ([]string, error) {
+// loadModules loads always, then the modules of the devices present (on
+// buses; nil: all) that devices accepts (nil: every device).
+func loadModules(ctx context.Context, always, buses []string, devices func(string) bool, log *slog.Logger) ([]string, error) {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return nil, fmt.Errorf("uname: %w", err)
@@ -202,6 +303,8 @@ func loadModules(ctx context.Context, always []string, log *slog.Logger) ([]stri
 	cp := &boot.Coldplug{
 		Aliases: aliases,
 		Always:  always,
+		Devices: devices,
+		Buses:   buses,
 		Logger:  log,
 		Load:    load,
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/driftcluster/drift/agent/boot"
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/supervise"
 )
@@ -29,6 +30,7 @@ const oomShield = -1000
 // processes are shielded from the OOM killer. It also keeps a shell on
 // each console a person can type at.
 func SuperviseAgent(ctx context.Context, con *console.Console, log *slog.Logger) error {
+	(&boot.PhaseLog{Event: con.Event}).Mark(boot.PhaseInit)
 	if err := ShieldFromOOM(); err != nil {
 		log.Warn("oom shield", "err", err)
 	}

@@ -89,6 +89,7 @@ func (s *nodeStorage) start(ctx context.Context) {
 		Guard: storage.GuardMountPoint,
 		OnMount: func(src storage.Source) {
 			a.con.Event("storage mounted=%s from=%s", storage.MountPoint, src)
+			a.node.phases.Mark(boot.PhaseStorage)
 		},
 	}
 	a.sup.Start(ctx, supervise.Service{Name: "storage-mount", Run: s.mounter.Run})

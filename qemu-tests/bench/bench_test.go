@@ -47,3 +47,28 @@ func TestParseConverge(t *testing.T) {
 		})
 	}
 }
+
+func TestParsePhases(t *testing.T) {
+	console := "[    1.391853] Trying to unpack rootfs image as initramfs...\r\n" +
+		"[    3.049588] Freeing initrd memory: 24644K\r\n" +
+		"[    3.856502] Run /init as init process\r\n" +
+		"[    4.1] u-root banner\r\n" +
+		"drift: boot phase=agent uptime=4.20\r\n" +
+		"noise drift: boot phase=modules uptime=4.90\r\n" +
+		"drift: boot phase=agent uptime=9.99\r\n" + // a restarted agent: the first boot's counts
+		"drift: ready node=drift-000001 addr=10.0.0.1 role=head version=v\r\n" +
+		"drift: boot phase=ready uptime=6.50\r\n"
+	got := parsePhases(console)
+	want := map[string]time.Duration{"unpacked": 3049588 * time.Microsecond, "userspace": 3856502 * time.Microsecond, "agent": 4200 * time.Millisecond, "modules": 4900 * time.Millisecond, "ready": 6500 * time.Millisecond}
+	if len(got) != len(want) {
+		t.Fatalf("parsePhases = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("parsePhases()[%q] = %v, want %v", k, got[k], v)
+		}
+	}
+	if s := Spread([]time.Duration{3 * time.Second, time.Second, 2 * time.Second}); s != 2*time.Second {
+		t.Errorf("Spread = %v, want 2s", s)
+	}
+}

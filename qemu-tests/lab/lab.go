@@ -297,7 +297,7 @@ func checkImage(cfg Config) error {
 		need["initramfs"] = cfg.Image.Initramfs
 	case BootISO, BootUSB:
 		need["ISO"] = cfg.Image.ISO
-	case BootISOUEFI:
+	case BootISOUEFI, BootUSBUEFI:
 		need["ISO"] = cfg.Image.ISO
 		for _, f := range []string{"OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"} {
 			if _, err := os.Stat(filepath.Join(cfg.OVMFDir, f)); err != nil {
@@ -330,6 +330,11 @@ func (l *Lab) nodePath(n int, suffix string) string {
 // newNode builds node n's QEMU command line and starts it, with extra
 // appended to its kernel command line.
 func (l *Lab) newNode(ctx context.Context, n int, extra []string) error {
+	return l.newNodeAs(ctx, n, extra, l.st.Boot, l.st.NIC)
+}
+
+// newNodeAs is newNode with the node's own boot mode and NIC.
+func (l *Lab) newNodeAs(ctx context.Context, n int, extra []string, boot BootMode, nic NIC) error {
 	st := l.st
 	ipPath, err := exec.LookPath("ip")
 	if err != nil {
@@ -349,25 +354,27 @@ func (l *Lab) newNode(ctx context.Context, n int, extra []string) error {
 		PIDFile:     l.nodePath(n, ".pid"),
 	}
 	spec := vmSpec{
-		Node: n, Accel: st.Accel, MemoryMB: st.MemoryMB, Boot: st.Boot, NIC: st.NIC,
+		Node: n, Accel: st.Accel, MemoryMB: st.MemoryMB, Boot: boot, NIC: nic,
 		MAC: ns.MAC, Tap: ns.Tap,
 		ConsoleSock: ns.ConsoleSock, ConsoleLog: ns.ConsoleLog, PortSock: ns.PortSock,
 		QMPSock: ns.QMPSock, PIDFile: ns.PIDFile,
 	}
-	switch st.Boot {
+	switch boot {
 	case BootKernel:
 		spec.Kernel, spec.Initrd = st.Image.Kernel, st.Image.Initramfs
 		spec.Append = kernelAppend(st.Image.Cmdline, ns.Role, append(slices.Clone(st.KernelArgs), extra...))
 	case BootISO:
 		spec.ISO = st.Image.ISO
-	case BootISOUEFI:
+	case BootISOUEFI, BootUSBUEFI:
 		spec.ISO = st.Image.ISO
 		spec.OVMFCode = filepath.Join(st.OVMFDir, "OVMF_CODE_4M.fd")
 		spec.OVMFVars = l.nodePath(n, ".OVMF_VARS.fd")
 		if err := copyFile(spec.OVMFVars, filepath.Join(st.OVMFDir, "OVMF_VARS_4M.fd")); err != nil {
 			return err
 		}
-	case BootUSB:
+	}
+	switch boot {
+	case BootUSB, BootUSBUEFI:
 		spec.USBDisk = l.nodePath(n, ".usb.img")
 		if err := copyFile(spec.USBDisk, st.Image.ISO); err != nil {
 			return err

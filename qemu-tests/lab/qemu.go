@@ -16,10 +16,14 @@ const (
 	BootISO     BootMode = "iso"      // the ISO as a CD-ROM under SeaBIOS (isolinux)
 	BootISOUEFI BootMode = "iso-uefi" // the ISO as a CD-ROM under OVMF (GRUB)
 	BootUSB     BootMode = "usb"      // the ISO written to a raw disk on a USB stick (xHCI) under SeaBIOS
+	BootUSBUEFI BootMode = "usb-uefi" // the ISO written to a raw disk on a USB stick (xHCI) under OVMF
 )
 
 // BootModes lists the valid boot modes, for flags and errors.
-var BootModes = []BootMode{BootKernel, BootISO, BootISOUEFI, BootUSB}
+var BootModes = []BootMode{BootKernel, BootISO, BootISOUEFI, BootUSB, BootUSBUEFI}
+
+// UEFI reports whether the mode boots under OVMF.
+func (b BootMode) UEFI() bool { return b == BootISOUEFI || b == BootUSBUEFI }
 
 // NIC is the model of a node's network card.
 type NIC string
@@ -114,13 +118,23 @@ func (s vmSpec) args() []string {
 		)
 		a = append(a, cdromArgs(s.ISO)...)
 	case BootUSB:
+		a = append(a, usbArgs(s.USBDisk)...)
+	case BootUSBUEFI:
 		a = append(a,
-			"-device", "qemu-xhci,id=xhci",
-			"-drive", "if=none,id=usbdisk,format=raw,file="+s.USBDisk,
-			"-device", "usb-storage,bus=xhci.0,drive=usbdisk,bootindex=1",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+s.OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+s.OVMFVars,
 		)
+		a = append(a, usbArgs(s.USBDisk)...)
 	}
 	return a
+}
+
+func usbArgs(disk string) []string {
+	return []string{
+		"-device", "qemu-xhci,id=xhci",
+		"-drive", "if=none,id=usbdisk,format=raw,file=" + disk,
+		"-device", "usb-storage,bus=xhci.0,drive=usbdisk,bootindex=1",
+	}
 }
 
 func cdromArgs(iso string) []string {
@@ -170,7 +184,7 @@ func ParseBoot(s string) (BootMode, error) {
 			return b, nil
 		}
 	}
-	return "", fmt.Errorf("unknown boot mode %q (want kernel, iso, iso-uefi or usb)", s)
+	return "", fmt.Errorf("unknown boot mode %q (want one of %v)", s, BootModes)
 }
 
 // ParseNIC returns the NIC model named s (a --nic flag value).

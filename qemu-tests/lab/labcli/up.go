@@ -22,7 +22,7 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 	noHead := fs.Bool("no-head", false, "every node a worker: no DHCP server on the segment, nodes take link-local addresses")
 	image := fs.String("image", defImage, "image directory written by drift-image (holds image.json); $DRIFT_IMAGE_DIR sets the default")
 	nic := fs.String("nic", "virtio", "NIC model: virtio, e1000, e1000e, rtl8139 or vmxnet3")
-	boot := fs.String("boot", "kernel", "boot mode: kernel, iso, iso-uefi or usb")
+	boot := fs.String("boot", "kernel", "boot mode: kernel, iso, iso-uefi, usb or usb-uefi")
 	mem := fs.Int("mem", lab.DefaultMemoryMB, "memory per VM in MB")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for every node to be ready")
 	appendArgs := fs.String("append", "", "extra kernel command line arguments (kernel boot only)")
