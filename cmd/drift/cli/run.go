@@ -17,16 +17,20 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "[--node NAME] [--name N] [--env K=V]... [--stay] [-d] -- CMD ARGS...", stderr)
+	fs := newFlags("run", "[--node NAME] [--name N] [--env K=V]... [--stay] [-d] [--array FIRST-LAST[:STEP] | --array-file F [--max-running N] [--mem SIZE] [--retries N] [--nice N] [--output PATTERN]] -- CMD ARGS...", stderr)
 	node := fs.String("node", "", "start the job on this node (`NAME`, or \"home\" for this one); default: the best node")
 	name := fs.String("name", "", "a name for the job in drift ps")
 	stay := fs.Bool("stay", false, "never move the job automatically")
 	detach := fs.Bool("d", false, "start the job and print its id; drift attach ID connects to it later")
 	var extra envFlag
 	fs.Var(&extra, "env", "set `K=V` in the job's environment (repeatable; --env PATH=... replaces the node's PATH)")
+	af := addArrayFlags(fs) // array.go
 	cf := addClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if f := af.misused(); f != "" && !af.set() {
+		return fmt.Errorf("%s is for sweeps: add --array FIRST-LAST or --array-file F: %w", f, errUsage)
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
@@ -38,6 +42,16 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return err
 	}
 	spec := api.JobSpec{Argv: argv, Env: jobEnv(os.Environ(), extra), Dir: sharedDir(), Name: *name, Node: *node, Stay: *stay}
+	if af.set() {
+		if *node != "" || *stay {
+			return fmt.Errorf("--node and --stay are for single jobs: an array's tasks go wherever there is room: %w", errUsage)
+		}
+		as, err := af.spec(spec)
+		if err != nil {
+			return err
+		}
+		return runArray(ctx, c, as, *detach, stdout, stderr)
+	}
 	if *detach {
 		info, err := c.RunDetached(ctx, spec)
 		if err != nil {
