@@ -577,23 +577,25 @@ func substitute(arg, value string, fields []string) (string, error) {
 			b.WriteString(arg)
 			return b.String(), nil
 		}
-		j := strings.IndexByte(arg[i:], '}')
-		if j < 0 {
-			b.WriteString(arg)
-			return b.String(), nil
-		}
-		inner := arg[i+1 : i+j]
 		b.WriteString(arg[:i])
-		switch n, err := strconv.Atoi(inner); {
-		case inner == "":
+		j := strings.IndexByte(arg[i:], '}')
+		inner := ""
+		if j > 0 {
+			inner = arg[i+1 : i+j]
+		}
+		n, err := strconv.Atoi(inner)
+		switch {
+		case j > 0 && inner == "":
 			b.WriteString(value)
-		case err == nil && n >= 1:
+		case j > 0 && err == nil && n >= 1 && strings.Trim(inner, "0123456789") == "":
 			if n > len(fields) {
 				return "", fmt.Errorf("{%d}: the line %q has %d field(s)", n, value, len(fields))
 			}
 			b.WriteString(fields[n-1])
-		default:
-			b.WriteString(arg[i : i+j+1]) // not ours: left as written
+		default: // not ours ("{ cmd; }", "${x}"): left as written
+			b.WriteByte('{')
+			arg = arg[i+1:]
+			continue
 		}
 		arg = arg[i+j+1:]
 	}
