@@ -98,7 +98,9 @@ func (n *node) Signal(ctx context.Context, id string, sig int) error {
 	return cmd.Process.Signal(syscall.Signal(sig))
 }
 
-func (n *node) PS(ctx context.Context) (api.PSResult, error) { return api.PSResult{Jobs: n.Local()}, nil }
+func (n *node) PS(ctx context.Context) (api.PSResult, error) {
+	return api.PSResult{Jobs: n.Local()}, nil
+}
 
 type lab struct {
 	root  string
