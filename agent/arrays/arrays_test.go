@@ -170,7 +170,8 @@ func (l *lab) run(t *testing.T, id string, check func()) api.ArrayInfo {
 
 func TestArrayRunsEveryTaskOnce(t *testing.T) {
 	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb", "drift-cccccc"}, 2)
-	spec := api.ArraySpec{Argv: []string{"sh", "-c", "echo task {} of $DRIFT_ARRAY $DRIFT_TASK; sleep 0.2"}, Range: "1-12"}
+	work := t.TempDir()
+	spec := api.ArraySpec{Argv: []string{"sh", "-c", "echo task {} of $DRIFT_ARRAY $DRIFT_TASK in $(pwd); sleep 0.2"}, Range: "1-12", Dir: work}
 	info, err := l.svcs[0].Submit(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +193,7 @@ func TestArrayRunsEveryTaskOnce(t *testing.T) {
 	}
 	for i := 1; i <= 12; i++ {
 		b, err := os.ReadFile(filepath.Join(info.Dir, strconv.Itoa(i)+".out"))
-		want := fmt.Sprintf("task %d of %s %d\n", i, info.ID, i)
+		want := fmt.Sprintf("task %d of %s %d in %s\n", i, info.ID, i, work)
 		if err != nil || string(b) != want {
 			t.Errorf("task %d output = %q, %v; want %q", i, b, err, want)
 		}

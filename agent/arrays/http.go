@@ -22,6 +22,9 @@ func (s *Service) Routes() map[string]http.Handler {
 }
 
 func (s *Service) handleSubmit(w http.ResponseWriter, r *http.Request) {
+	if !s.mounted(w) {
+		return
+	}
 	var spec api.ArraySpec
 	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
 		http.Error(w, "array spec: "+err.Error(), http.StatusBadRequest)
@@ -40,6 +43,9 @@ func (s *Service) handleSubmit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
+	if !s.mounted(w) {
+		return
+	}
 	list, err := s.List()
 	if err != nil {
 		http.Error(w, "arrays: "+err.Error(), http.StatusServiceUnavailable)
@@ -52,6 +58,9 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
+	if !s.mounted(w) {
+		return
+	}
 	info, err := s.Array(r.PathValue("id"))
 	if err != nil {
 		httpError(w, err)
@@ -61,6 +70,9 @@ func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleTasks(w http.ResponseWriter, r *http.Request) {
+	if !s.mounted(w) {
+		return
+	}
 	st, err := s.Tasks(r.PathValue("id"))
 	if err != nil {
 		httpError(w, err)
@@ -70,12 +82,25 @@ func (s *Service) handleTasks(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleKill(w http.ResponseWriter, r *http.Request) {
+	if !s.mounted(w) {
+		return
+	}
 	info, err := s.Kill(r.PathValue("id"))
 	if err != nil {
 		httpError(w, err)
 		return
 	}
 	api.WriteJSON(w, info)
+}
+
+// mounted answers 503 when the shared storage, where the queue lives, is
+// not mounted here: reads of it would say that no array exists.
+func (s *Service) mounted(w http.ResponseWriter) bool {
+	if s.Shared != nil && !s.Shared() {
+		http.Error(w, "the shared storage is not mounted on "+s.Self+", and the queue lives there (drift storage says why); try again in a moment", http.StatusServiceUnavailable)
+		return false
+	}
+	return true
 }
 
 func httpError(w http.ResponseWriter, err error) {

@@ -532,10 +532,13 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int) err
 	if rec.Spec.Nice > 0 {
 		cmd = append(cmd, "--idle")
 	}
+	if rec.Spec.Dir != "" {
+		cmd = append(cmd, "--dir", rec.Spec.Dir) // task.go says why not JobSpec.Dir
+	}
 	cmd = append(append(cmd, "--"), argv...)
 	env := append(append([]string(nil), rec.Spec.Env...), "DRIFT_ARRAY="+rec.ID, "DRIFT_TASK="+key, "DRIFT_TASK_ATTEMPT="+strconv.Itoa(n))
 	started := time.Now()
-	info, err := s.Agent.RunDetached(ctx, api.JobSpec{Argv: cmd, Env: env, Dir: rec.Spec.Dir, Name: rec.ID + "/" + key, Node: s.Self})
+	info, err := s.Agent.RunDetached(ctx, api.JobSpec{Argv: cmd, Env: env, Name: rec.ID + "/" + key, Node: s.Self})
 	if err != nil {
 		return err
 	}

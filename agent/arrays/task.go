@@ -48,6 +48,7 @@ func RunTask(args []string) int {
 	errPath := fs.String("err", "", "file for the command's stderr")
 	resPath := fs.String("result", "", "the result's path, without its .ok or .fail")
 	idle := fs.Bool("idle", false, "run the command at idle CPU priority (SCHED_IDLE)")
+	workDir := fs.String("dir", "", "run the command in this directory (\"\": the job's)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -91,6 +92,17 @@ func RunTask(args []string) int {
 	}
 	argv[0] = busyboxName(path, argv[0])
 	dir, _ := os.Getwd()
+	if *workDir != "" {
+		// Here, not as the job's own directory: the agent starts a job
+		// with vfork, and a vforked child that looks up a directory on
+		// the head's own 9P export, before the exec, waits for the very
+		// agent it stopped (on a one-core node, for ever).
+		dir = *workDir
+		if err := os.Chdir(dir); err != nil {
+			fmt.Fprintf(files[1], "drift: %v\n", err)
+			return finish(126, 0, err.Error())
+		}
+	}
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	runtime.LockOSThread() // the child inherits the scheduling policy of the thread it is forked from

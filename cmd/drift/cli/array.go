@@ -132,10 +132,11 @@ func waitArray(ctx context.Context, c *api.Client, id string, stdout, stderr io.
 	var last string
 	lastPrint := time.Time{}
 	failures := 0
+	seen := false
 	for {
 		info, err := c.Array(ctx, id)
 		switch {
-		case errors.Is(err, api.ErrNotFound):
+		case errors.Is(err, api.ErrNotFound) && !seen:
 			return err
 		case err != nil:
 			// The node asked may be going down: keep asking, for a while.
@@ -144,7 +145,7 @@ func waitArray(ctx context.Context, c *api.Client, id string, stdout, stderr io.
 				return fmt.Errorf("array %s: %w", id, err)
 			}
 		default:
-			failures = 0
+			failures, seen = 0, true
 			line := arrayProgress(info, time.Now())
 			if live {
 				fmt.Fprintf(stderr, "\r\033[K%s", line)
