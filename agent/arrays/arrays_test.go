@@ -360,3 +360,31 @@ func deref(p *int) int {
 	}
 	return *p
 }
+
+func TestArrayWaitsForMemory(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa"}, 4)
+	var mu sync.Mutex
+	used := uint64(0)
+	l.svcs[0].MemAvailable = func() uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return 400<<20 - used
+	}
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"sleep", "0.3"}, Range: "1-6", Mem: 150 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	most := 0
+	l.run(t, info.ID, func() {
+		n := l.nodes[0].Load()
+		most = max(most, n)
+		mu.Lock()
+		used = uint64(n) * 150 << 20 // what the running tasks hold
+		mu.Unlock()
+	})
+	// 400 MB free, 64 MB kept back, 150 MB a task: two at once, though
+	// the node has four cores.
+	if most != 2 {
+		t.Errorf("at most %d tasks ran at once, want 2: as many as 400 MB holds beside the reserve", most)
+	}
+}

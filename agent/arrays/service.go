@@ -485,7 +485,13 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 			if need == 0 && mine[v.rec.ID] > 0 {
 				break // the first task here tells how much memory they need
 			}
-			if avail := s.memAvailable(); avail < reserve+growth+need {
+			// A node with no job at all gives a task the memory it has:
+			// else tasks larger than the reserve allows would wait for ever.
+			margin := reserve + growth
+			if s.Jobs.Load() == 0 && mine[v.rec.ID] == 0 {
+				margin = 0
+			}
+			if avail := s.memAvailable(); avail < margin+need {
 				s.log().Debug("arrays: no memory for a task", "array", v.rec.ID, "available", avail, "need", need, "growth", growth)
 				return
 			}
