@@ -20,21 +20,23 @@ import (
 // other, which is what the checks are about.
 
 // sweepPy is a CPU-bound program the project did not write, uploaded from
-// the host: task N prints N and a sum that depends on N.
+// the host: task N prints N and a sum that depends on N (over LOOPS
+// steps, the second argument).
 const sweepPy = `import sys
 n = int(sys.argv[1])
+loops = int(sys.argv[2]) if len(sys.argv) > 2 else %d
 s = 0
-for i in range(%d):
+for i in range(loops):
     s = (s + i * n) %% 1000003
 print(n, s)
 `
 
 const sweepLoops = 600000
 
-// sweepWant is what sweepPy prints for task n.
-func sweepWant(n int) string {
+// sweepWant is what sweepPy prints for task n over loops steps.
+func sweepWant(n, loops int) string {
 	s := 0
-	for i := 0; i < sweepLoops; i++ {
+	for i := 0; i < loops; i++ {
 		s = (s + i*n) % 1000003
 	}
 	return fmt.Sprintf("%d %d\n", n, s)
@@ -164,8 +166,8 @@ func testArraySweep(ctx context.Context, t *testing.T, c *cluster) {
 		got, err := c.l.ExecOK(ctx, 1, "cat", task.Stdout)
 		var n int
 		fmt.Sscan(task.Task, &n)
-		if err != nil || got != sweepWant(n) {
-			t.Errorf("task %s: %s holds %q (%v), want %q", task.Task, task.Stdout, got, err, sweepWant(n))
+		if err != nil || got != sweepWant(n, sweepLoops) {
+			t.Errorf("task %s: %s holds %q (%v), want %q", task.Task, task.Stdout, got, err, sweepWant(n, sweepLoops))
 		}
 	}
 	t.Logf("tasks per node: %v", ran)
@@ -227,8 +229,9 @@ func testArrayMemory(ctx context.Context, t *testing.T, c *cluster) {
 // booted again at the end, as the lab was.
 func testArraySubmitterDies(ctx context.Context, t *testing.T, c *cluster) {
 	const tasks = 9
+	const loops = 3 * sweepLoops // long enough to catch it halfway
 	gone := c.names[2]
-	res, err := c.l.Exec(ctx, 3, "sh", "-c", fmt.Sprintf("cd /cluster/sweep && drift run -d --array 1-%d -- python3 work.py {}", tasks))
+	res, err := c.l.Exec(ctx, 3, "sh", "-c", fmt.Sprintf("cd /cluster/sweep && drift run -d --array 1-%d -- python3 work.py {} %d", tasks, loops))
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("drift run -d --array on %s: %v %s", gone, err, res.Stderr)
 	}
@@ -274,8 +277,8 @@ func testArraySubmitterDies(ctx context.Context, t *testing.T, c *cluster) {
 		}
 		var n int
 		fmt.Sscan(task.Task, &n)
-		if got, err := c.l.ExecOK(ctx, 1, "cat", task.Stdout); err != nil || got != sweepWant(n) {
-			t.Errorf("task %s: %s holds %q (%v), want %q", task.Task, task.Stdout, got, err, sweepWant(n))
+		if got, err := c.l.ExecOK(ctx, 1, "cat", task.Stdout); err != nil || got != sweepWant(n, loops) {
+			t.Errorf("task %s: %s holds %q (%v), want %q", task.Task, task.Stdout, got, err, sweepWant(n, loops))
 		}
 		if task.Attempts > 1 {
 			again++

@@ -388,3 +388,42 @@ func TestArrayWaitsForMemory(t *testing.T) {
 		t.Errorf("at most %d tasks ran at once, want 2: as many as 400 MB holds beside the reserve", most)
 	}
 }
+
+// A task whose job had moved to a node that then died ends at its home
+// with 255: it is queued again, not failed.
+func TestArrayTaskMovedToADeadNodeRunsAgain(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb"}, 1)
+	l.svcs = l.svcs[:1] // only the home takes tasks
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 0.5; echo {}"}, Range: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := false
+	info = l.run(t, info.ID, func() {
+		if moved {
+			return
+		}
+		n := l.nodes[0]
+		n.mu.Lock()
+		for id, j := range n.jobs {
+			if j.State == api.JobRunning {
+				n.cmds[id].Process.Kill()
+				n.cmds[id].Wait()
+				code := 255
+				j.Node, j.State, j.Exit = "drift-bbbbbb", api.JobExited, &code
+				delete(n.cmds, id)
+				moved = true
+			}
+		}
+		n.mu.Unlock()
+		if moved {
+			os.Remove(filepath.Join(l.root, Dir, info.ID, "tasks", "1.1.fail")) // the wrapper died with its node
+			l.mu.Lock()
+			l.alive["drift-bbbbbb"] = false
+			l.mu.Unlock()
+		}
+	})
+	if !moved || info.Done != 1 {
+		t.Errorf("finished with %+v (moved: %v), want the task done on its second attempt", info, moved)
+	}
+}

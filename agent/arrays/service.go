@@ -272,6 +272,12 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 				if st.hasResult(id, t.key, a.n) {
 					continue
 				}
+				if j.Node != "" && !alive[j.Node] {
+					// It had moved to a node that died (its home says
+					// 255): lost with that node, not failed.
+					st.lose(id, t.key, a.n, "node "+j.Node+" died")
+					continue
+				}
 				time.Sleep(200 * time.Millisecond) // the wrapper's rename, seen late
 				if st.hasResult(id, t.key, a.n) {
 					continue
