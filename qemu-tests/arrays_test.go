@@ -108,6 +108,7 @@ func testArraySweep(ctx context.Context, t *testing.T, c *cluster) {
 	start := time.Now()
 	run := startExec(ctx, t, c.l, 2, "sh", "-c", fmt.Sprintf("cd /cluster/sweep && drift run --array 1-%d -- python3 work.py {}", tasks))
 	var id string
+	shown := false
 	peak := map[string]int{}
 	for {
 		select {
@@ -124,6 +125,14 @@ func testArraySweep(ctx context.Context, t *testing.T, c *cluster) {
 					}
 				}
 			}
+		}
+		if id != "" && len(peak) > 0 && !shown {
+			// What a user sees mid-sweep, for the log.
+			for _, argv := range [][]string{{"drift", "ps"}, {"drift", "ps", id}} {
+				out, err := c.l.ExecOK(ctx, 1, argv...)
+				t.Logf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+			}
+			shown = true
 		}
 		if id != "" {
 			per, err := runningTasks(ctx, c, id)
