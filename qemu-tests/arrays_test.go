@@ -184,6 +184,7 @@ func testArraySweep(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("every task ran on %v: want them spread over the nodes", ran)
 	}
 	sum, err := c.l.ExecOK(ctx, 2, "cat", st.Dir+"/summary.csv")
+	t.Logf("summary.csv:\n%s", sum)
 	if err != nil || strings.Count(sum, ",done,") != tasks {
 		t.Errorf("summary.csv: %v\n%s\nwant %d lines of done tasks", err, sum, tasks)
 	}
