@@ -141,7 +141,7 @@ func waitArray(ctx context.Context, c *api.Client, id string, stdout, stderr io.
 		case err != nil:
 			// The node asked may be going down: keep asking, for a while.
 			failures++
-			if failures > 30 || ctx.Err() != nil {
+			if failures > 30 && ctx.Err() == nil {
 				return fmt.Errorf("array %s: %w", id, err)
 			}
 		default:
@@ -168,7 +168,12 @@ func waitArray(ctx context.Context, c *api.Client, id string, stdout, stderr io.
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			if live {
+				fmt.Fprintln(stderr)
+			}
+			// Ctrl-C leaves the sweep alone: it is the cluster's.
+			fmt.Fprintf(stderr, "drift: array %s goes on without this terminal: drift wait %s follows it again, drift kill %s stops it\n", id, id, id)
+			return exitError{130}
 		case <-time.After(time.Second):
 		}
 	}

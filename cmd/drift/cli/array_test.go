@@ -52,3 +52,14 @@ func TestWithoutTasks(t *testing.T) {
 		t.Errorf("withoutTasks = %+v, want the jobs that are not tasks of a-d1b102-3", got)
 	}
 }
+
+func TestWaitArrayInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errw bytes.Buffer
+	// No agent answers: the wait keeps asking until interrupted.
+	err := waitArray(ctx, api.Local("/nonexistent.sock"), "a-d1b102-3", &out, &errw, false)
+	if ee, ok := err.(exitError); !ok || ee.code != 130 || !strings.Contains(errw.String(), "drift wait a-d1b102-3") {
+		t.Errorf("waitArray interrupted = %v, %q; want exit 130 and how to follow it again", err, errw.String())
+	}
+}
