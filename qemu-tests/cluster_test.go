@@ -71,6 +71,8 @@ func TestCluster(t *testing.T) {
 		{"prometheus counts a migration, drift events shows it", 10 * time.Minute, testMetricsAndEvents},
 		{"drift top shows the nodes, a job and its migration", 10 * time.Minute, testTop},
 		{"drift ui shows the nodes and a job, and moves it", 10 * time.Minute, testUI},
+		{"a sweep of a host program: every output right, no node over its cores + 1", 15 * time.Minute, testArraySweep},
+		{"a sweep of 150 MB tasks on 512 MB nodes: no OOM kill", 10 * time.Minute, testArrayMemory},
 
 		// These boot a fourth and a fifth node, stopped again at the end
 		// of their step.
@@ -80,6 +82,7 @@ func TestCluster(t *testing.T) {
 		// Destructive: an agent killed; nodes powered off; the head's
 		// storage changed.
 		{"an agent that dies is started again; only jobs are OOM-killable", 5 * time.Minute, testAgentRestart},
+		{"a sweep's submitting node powered off halfway: drift wait sees every task done", 15 * time.Minute, testArraySubmitterDies},
 		{"a worker powered off is dead, then rejoins", 10 * time.Minute, testWorkerRejoins},
 		{"the power button drains a worker, then powers it off", 15 * time.Minute, testPowerButton},
 		{"the target dies during a migration", 15 * time.Minute, testTargetDies},

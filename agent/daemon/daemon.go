@@ -175,6 +175,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a.bal.routes(routes)
 	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
 	api.AddRoutes(routes, a.startStorage(ctx, cl))
+	api.AddRoutes(routes, a.startArrays(ctx, cl)) // drift run --array (arrays.go)
 	api.AddRoutes(routes, a.obs.start(ctx))
 	if cfg.Log != nil {
 		api.AddRoutes(routes, (&logring.Server{Ring: cfg.Log, Self: node.Name, Client: (&peers{a: a, cl: cl}).Client}).Routes())

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/driftcluster/drift/agent/arrays"
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/daemon"
 	"github.com/driftcluster/drift/agent/jobs"
@@ -19,6 +20,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == jobs.InitArg {
 		os.Exit(jobs.RunInit(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == arrays.TaskArg {
+		os.Exit(arrays.RunTask(os.Args[2:]))
 	}
 	ring := &logring.Ring{} // the log that `drift logs` reads
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, ring), &slog.HandlerOptions{Level: slog.LevelInfo}))

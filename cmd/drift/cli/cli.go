@@ -42,6 +42,7 @@ func commands() map[string]command {
 		"ui":      {"serve a live web dashboard of the cluster (http://127.0.0.1:8470)", runUI},
 		"unblock": {"let a node take jobs again", runUnblock},
 		"version": {"print the drift version of this binary and node", runVersion},
+		"wait":    {"wait until every task of an array has ended", runWait},
 		"why":     {"say whether a job can migrate now, and if not, why", runWhy},
 	}
 }

@@ -12,8 +12,11 @@ import (
 )
 
 func runKill(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("kill", "[-s SIGNAL] JOB", stderr)
+	fs := newFlags("kill", "[-s SIGNAL] JOB | ARRAY", stderr)
 	sig := fs.String("s", "TERM", "the signal: a name (TERM, INT, KILL, HUP, USR1...) or a number")
+	if id, rest, ok := arrayArg(args); ok { // drift kill ARRAY (array.go)
+		return killArray(ctx, fs, id, rest, stdout)
+	}
 	c, id, _, err := jobArgs(ctx, fs, args)
 	if err != nil {
 		return err

@@ -11,13 +11,25 @@ import (
 )
 
 func runPS(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if id, rest, ok := arrayArg(args); ok { // drift ps ARRAY: its tasks (array.go)
+		return query(ctx, "ps", rest, stdout, stderr,
+			func(c *api.Client, ctx context.Context) (api.ArrayStatus, error) { return c.ArrayTasks(ctx, id) },
+			writeTasks)
+	}
+	var sweeps []api.ArrayInfo
 	return query(ctx, "ps", args, stdout, stderr,
 		func(c *api.Client, ctx context.Context) ([]api.JobInfo, error) {
 			ps, err := c.PS(ctx)
 			warnUnanswered(stderr, ps.Unanswered)
+			sweeps, _ = c.Arrays(ctx) // an agent without arrays: none
 			return ps.Jobs, err
 		},
-		func(w io.Writer, list []api.JobInfo) error { return writePS(w, list, time.Now()) })
+		func(w io.Writer, list []api.JobInfo) error {
+			if err := writePS(w, withoutTasks(list, sweeps), time.Now()); err != nil {
+				return err
+			}
+			return writeArraysShown(w, sweeps, time.Now())
+		})
 }
 
 // warnUnanswered names the nodes a listing could not ask: their jobs may

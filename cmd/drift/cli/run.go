@@ -18,7 +18,7 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "[--node NAME] [--name N] [--env K=V]... [--stay] [--checkpoint-every D] [-d] -- CMD ARGS...", stderr)
+	fs := newFlags("run", "[--node NAME] [--name N] [--env K=V]... [--stay] [--checkpoint-every D] [-d] [--array FIRST-LAST[:STEP] | --array-file F [--max-running N] [--mem SIZE] [--retries N] [--nice N] [--output PATTERN]] -- CMD ARGS...", stderr)
 	node := fs.String("node", "", "start the job on this node (`NAME`, or \"home\" for this one); default: the best node")
 	name := fs.String("name", "", "a name for the job in drift ps")
 	stay := fs.Bool("stay", false, "never move the job automatically")
@@ -26,9 +26,13 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	detach := fs.Bool("d", false, "start the job and print its id; drift attach ID connects to it later")
 	var extra envFlag
 	fs.Var(&extra, "env", "set `K=V` in the job's environment (repeatable; --env PATH=... replaces the node's PATH)")
+	af := addArrayFlags(fs) // array.go
 	cf := addClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if f := af.misused(); f != "" && !af.set() {
+		return fmt.Errorf("%s is for sweeps: add --array FIRST-LAST or --array-file F: %w", f, errUsage)
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
@@ -52,6 +56,16 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			return fmt.Errorf("--checkpoint-every %s: at least 1s, since each checkpoint freezes the job for a moment: %w", d, errUsage)
 		}
 		spec.CheckpointEvery = d
+	}
+	if af.set() {
+		if *node != "" || *stay {
+			return fmt.Errorf("--node and --stay are for single jobs: an array's tasks go wherever there is room: %w", errUsage)
+		}
+		as, err := af.spec(spec)
+		if err != nil {
+			return err
+		}
+		return runArray(ctx, c, as, *detach, stdout, stderr)
 	}
 	if *detach {
 		info, err := c.RunDetached(ctx, spec)

@@ -1,0 +1,426 @@
+package arrays
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// The test binary is also the tasks' wrapper: driftd task-exec.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == TaskArg {
+		os.Exit(RunTask(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// node is one node's job manager, as far as the service sees it: it runs
+// each job as a real process (the wrapper, then the command).
+type node struct {
+	name string
+	mu   sync.Mutex
+	jobs map[string]*api.JobInfo
+	cmds map[string]*exec.Cmd
+	seq  int
+}
+
+func newNode(name string) *node {
+	return &node{name: name, jobs: map[string]*api.JobInfo{}, cmds: map[string]*exec.Cmd{}}
+}
+
+func (n *node) Local() []api.JobInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []api.JobInfo
+	for _, j := range n.jobs {
+		out = append(out, *j)
+	}
+	return out
+}
+
+func (n *node) Load() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l := 0
+	for _, j := range n.jobs {
+		if j.State == api.JobRunning {
+			l++
+		}
+	}
+	return l
+}
+
+func (n *node) RunDetached(ctx context.Context, spec api.JobSpec) (api.JobInfo, error) {
+	n.mu.Lock()
+	n.seq++
+	id := fmt.Sprintf("%s-%d", strings.TrimPrefix(n.name, "drift-"), n.seq)
+	n.mu.Unlock()
+	cmd := exec.Command(os.Args[0], spec.Argv[1:]...) // the wrapper is this test binary
+	cmd.Env = append(os.Environ(), spec.Env...)
+	cmd.Dir = spec.Dir
+	if err := cmd.Start(); err != nil {
+		return api.JobInfo{}, err
+	}
+	info := &api.JobInfo{ID: id, Name: spec.Name, Node: n.name, Home: n.name, State: api.JobRunning, Argv: spec.Argv}
+	n.mu.Lock()
+	n.jobs[id], n.cmds[id] = info, cmd
+	n.mu.Unlock()
+	go func() {
+		cmd.Wait()
+		code := cmd.ProcessState.ExitCode()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		n.mu.Lock()
+		info.State, info.Exit = api.JobExited, &code
+		n.mu.Unlock()
+	}()
+	return *info, nil
+}
+
+func (n *node) Signal(ctx context.Context, id string, sig int) error {
+	n.mu.Lock()
+	cmd := n.cmds[id]
+	n.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("no job %s", id)
+	}
+	return cmd.Process.Signal(syscall.Signal(sig))
+}
+
+func (n *node) PS(ctx context.Context) (api.PSResult, error) {
+	return api.PSResult{Jobs: n.Local()}, nil
+}
+
+type lab struct {
+	root  string
+	alive map[string]bool
+	mu    sync.Mutex
+	svcs  []*Service
+	nodes []*node
+}
+
+func newLab(t *testing.T, names []string, cores int) *lab {
+	l := &lab{root: t.TempDir(), alive: map[string]bool{}}
+	for _, name := range names {
+		n := newNode(name)
+		l.alive[name] = true
+		l.nodes = append(l.nodes, n)
+		l.svcs = append(l.svcs, &Service{
+			Self: name, SharedRoot: l.root, Jobs: n, Agent: n, Cores: cores,
+			Alive: func() []string {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				var out []string
+				for n, ok := range l.alive {
+					if ok {
+						out = append(out, n)
+					}
+				}
+				return out
+			},
+			MemAvailable: func() uint64 { return 8 << 30 },
+			TaskCmd:      []string{"wrapper", TaskArg},
+		})
+	}
+	return l
+}
+
+// run ticks every live node's service until every task has ended.
+func (l *lab) run(t *testing.T, id string, check func()) api.ArrayInfo {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range l.svcs {
+			l.mu.Lock()
+			ok := l.alive[s.Self]
+			l.mu.Unlock()
+			if ok {
+				if err := s.Tick(context.Background()); err != nil {
+					t.Fatalf("Tick on %s: %v", s.Self, err)
+				}
+			}
+		}
+		if check != nil {
+			check()
+		}
+		info, err := l.svcs[len(l.svcs)-1].Array(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Finished() {
+			return info
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	info, _ := l.svcs[0].Array(id)
+	t.Fatalf("array %s did not finish: %+v", id, info)
+	return info
+}
+
+func TestArrayRunsEveryTaskOnce(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb", "drift-cccccc"}, 2)
+	work := t.TempDir()
+	spec := api.ArraySpec{Argv: []string{"sh", "-c", "echo task {} of $DRIFT_ARRAY $DRIFT_TASK in $(pwd); sleep 0.2"}, Range: "1-12", Dir: work}
+	info, err := l.svcs[0].Submit(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !api.IsArrayID(info.ID) || info.Tasks != 12 || info.Queued != 12 {
+		t.Fatalf("Submit = %+v, want a-aaaaaa-1 with 12 queued tasks", info)
+	}
+	maxLoad := 0
+	info = l.run(t, info.ID, func() {
+		for _, n := range l.nodes {
+			maxLoad = max(maxLoad, n.Load())
+		}
+	})
+	if info.Done != 12 || info.Failed != 0 {
+		t.Errorf("finished with %+v, want 12 done", info)
+	}
+	if maxLoad > 2 {
+		t.Errorf("a node ran %d tasks at once, over its 2 cores", maxLoad)
+	}
+	for i := 1; i <= 12; i++ {
+		b, err := os.ReadFile(filepath.Join(info.Dir, strconv.Itoa(i)+".out"))
+		want := fmt.Sprintf("task %d of %s %d in %s\n", i, info.ID, i, work)
+		if err != nil || string(b) != want {
+			t.Errorf("task %d output = %q, %v; want %q", i, b, err, want)
+		}
+	}
+	sum, err := os.ReadFile(filepath.Join(info.Dir, "summary.csv"))
+	if err != nil || strings.Count(string(sum), ",done,") != 12 {
+		t.Errorf("summary.csv = %q, %v; want 12 done lines", sum, err)
+	}
+	st, _ := l.svcs[1].Tasks(info.ID)
+	for _, task := range st.List {
+		if task.Attempts != 1 || task.PeakRSS == 0 {
+			t.Errorf("task %s: %d attempts, peak RSS %d; want 1 attempt and a peak RSS", task.Task, task.Attempts, task.PeakRSS)
+		}
+	}
+	for _, n := range l.nodes {
+		if n.seq == 0 {
+			t.Errorf("%s ran no task, want them spread over the nodes", n.name)
+		}
+	}
+}
+
+func TestArrayFileRetriesAndFailures(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb"}, 2)
+	// Line "ok x": succeeds. "flaky F": fails the first time (F missing), then succeeds. "bad": always fails.
+	flag := filepath.Join(t.TempDir(), "flag")
+	spec := api.ArraySpec{
+		Argv:    []string{"sh", "-c", `case {1} in ok) echo {2};; flaky) test -e {2} || { touch {2}; exit 3; }; echo again;; *) exit 7;; esac`},
+		Lines:   []string{"ok x", "flaky " + flag, "bad 1"},
+		Retries: 1,
+	}
+	info, err := l.svcs[0].Submit(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info = l.run(t, info.ID, nil)
+	if info.Done != 2 || info.Failed != 1 {
+		t.Errorf("finished with %d done, %d failed; want 2 and 1", info.Done, info.Failed)
+	}
+	st, _ := l.svcs[0].Tasks(info.ID)
+	want := []struct {
+		state    string
+		attempts int
+		exit     int
+	}{{api.TaskDone, 1, 0}, {api.TaskDone, 2, 0}, {api.TaskFailed, 2, 7}}
+	for i, w := range want {
+		got := st.List[i]
+		if got.State != w.state || got.Attempts != w.attempts || got.Exit == nil || *got.Exit != w.exit {
+			b, _ := os.ReadFile(got.Stderr)
+			t.Errorf("task %s = %s after %d attempts, exit %d (%s, stderr %q); want %s after %d, exit %d", got.Task, got.State, got.Attempts, deref(got.Exit), got.Error, b, w.state, w.attempts, w.exit)
+		}
+	}
+	if st.List[1].Node == "" {
+		t.Errorf("task 2 ran nowhere")
+	}
+}
+
+func TestArrayTasksOfADeadNodeRunAgain(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb"}, 1)
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 1; echo {}"}, Range: "1-4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	info = l.run(t, info.ID, func() {
+		if killed {
+			return
+		}
+		for _, j := range l.nodes[0].Local() {
+			if j.State == api.JobRunning {
+				// The submitting node dies with its task.
+				l.nodes[0].Signal(context.Background(), j.ID, int(syscall.SIGKILL))
+				l.mu.Lock()
+				l.alive["drift-aaaaaa"] = false
+				l.mu.Unlock()
+				killed = true
+				// Its jobs are gone from the cluster's view with it.
+				l.nodes[0].mu.Lock()
+				l.nodes[0].jobs = map[string]*api.JobInfo{}
+				l.nodes[0].mu.Unlock()
+			}
+		}
+	})
+	if !killed {
+		t.Fatal("no task ran on the first node")
+	}
+	if info.Done != 4 {
+		t.Errorf("finished with %+v, want 4 done", info)
+	}
+	st, _ := l.svcs[1].Tasks(info.ID)
+	attempts := 0
+	for _, task := range st.List {
+		attempts += task.Attempts
+	}
+	if attempts != 5 {
+		t.Errorf("%d attempts in all, want 5: the lost task once more", attempts)
+	}
+}
+
+func TestArrayKill(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa"}, 1)
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"sleep", "30"}, Range: "1-3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.svcs[0].Tick(context.Background())
+	if _, err := l.svcs[0].Kill(info.ID); err != nil {
+		t.Fatal(err)
+	}
+	info = l.run(t, info.ID, nil)
+	if info.Failed != 1 || info.Cancelled != 2 {
+		t.Errorf("killed array = %+v; want 1 failed (the running one) and 2 cancelled", info)
+	}
+}
+
+func TestParseRange(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{"1-3", []int{1, 2, 3}, false},
+		{"0-10:5", []int{0, 5, 10}, false},
+		{"7", []int{7}, false},
+		{"5-1", nil, true},
+		{"1-10:0", nil, true},
+		{"a-b", nil, true},
+		{"", nil, true},
+		{"-3", nil, true},
+		{"1-2000000", nil, true},
+		{"3-3", []int{3}, false},
+	} {
+		got, err := api.ParseRange(tt.in)
+		if (err != nil) != tt.wantErr || fmt.Sprint(got) != fmt.Sprint(tt.want) && !tt.wantErr {
+			t.Errorf("ParseRange(%q) = %v, %v; want %v (error: %v)", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestValidateAndExpand(t *testing.T) {
+	spec := api.ArraySpec{Argv: []string{"render", "--scene", "{1}", "--frame={2}", "{}", "{x}", "${a}{1}", "{ b; }"}, Lines: []string{"a.blend 7"}}
+	if err := Validate(spec, "/cluster"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := expand(spec, "1")
+	if want := "render --scene a.blend --frame=7 a.blend 7 {x} ${a}a.blend { b; }"; err != nil || strings.Join(got, " ") != want {
+		t.Errorf("expand = %q, %v; want %q", got, err, want)
+	}
+	for _, bad := range []api.ArraySpec{
+		{Argv: []string{"x", "{3}"}, Lines: []string{"a b"}},
+		{Argv: []string{"x"}},
+		{Argv: []string{"x"}, Range: "1-2", Output: "/tmp/{}.out"},
+		{Argv: []string{"x"}, Range: "1-2", Output: "out.txt"},
+		{Argv: []string{"x"}, Range: "1-2", Nice: 20},
+	} {
+		if err := Validate(bad, "/cluster"); err == nil {
+			t.Errorf("Validate(%+v) = nil, want an error", bad)
+		}
+	}
+}
+
+func deref(p *int) int {
+	if p == nil {
+		return -1
+	}
+	return *p
+}
+
+func TestArrayWaitsForMemory(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa"}, 4)
+	var mu sync.Mutex
+	used := uint64(0)
+	l.svcs[0].MemAvailable = func() uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return 400<<20 - used
+	}
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"sleep", "0.3"}, Range: "1-6", Mem: 150 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	most := 0
+	l.run(t, info.ID, func() {
+		n := l.nodes[0].Load()
+		most = max(most, n)
+		mu.Lock()
+		used = uint64(n) * 150 << 20 // what the running tasks hold
+		mu.Unlock()
+	})
+	// 400 MB free, 64 MB kept back, 150 MB a task: two at once, though
+	// the node has four cores.
+	if most != 2 {
+		t.Errorf("at most %d tasks ran at once, want 2: as many as 400 MB holds beside the reserve", most)
+	}
+}
+
+// A task whose job had moved to a node that then died ends at its home
+// with 255: it is queued again, not failed.
+func TestArrayTaskMovedToADeadNodeRunsAgain(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb"}, 1)
+	l.svcs = l.svcs[:1] // only the home takes tasks
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 0.5; echo {}"}, Range: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := false
+	info = l.run(t, info.ID, func() {
+		if moved {
+			return
+		}
+		n := l.nodes[0]
+		n.mu.Lock()
+		for id, j := range n.jobs {
+			if j.State == api.JobRunning {
+				// It runs on drift-bbbbbb now, which dies with it.
+				j.Node = "drift-bbbbbb"
+				n.cmds[id].Process.Kill()
+				moved = true
+			}
+		}
+		n.mu.Unlock()
+		if moved {
+			l.mu.Lock()
+			l.alive["drift-bbbbbb"] = false
+			l.mu.Unlock()
+		}
+	})
+	if !moved || info.Done != 1 {
+		t.Errorf("finished with %+v (moved: %v), want the task done on its second attempt", info, moved)
+	}
+}

@@ -1,0 +1,886 @@
+// Package arrays runs drift's sweeps (drift run --array): many tasks of
+// one command, queued on the cluster's shared storage until a node has a
+// free core and the memory a task needs.
+//
+// The queue is the cluster's, not one node's: every node runs a Service
+// that reads the queue and takes the tasks it has room for, each by a
+// mkdir that only one node can win (store.go). A task runs as an
+// ordinary drift job homed on the node that took it, so the balancer can
+// still move it; inside the job, driftd task-exec (task.go) sends its
+// output to files and writes its result beside the queue, wherever it
+// ends. The submitting node may die: the queue goes on without it, and
+// the tasks that were running on a dead node are queued again.
+package arrays
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// Dir is where the arrays live, under the shared root.
+const Dir = "drift/arrays"
+
+// Jobs is what the service needs of this node's job manager.
+type Jobs interface {
+	// Local lists the jobs homed or running here.
+	Local() []api.JobInfo
+	// Load is the number of jobs running or arriving here.
+	Load() int
+}
+
+// Agent is the API of this node's own agent, through which tasks start
+// as jobs and are signalled (api.Client does it).
+type Agent interface {
+	RunDetached(ctx context.Context, spec api.JobSpec) (api.JobInfo, error)
+	Signal(ctx context.Context, id string, sig int) error
+	PS(ctx context.Context) (api.PSResult, error)
+}
+
+// Service takes tasks from the cluster's queue for this node and answers
+// the arrays endpoints of the API.
+type Service struct {
+	Self       string // this node's name (required)
+	SharedRoot string // "": api.SharedRoot
+	Jobs       Jobs   // required
+	Agent      Agent  // required
+	// Alive lists the live nodes, this one included (required).
+	Alive func() []string
+	// Accepting says whether this node takes new jobs (not blocked or
+	// draining). nil: always.
+	Accepting func() (bool, string)
+	// Shared reports whether the shared storage is mounted. nil: always.
+	Shared       func() bool
+	Cores        int           // 0: runtime.NumCPU()
+	MemAvailable func() uint64 // bytes free for new processes; nil: /proc/meminfo's MemAvailable
+	// Reserve is memory left free for the agent and migrations. 0: 64 MiB.
+	Reserve uint64
+	// TaskCmd runs a task's wrapper; nil: /bin/driftd task-exec.
+	TaskCmd  []string
+	Interval time.Duration // between two looks at the queue; 0: 2 s
+	Logger   *slog.Logger  // nil: slog.Default()
+
+	once    sync.Once
+	wake    chan struct{}
+	mu      sync.Mutex
+	records map[string]*record       // array.json, read once
+	results map[string]result        // KEY.A.ok|fail of an array, read once: "ID/KEY.A"
+	done    map[string]api.ArrayInfo // arrays whose summary is written
+	killed  map[string]bool          // jobs this node has signalled for drift kill
+}
+
+func (s *Service) init() {
+	s.once.Do(func() {
+		s.wake = make(chan struct{}, 1)
+		s.records = map[string]*record{}
+		s.results = map[string]result{}
+		s.done = map[string]api.ArrayInfo{}
+		s.killed = map[string]bool{}
+	})
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Service) store() store {
+	root := s.SharedRoot
+	if root == "" {
+		root = api.SharedRoot
+	}
+	return store{root: filepath.Join(root, Dir)}
+}
+
+func (s *Service) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run looks at the queue every Interval, and at once when an array is
+// submitted or killed here, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	s.init()
+	every := s.Interval
+	if every == 0 {
+		every = 2 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if s.Shared == nil || s.Shared() {
+			if err := s.Tick(ctx); err != nil {
+				s.log().Warn("arrays: queue", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-s.wake:
+		}
+	}
+}
+
+// view is what one look at an array found.
+type view struct {
+	rec    *record
+	tasks  []*taskState
+	killed bool
+}
+
+func (v *view) count(state string) int {
+	n := 0
+	for _, t := range v.tasks {
+		if t.state(v.rec.Spec.Retries, v.killed) == state {
+			n++
+		}
+	}
+	return n
+}
+
+// Tick is one look at the queue: tasks of this node that ended without a
+// result, tasks lost with their node, summaries of finished arrays, and
+// the tasks this node has room for.
+func (s *Service) Tick(ctx context.Context) error {
+	s.init()
+	st := s.store()
+	ids, err := st.ids()
+	if err != nil {
+		return err
+	}
+	alive := map[string]bool{}
+	for _, n := range s.Alive() {
+		alive[n] = true
+	}
+	local := map[string]api.JobInfo{}
+	for _, j := range s.Jobs.Local() {
+		local[j.ID] = j
+	}
+	var ps *api.PSResult // asked once, if a dead node's task needs it
+	var active []*view
+	for _, id := range ids {
+		s.mu.Lock()
+		_, finished := s.done[id]
+		s.mu.Unlock()
+		if finished {
+			continue
+		}
+		v, err := s.look(id)
+		if err != nil {
+			s.log().Warn("arrays: read array", "array", id, "err", err)
+			continue
+		}
+		if s.summaryWritten(id) {
+			continue
+		}
+		s.reap(ctx, v, alive, local, &ps)
+		if v, err = s.look(id); err != nil {
+			continue
+		}
+		if s.finish(v) {
+			continue
+		}
+		active = append(active, v)
+	}
+	s.takeTasks(ctx, active, local)
+	return nil
+}
+
+// look reads an array's record (once) and its tasks' names.
+func (s *Service) look(id string) (*view, error) {
+	st := s.store()
+	s.mu.Lock()
+	rec := s.records[id]
+	s.mu.Unlock()
+	if rec == nil {
+		r, err := st.load(id)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.records[id] = r
+		s.mu.Unlock()
+		rec = r
+	}
+	tasks, err := st.scan(rec)
+	if err != nil {
+		return nil, err
+	}
+	return &view{rec: rec, tasks: tasks, killed: st.killed(id)}, nil
+}
+
+// reap settles the running tasks whose runner is gone: a task of this
+// node whose job ended without the wrapper's result gets one from the
+// job's exit status; a task of a dead node whose job runs nowhere is lost,
+// and queued again. On a killed array, this node stops its tasks.
+func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, local map[string]api.JobInfo, ps **api.PSResult) {
+	st := s.store()
+	id := v.rec.ID
+	for _, t := range v.tasks {
+		if t.state(v.rec.Spec.Retries, v.killed) != api.TaskRunning {
+			continue
+		}
+		a := t.last()
+		c, err := st.readClaim(id, t.key, a.n)
+		if err != nil {
+			// A claim without its claim.json: its node died between
+			// the two, or is writing it now.
+			if time.Since(a.claimTime) > time.Minute {
+				st.lose(id, t.key, a.n, "claimed, never started")
+			}
+			continue
+		}
+		switch {
+		case c.Node == s.Self:
+			j, known := local[c.Job]
+			if v.killed && known && j.State != api.JobExited && !s.signalled(c.Job) {
+				if err := s.Agent.Signal(ctx, c.Job, int(syscall.SIGTERM)); err != nil {
+					s.log().Warn("arrays: stop task", "array", id, "task", t.key, "job", c.Job, "err", err)
+				}
+			}
+			switch {
+			case c.Job == "" && time.Since(c.Started) > time.Minute:
+				st.lose(id, t.key, a.n, "its job never started")
+			case c.Job == "":
+			case !known && time.Since(c.Started) > 30*time.Second:
+				if !st.hasResult(id, t.key, a.n) {
+					st.lose(id, t.key, a.n, "its job is gone from "+s.Self)
+				}
+			case known && j.State == api.JobExited:
+				if st.hasResult(id, t.key, a.n) {
+					continue
+				}
+				if j.Node != "" && !alive[j.Node] {
+					// It had moved to a node that died (its home says
+					// 255): lost with that node, not failed.
+					st.lose(id, t.key, a.n, "node "+j.Node+" died")
+					continue
+				}
+				time.Sleep(200 * time.Millisecond) // the wrapper's rename, seen late
+				if st.hasResult(id, t.key, a.n) {
+					continue
+				}
+				code := 255
+				if j.Exit != nil {
+					code = *j.Exit
+				}
+				why := "the task's job ended before its wrapper wrote a result"
+				writeResult(st.attempt(id, t.key, a.n), result{Exit: code, Node: j.Node, Started: c.Started, Ended: time.Now(), Error: why})
+			}
+		case !alive[c.Node]:
+			if st.hasResult(id, t.key, a.n) {
+				continue
+			}
+			if *ps == nil {
+				got, err := s.Agent.PS(ctx)
+				if err != nil {
+					s.log().Warn("arrays: list jobs", "err", err)
+					return
+				}
+				*ps = &got
+			}
+			if runsSomewhere(**ps, c.Job) {
+				continue // its home died, it did not: its wrapper will write the result
+			}
+			s.log().Info("arrays: task lost with its node, queued again", "array", id, "task", t.key, "node", c.Node)
+			st.lose(id, t.key, a.n, "node "+c.Node+" died")
+		}
+	}
+}
+
+func (s *Service) signalled(job string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was := s.killed[job]
+	s.killed[job] = true
+	return was
+}
+
+func runsSomewhere(ps api.PSResult, job string) bool {
+	if job == "" {
+		return false
+	}
+	for _, j := range ps.Jobs {
+		if j.ID == job && j.State != api.JobExited {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) summaryWritten(id string) bool {
+	b, err := os.ReadFile(filepath.Join(s.store().dir(id), "summary.json"))
+	if err != nil {
+		return false
+	}
+	var sum api.ArrayStatus
+	if json.Unmarshal(b, &sum) != nil {
+		return false
+	}
+	s.mu.Lock()
+	s.done[id] = sum.ArrayInfo
+	s.mu.Unlock()
+	return true
+}
+
+// finish writes the summary of an array whose tasks have all ended, and
+// reports whether it has.
+func (s *Service) finish(v *view) bool {
+	info := s.info(v)
+	if !info.Finished() {
+		return false
+	}
+	status := api.ArrayStatus{ArrayInfo: info, List: s.taskList(v)}
+	dir := s.store().dir(v.rec.ID)
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	w.Write([]string{"task", "state", "node", "exit", "signal", "elapsed_s", "peak_rss_bytes", "attempts", "stdout", "error"})
+	for _, t := range status.List {
+		exit := ""
+		if t.Exit != nil {
+			exit = strconv.Itoa(*t.Exit)
+		}
+		w.Write([]string{t.Task, t.State, t.Node, exit, strconv.Itoa(t.Signal), strconv.FormatFloat(t.Elapsed, 'f', 1, 64),
+			strconv.FormatUint(t.PeakRSS, 10), strconv.Itoa(t.Attempts), t.Stdout, t.Error})
+	}
+	w.Flush()
+	if err := writeAtomic(filepath.Join(dir, "summary.csv"), buf.Bytes()); err != nil {
+		s.log().Warn("arrays: summary", "array", v.rec.ID, "err", err)
+		return true
+	}
+	b, _ := json.MarshalIndent(status, "", "  ")
+	if err := writeAtomic(filepath.Join(dir, "summary.json"), b); err != nil {
+		s.log().Warn("arrays: summary", "array", v.rec.ID, "err", err)
+		return true
+	}
+	s.mu.Lock()
+	s.done[v.rec.ID] = info
+	s.mu.Unlock()
+	s.log().Info("arrays: array finished", "array", v.rec.ID, "done", info.Done, "failed", info.Failed, "cancelled", info.Cancelled)
+	return true
+}
+
+// result reads (once) the result of attempt a of a task.
+func (s *Service) result(id, key string, a attempt) (result, bool) {
+	if !a.ok && !a.fail {
+		return result{}, false
+	}
+	k := id + "/" + key + "." + strconv.Itoa(a.n)
+	s.mu.Lock()
+	r, ok := s.results[k]
+	s.mu.Unlock()
+	if ok {
+		return r, true
+	}
+	r, err := s.store().readResult(id, key, a.n, a.ok)
+	if err != nil {
+		return result{}, false
+	}
+	s.mu.Lock()
+	s.results[k] = r
+	s.mu.Unlock()
+	return r, true
+}
+
+// need is the memory a task of the array is given room for: --mem, else
+// 5/4 of the largest peak RSS of its ended tasks; 0 while none has ended.
+func (s *Service) need(v *view) uint64 {
+	if v.rec.Spec.Mem > 0 {
+		return v.rec.Spec.Mem
+	}
+	var peak uint64
+	for _, t := range v.tasks {
+		for _, a := range t.attempts {
+			if r, ok := s.result(v.rec.ID, t.key, a); ok && r.PeakRSS > peak {
+				peak = r.PeakRSS
+			}
+		}
+	}
+	return peak + peak/4
+}
+
+// takeTasks claims and starts the queued tasks this node has room for:
+// a free core each, and the memory the task needs, lower nice first.
+func (s *Service) takeTasks(ctx context.Context, active []*view, local map[string]api.JobInfo) {
+	if s.Accepting != nil {
+		if ok, _ := s.Accepting(); !ok {
+			return
+		}
+	}
+	cores := s.Cores
+	if cores == 0 {
+		cores = runtime.NumCPU()
+	}
+	free := cores - s.Jobs.Load()
+	if free <= 0 || len(active) == 0 {
+		return
+	}
+	sort.SliceStable(active, func(i, j int) bool {
+		a, b := active[i].rec, active[j].rec
+		if a.Spec.Nice != b.Spec.Nice {
+			return a.Spec.Nice < b.Spec.Nice
+		}
+		return a.Submitted.Before(b.Submitted)
+	})
+	// Memory the tasks running here will still take: what each needs
+	// beyond what it holds now.
+	var growth uint64
+	mine := map[string]int{} // tasks of each array running here
+	for _, v := range active {
+		need := s.need(v)
+		for _, t := range v.tasks {
+			if t.state(v.rec.Spec.Retries, v.killed) != api.TaskRunning {
+				continue
+			}
+			c, err := s.store().readClaim(v.rec.ID, t.key, t.last().n)
+			if err != nil || c.Node != s.Self {
+				continue
+			}
+			mine[v.rec.ID]++
+			if j, ok := local[c.Job]; ok && j.Node == s.Self && j.RSS < need {
+				growth += need - j.RSS
+			} else if !ok {
+				growth += need
+			}
+		}
+	}
+	reserve := s.Reserve
+	if reserve == 0 {
+		reserve = 64 << 20
+	}
+	aliveN := len(s.Alive())
+	for _, v := range active {
+		if v.killed {
+			continue
+		}
+		spec := v.rec.Spec
+		running := v.count(api.TaskRunning)
+		need := s.need(v)
+		for _, t := range v.tasks {
+			if free <= 0 {
+				return
+			}
+			if spec.MaxRunning > 0 && running >= spec.MaxRunning {
+				break
+			}
+			if t.state(spec.Retries, v.killed) != api.TaskQueued {
+				continue
+			}
+			if need == 0 && mine[v.rec.ID] > 0 {
+				break // the first task here tells how much memory they need
+			}
+			// A node with no job at all gives a task the memory it has:
+			// else tasks larger than the reserve allows would wait for ever.
+			margin := reserve + growth
+			if s.Jobs.Load() == 0 && mine[v.rec.ID] == 0 {
+				margin = 0
+			}
+			if avail := s.memAvailable(); avail < margin+need {
+				s.log().Debug("arrays: no memory for a task", "array", v.rec.ID, "available", avail, "need", need, "growth", growth)
+				return
+			}
+			if l := t.last(); l != nil && l.fail && aliveN > 1 {
+				if r, ok := s.result(v.rec.ID, t.key, *l); ok && r.Node == s.Self && time.Since(r.Ended) < time.Minute {
+					continue // a retry goes to another node, if one takes it within a minute
+				}
+			}
+			n := t.next()
+			got, err := s.store().take(v.rec.ID, t.key, n, claim{Node: s.Self, Started: time.Now()})
+			if err != nil {
+				s.log().Warn("arrays: claim", "array", v.rec.ID, "task", t.key, "err", err)
+				return
+			}
+			if !got {
+				continue
+			}
+			if err := s.start(ctx, v.rec, t.key, n); err != nil {
+				s.log().Warn("arrays: start task", "array", v.rec.ID, "task", t.key, "err", err)
+				s.store().lose(v.rec.ID, t.key, n, "start on "+s.Self+": "+err.Error())
+				return
+			}
+			free--
+			running++
+			mine[v.rec.ID]++
+			growth += need
+		}
+	}
+}
+
+// start runs attempt n of a task as a job on this node.
+func (s *Service) start(ctx context.Context, rec *record, key string, n int) error {
+	st := s.store()
+	argv, err := expand(rec.Spec, key)
+	if err != nil {
+		return err
+	}
+	out, errPath := outputPaths(rec, st.dir(rec.ID), key, s.sharedRoot())
+	wrapper := s.TaskCmd
+	if wrapper == nil {
+		wrapper = []string{"/bin/driftd", TaskArg}
+	}
+	cmd := append(append([]string(nil), wrapper...), "--out", out, "--err", errPath, "--result", st.attempt(rec.ID, key, n))
+	if rec.Spec.Nice > 0 {
+		cmd = append(cmd, "--idle")
+	}
+	if rec.Spec.Dir != "" {
+		cmd = append(cmd, "--dir", rec.Spec.Dir) // task.go says why not JobSpec.Dir
+	}
+	cmd = append(append(cmd, "--"), argv...)
+	env := append(append([]string(nil), rec.Spec.Env...), "DRIFT_ARRAY="+rec.ID, "DRIFT_TASK="+key, "DRIFT_TASK_ATTEMPT="+strconv.Itoa(n))
+	started := time.Now()
+	// No checkpoints: when its node dies, the queue runs the task again
+	// (a recovery from a checkpoint as well would run it twice).
+	info, err := s.Agent.RunDetached(ctx, api.JobSpec{Argv: cmd, Env: env, Name: rec.ID + "/" + key, Node: s.Self, CheckpointEvery: -1})
+	if err != nil {
+		return err
+	}
+	if err := st.writeClaim(rec.ID, key, n, claim{Node: s.Self, Job: info.ID, Started: started}); err != nil {
+		return err
+	}
+	s.log().Info("arrays: task started", "array", rec.ID, "task", key, "attempt", n, "job", info.ID)
+	return nil
+}
+
+// expand substitutes a task's index or line into the command: {} is the
+// whole of it, {1} {2}... its whitespace-separated fields.
+func expand(spec api.ArraySpec, key string) ([]string, error) {
+	value := key
+	if len(spec.Lines) > 0 {
+		i, _ := strconv.Atoi(key)
+		if i < 1 || i > len(spec.Lines) {
+			return nil, fmt.Errorf("task %s: no such line", key)
+		}
+		value = spec.Lines[i-1]
+	}
+	fields := strings.Fields(value)
+	out := make([]string, len(spec.Argv))
+	for i, arg := range spec.Argv {
+		a, err := substitute(arg, value, fields)
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w", key, err)
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+func substitute(arg, value string, fields []string) (string, error) {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(arg, '{')
+		if i < 0 {
+			b.WriteString(arg)
+			return b.String(), nil
+		}
+		b.WriteString(arg[:i])
+		j := strings.IndexByte(arg[i:], '}')
+		inner := ""
+		if j > 0 {
+			inner = arg[i+1 : i+j]
+		}
+		n, err := strconv.Atoi(inner)
+		switch {
+		case j > 0 && inner == "":
+			b.WriteString(value)
+		case j > 0 && err == nil && n >= 1 && strings.Trim(inner, "0123456789") == "":
+			if n > len(fields) {
+				return "", fmt.Errorf("{%d}: the line %q has %d field(s)", n, value, len(fields))
+			}
+			b.WriteString(fields[n-1])
+		default: // not ours ("{ cmd; }", "${x}"): left as written
+			b.WriteByte('{')
+			arg = arg[i+1:]
+			continue
+		}
+		arg = arg[i+j+1:]
+	}
+}
+
+// outputPaths are where a task's stdout and stderr go.
+func outputPaths(rec *record, dir, key, sharedRoot string) (string, string) {
+	if rec.Spec.Output == "" {
+		return filepath.Join(dir, key+".out"), filepath.Join(dir, key+".err")
+	}
+	out := strings.ReplaceAll(rec.Spec.Output, "{}", key)
+	if !filepath.IsAbs(out) {
+		base := rec.Spec.Dir
+		if base == "" {
+			base = sharedRoot
+		}
+		out = filepath.Join(base, out)
+	}
+	return out, out + ".err"
+}
+
+func (s *Service) memAvailable() uint64 {
+	if s.MemAvailable != nil {
+		return s.MemAvailable()
+	}
+	return meminfoAvailable()
+}
+
+// meminfoAvailable is MemAvailable from /proc/meminfo, in bytes.
+func meminfoAvailable() uint64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			var kb uint64
+			fmt.Sscan(rest, &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// info counts an array's tasks.
+func (s *Service) info(v *view) api.ArrayInfo {
+	r := v.rec
+	name := r.Spec.Name
+	if name == "" && len(r.Spec.Argv) > 0 {
+		name = filepath.Base(r.Spec.Argv[0])
+	}
+	info := api.ArrayInfo{ID: r.ID, Name: name, Node: r.Node, Submitted: r.Submitted, Argv: r.Spec.Argv,
+		Dir: s.store().dir(r.ID), Nice: r.Spec.Nice, Mem: s.need(v), Tasks: len(v.tasks), Killed: v.killed}
+	var last time.Time
+	for _, t := range v.tasks {
+		switch t.state(r.Spec.Retries, v.killed) {
+		case api.TaskQueued:
+			info.Queued++
+		case api.TaskRunning:
+			info.Running++
+		case api.TaskDone:
+			info.Done++
+		case api.TaskFailed:
+			info.Failed++
+		case api.TaskCancelled:
+			info.Cancelled++
+		}
+		for _, a := range t.attempts {
+			if res, ok := s.result(r.ID, t.key, a); ok {
+				if info.Started.IsZero() || res.Started.Before(info.Started) {
+					info.Started = res.Started
+				}
+				if res.Ended.After(last) {
+					last = res.Ended
+				}
+			} else if a.claimed && (info.Started.IsZero() || a.claimTime.Before(info.Started)) {
+				info.Started = a.claimTime
+			}
+		}
+	}
+	if info.Finished() {
+		info.Ended = last
+	}
+	return info
+}
+
+// taskList describes each task of an array.
+func (s *Service) taskList(v *view) []api.TaskInfo {
+	st := s.store()
+	out := make([]api.TaskInfo, 0, len(v.tasks))
+	for _, t := range v.tasks {
+		ti := api.TaskInfo{Task: t.key, State: t.state(v.rec.Spec.Retries, v.killed)}
+		ti.Stdout, ti.Stderr = outputPaths(v.rec, st.dir(v.rec.ID), t.key, s.sharedRoot())
+		for _, a := range t.attempts {
+			if a.claimed {
+				ti.Attempts++
+			}
+		}
+		// The attempt that decided the state: the successful one, else the last.
+		var a *attempt
+		for i := range t.attempts {
+			if t.attempts[i].ok {
+				a = &t.attempts[i]
+			}
+		}
+		if a == nil {
+			a = t.last()
+		}
+		if a != nil {
+			if r, ok := s.result(v.rec.ID, t.key, *a); ok {
+				exit := r.Exit
+				ti.Exit, ti.Signal, ti.Node, ti.Started, ti.Ended, ti.PeakRSS, ti.Error = &exit, r.Signal, r.Node, r.Started, r.Ended, r.PeakRSS, r.Error
+				ti.Elapsed = r.Ended.Sub(r.Started).Seconds()
+			} else if c, err := st.readClaim(v.rec.ID, t.key, a.n); err == nil {
+				ti.Node, ti.Started = c.Node, c.Started
+				if ti.State == api.TaskRunning {
+					ti.Job = c.Job
+					ti.Elapsed = time.Since(c.Started).Seconds()
+				}
+			}
+		}
+		out = append(out, ti)
+	}
+	return out
+}
+
+// ErrNoArray is returned for an array id that is not in the queue.
+var ErrNoArray = errors.New("no such array")
+
+// Array returns an array's counts.
+func (s *Service) Array(id string) (api.ArrayInfo, error) {
+	s.init()
+	s.mu.Lock()
+	info, ok := s.done[id]
+	s.mu.Unlock()
+	if ok {
+		return info, nil
+	}
+	v, err := s.look(id)
+	if errors.Is(err, fs.ErrNotExist) {
+		return api.ArrayInfo{}, fmt.Errorf("%w %s (drift ps lists them)", ErrNoArray, id)
+	}
+	if err != nil {
+		return api.ArrayInfo{}, err
+	}
+	return s.info(v), nil
+}
+
+// Tasks returns an array with each of its tasks.
+func (s *Service) Tasks(id string) (api.ArrayStatus, error) {
+	s.init()
+	if b, err := os.ReadFile(filepath.Join(s.store().dir(id), "summary.json")); err == nil {
+		var sum api.ArrayStatus
+		if json.Unmarshal(b, &sum) == nil {
+			return sum, nil
+		}
+	}
+	v, err := s.look(id)
+	if errors.Is(err, fs.ErrNotExist) {
+		return api.ArrayStatus{}, fmt.Errorf("%w %s (drift ps lists them)", ErrNoArray, id)
+	}
+	if err != nil {
+		return api.ArrayStatus{}, err
+	}
+	return api.ArrayStatus{ArrayInfo: s.info(v), List: s.taskList(v)}, nil
+}
+
+// List returns every array, oldest first.
+func (s *Service) List() ([]api.ArrayInfo, error) {
+	s.init()
+	ids, err := s.store().ids()
+	if err != nil {
+		return nil, err
+	}
+	var out []api.ArrayInfo
+	for _, id := range ids {
+		info, err := s.Array(id)
+		if err != nil {
+			continue
+		}
+		out = append(out, info)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Submitted.Before(out[j].Submitted) })
+	return out, nil
+}
+
+// Submit validates an array and queues it.
+func (s *Service) Submit(spec api.ArraySpec) (api.ArrayInfo, error) {
+	s.init()
+	if err := Validate(spec, s.sharedRoot()); err != nil {
+		return api.ArrayInfo{}, err
+	}
+	if s.Shared != nil && !s.Shared() {
+		return api.ArrayInfo{}, fmt.Errorf("the shared storage is not mounted on %s, and the queue lives there (drift storage says why)", s.Self)
+	}
+	rec, err := s.store().create(s.Self, spec, time.Now())
+	if err != nil {
+		return api.ArrayInfo{}, err
+	}
+	s.log().Info("arrays: array submitted", "array", rec.ID, "tasks", len(rec.keys()), "argv", spec.Argv)
+	s.poke()
+	return s.Array(rec.ID)
+}
+
+// Kill stops an array: nothing more starts, and each node stops the
+// tasks it runs.
+func (s *Service) Kill(id string) (api.ArrayInfo, error) {
+	s.init()
+	if _, err := s.Array(id); err != nil {
+		return api.ArrayInfo{}, err
+	}
+	if err := s.store().kill(id); err != nil {
+		return api.ArrayInfo{}, err
+	}
+	s.mu.Lock()
+	delete(s.done, id)
+	s.mu.Unlock()
+	s.poke()
+	return s.Array(id)
+}
+
+func (s *Service) sharedRoot() string {
+	if s.SharedRoot != "" {
+		return s.SharedRoot
+	}
+	return api.SharedRoot
+}
+
+// Validate says what is wrong with a spec, in words a user can act on.
+func Validate(spec api.ArraySpec, sharedRoot string) error {
+	switch {
+	case len(spec.Argv) == 0:
+		return errors.New("no command: drift run --array 1-10 -- CMD ARGS...")
+	case spec.Range == "" && len(spec.Lines) == 0:
+		return errors.New("no tasks: give --array FIRST-LAST or --array-file F (with at least one line)")
+	case spec.Range != "" && len(spec.Lines) > 0:
+		return errors.New("--array and --array-file together: give one of them")
+	case spec.Nice < 0 || spec.Nice > 19:
+		return fmt.Errorf("--nice %d: want 0 (first) to 19 (last)", spec.Nice)
+	case spec.Retries < 0 || spec.Retries > 100:
+		return fmt.Errorf("--retries %d: want 0 to 100", spec.Retries)
+	case spec.MaxRunning < 0:
+		return fmt.Errorf("--max-running %d: want 1 or more (0: no limit)", spec.MaxRunning)
+	case len(spec.Lines) > api.MaxTasks:
+		return fmt.Errorf("%d lines: over the limit of %d tasks; split the file", len(spec.Lines), api.MaxTasks)
+	}
+	if spec.Range != "" {
+		if _, err := api.ParseRange(spec.Range); err != nil {
+			return err
+		}
+	}
+	if o := spec.Output; o != "" {
+		if !strings.Contains(o, "{}") {
+			return fmt.Errorf("--output %q: the pattern needs {} (the task's index), or every task writes the same file", o)
+		}
+		if filepath.IsAbs(o) && o != sharedRoot && !strings.HasPrefix(filepath.Clean(o), sharedRoot+"/") {
+			return fmt.Errorf("--output %q: outputs go under %s, where every node can write them", o, sharedRoot)
+		}
+	}
+	for i, line := range spec.Lines {
+		fields := strings.Fields(line)
+		for _, arg := range spec.Argv {
+			if _, err := substitute(arg, line, fields); err != nil {
+				return fmt.Errorf("line %d: %w", i+1, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package arrays
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TaskArg is the first argument that makes driftd run as the wrapper of
+// one task, inside the task's job:
+//
+//	driftd task-exec --out F --err F --result R [--idle] -- CMD ARGS...
+//
+// It runs CMD with its stdout and stderr in the files, waits for it, and
+// writes the task's result (exit status, peak RSS, times, node) to R.ok
+// or R.fail. It is part of the job, so it moves with it: the result is
+// written where the task ends, even if the node that started it is gone.
+const TaskArg = "task-exec"
+
+// result is what a task's wrapper (or, when the wrapper could not, the
+// node that started it) records when a task ends: tasks/KEY.A.ok|.fail.
+type result struct {
+	Exit    int       `json:"exit"`
+	Signal  int       `json:"signal,omitempty"`
+	Node    string    `json:"node"` // where it ended
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended"`
+	PeakRSS uint64    `json:"peak_rss,omitempty"` // bytes
+	Error   string    `json:"error,omitempty"`
+}
+
+// RunTask is driftd task-exec: see TaskArg. It returns the exit status
+// the job ends with, the command's (128+N for a signal N).
+func RunTask(args []string) int {
+	fs := flag.NewFlagSet("driftd "+TaskArg, flag.ContinueOnError)
+	outPath := fs.String("out", "", "file for the command's stdout")
+	errPath := fs.String("err", "", "file for the command's stderr")
+	resPath := fs.String("result", "", "the result's path, without its .ok or .fail")
+	idle := fs.Bool("idle", false, "run the command at idle CPU priority (SCHED_IDLE)")
+	workDir := fs.String("dir", "", "run the command in this directory (\"\": the job's)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	argv := fs.Args()
+	host, _ := os.Hostname()
+	res := result{Node: host, Started: time.Now()}
+	finish := func(code, sig int, why string) int {
+		res.Exit, res.Signal, res.Error, res.Ended = code, sig, why, time.Now()
+		if why != "" {
+			fmt.Fprintf(os.Stderr, "drift: task: %s\n", why)
+		}
+		if *resPath != "" {
+			if err := writeResult(*resPath, res); err != nil {
+				fmt.Fprintf(os.Stderr, "drift: task: %v\n", err)
+			}
+		}
+		return code
+	}
+	if len(argv) == 0 || *outPath == "" || *errPath == "" || *resPath == "" {
+		return finish(2, 0, "usage: driftd task-exec --out F --err F --result R [--idle] -- CMD ARGS...")
+	}
+	var files [2]*os.File
+	for i, p := range []string{*outPath, *errPath} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return finish(126, 0, fmt.Sprintf("output directory: %v", err))
+		}
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return finish(126, 0, fmt.Sprintf("output file: %v", err))
+		}
+		defer f.Close()
+		files[i] = f
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		fmt.Fprintf(files[1], "drift: %v\n", err)
+		return finish(127, 0, err.Error())
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	argv[0] = busyboxName(path, argv[0])
+	dir, _ := os.Getwd()
+	if *workDir != "" {
+		// Here, not as the job's own directory: the agent starts a job
+		// with vfork, and a vforked child that looks up a directory on
+		// the head's own 9P export, before the exec, waits for the very
+		// agent it stopped (on a one-core node, for ever).
+		dir = *workDir
+		if err := os.Chdir(dir); err != nil {
+			fmt.Fprintf(files[1], "drift: %v\n", err)
+			return finish(126, 0, err.Error())
+		}
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	runtime.LockOSThread() // the child inherits the scheduling policy of the thread it is forked from
+	if *idle {
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}
+		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+			fmt.Fprintf(files[1], "drift: idle priority: %v\n", err)
+		}
+	}
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   os.Environ(),
+		Files: []uintptr{0, files[0].Fd(), files[1].Fd()},
+	})
+	if err != nil {
+		fmt.Fprintf(files[1], "drift: start %s: %v\n", argv[0], err)
+		return finish(126, 0, fmt.Sprintf("start %s: %v", argv[0], err))
+	}
+	go func() {
+		for s := range sigs {
+			syscall.Kill(pid, s.(syscall.Signal))
+		}
+	}()
+	var ws syscall.WaitStatus
+	var ru syscall.Rusage
+	for {
+		_, err = syscall.Wait4(pid, &ws, 0, &ru)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		return finish(255, 0, fmt.Sprintf("wait for %s: %v", argv[0], err))
+	}
+	res.PeakRSS = uint64(ru.Maxrss) * 1024
+	switch {
+	case ws.Signaled():
+		return finish(128+int(ws.Signal()), int(ws.Signal()), "")
+	default:
+		return finish(ws.ExitStatus(), 0, "")
+	}
+}
+
+// writeResult writes r to base.ok (exit 0) or base.fail, whole or not at
+// all: a reader of the task directory sees either nothing or the result.
+func writeResult(base string, r result) error {
+	suffix := ".fail"
+	if r.Exit == 0 && r.Error == "" {
+		suffix = ".ok"
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(base+suffix, b)
+}
+
+// writeAtomic writes b to path through a temporary file and a rename.
+func writeAtomic(path string, b []byte) error {
+	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// busyboxName is the name to run path under: u-root's busybox picks the
+// command by argv[0], so a link such as /bin/sh → ../bbin/gosh must be
+// run as "gosh" (as the job init does).
+func busyboxName(path, argv0 string) string {
+	target, err := os.Readlink(path)
+	if err != nil || !strings.Contains(target, "bbin/") {
+		return argv0
+	}
+	return filepath.Base(target)
+}

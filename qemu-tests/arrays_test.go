@@ -1,0 +1,306 @@
+package qemutests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/driftcluster/drift/agent/api"
+)
+
+// Sweeps (drift run --array), as steps of TestCluster. The lab's VMs have
+// one core each, so a node may run at most 2 tasks at once (cores + 1).
+// The tasks are fewer and shorter than the issue's 60 × 10 s (12 tasks of
+// a few seconds): enough for every node to take several, one after the
+// other, which is what the checks are about.
+
+// sweepPy is a CPU-bound program the project did not write, uploaded from
+// the host: task N prints N and a sum that depends on N (over LOOPS
+// steps, the second argument).
+const sweepPy = `import sys
+n = int(sys.argv[1])
+loops = int(sys.argv[2]) if len(sys.argv) > 2 else %d
+s = 0
+for i in range(loops):
+    s = (s + i * n) %% 1000003
+print(n, s)
+`
+
+const sweepLoops = 600000
+
+// sweepWant is what sweepPy prints for task n over loops steps.
+func sweepWant(n, loops int) string {
+	s := 0
+	for i := 0; i < loops; i++ {
+		s = (s + i*n) % 1000003
+	}
+	return fmt.Sprintf("%d %d\n", n, s)
+}
+
+// arrayID reads the array id from the first line drift run --array
+// prints on stderr ("drift: array a-d18c02-1: ...").
+func arrayID(stderr string) string {
+	for _, f := range strings.Fields(stderr) {
+		if f = strings.TrimSuffix(f, ":"); api.IsArrayID(f) {
+			return f
+		}
+	}
+	return ""
+}
+
+// arrayTasks is drift ps ARRAY --json on node n.
+func arrayTasks(ctx context.Context, t *testing.T, c *cluster, n int, id string) api.ArrayStatus {
+	t.Helper()
+	out, err := c.l.ExecOK(ctx, n, "drift", "ps", id, "--json")
+	if err != nil {
+		t.Fatalf("drift ps %s: %v", id, err)
+	}
+	var st api.ArrayStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("drift ps %s --json: %v: %s", id, err, out)
+	}
+	return st
+}
+
+// runningTasks counts the running tasks of array id on each node, from
+// drift ps --json (where each job runs now, moves included).
+func runningTasks(ctx context.Context, c *cluster, id string) (map[string]int, error) {
+	js, err := c.l.Jobs(ctx, 1)
+	if err != nil {
+		return nil, err
+	}
+	per := map[string]int{}
+	for _, j := range js {
+		if strings.HasPrefix(j.Name, id+"/") && j.State != api.JobExited {
+			per[j.Node]++
+		}
+	}
+	return per, nil
+}
+
+// testArraySweep: a sweep of a Python program uploaded from the host,
+// submitted attached from worker 1: every output right, the summary
+// counts every success, and no node ever runs more tasks than its cores
+// plus one.
+func testArraySweep(ctx context.Context, t *testing.T, c *cluster) {
+	const tasks = 12
+	ws := newWorkstation(t, c.l, c.img)
+	work := t.TempDir()
+	if err := os.WriteFile(filepath.Join(work, "work.py"), []byte(fmt.Sprintf(sweepPy, sweepLoops)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ws.ok(ctx, t, work, "cp", "work.py", ":sweep/")
+	cores := map[string]int{}
+	out, err := c.l.ExecOK(ctx, 1, "drift", "nodes", "--json")
+	var nodes []api.Node
+	if err != nil || json.Unmarshal([]byte(out), &nodes) != nil {
+		t.Fatalf("drift nodes --json: %v: %s", err, out)
+	}
+	for _, n := range nodes {
+		cores[n.Name] = n.CPUs
+	}
+
+	start := time.Now()
+	run := startExec(ctx, t, c.l, 2, "sh", "-c", fmt.Sprintf("cd /cluster/sweep && drift run --array 1-%d -- python3 work.py {}", tasks))
+	var id string
+	shown := false
+	peak := map[string]int{}
+	for {
+		select {
+		case <-run.done:
+		case <-time.After(2 * time.Second):
+		}
+		if id == "" {
+			// The id is on drift run's first line; until it ends, ask
+			// the queue.
+			if out, err := c.l.ExecOK(ctx, 1, "sh", "-c", "ls /cluster/drift/arrays"); err == nil {
+				for _, f := range strings.Fields(out) {
+					if api.IsArrayID(f) && strings.Contains(f, strings.TrimPrefix(c.names[1], "drift-")) {
+						id = f // the newest of worker 1's is last
+					}
+				}
+			}
+		}
+		if id != "" && len(peak) > 0 && !shown {
+			// What a user sees mid-sweep, for the log.
+			for _, argv := range [][]string{{"drift", "ps"}, {"drift", "ps", id}} {
+				out, err := c.l.ExecOK(ctx, 1, argv...)
+				t.Logf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+			}
+			shown = true
+		}
+		if id != "" {
+			per, err := runningTasks(ctx, c, id)
+			if err != nil {
+				t.Logf("drift ps: %v", err)
+			}
+			for node, n := range per {
+				if n > peak[node] {
+					peak[node] = n
+				}
+				if n > cores[node]+1 {
+					t.Errorf("%s runs %d tasks at once, over its %d core(s) + 1", node, n, cores[node])
+				}
+			}
+		}
+		select {
+		case <-run.done:
+		default:
+			continue
+		}
+		break
+	}
+	res := run.wait(ctx, t, time.Second)
+	t.Logf("drift run --array 1-%d ended after %s with %d: %s%s", tasks, since(start), res.ExitCode, res.Stdout, res.Stderr)
+	if got := arrayID(string(res.Stderr)); got != "" {
+		id = got
+	}
+	if res.ExitCode != 0 || id == "" {
+		t.Fatalf("drift run --array exited %d (array %q), want 0 once every task succeeded: %s", res.ExitCode, id, res.Stderr)
+	}
+	t.Logf("most tasks running at once on each node (sampled every 2 s): %v", peak)
+
+	st := arrayTasks(ctx, t, c, 3, id)
+	if st.Done != tasks || st.Failed != 0 {
+		t.Errorf("drift ps %s: %d done, %d failed; want %d done", id, st.Done, st.Failed, tasks)
+	}
+	ran := map[string]int{}
+	for _, task := range st.List {
+		ran[task.Node]++
+		got, err := c.l.ExecOK(ctx, 1, "cat", task.Stdout)
+		var n int
+		fmt.Sscan(task.Task, &n)
+		if err != nil || got != sweepWant(n, sweepLoops) {
+			t.Errorf("task %s: %s holds %q (%v), want %q", task.Task, task.Stdout, got, err, sweepWant(n, sweepLoops))
+		}
+	}
+	t.Logf("tasks per node: %v", ran)
+	if len(ran) < 2 {
+		t.Errorf("every task ran on %v: want them spread over the nodes", ran)
+	}
+	sum, err := c.l.ExecOK(ctx, 2, "cat", st.Dir+"/summary.csv")
+	t.Logf("summary.csv:\n%s", sum)
+	if err != nil || strings.Count(sum, ",done,") != tasks {
+		t.Errorf("summary.csv: %v\n%s\nwant %d lines of done tasks", err, sum, tasks)
+	}
+}
+
+// testArrayMemory: tasks that each hold 150 MB, on 512 MB nodes, with no
+// --mem (the queue learns it from the first tasks): the OOM killer never
+// runs, on any node.
+func testArrayMemory(ctx context.Context, t *testing.T, c *cluster) {
+	const tasks = 6
+	oomRE := "out of memory|oom-kill|killed process"
+	before := map[int]string{}
+	for n := 1; n <= 3; n++ {
+		out, _ := c.l.ExecOK(ctx, n, "sh", "-c", "dmesg | grep -ciE '"+oomRE+"' || true")
+		before[n] = strings.TrimSpace(out)
+	}
+	prog := "import sys, time; b = bytearray(150 << 20); [b.__setitem__(i, 1) for i in range(0, len(b), 4096)]; time.sleep(2); print(sys.argv[1], len(b))"
+	res, err := c.l.Exec(ctx, 3, "drift", "run", "--array", fmt.Sprintf("1-%d", tasks), "--", "python3", "-c", prog, "{}")
+	if err != nil {
+		t.Fatalf("drift run --array: %v", err)
+	}
+	id := arrayID(string(res.Stderr))
+	t.Logf("drift run --array of 150 MB tasks exited %d: %s%s", res.ExitCode, res.Stdout, res.Stderr)
+	if res.ExitCode != 0 || id == "" {
+		t.Errorf("drift run --array of 150 MB tasks exited %d, want 0", res.ExitCode)
+	}
+	for n := 1; n <= 3; n++ {
+		out, _ := c.l.ExecOK(ctx, n, "sh", "-c", "dmesg | grep -ciE '"+oomRE+"' || true")
+		if got := strings.TrimSpace(out); got != before[n] {
+			lines, _ := c.l.ExecOK(ctx, n, "sh", "-c", "dmesg | grep -iE '"+oomRE+"'")
+			t.Errorf("node %d: the OOM killer ran during the sweep: %s", n, lines)
+		}
+	}
+	if id == "" {
+		return
+	}
+	st := arrayTasks(ctx, t, c, 1, id)
+	for _, task := range st.List {
+		if task.State != api.TaskDone || task.PeakRSS < 150<<20 {
+			t.Errorf("task %s: %s, peak RSS %d; want done with at least 150 MB", task.Task, task.State, task.PeakRSS)
+		}
+	}
+	t.Logf("memory a task is given room for, learned: %d MB", st.Mem>>20)
+	if st.Mem < 150<<20 {
+		t.Errorf("the queue learned %d MB per task, want at least the 150 MB each holds", st.Mem>>20)
+	}
+}
+
+// testArraySubmitterDies: the node that submitted a sweep is powered off
+// halfway; the other nodes run what is left (and what ran on it), and
+// drift wait from another node returns with every task done. The node is
+// booted again at the end, as the lab was.
+func testArraySubmitterDies(ctx context.Context, t *testing.T, c *cluster) {
+	const tasks = 9
+	const loops = 3 * sweepLoops // long enough to catch it halfway
+	gone := c.names[2]
+	res, err := c.l.Exec(ctx, 3, "sh", "-c", fmt.Sprintf("cd /cluster/sweep && drift run -d --array 1-%d -- python3 work.py {} %d", tasks, loops))
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("drift run -d --array on %s: %v %s", gone, err, res.Stderr)
+	}
+	id := strings.TrimSpace(string(res.Stdout))
+	if !api.IsArrayID(id) {
+		t.Fatalf("drift run -d --array printed %q, want an array id", res.Stdout)
+	}
+	// Halfway: a third of the tasks done, one of them running on the
+	// submitting node if it can be had.
+	for {
+		st := arrayTasks(ctx, t, c, 1, id)
+		onGone := false
+		for _, task := range st.List {
+			onGone = onGone || task.State == api.TaskRunning && task.Node == gone
+		}
+		if st.Done >= tasks/3 && onGone || st.Done >= tasks/2 {
+			t.Logf("powering %s off with %d done, %d running (one there: %v)", gone, st.Done, st.Running, onGone)
+			break
+		}
+		if st.Finished() {
+			t.Fatalf("the sweep ended before its submitting node could be powered off: %+v", st.ArrayInfo)
+		}
+		time.Sleep(time.Second)
+	}
+	if err := c.l.StopNode(ctx, 3); err != nil {
+		t.Fatalf("power off node 3: %v", err)
+	}
+	off := time.Now()
+	wres, err := c.l.Exec(ctx, 2, "drift", "wait", id)
+	if err != nil {
+		t.Fatalf("drift wait %s: %v", id, err)
+	}
+	t.Logf("drift wait %s on %s returned %s after the power-off with %d: %s%s", id, c.names[1], since(off), wres.ExitCode, wres.Stdout, wres.Stderr)
+	if wres.ExitCode != 0 {
+		t.Errorf("drift wait %s exited %d, want 0: every task done", id, wres.ExitCode)
+	}
+	st := arrayTasks(ctx, t, c, 1, id)
+	again := 0
+	for _, task := range st.List {
+		if task.State != api.TaskDone {
+			t.Errorf("task %s: %s, want done", task.Task, task.State)
+			continue
+		}
+		var n int
+		fmt.Sscan(task.Task, &n)
+		if got, err := c.l.ExecOK(ctx, 1, "cat", task.Stdout); err != nil || got != sweepWant(n, loops) {
+			t.Errorf("task %s: %s holds %q (%v), want %q", task.Task, task.Stdout, got, err, sweepWant(n, loops))
+		}
+		if task.Attempts > 1 {
+			again++
+		}
+	}
+	t.Logf("%d task(s) ran again after %s died", again, gone)
+
+	if err := c.l.StartNode(ctx, 3); err != nil {
+		t.Fatalf("boot node 3 again: %v", err)
+	}
+	if _, err := c.l.WaitReadyNode(ctx, 3); err != nil {
+		t.Fatalf("node 3 booted again: %v", err)
+	}
+	c.whole(ctx, t)
+}
