@@ -232,7 +232,6 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	lone = strings.TrimSpace(lone)
 	// And the mover, homed on the head: it is moving to worker 1 when its
 	// node goes off, between the restore and the commit.
-	startSamplers(ctx, t, l, 1, 2)
 	mv := startMover(ctx, t, l, gone)
 	var id, counter string
 	var ckpt *api.CheckpointInfo
@@ -242,7 +241,8 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		case r := <-done:
 			t.Fatalf("drift run --node %s ended before its node went: %+v, %v", gone, r.res, r.err)
 		case r := <-counted:
-			t.Fatalf("the counter on %s ended before its node went: %+v, %v", gone, r.res, r.err)
+			js, _ := l.ExecOK(ctx, 1, "drift", "ps")
+			t.Fatalf("the counter on %s ended (exit %v, %v) before the others had a checkpoint (held %q, counter %v, lone %v):\n%s", gone, r.res.ExitCode, r.err, id, ckpt != nil, loneCk, js)
 		case <-time.After(time.Second):
 		}
 		js, _ := l.Jobs(ctx, 1)
@@ -262,6 +262,7 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("drift why %s (holds a file under /tmp): %q, %v; want it to say it has no checkpoint", id, why, err)
 	}
 	time.Sleep(3 * time.Second) // some work after the checkpoint, to be redone
+	startSamplers(ctx, t, l, 1, 2)
 	mig := moveUntilHeld(ctx, t, l, mv, names[1], 2)
 
 	if err := l.StopNode(ctx, 3); err != nil {
