@@ -92,13 +92,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("cluster", "id", a.key.ID())
 
-	a.sup.Start(ctx, supervise.Service{Name: "labport", Run: func(ctx context.Context) error {
-		err := (&labport.Server{Logger: log}).Run(ctx)
-		if errors.Is(err, labport.ErrNotFound) {
-			return supervise.Done(err)
-		}
-		return err
-	}})
+	if node.Options.Lab { // drift-lab's exec port: never on a real machine
+		a.sup.Start(ctx, supervise.Service{Name: "labport", Run: func(ctx context.Context) error {
+			err := (&labport.Server{Logger: log}).Run(ctx)
+			if errors.Is(err, labport.ErrNotFound) {
+				return supervise.Done(err)
+			}
+			return err
+		}})
+	}
 	net := a.startNetwork(ctx, node.NICs)
 	cl := &cluster{a: a, net: net}
 	a.bal = newBalancer(a, cl)

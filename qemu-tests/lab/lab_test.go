@@ -129,11 +129,11 @@ func TestKernelAppend(t *testing.T) {
 		extra  []string
 		want   string
 	}{
-		{"console=ttyS0 quiet", 1, false, nil, "console=ttyS0 quiet drift.role=head panic=-1"},
-		{"console=ttyS0  quiet ", 2, false, nil, "console=ttyS0 quiet drift.role=worker panic=-1"},
-		{"console=ttyS0", 3, false, []string{"drift.dhcp=off"}, "console=ttyS0 drift.role=worker panic=-1 drift.dhcp=off"},
-		{"console=ttyS0", 1, true, nil, "console=ttyS0 drift.role=worker panic=-1"},
-		{"console=ttyS0", 4, false, []string{"drift.key=ab", "x=1"}, "console=ttyS0 drift.role=worker panic=-1 drift.key=ab x=1"},
+		{"console=ttyS0 quiet", 1, false, nil, "console=ttyS0 quiet drift.role=head panic=-1 drift.lab=1"},
+		{"console=ttyS0  quiet ", 2, false, nil, "console=ttyS0 quiet drift.role=worker panic=-1 drift.lab=1"},
+		{"console=ttyS0", 3, false, []string{"drift.dhcp=off"}, "console=ttyS0 drift.role=worker panic=-1 drift.lab=1 drift.dhcp=off"},
+		{"console=ttyS0", 1, true, nil, "console=ttyS0 drift.role=worker panic=-1 drift.lab=1"},
+		{"console=ttyS0", 4, false, []string{"drift.key=ab", "x=1"}, "console=ttyS0 drift.role=worker panic=-1 drift.lab=1 drift.key=ab x=1"},
 	}
 	for _, tt := range tests {
 		if got := kernelAppend(tt.base, nodeRole(tt.n, tt.noHead), tt.extra); got != tt.want {
