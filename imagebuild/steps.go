@@ -72,8 +72,13 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	if pkgs != nil {
 		files = append(files, pkgs.file())
 	}
-	rd, err := b.initramfs(ctx, k, key, files, links)
+	// The initramfs carries no key (the head serves it to anyone who
+	// asks); the key goes in its own archive, which only the ISO loads.
+	rd, err := b.initramfs(ctx, k, files, links)
 	if err != nil {
+		return nil, err
+	}
+	if err := writeKeyCPIO(filepath.Join(b.staging, KeyCPIOName), key); err != nil {
 		return nil, err
 	}
 	m := &Manifest{
@@ -83,6 +88,7 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		KeyFile:       filepath.Join(b.cfg.Out, KeyName),
 		Kernel:        KernelName,
 		Initramfs:     filepath.Base(rd),
+		KeyInitramfs:  KeyCPIOName,
 		ISO:           ISOName,
 		PXEDir:        PXEDirName,
 		Cmdline:       Cmdline,
@@ -230,7 +236,7 @@ func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
 }
 
 // initramfs assembles and compresses the initramfs and returns its path.
-func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, files []initramfs.File, links map[string]string) (string, error) {
+func (b *builder) initramfs(ctx context.Context, k kernel, files []initramfs.File, links map[string]string) (string, error) {
 	comp := initramfs.Gzip
 	if supportsZstd(k.Config) {
 		comp = initramfs.Zstd
@@ -246,7 +252,6 @@ func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, f
 		Files:    files,
 		Symlinks: links,
 		Data: []initramfs.Data{
-			{Path: "etc/drift/cluster.key", Body: []byte(key.Hex() + "\n"), Mode: 0o600},
 			{Path: "etc/drift/version", Body: []byte(b.cfg.Version + "\n"), Mode: 0o644},
 		},
 		Logger: b.log,
@@ -271,7 +276,7 @@ func (b *builder) images(ctx context.Context, m *Manifest, kernel, rd string) er
 		Entries: boot.StandardEntries(m.Cmdline),
 	}
 	iso := filepath.Join(b.staging, ISOName)
-	if err := b.makeISO(ctx, iso, kernel, rd, menu); err != nil {
+	if err := b.makeISO(ctx, iso, kernel, rd, filepath.Join(b.staging, KeyCPIOName), menu); err != nil {
 		return err
 	}
 	b.progress("iso: %s (%s, BIOS+UEFI, CD+USB)", ISOName, mib(fileSize(iso)))
