@@ -68,6 +68,8 @@ func Ask(ctx context.Context, cfg AskConfig) (clusterkey.Key, error) {
 	for {
 		resp, err := ask(ctx, hc, "https://"+cfg.Head+Path, body)
 		switch {
+		case ctx.Err() != nil:
+			return clusterkey.Key{}, ctx.Err()
 		case errors.Is(err, ErrWrongHead):
 			onState("error", err.Error())
 			return clusterkey.Key{}, err
