@@ -10,7 +10,7 @@ import (
 )
 
 // KeyCPIOName is the small uncompressed cpio archive that holds only the
-// cluster key (etc/drift/cluster.key). The ISO's boot menus load it after
+// cluster key (etc/drift/cluster.key). The ISO's boot menus load it before
 // the initramfs, so a machine booted from the medium has the key; the
 // initramfs itself carries no key, so what the head serves over the
 // network (the same initramfs) gives nobody the key.

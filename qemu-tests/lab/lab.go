@@ -60,7 +60,7 @@ type Image struct {
 	Kernel    string // kernel path, for BootKernel
 	Initramfs string // initramfs path, for BootKernel
 	// KeyInitramfs is the archive that holds only the cluster key, loaded
-	// after Initramfs (the ISO's menus load it; Start concatenates the two
+	// before Initramfs (the ISO's menus load both; Start concatenates them
 	// for BootKernel); "": an image whose initramfs carries the key.
 	KeyInitramfs string
 	ISO          string // hybrid ISO path, for BootISO, BootISOUEFI and BootUSB
@@ -235,10 +235,11 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 	}
 
 	if cfg.Boot == BootKernel && cfg.Image.KeyInitramfs != "" {
-		// QEMU's -initrd takes one file: the nodes boot the initramfs
-		// and the key archive concatenated, as the ISO's loaders do.
+		// QEMU's -initrd takes one file: the nodes boot the key archive
+		// and the initramfs concatenated, as the ISO's loaders do (the
+		// uncompressed archive first, each at a 4-byte boundary).
 		withKey := filepath.Join(dir, "initramfs-with-key.cpio")
-		if err := concatFiles(withKey, cfg.Image.Initramfs, cfg.Image.KeyInitramfs); err != nil {
+		if err := concatFiles(withKey, cfg.Image.KeyInitramfs, cfg.Image.Initramfs); err != nil {
 			return nil, fmt.Errorf("start lab: %w", err)
 		}
 		cfg.Image.Initramfs = withKey
@@ -908,7 +909,9 @@ func Down(ctx context.Context, dir string, logger *slog.Logger) error {
 	return l.Down(ctx)
 }
 
-// concatFiles writes the files srcs one after the other to dst.
+// concatFiles writes the files srcs one after the other to dst, each
+// padded with zeros to a multiple of 4 bytes, where the kernel looks for
+// the next archive of an initramfs.
 func concatFiles(dst string, srcs ...string) error {
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -920,8 +923,11 @@ func concatFiles(dst string, srcs ...string) error {
 			out.Close()
 			return err
 		}
-		_, err = io.Copy(out, in)
+		n, err := io.Copy(out, in)
 		in.Close()
+		if err == nil && n%4 != 0 {
+			_, err = out.Write(make([]byte, 4-n%4))
+		}
 		if err != nil {
 			out.Close()
 			return fmt.Errorf("copy %s to %s: %w", src, dst, err)

@@ -326,3 +326,18 @@ func TestStartWithoutOVMF(t *testing.T) {
 		t.Errorf("Start(iso-uefi) without OVMF = %v, want ErrNoOVMF telling how to install it", err)
 	}
 }
+
+func TestConcatFiles(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(a, []byte("12345"), 0o644)
+	os.WriteFile(b, []byte("678"), 0o644)
+	out := filepath.Join(dir, "out")
+	if err := concatFiles(out, a, b); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out)
+	if want := "12345\x00\x00\x00678\x00"; string(got) != want {
+		t.Errorf("concatFiles = %q, want %q (each file padded to 4 bytes)", got, want)
+	}
+}
