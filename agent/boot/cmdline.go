@@ -40,7 +40,7 @@ type Options struct {
 	// certificate the head must show; "": no enrolment.
 	EnrollHead string
 	EnrollFP   string
-	Unknown []string // drift.* options this version does not know (logged)
+	Unknown    []string // drift.* options this version does not know (logged)
 }
 
 // ParseCmdline reads the drift.* options (and ip=) from a kernel command
