@@ -27,18 +27,13 @@ type Entry struct {
 
 // Menu is what a boot menu needs. The first entry is the default.
 type Menu struct {
-	Version   string // drift version, shown in the BIOS menu title
-	Kernel    string // absolute path of the kernel on the boot medium, e.g. "/boot/vmlinuz"
-	Initramfs string // absolute path of the initramfs on the boot medium
-	// Key is the absolute path of a second initramfs that holds only the
-	// cluster key: the medium carries the key, the initramfs the head
-	// serves over the network does not. It is loaded first: the kernel
-	// reads an uncompressed archive followed by a compressed one (as with
-	// early microcode), not always the other way round. "": none.
-	Key     string
-	Marker  string        // absolute path of a file only this medium holds; GRUB finds its root by it
-	Timeout time.Duration // before the default entry boots; rounded down to 0.1 s (BIOS) and 1 s (UEFI)
-	Entries []Entry
+	Version   string        // drift version, shown in the BIOS menu title
+	Kernel    string        // absolute path of the kernel on the boot medium, e.g. "/boot/vmlinuz"
+	Initramfs string        // absolute path of the initramfs on the boot medium
+	Key       string        // absolute path of the archive holding only the cluster key, loaded before Initramfs (the kernel reads an uncompressed archive then a compressed one); "": none
+	Marker    string        // absolute path of a file only this medium holds; GRUB finds its root by it
+	Timeout   time.Duration // before the default entry boots; rounded down to 0.1 s (BIOS) and 1 s (UEFI)
+	Entries   []Entry
 }
 
 // TimeoutTenths is the timeout in isolinux's unit.
