@@ -69,7 +69,7 @@ func checkISOTools() error {
 // makeISO assembles the hybrid BIOS+UEFI, CD+USB image at iso from the
 // kernel and initramfs, with menus rendered from m (Kernel and Initramfs
 // are set here).
-func (b *builder) makeISO(ctx context.Context, iso, kernel, initramfs string, m boot.Menu) error {
+func (b *builder) makeISO(ctx context.Context, iso, kernel, initramfs, keyCPIO string, m boot.Menu) error {
 	tree := filepath.Join(b.staging, "iso")
 	for _, d := range []string{"isolinux", isoDir} {
 		if err := os.MkdirAll(filepath.Join(tree, d), 0o755); err != nil {
@@ -78,7 +78,8 @@ func (b *builder) makeISO(ctx context.Context, iso, kernel, initramfs string, m 
 	}
 	m.Kernel = "/" + isoKernel
 	m.Initramfs = "/" + isoDir + "/" + filepath.Base(initramfs)
-	for src, dst := range map[string]string{kernel: isoKernel, initramfs: strings.TrimPrefix(m.Initramfs, "/")} {
+	m.Key = "/" + isoDir + "/" + KeyCPIOName // the medium carries the key; the initramfs it serves does not
+	for src, dst := range map[string]string{kernel: isoKernel, initramfs: strings.TrimPrefix(m.Initramfs, "/"), keyCPIO: strings.TrimPrefix(m.Key, "/")} {
 		if err := placeFile(src, filepath.Join(tree, dst)); err != nil {
 			return fmt.Errorf("iso: %w", err)
 		}

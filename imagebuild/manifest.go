@@ -20,6 +20,7 @@ type Manifest struct {
 	KeyFile       string   `json:"key_file"`           // where the cluster key is kept (absolute path)
 	Kernel        string   `json:"kernel"`             // "vmlinuz"
 	Initramfs     string   `json:"initramfs"`          // "initramfs.cpio.zst" or "initramfs.cpio.gz"
+	KeyInitramfs  string   `json:"key_initramfs"`      // "key.cpio": the cluster key alone, loaded before Initramfs by the ISO (and drift-lab); never served
 	ISO           string   `json:"iso"`                // "drift.iso"
 	PXEDir        string   `json:"pxe_dir"`            // "pxe"
 	Cmdline       string   `json:"cmdline"`            // base kernel command line (consoles), without drift.* options

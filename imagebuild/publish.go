@@ -10,7 +10,7 @@ import (
 // publish moves what the build staged into the output directory, replacing
 // the previous image, and writes the manifest last.
 func (b *builder) publish(m *Manifest) error {
-	names := []string{KernelName, m.Initramfs, ISOName, PXEDirName, KeyName}
+	names := []string{KernelName, m.Initramfs, KeyCPIOName, ISOName, PXEDirName, KeyName}
 	for _, name := range names {
 		src := filepath.Join(b.staging, name)
 		if _, err := os.Lstat(src); os.IsNotExist(err) {

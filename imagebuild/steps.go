@@ -84,7 +84,9 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		files = append(files, pkgs.file())
 		part[pkgs.file().Dst] = PartPackages
 	}
-	rd, err := b.initramfs(ctx, k, key, files, links)
+	// The initramfs carries no key (the head serves it to anyone who
+	// asks); the key goes in its own archive, which only the ISO loads.
+	rd, err := b.initramfs(ctx, k, files, links)
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +96,9 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	}
 	fmt.Fprintf(b.cfg.Progress, "  initramfs parts (unpacked in RAM, and zstd-compressed alone):\n")
 	printParts(b.cfg.Progress, parts)
+	if err := writeKeyCPIO(filepath.Join(b.staging, KeyCPIOName), key); err != nil {
+		return nil, err
+	}
 	m := &Manifest{
 		Version:       b.cfg.Version,
 		KernelVersion: k.Version,
@@ -101,6 +106,7 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		KeyFile:       filepath.Join(b.cfg.Out, KeyName),
 		Kernel:        KernelName,
 		Initramfs:     filepath.Base(rd),
+		KeyInitramfs:  KeyCPIOName,
 		ISO:           ISOName,
 		PXEDir:        PXEDirName,
 		Cmdline:       Cmdline,
@@ -248,7 +254,7 @@ func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
 }
 
 // initramfs assembles and compresses the initramfs and returns its path.
-func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, files []initramfs.File, links map[string]string) (string, error) {
+func (b *builder) initramfs(ctx context.Context, k kernel, files []initramfs.File, links map[string]string) (string, error) {
 	comp := initramfs.Gzip
 	if supportsZstd(k.Config) {
 		comp = initramfs.Zstd
@@ -264,7 +270,6 @@ func (b *builder) initramfs(ctx context.Context, k kernel, key clusterkey.Key, f
 		Files:    files,
 		Symlinks: links,
 		Data: []initramfs.Data{
-			{Path: "etc/drift/cluster.key", Body: []byte(key.Hex() + "\n"), Mode: 0o600},
 			{Path: "etc/drift/version", Body: []byte(b.cfg.Version + "\n"), Mode: 0o644},
 		},
 		Logger: b.log,
@@ -289,7 +294,7 @@ func (b *builder) images(ctx context.Context, m *Manifest, kernel, rd string) er
 		Entries: boot.StandardEntries(m.Cmdline),
 	}
 	iso := filepath.Join(b.staging, ISOName)
-	if err := b.makeISO(ctx, iso, kernel, rd, menu); err != nil {
+	if err := b.makeISO(ctx, iso, kernel, rd, filepath.Join(b.staging, KeyCPIOName), menu); err != nil {
 		return err
 	}
 	isoSize, kSize, rdSize := fileSize(iso), fileSize(kernel), fileSize(rd)

@@ -70,7 +70,7 @@ func snapshotImage(dir string) (lab.Image, error) {
 	if err != nil {
 		return lab.Image{}, err
 	}
-	for _, p := range []*string{&img.Kernel, &img.Initramfs, &img.ISO} {
+	for _, p := range []*string{&img.Kernel, &img.Initramfs, &img.KeyInitramfs, &img.ISO} {
 		if *p == "" {
 			continue
 		}

@@ -22,9 +22,9 @@ import (
 func startPXELab(t *testing.T, cfg lab.PXEConfig) *lab.Lab {
 	t.Helper()
 	acquireVMs(t, 1+len(cfg.Workers))
-	dir, err := os.MkdirTemp("", "dpxe-")
-	if err != nil {
-		t.Fatal(err)
+	dir := cfg.StateDir // preset when the test must know the MACs first (pxeStateDir)
+	if dir == "" {
+		dir = pxeStateDir(t)
 	}
 	cfg.StateDir = dir
 	if cfg.Accel == "" {
@@ -46,6 +46,7 @@ func startPXELab(t *testing.T, cfg lab.PXEConfig) *lab.Lab {
 		os.RemoveAll(dir)
 	})
 	ctx := waitContext(t, 5*time.Minute)
+	var err error
 	l, err = lab.StartPXE(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start pxe lab: %v", err)
@@ -54,6 +55,17 @@ func startPXELab(t *testing.T, cfg lab.PXEConfig) *lab.Lab {
 		t.Logf("node %d qemu command line: %s", n, l.CommandLine(n))
 	}
 	return l
+}
+
+// pxeStateDir is a new state directory for startPXELab: a lab's MACs
+// follow from it (lab.NodeMAC), so a test can name them before it starts.
+func pxeStateDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "dpxe-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // waitWorkers waits for every node's ready line and checks the roles.
@@ -140,7 +152,9 @@ func TestNetboot(t *testing.T) {
 	img := image(t)
 	t.Parallel()
 	workers := []lab.PXEWorker{{NIC: lab.NICVirtio}, {NIC: lab.NICE1000}, {NIC: lab.NICVirtio, UEFI: true}}
-	l := startPXELab(t, lab.PXEConfig{Config: lab.Config{Image: img}, Workers: workers})
+	// drift.enroll=auto: every worker is given the key without a command
+	// (TestEnroll covers approve and the MAC list).
+	l := startPXELab(t, lab.PXEConfig{Config: lab.Config{Image: img}, Workers: workers, HeadArgs: []string{"drift.enroll=auto"}})
 	head, err := l.WaitFor(t.Context(), 1, lab.NetbootRE)
 	if err != nil || !strings.Contains(head, "dhcp=server") || !strings.Contains(head, "medium=/dev/sr0") {
 		t.Errorf("head's netboot line %q (%v), want dhcp=server from /dev/sr0", head, err)
@@ -193,7 +207,7 @@ func TestNetbootProxy(t *testing.T) {
 		}
 	})
 	workers := []lab.PXEWorker{{NIC: lab.NICVirtio}, {NIC: lab.NICE1000}}
-	l := startPXELab(t, lab.PXEConfig{Config: lab.Config{Image: img}, Workers: workers, OnNetwork: start})
+	l := startPXELab(t, lab.PXEConfig{Config: lab.Config{Image: img}, Workers: workers, OnNetwork: start, HeadArgs: []string{"drift.enroll=auto"}})
 	head, err := l.WaitFor(t.Context(), 1, lab.NetbootRE)
 	if err != nil || !strings.Contains(head, "dhcp=proxy") {
 		t.Fatalf("head's netboot line %q (%v), want dhcp=proxy", head, err)

@@ -26,6 +26,18 @@ func TestParseCmdline(t *testing.T) {
 		{"range", "drift.range=10.78.0.0/16", Options{Role: RoleWorker, Range: "10.78.0.0/16"}, ""},
 		{"bad range", "drift.range=fe80::/64", Options{}, "IPv4 network"},
 		{"bad dhcp", "drift.dhcp=maybe", Options{}, "server, proxy or off"},
+		{"lab", "drift.lab=1", Options{Role: RoleWorker, Lab: true}, ""},
+		{"no lab", "drift.lab=0", Options{Role: RoleWorker}, ""},
+		{"bad lab", "drift.lab=yes", Options{}, "want 1"},
+		{"enroll approve", "drift.enroll=approve", Options{Role: RoleWorker, Enroll: "approve"}, ""},
+		{"enroll auto", "drift.enroll=auto", Options{Role: RoleWorker, Enroll: "auto"}, ""},
+		{"enroll macs", "drift.enroll=52:54:00:12:34:56,52:54:00:AB:CD:EF", Options{Role: RoleWorker, Enroll: "52:54:00:12:34:56,52:54:00:AB:CD:EF"}, ""},
+		{"enroll bad mac", "drift.enroll=52:54:00:12:34", Options{}, "is not a MAC address"},
+		{"enroll empty", "drift.enroll=", Options{}, "is empty"},
+		{"enroll worker", "drift.enroll_head=10.77.0.1:7949 drift.enroll_fp=" + strings.ToUpper(key),
+			Options{Role: RoleWorker, EnrollHead: "10.77.0.1:7949", EnrollFP: key}, ""},
+		{"enroll bad head", "drift.enroll_head=head", Options{}, "want IP:PORT"},
+		{"enroll bad fp", "drift.enroll_fp=abc", Options{}, "64 hex digits"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

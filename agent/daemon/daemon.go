@@ -102,11 +102,12 @@ func (t *niceThread) normal(log *slog.Logger) {
 // OnNode reports whether this is a node booted from a drift image.
 func OnNode() bool {
 	_, err := os.Stat(KeyFile)
-	return err == nil
+	_, verr := os.Stat(VersionFile) // a network-booted machine enrols for its key
+	return err == nil || verr == nil
 }
 
 // ErrNotANode reports that driftd was started outside a drift image.
-var ErrNotANode = errors.New("driftd runs only on a node booted from a drift image (" + KeyFile + " not found); to try drift, boot the image: `make demo`")
+var ErrNotANode = errors.New("driftd runs only on a node booted from a drift image (neither " + KeyFile + " nor " + VersionFile + " found); to try drift, boot the image: `make demo`")
 
 // agent is one running driftd.
 type agent struct {
@@ -119,12 +120,15 @@ type agent struct {
 	bal  *balancer
 	obs  *observer
 
+	enroll    *enrollService // head: machines that network-boot enrol here (enroll.go); nil on a worker
+	enrollNet *network
+
 	started time.Time // when driftd started
 }
 
 // Run brings the node up and serves until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
-	if _, err := os.Stat(KeyFile); err != nil {
+	if !OnNode() {
 		return ErrNotANode
 	}
 	log := cfg.Logger
@@ -140,23 +144,33 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.node = node
-	if a.key, err = loadKey(node.Options); err != nil {
+	a.key, err = loadKey(node.Options)
+	enrol := err != nil && keyMissing(err, node.Options) // network-booted: the head gives the key (enroll.go)
+	if err != nil && !enrol {
 		return err
 	}
-	log.Info("cluster", "id", a.key.ID())
 
-	a.sup.Start(ctx, supervise.Service{Name: "labport", Run: func(ctx context.Context) error {
-		err := (&labport.Server{Logger: log}).Run(ctx)
-		if errors.Is(err, labport.ErrNotFound) {
-			return supervise.Done(err)
-		}
-		return err
-	}})
+	if node.Options.Lab { // drift-lab's exec port: never on a real machine
+		a.sup.Start(ctx, supervise.Service{Name: "labport", Run: func(ctx context.Context) error {
+			err := (&labport.Server{Logger: log}).Run(ctx)
+			if errors.Is(err, labport.ErrNotFound) {
+				return supervise.Done(err)
+			}
+			return err
+		}})
+	}
 	net := a.startNetwork(ctx, node.NICs)
 	if net.primary().IsValid() {
 		phases.Mark(boot.PhaseAddress)
 	}
+	if enrol {
+		if a.key, err = a.enrol(ctx); err != nil {
+			return err
+		}
+	}
+	log.Info("cluster", "id", a.key.ID())
 	cl := &cluster{a: a, net: net}
+	a.enrollNet = net
 	a.bal = newBalancer(a, cl)
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh, KillOrphans: true}
 	a.obs = a.newObserver(cl) // events and metrics (observe.go)
@@ -173,6 +187,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	routes := a.jobs.Routes()
 	a.bal.routes(routes)
+	api.AddRoutes(routes, a.startEnroll(ctx, cl))       // head: machines that network-boot ask for the key (enroll.go)
 	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
 	api.AddRoutes(routes, a.startStorage(ctx, cl))
 	api.AddRoutes(routes, a.startArrays(ctx, cl)) // drift run --array (arrays.go)
@@ -206,7 +221,7 @@ func loadKey(o boot.Options) (clusterkey.Key, error) {
 	}
 	k, err := clusterkey.LoadFile(KeyFile)
 	if err != nil {
-		return k, fmt.Errorf("load the cluster key: %w", err)
+		return k, fmt.Errorf("load the cluster key: %w (a machine booted from the drift ISO or USB stick has it; one booted from the network asks a drift head for it, which its boot script must name with drift.enroll_head and drift.enroll_fp)", err)
 	}
 	return k, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/boot"
+	"github.com/driftcluster/drift/agent/enroll"
 	"github.com/driftcluster/drift/agent/membership"
 	"github.com/driftcluster/drift/agent/netboot"
 	"github.com/driftcluster/drift/agent/supervise"
@@ -95,9 +96,14 @@ func (s *netbootService) Run(ctx context.Context) error {
 	}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	pxe := &netboot.PXE{Tracker: s.tracker}
+	fp := a.enrollFingerprint(ctx) // boot.ipxe names the enrolment certificate (enroll.go)
+	if fp == "" {
+		return s.fail(errors.New("enrolment is not serving: machines booted from the network could not get the cluster key"))
+	}
 	services := []supervise.Service{{Name: "netboot-http", Run: netboot.NewHTTPServer(netboot.HTTPConfig{
 		Logger: a.log, Dir: med.BootDir, Kernel: med.Kernel, Initramfs: med.Initramfs,
 		Cmdline: netboot.WorkerCmdline(string(cmdline)), JoinPort: membership.DefaultPort, Tracker: s.tracker,
+		EnrollPort: enroll.Port, EnrollFingerprint: fp,
 	}).Run}}
 	if tftpDir != "" {
 		services = append(services, supervise.Service{Name: "tftp", Run: netboot.NewTFTPServer(netboot.TFTPConfig{

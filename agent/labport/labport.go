@@ -3,8 +3,11 @@
 //
 // It exists for drift-lab and the QEMU tests: it lets the host run any
 // command of the image on a node (drift-lab exec) before, and independently
-// of, the node's network. Real machines have no such port, so the agent
-// serves it only where QEMU provides one.
+// of, the node's network. It runs any command as root, so the agent opens
+// it only when the kernel command line says drift.lab=1 (drift-lab and the
+// QEMU tests set it on every command line they build, and a lab head
+// passes it on to the machines it network-boots) and QEMU provides the
+// port: a real machine never listens on it.
 //
 // Three parts speak the protocol:
 //

@@ -35,8 +35,11 @@ type Config struct {
 	AdvertiseAddr string         // "": BindAddr
 	Port          int            // 0: DefaultPort
 	Key           clusterkey.Key // the cluster key: AES-256 keyring, verified both ways
-	Seeds         []string       // host:port (or host) joined at start and again whenever the node is alone
-	Logger        *slog.Logger   // nil: slog.Default()
+	// Label is memberlist's label, which every packet carries; "":
+	// Label(Key). A rekey keeps the label the cluster started with.
+	Label  string
+	Seeds  []string     // host:port (or host) joined at start and again whenever the node is alone
+	Logger *slog.Logger // nil: slog.Default()
 
 	// Meta samples this node's metadata; nil: no metadata. Run calls it
 	// every MetaInterval and re-gossips when the sample Differs.
@@ -88,6 +91,7 @@ type Membership struct {
 
 	mu       sync.Mutex
 	ml       *memberlist.Memberlist // nil until Run has created it
+	keys     *memberlist.Keyring    // the keyring memberlist uses; nil until Run
 	meta     []byte                 // this node's encoded metadata
 	members  map[string]*Member     // by name, every node ever seen and not yet forgotten
 	pending  []string               // addresses to join
@@ -149,9 +153,15 @@ func (m *Membership) memberlistConfig(w io.Writer) (*memberlist.Config, error) {
 		return nil, fmt.Errorf("membership keyring: %w", err)
 	}
 	c.Keyring = kr
+	m.mu.Lock()
+	m.keys = kr // InstallKey, UseKey, RemoveKey (keyring.go)
+	m.mu.Unlock()
 	c.GossipVerifyIncoming = true
 	c.GossipVerifyOutgoing = true
 	c.Label = Label(m.cfg.Key)
+	if m.cfg.Label != "" {
+		c.Label = m.cfg.Label
+	}
 	// A node that is switched off must be shown dead within 15 s on a
 	// small cluster: cap the suspicion time at 3× its base, not 6×.
 	c.SuspicionMaxTimeoutMult = 3

@@ -30,7 +30,14 @@ type HTTPConfig struct {
 	// JoinPort, if not 0, adds drift.join=HEAD:JoinPort to the command
 	// line, HEAD being the address the client reached this server at.
 	JoinPort int
-	Tracker  *Tracker // records fetches and bytes; nil: none
+	// EnrollPort and EnrollFingerprint, if set, add
+	// drift.enroll_head=HEAD:EnrollPort drift.enroll_fp=EnrollFingerprint:
+	// where a machine that boots without the cluster key asks the head for
+	// it, and the SHA-256 of the certificate the head answers with there
+	// (public: the script may be read by anyone on the segment).
+	EnrollPort        int
+	EnrollFingerprint string
+	Tracker           *Tracker // records fetches and bytes; nil: none
 }
 
 // HTTPServer serves the network-boot files iPXE fetches: the iPXE script
@@ -115,6 +122,10 @@ func (s *HTTPServer) script(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.JoinPort != 0 {
 		cmdline = strings.TrimSpace(cmdline + " drift.join=" + net.JoinHostPort(host.String(), strconv.Itoa(s.cfg.JoinPort)))
 	}
+	if s.cfg.EnrollPort != 0 && s.cfg.EnrollFingerprint != "" {
+		cmdline = strings.TrimSpace(cmdline + " drift.enroll_head=" + net.JoinHostPort(host.String(), strconv.Itoa(s.cfg.EnrollPort)) +
+			" drift.enroll_fp=" + s.cfg.EnrollFingerprint)
+	}
 	b, err := cfgboot.IPXEScript(cfgboot.IPXE{
 		BaseURL:   "http://" + hostPort(r, host),
 		Kernel:    s.cfg.Kernel,
@@ -194,12 +205,15 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 // WorkerCmdline is the kernel command line the head gives network-booted
-// workers: its own (the consoles, the cluster key if one was given, any
-// drift.storage) without what only the head's boot medium or its role
-// needs, plus drift.role=worker.
+// workers: its own (the consoles, any drift.storage, drift.lab=1 when a
+// lab booted the head) without what only the head's boot medium or its
+// role needs, plus drift.role=worker. It never carries the cluster key:
+// the boot script is served to anyone who asks, so drift.key is dropped
+// and the workers get the key by enrolment (drift.enroll_*).
 func WorkerCmdline(head string) string {
 	drop := map[string]bool{"BOOT_IMAGE": true, "initrd": true, "drift.role": true, "drift.dhcp": true,
-		"drift.range": true, "drift.join": true, "ip": true, "root": true}
+		"drift.range": true, "drift.join": true, "ip": true, "root": true,
+		"drift.key": true, "drift.enroll": true, "drift.enroll_head": true, "drift.enroll_fp": true}
 	var out []string
 	for _, f := range strings.Fields(head) {
 		k, _, _ := strings.Cut(f, "=")

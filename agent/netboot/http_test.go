@@ -26,7 +26,8 @@ func TestHTTPServer(t *testing.T) {
 	os.WriteFile(filepath.Join(filepath.Dir(dir), "secret"), []byte("no"), 0o644)
 	tr := &Tracker{Neighbor: func(netip.Addr) string { return "52:54:00:00:00:09" }}
 	s := NewHTTPServer(HTTPConfig{Logger: slog.New(slog.DiscardHandler), Dir: dir, Kernel: "vmlinuz", Initramfs: "initramfs.cpio.zst",
-		Cmdline: "console=ttyS0 drift.role=worker", JoinPort: 7946, Tracker: tr})
+		Cmdline: "console=ttyS0 drift.role=worker", JoinPort: 7946, EnrollPort: 7949, EnrollFingerprint: strings.Repeat("0f", 32), Tracker: tr})
+	os.WriteFile(filepath.Join(dir, "key.cpio"), []byte("the key"), 0o600)
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,8 @@ func TestHTTPServer(t *testing.T) {
 	}
 
 	resp, script := get("/boot.ipxe", "")
-	want := []string{"#!ipxe", "set base " + base + "\n", "kernel ${base}/vmlinuz initrd=initramfs.cpio.zst console=ttyS0 drift.role=worker drift.join=" + l.Addr().(*net.TCPAddr).IP.String() + ":7946\n",
+	want := []string{"#!ipxe", "set base " + base + "\n", "kernel ${base}/vmlinuz initrd=initramfs.cpio.zst console=ttyS0 drift.role=worker drift.join=" + l.Addr().(*net.TCPAddr).IP.String() + ":7946" +
+		" drift.enroll_head=" + l.Addr().(*net.TCPAddr).IP.String() + ":7949 drift.enroll_fp=" + strings.Repeat("0f", 32) + "\n",
 		"initrd ${base}/initramfs.cpio.zst\n"}
 	for _, w := range want {
 		if resp.StatusCode != 200 || !strings.Contains(string(script), w) {
@@ -78,7 +80,7 @@ func TestHTTPServer(t *testing.T) {
 	if ms := tr.Machines(); ms[0].Stage != StageInitramfs {
 		t.Errorf("tracker = %+v, want stage %s", ms, StageInitramfs)
 	}
-	for _, p := range []string{"/../secret", "/%2e%2e/secret", "/etc/passwd", "/undionly.kpxe", "/"} {
+	for _, p := range []string{"/../secret", "/%2e%2e/secret", "/etc/passwd", "/undionly.kpxe", "/key.cpio", "/"} {
 		if resp, _ := get(p, ""); resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: %s, want 404", p, resp.Status)
 		}
@@ -92,7 +94,8 @@ func TestWorkerCmdline(t *testing.T) {
 	for _, tt := range []struct{ head, want string }{
 		{"console=tty0 console=ttyS0,115200 drift.role=head panic=-1", "console=tty0 console=ttyS0,115200 panic=-1 drift.role=worker"},
 		{"BOOT_IMAGE=/boot/vmlinuz initrd=/boot/initramfs.cpio.zst console=ttyS0 drift.role=head drift.dhcp=proxy drift.range=10.1.0.0/24 drift.key=ab ip=dhcp drift.join=x:1",
-			"console=ttyS0 drift.key=ab drift.role=worker"},
+			"console=ttyS0 drift.role=worker"},
+		{"console=ttyS0 drift.role=head drift.lab=1 drift.enroll=auto drift.key=" + strings.Repeat("ab", 32), "console=ttyS0 drift.lab=1 drift.role=worker"},
 		{"", "drift.role=worker"},
 	} {
 		if got := WorkerCmdline(tt.head); got != tt.want {

@@ -247,3 +247,8 @@ func onDone(ctx context.Context, stop func()) (release func()) {
 	})
 	return func() { close(done); wg.Wait() }
 }
+
+// NeighborMAC is addr's MAC address as the kernel's ARP table has it
+// (lowercase, colon-separated), or "" if the table has none: the MAC a
+// machine on the segment really sends from, whatever it claims.
+func NeighborMAC(addr netip.Addr) string { return arpLookup(addr) }

@@ -30,6 +30,7 @@ type Menu struct {
 	Version   string        // drift version, shown in the BIOS menu title
 	Kernel    string        // absolute path of the kernel on the boot medium, e.g. "/boot/vmlinuz"
 	Initramfs string        // absolute path of the initramfs on the boot medium
+	Key       string        // absolute path of the archive holding only the cluster key, loaded before Initramfs (the kernel reads an uncompressed archive then a compressed one); "": none
 	Marker    string        // absolute path of a file only this medium holds; GRUB finds its root by it
 	Timeout   time.Duration // before the default entry boots; rounded down to 0.1 s (BIOS) and 1 s (UEFI)
 	Entries   []Entry

@@ -20,6 +20,7 @@ func testMenu() Menu {
 		Version:   "v1.2.3",
 		Kernel:    "/boot/vmlinuz",
 		Initramfs: "/boot/initramfs.cpio.zst",
+		Key:       "/boot/key.cpio",
 		Marker:    "/boot/drift-0123456789abcdef",
 		Timeout:   3 * time.Second,
 		Entries:   StandardEntries(testCmdline),

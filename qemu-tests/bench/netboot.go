@@ -86,7 +86,8 @@ func RunNetboot(ctx context.Context, cfg NetbootConfig) (*NetbootResult, error) 
 func pxeRun(ctx context.Context, cfg NetbootConfig, img lab.Image, accel lab.Accel, log *slog.Logger, dir string, workers []lab.PXEWorker) ([]time.Duration, int64, int64, error) {
 	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	l, err := lab.StartPXE(wctx, lab.PXEConfig{Config: lab.Config{Image: img, StateDir: dir, Accel: accel, Logger: log, DieWithParent: true}, Workers: workers})
+	l, err := lab.StartPXE(wctx, lab.PXEConfig{Config: lab.Config{Image: img, StateDir: dir, Accel: accel, Logger: log, DieWithParent: true}, Workers: workers,
+		HeadArgs: []string{"drift.enroll=auto"}}) // the boot time measured includes enrolment, not an operator
 	if l != nil {
 		defer l.Down(context.WithoutCancel(ctx))
 	}

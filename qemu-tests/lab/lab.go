@@ -59,8 +59,12 @@ type Image struct {
 	Version   string // drift version in the image
 	Kernel    string // kernel path, for BootKernel
 	Initramfs string // initramfs path, for BootKernel
-	ISO       string // hybrid ISO path, for BootISO, BootISOUEFI and BootUSB
-	Cmdline   string // base kernel command line (consoles), for BootKernel
+	// KeyInitramfs is the archive that holds only the cluster key, loaded
+	// before Initramfs (the ISO's menus load both; Start concatenates them
+	// for BootKernel); "": an image whose initramfs carries the key.
+	KeyInitramfs string
+	ISO          string // hybrid ISO path, for BootISO, BootISOUEFI and BootUSB
+	Cmdline      string // base kernel command line (consoles), for BootKernel
 }
 
 // LoadImage reads the image manifest (image.json) that drift-image wrote in
@@ -81,12 +85,13 @@ func LoadImage(dir string) (Image, error) {
 		return m.Path(abs, name)
 	}
 	return Image{
-		Dir:       abs,
-		Version:   m.Version,
-		Kernel:    opt(m.Kernel),
-		Initramfs: opt(m.Initramfs),
-		ISO:       opt(m.ISO),
-		Cmdline:   m.Cmdline,
+		Dir:          abs,
+		Version:      m.Version,
+		Kernel:       opt(m.Kernel),
+		Initramfs:    opt(m.Initramfs),
+		KeyInitramfs: opt(m.KeyInitramfs),
+		ISO:          opt(m.ISO),
+		Cmdline:      m.Cmdline,
 	}, nil
 }
 
@@ -229,6 +234,16 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 		cfg.Accel = a
 	}
 
+	if cfg.Boot == BootKernel && cfg.Image.KeyInitramfs != "" {
+		// QEMU's -initrd takes one file: the nodes boot the key archive
+		// and the initramfs concatenated, as the ISO's loaders do (the
+		// uncompressed archive first, each at a 4-byte boundary).
+		withKey := filepath.Join(dir, "initramfs-with-key.cpio")
+		if err := concatFiles(withKey, cfg.Image.KeyInitramfs, cfg.Image.Initramfs); err != nil {
+			return nil, fmt.Errorf("start lab: %w", err)
+		}
+		cfg.Image.Initramfs = withKey
+	}
 	st := &state{
 		NetNS:    NetNSName(dir),
 		Bridge:   BridgeName,
@@ -899,4 +914,31 @@ func Down(ctx context.Context, dir string, logger *slog.Logger) error {
 		return err
 	}
 	return l.Down(ctx)
+}
+
+// concatFiles writes the files srcs one after the other to dst, each
+// padded with zeros to a multiple of 4 bytes, where the kernel looks for
+// the next archive of an initramfs.
+func concatFiles(dst string, srcs ...string) error {
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	for _, src := range srcs {
+		in, err := os.Open(src)
+		if err != nil {
+			out.Close()
+			return err
+		}
+		n, err := io.Copy(out, in)
+		in.Close()
+		if err == nil && n%4 != 0 {
+			_, err = out.Write(make([]byte, 4-n%4))
+		}
+		if err != nil {
+			out.Close()
+			return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+		}
+	}
+	return out.Close()
 }

@@ -129,11 +129,11 @@ func TestKernelAppend(t *testing.T) {
 		extra  []string
 		want   string
 	}{
-		{"console=ttyS0 quiet", 1, false, nil, "console=ttyS0 quiet drift.role=head panic=-1"},
-		{"console=ttyS0  quiet ", 2, false, nil, "console=ttyS0 quiet drift.role=worker panic=-1"},
-		{"console=ttyS0", 3, false, []string{"drift.dhcp=off"}, "console=ttyS0 drift.role=worker panic=-1 drift.dhcp=off"},
-		{"console=ttyS0", 1, true, nil, "console=ttyS0 drift.role=worker panic=-1"},
-		{"console=ttyS0", 4, false, []string{"drift.key=ab", "x=1"}, "console=ttyS0 drift.role=worker panic=-1 drift.key=ab x=1"},
+		{"console=ttyS0 quiet", 1, false, nil, "console=ttyS0 quiet drift.role=head panic=-1 drift.lab=1"},
+		{"console=ttyS0  quiet ", 2, false, nil, "console=ttyS0 quiet drift.role=worker panic=-1 drift.lab=1"},
+		{"console=ttyS0", 3, false, []string{"drift.dhcp=off"}, "console=ttyS0 drift.role=worker panic=-1 drift.lab=1 drift.dhcp=off"},
+		{"console=ttyS0", 1, true, nil, "console=ttyS0 drift.role=worker panic=-1 drift.lab=1"},
+		{"console=ttyS0", 4, false, []string{"drift.key=ab", "x=1"}, "console=ttyS0 drift.role=worker panic=-1 drift.lab=1 drift.key=ab x=1"},
 	}
 	for _, tt := range tests {
 		if got := kernelAppend(tt.base, nodeRole(tt.n, tt.noHead), tt.extra); got != tt.want {
@@ -324,5 +324,20 @@ func TestStartWithoutOVMF(t *testing.T) {
 	_, err := Start(context.Background(), Config{StateDir: t.TempDir(), Boot: BootISOUEFI, OVMFDir: t.TempDir(), Image: Image{ISO: "x.iso"}})
 	if !errors.Is(err, ErrNoOVMF) || !strings.Contains(err.Error(), "apt-get install ovmf") {
 		t.Errorf("Start(iso-uefi) without OVMF = %v, want ErrNoOVMF telling how to install it", err)
+	}
+}
+
+func TestConcatFiles(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(a, []byte("12345"), 0o644)
+	os.WriteFile(b, []byte("678"), 0o644)
+	out := filepath.Join(dir, "out")
+	if err := concatFiles(out, a, b); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out)
+	if want := "12345\x00\x00\x00678\x00"; string(got) != want {
+		t.Errorf("concatFiles = %q, want %q (each file padded to 4 bytes)", got, want)
 	}
 }

@@ -49,3 +49,8 @@ func NodeHostname(mac string) string {
 	}
 	return "drift-" + hw[len(hw)-6:]
 }
+
+// LabID is the ID of the lab in stateDir, for NodeMAC: a test that
+// must name a node's MAC before the lab starts (a MAC list on the head's
+// command line) picks the state directory first.
+func LabID(stateDir string) string { return labID(stateDir) }

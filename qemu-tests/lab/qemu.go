@@ -153,13 +153,18 @@ func nodeRole(n int, noHead bool) string {
 	return "worker"
 }
 
+// LabArg opens the agent's exec port (agent/labport), which drift-lab
+// and the tests drive; a head booted with it passes it on to the machines
+// it network-boots.
+const LabArg = "drift.lab=1"
+
 // kernelAppend is a node's kernel command line in BootKernel mode: the
 // image's base command line, the node's role, panic=-1 so a panic ends QEMU
 // (with -no-reboot) instead of hanging until a timeout, then the caller's
 // extra arguments, which may override any of these.
 func kernelAppend(base, role string, extra []string) string {
 	parts := strings.Fields(base)
-	parts = append(parts, "drift.role="+role, "panic=-1")
+	parts = append(parts, "drift.role="+role, "panic=-1", LabArg)
 	parts = append(parts, extra...)
 	return strings.Join(parts, " ")
 }

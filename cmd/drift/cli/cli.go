@@ -22,6 +22,7 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
+		"admit":   {"give network-booted machines that wait for it the cluster key (head)", runAdmit},
 		"attach":  {"reconnect the terminal to a job", runAttach},
 		"balance": {"turn automatic balancing on or off for the whole cluster", runBalance},
 		"block":   {"stop a node taking new jobs and migrations", runBlock},
@@ -34,7 +35,9 @@ func commands() map[string]command {
 		"netboot": {"list the machines that network-booted from this head", runNetboot},
 		"migrate": {"move a running job to another node", runMigrate},
 		"nodes":   {"list the cluster's nodes", runNodes},
+		"pending": {"list the machines that asked the head to join, and its decisions", runPending},
 		"ps":      {"list every job in the cluster", runPS},
+		"reject":  {"refuse a network-booted machine the cluster key (head)", runReject},
 		"run":     {"run a command in the pool", runRun},
 		"status":  {"show this node in detail", runStatus},
 		"storage": {"show the shared storage at /cluster on every node", runStorage},

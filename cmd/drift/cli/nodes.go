@@ -12,8 +12,21 @@ import (
 )
 
 func runNodes(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	return query(ctx, "nodes", args, stdout, stderr, (*api.Client).Nodes,
-		func(w io.Writer, nodes []api.Node) error { return writeNodes(w, nodes, time.Now()) })
+	var pending []api.EnrollMachine
+	fetch := func(c *api.Client, ctx context.Context) ([]api.Node, error) {
+		nodes, err := c.Nodes(ctx)
+		if err == nil {
+			pending = pendingMachines(ctx, c)
+		}
+		return nodes, err
+	}
+	return query(ctx, "nodes", args, stdout, stderr, fetch,
+		func(w io.Writer, nodes []api.Node) error {
+			if err := writeNodes(w, nodes, time.Now()); err != nil {
+				return err
+			}
+			return writePendingNodes(w, pending)
+		})
 }
 
 // query runs a command that fetches one thing from an agent and prints it

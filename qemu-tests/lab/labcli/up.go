@@ -28,6 +28,7 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 	appendArgs := fs.String("append", "", "extra kernel command line arguments (kernel boot only)")
 	verbose := fs.Bool("v", false, "verbose logging")
 	pxe := fs.Bool("pxe", false, "node 1 is the head with the ISO as its CD; the others boot diskless from it over the network (pxe.go)")
+	enrollMode := fs.String("enroll", "auto", "with --pxe, the head's drift.enroll: auto (the lab's private network is trusted), approve (each worker waits for drift admit on the head; up then waits until --timeout) or a MAC list")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,7 +59,7 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 		Logger:     newLogger(stderr, *verbose),
 	}
 	start := time.Now()
-	l, err := startLab(ctx, cfg, *pxe, *timeout)
+	l, err := startLab(ctx, cfg, *pxe, *enrollMode, *timeout)
 	if err != nil {
 		if l != nil {
 			return fmt.Errorf("up: %w\nthe lab is still running: look with drift-lab status/console/logs, stop it with drift-lab down --state %s", err, l.Dir())
