@@ -80,16 +80,9 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	defer q.release()
-	if err := l.WaitReady(ctx, nil); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	var names []string
-	for n := 1; n <= 3; n++ {
-		r, _ := l.Ready(n)
-		names = append(names, r.Name)
-	}
-	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
+	names, err := formed(ctx, l, 3)
+	if err != nil {
+		return nil, err
 	}
 	b := &batch{l: l, on: names[1], exits: watchExits(ctx, l)}
 	// Calibrate a job that runs about cfg.JobTime alone: starting and

@@ -90,16 +90,9 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 	defer l.Down(context.WithoutCancel(ctx))
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	if err := l.WaitReady(ctx, nil); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	var names []string
-	for n := 1; n <= 3; n++ {
-		r, _ := l.Ready(n)
-		names = append(names, r.Name)
-	}
-	if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
+	names, err := formed(ctx, l, 3)
+	if err != nil {
+		return nil, err
 	}
 	worker := names[2]
 	run := func(argv []string, every string) (time.Duration, error) {

@@ -40,3 +40,21 @@ func prepare(dir string, logger *slog.Logger) (lab.Image, *slog.Logger, error) {
 	img, err := lab.LoadImage(dir)
 	return img, logger, err
 }
+
+// formed waits until the lab's n nodes are ready and each lists all n
+// alive, and returns their names, node 1's first.
+func formed(ctx context.Context, l *lab.Lab, n int) ([]string, error) {
+	if err := l.WaitReady(ctx, nil); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	var names []string
+	var nodes []int
+	for i := 1; i <= n; i++ {
+		r, _ := l.Ready(i)
+		names, nodes = append(names, r.Name), append(nodes, i)
+	}
+	if _, err := l.WaitMembers(ctx, nodes, lab.AllAlive(names...)); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return names, nil
+}
