@@ -148,7 +148,9 @@ func testTargetDies(ctx context.Context, t *testing.T, c *cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := waitJob(ctx, t, l, 1, strings.TrimSpace(out), lab.Running(w1))
+	// Resident before it moves, so that its pre-copy takes seconds (a
+	// job under 8 MiB skips pre-copy).
+	big := waitJob(ctx, t, l, 1, strings.TrimSpace(out), func(j api.JobInfo) bool { return lab.Running(w1)(j) && j.RSS >= 40<<20 })
 	t.Cleanup(func() { l.Exec(context.Background(), 1, "drift", "kill", big.ID) })
 	const lines = 400
 	run := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "survivor",

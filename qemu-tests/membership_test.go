@@ -208,14 +208,14 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	// checkpoint, and its drift run shows every line once.
 	counted := make(chan ran, 1)
 	go func() {
-		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--name", "counter", "--checkpoint-every", "5s", "--", "sh", "-c",
+		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--name", "counter", "--stay", "--checkpoint-every", "5s", "--", "sh", "-c",
 			"i=1; while [ $i -le 1000 ]; do echo $i; i=$((i+1)); sleep 0.1; done")
 		counted <- ran{res, err, time.Now()}
 	}()
 	// And a job homed on the node, running on worker 1: once its home is
 	// dead, worker 1 becomes its home, and a terminal on the head follows
 	// it to its end.
-	orphan, err := l.ExecOK(ctx, 3, "drift", "run", "-d", "--node", names[1], "--name", "orphan", "--", "sh", "-c",
+	orphan, err := l.ExecOK(ctx, 3, "drift", "run", "-d", "--node", names[1], "--name", "orphan", "--stay", "--", "sh", "-c",
 		"i=1; while [ $i -le 1000 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 3")
 	if err != nil {
 		t.Fatalf("drift run -d on node 3: %v", err)
@@ -224,7 +224,7 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	// And one homed on the node and running there, checkpointed: once the
 	// node is dead, another claims it from its record on /cluster and
 	// starts it again from its checkpoint.
-	lone, err := l.ExecOK(ctx, 3, "drift", "run", "-d", "--node", gone, "--name", "lone", "--checkpoint-every", "5s", "--", "sh", "-c",
+	lone, err := l.ExecOK(ctx, 3, "drift", "run", "-d", "--node", gone, "--name", "lone", "--stay", "--checkpoint-every", "5s", "--", "sh", "-c",
 		"i=1; while [ $i -le 1000 ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 5")
 	if err != nil {
 		t.Fatalf("drift run -d on node 3: %v", err)
