@@ -106,13 +106,18 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 		return d, err
 	}
 
-	// Calibrate: iterations of drift-workload work that take cfg.Work.
-	const probe = 1 << 28
+	// Calibrate: iterations of drift-workload work that take cfg.Work,
+	// the cost of starting a job (a run of true) taken off the probe's.
+	const probe = 1 << 30
+	start, err := run([]string{"true"}, "0")
+	if err != nil {
+		return nil, fmt.Errorf("bench: calibrate: %w", err)
+	}
 	d, err := run([]string{"drift-workload", "work", "-n", fmt.Sprint(probe)}, "0")
 	if err != nil {
 		return nil, fmt.Errorf("bench: calibrate: %w", err)
 	}
-	res.Iterations = uint64(float64(probe) * cfg.Work.Seconds() / max(d.Seconds()-0.5, 0.5))
+	res.Iterations = uint64(float64(probe) * cfg.Work.Seconds() / max((d-start).Seconds(), 0.5))
 	log.Info("calibrated", "probe_s", d.Seconds(), "iterations", res.Iterations)
 
 	for _, j := range []CheckpointJob{
