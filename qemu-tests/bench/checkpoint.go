@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -242,7 +243,9 @@ func recoverOnce(ctx context.Context, l *lab.Lab, names []string, log *slog.Logg
 	home := names[1]
 	for {
 		out, _ := l.ExecOK(ctx, 1, "drift", "logs", "-n", "200", home)
-		if strings.Contains(out, "caught up") && strings.Contains(out, id) {
+		if slices.ContainsFunc(strings.Split(out, "\n"), func(ln string) bool {
+			return strings.Contains(ln, "caught up") && strings.Contains(ln, "job="+id)
+		}) {
 			break
 		}
 		if ctx.Err() != nil {
