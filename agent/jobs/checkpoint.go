@@ -145,8 +145,8 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 	need := int64(0)
 	if last != nil {
 		need = last.Bytes
-	} else if rss, err := treeRSS(r.pid); err == nil {
-		need = rss
+	} else if u, err := proc.TreeUsage(r.pid); err == nil {
+		need = int64(u.Anon) // what a dump copies
 	}
 	if free, err := freeBytes(root); err == nil && free < need+need/4+(4<<20) {
 		return ci, fmt.Errorf("%w: no room on %s: it needs about %s, %s is free (the job goes on without one)", errNoCheckpoint, root, human(need), human(free))
@@ -221,21 +221,6 @@ func freeBytes(dir string) (int64, error) {
 		return 0, err
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
-}
-
-// treeRSS is the resident memory of pid and its descendants.
-func treeRSS(pid int) (int64, error) {
-	var n int64
-	for _, p := range Tree(pid) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", p))
-		if err != nil {
-			continue
-		}
-		var size, res int64
-		fmt.Sscan(string(b), &size, &res)
-		n += res * int64(os.Getpagesize())
-	}
-	return n, nil
 }
 
 func human(n int64) string {

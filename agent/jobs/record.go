@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -82,7 +83,7 @@ func (m *Manager) claimOrphans(dead []string) {
 			continue
 		}
 		node := rec.Info.Node
-		if node != rec.Info.Home || !contains(dead, node) {
+		if node != rec.Info.Home || !slices.Contains(dead, node) {
 			continue
 		}
 		m.mu.Lock()
@@ -91,14 +92,9 @@ func (m *Manager) claimOrphans(dead []string) {
 		if mine {
 			continue
 		}
-		// The first node to create the home file takes the job.
-		f, err := os.OpenFile(m.homeFile(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err != nil {
+		if !m.claim(id) {
 			continue
 		}
-		fmt.Fprintln(f, m.Self)
-		f.Sync()
-		f.Close()
 		m.adoptRecord(rec, node+", its home and the node it ran on, died")
 	}
 }
@@ -129,24 +125,11 @@ func (m *Manager) claimOwn(ctx context.Context) {
 		if json.Unmarshal(b, &rec) != nil || rec.Checkpoint == nil || rec.Info.ID != e.Name() || rec.Info.Home != m.Self || rec.Info.Node != m.Self {
 			continue
 		}
-		f, err := os.OpenFile(m.homeFile(rec.Info.ID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err != nil {
+		if !m.claim(rec.Info.ID) {
 			continue // another node took it
 		}
-		fmt.Fprintln(f, m.Self)
-		f.Sync()
-		f.Close()
 		m.adoptRecord(rec, "the agent of "+m.Self+", its home and the node it ran on, was started again")
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // adoptRecord becomes the home of the job rec describes, which ran on its
@@ -204,4 +187,17 @@ func (d *deadWatch) newlyDead(alive map[string]bool) []string {
 		}
 	}
 	return out
+}
+
+// claim makes this node the home of job id if no node is yet: the first
+// to create the job's home file (O_EXCL on the shared storage) wins.
+func (m *Manager) claim(id string) bool {
+	f, err := os.OpenFile(m.homeFile(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return false
+	}
+	fmt.Fprintln(f, m.Self)
+	f.Sync()
+	f.Close()
+	return true
 }
