@@ -230,6 +230,9 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		t.Fatalf("drift run -d on node 3: %v", err)
 	}
 	lone = strings.TrimSpace(lone)
+	// And the mover, homed on the head: it is moving to worker 1 when its
+	// node goes off, between the restore and the commit.
+	mv := startMover(ctx, t, l, gone)
 	// Each job is looked for in its home's listing (node 2 for the held
 	// job and the counter, node 3 for the lone job): a listing of the whole
 	// cluster may miss a busy node's jobs.
@@ -264,6 +267,8 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("drift why %s (holds a file under /tmp): %q, %v; want it to say it has no checkpoint", id, why, err)
 	}
 	time.Sleep(3 * time.Second) // some work after the checkpoint, to be redone
+	startSamplers(ctx, t, l, 1, 2)
+	mig := moveUntilHeld(ctx, t, l, mv, 3, names[1], 2)
 
 	if err := l.StopNode(ctx, 3); err != nil {
 		t.Fatalf("power off node 3: %v", err)
@@ -346,6 +351,13 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	if j, err := l.Job(ctx, 1, counter); err != nil || j.Exit == nil || *j.Exit != 0 || !strings.Contains(j.Recovered, "recovered on") {
 		t.Errorf("drift ps of the counter %s: %+v, %v; want exited 0, recovered", counter, j, err)
 	}
+	// The mover: its held copy dropped, started again from its checkpoint.
+	checkMover(ctx, t, l, mv)
+	if res, _ := mig.waitUntil(time.Now().Add(time.Minute)); res != nil {
+		t.Logf("drift migrate of the mover, whose source died before the commit: exit %d, %s", res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+	}
+	checkSamples(ctx, t, l, 1, 2)
+
 	// Their checkpoints are gone: only the home files of the jobs that
 	// other nodes took over stay, while those nodes keep their records.
 	if res, err := l.Exec(ctx, 1, "sh", "-c", "ls -d /cluster/.drift/jobs/*/ckpt-* /cluster/.drift/jobs/*/.partial-* 2>/dev/null"); err != nil || strings.TrimSpace(string(res.Stdout)) != "" {

@@ -173,6 +173,9 @@ func Run(ctx context.Context, cfg Config) error {
 	a.enrollNet = net
 	a.bal = newBalancer(a, cl)
 	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh, KillOrphans: true}
+	if node.Options.Lab { // a test holds a move at a named point by a file there
+		a.jobs.Failpoints = "/run/drift/failpoints"
+	}
 	a.obs = a.newObserver(cl) // events and metrics (observe.go)
 	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})

@@ -129,6 +129,9 @@ func (h *homeJob) deliver(f api.Frame) {
 func (h *homeJob) stintEnded(epoch int, exit *api.ExitStatus) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if epoch < h.epoch { // a stint the job left for good (a recovery started it again)
+		return
+	}
 	if epoch > h.epoch {
 		h.ended[epoch] = exit
 		return

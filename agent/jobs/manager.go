@@ -50,6 +50,8 @@ type Manager struct {
 	// an earlier agent of this node left running when it died (the
 	// daemon sets it; tests, which share their host, do not).
 	KillOrphans bool
+	// Failpoints: see migrate.Node.Failpoints (drift-lab's nodes only).
+	Failpoints string
 	// OnLoad is called when the jobs running or arriving here change, so
 	// that the node's load is gossiped at once. nil: nothing.
 	OnLoad func()
@@ -99,7 +101,7 @@ func (m *Manager) init() {
 	if m.homes == nil {
 		m.homes, m.runners = map[string]*homeJob{}, map[string]*runner{}
 		m.base, m.stop = context.WithCancel(context.Background())
-		m.mig = migrate.Node{WorkDir: m.workDir(), SharedRoot: m.sharedRoot(), Logger: m.log()}
+		m.mig = migrate.Node{WorkDir: m.workDir(), SharedRoot: m.sharedRoot(), Logger: m.log(), Failpoints: m.Failpoints}
 		if m.KillOrphans {
 			if n := killOrphans(); n > 0 {
 				m.log().Warn("killed the jobs an earlier agent left running: their homes start them again from their checkpoints", "jobs", n)

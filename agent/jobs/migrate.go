@@ -160,7 +160,8 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 	defer func() { cancel(nil); watch.Wait() }()
 	d := &apiDest{c: c, id: id, to: to, admit: api.AdmitRequest{Job: id, Expect: req.Expect, Home: r.homeNode(), Epoch: r.epoch + 1, Reason: req.Reason},
 		restore:  api.RestoreRequest{Spec: r.spec, Home: r.homeNode(), Epoch: r.epoch + 1, Stdio: r.inodes, Reason: req.Reason},
-		restored: func() { r.moved.Store(true) }, stdin: r.heldStdin}
+		restored: func() { r.moved.Store(true) }, stdin: r.heldStdin,
+		started: func(ctx context.Context) (bool, error) { return m.runsOn(ctx, r.homeNode(), id, to) }}
 	mv, err := m.mig.Move(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, d, func() {
 		if err := r.drain(5 * time.Second); err != nil {
 			m.log().Warn("migrate: drain", "job", id, "err", err)
@@ -200,8 +201,9 @@ type apiDest struct {
 	id, to   string
 	admit    api.AdmitRequest
 	restore  api.RestoreRequest
-	restored func()                // the job runs on the target: its stint here ends as moved
-	stdin    func() ([]byte, bool) // the stdin held for the target, and whether it ended, asked while the job is frozen
+	restored func()                                 // the job runs on the target: its stint here ends as moved
+	stdin    func() ([]byte, bool)                  // the stdin held for the target, and whether it ended, asked while the job is frozen
+	started  func(ctx context.Context) (bool, error) // whether the job's home has seen it run on the target
 }
 
 func (d *apiDest) Admit(ctx context.Context, cpuinfo []byte) (int, error) {
@@ -239,13 +241,64 @@ func (d *apiDest) Restore(ctx context.Context) error {
 	if err := d.c.Restore(ctx, d.id, req); err != nil {
 		return fmt.Errorf("restore on %s: %w", d.to, err)
 	}
-	d.restored()
 	return nil
 }
 
 func (d *apiDest) Discard(ctx context.Context) error { return d.c.Discard(ctx, d.id) }
 
-func (d *apiDest) Commit(ctx context.Context) error { return d.c.Commit(ctx, d.id) }
+// Commit lets the target run its held copy; an answer that it will not
+// (it holds none: it gave up waiting, or the migration was discarded)
+// wraps migrate.ErrNotCommitted.
+func (d *apiDest) Commit(ctx context.Context) error {
+	err := d.c.Commit(ctx, d.id)
+	var se *api.StatusError
+	switch {
+	case err == nil:
+		d.restored()
+		return nil
+	case errors.As(err, &se):
+		return fmt.Errorf("%s: %w: %w", d.to, migrate.ErrNotCommitted, err)
+	}
+	return err
+}
+
+func (d *apiDest) Started(ctx context.Context) (bool, error) {
+	ok, err := d.started(ctx)
+	if ok || err != nil {
+		// It runs there, or nobody can tell (migrate.ErrCommitLost):
+		// either way the copy here goes, and its stint ends as moved. The
+		// home ends the job as lost in its move if no stint starts.
+		d.restored()
+	}
+	return ok, err
+}
+
+// runsOn asks job id's home whether the job runs (or ran) on node.
+func (m *Manager) runsOn(ctx context.Context, home, id, node string) (bool, error) {
+	if home == m.Self {
+		m.mu.Lock()
+		h := m.homes[id]
+		m.mu.Unlock()
+		if h == nil {
+			return false, fmt.Errorf("job %s is not homed here", id)
+		}
+		return h.snapshot().Node == node, nil
+	}
+	c, err := m.Peers.Client(home)
+	if err != nil {
+		return false, err
+	}
+	js, err := c.Jobs(ctx)
+	if err != nil {
+		return false, fmt.Errorf("ask %s, the job's home: %w", home, err)
+	}
+	for _, j := range js {
+		if j.ID == id {
+			return j.Node == node, nil
+		}
+	}
+	return false, fmt.Errorf("%s, the job's home, has no record of it", home)
+}
 
 // Prepare does ahead what every migration from here needs, while the
 // node is still idle: it dumps this node's CPU description.

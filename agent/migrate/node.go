@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -46,24 +48,27 @@ type Dest interface {
 	// received and to hold it, restored and stopped: nil once it is.
 	// While the source's copy is frozen, the held one must not run.
 	Restore(ctx context.Context) error
-	// Commit tells the target that the source's copy is gone: the held
-	// copy may run. It is retried until it succeeds or commitTimeout
-	// passes, so the target must take it more than once.
+	// Commit tells the target that its held copy may run: the source's
+	// stays frozen until this answers, and goes once it has. It may be
+	// asked more than once (an answer lost), so the target must take it
+	// again. An answer that the target will not run it wraps
+	// ErrNotCommitted.
 	Commit(ctx context.Context) error
+	// Started asks the job's home whether the target's copy has
+	// started: for a commit that went unanswered, once the target's hold
+	// is over.
+	Started(ctx context.Context) (bool, error)
 	// Discard tells the target to forget a migration that failed, and to
 	// kill the copy it holds, if any. A target that hears neither Commit
 	// nor Discard kills its held copy after a while of its own.
 	Discard(ctx context.Context) error
 }
 
-// commitTimeout bounds how long a source goes on telling the target to
-// run a job whose own copy is gone. Targets hold a copy longer than that
-// (HoldTimeout) before they give up on it.
-const commitTimeout = 60 * time.Second
-
 // HoldTimeout is how long a target holds a restored, stopped copy for the
-// source's Commit before it kills it.
-const HoldTimeout = 2 * commitTimeout
+// source's Commit before it kills it. A source whose commit went
+// unanswered keeps its own copy frozen longer than that before it may
+// resume it.
+const HoldTimeout = 2 * time.Minute
 
 // Node is migration on one node: its CPU as CRIU describes it, the
 // sources' CPUs it found able to run here or not, the lock that lets one
@@ -84,6 +89,12 @@ type Node struct {
 	// ("Can't retrieve FD from socket") while another dump runs beside
 	// it. Sending and restoring still overlap with the next dump.
 	dumpMu sync.Mutex
+
+	// Failpoints, when set (drift-lab's nodes only), is a directory
+	// where a test holds a move at a named point by creating a file of
+	// that name ("before-commit": the target holds the restored copy,
+	// the source's is frozen), until it removes it.
+	Failpoints string
 }
 
 // cpuVerdict is what checking one source CPU gave.
@@ -165,16 +176,18 @@ type Result struct {
 // Move moves job to d: admission (Dest.Admit with this node's CPU), then
 // Source.Migrate: pre-copy while the job runs, the freeze, the final
 // images, and Dest.Restore, which leaves a copy held stopped on the
-// target. Only then does the copy here go, and Dest.Commit lets the
-// target's run: at no instant do two copies run. frozen is called while
-// the job is frozen, before the final images go (the caller drains what
-// the job wrote).
+// target. Then, while the copy here is still frozen, Dest.Commit lets the
+// target's run, and only once the target has said so does the copy here
+// go. frozen is called while the job is frozen, before the final images
+// go (the caller drains what the job wrote).
 //
 // A refusal at admission wraps ErrRefused and its kind. On any failure
 // before the commit the job runs here still, d is told to Discard (with a
-// deadline of its own), and the error names the step. A commit that never
-// reaches the target loses the job (ErrCommitLost): its copy here is gone
-// and the target kills the one it holds.
+// deadline of its own), and the error names the step. The copy here
+// resumes only when the target's cannot run: the target answered that it
+// holds no copy, or no commit can have reached it (see commit). A commit
+// whose fate nobody can tell loses the job (ErrCommitLost): neither copy
+// runs.
 func (n *Node) Move(ctx context.Context, job Job, d Dest, frozen func()) (Result, error) {
 	var res Result
 	img, err := n.CPUInfo(ctx)
@@ -190,8 +203,18 @@ func (n *Node) Move(ctx context.Context, job Job, d Dest, frozen func()) (Result
 	}
 	src := &Source{CriuPath: n.CriuPath, WorkDir: n.WorkDir, Logger: n.Logger, Pid: job.Pid,
 		SharedRoot: n.SharedRoot, StdioPipes: job.Stdio[:], dumpMu: &n.dumpMu}
-	res.Stats, err = src.Migrate(ctx, d, frozen, d.Restore)
+	res.Stats, err = src.Migrate(ctx, d, frozen, func(ctx context.Context) error {
+		if err := d.Restore(ctx); err != nil {
+			return fmt.Errorf("restore on the target: %w", err)
+		}
+		held := time.Now()
+		n.failpoint("before-commit")
+		return commit(ctx, d, held, n.logger())
+	})
 	if err != nil {
+		if errors.Is(err, ErrCommitLost) {
+			return res, err
+		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if derr := d.Discard(dctx); derr != nil {
 			n.logger().Warn("discard the target's images", "err", derr)
@@ -199,37 +222,95 @@ func (n *Node) Move(ctx context.Context, job Job, d Dest, frozen func()) (Result
 		cancel()
 		return res, err
 	}
-	released := time.Now()
-	if err := commit(ctx, d, n.logger()); err != nil {
-		return res, err
-	}
-	res.Freeze = time.Since(res.frozeAt) // the job runs again only now, on the target
-	res.Total += time.Since(released)
 	return res, nil
 }
 
-// ErrCommitLost reports a move whose commit never reached the target: the
-// job's copy on the source is gone, and the target kills the one it holds.
-var ErrCommitLost = errors.New("the target never heard that it may run the job: the job is lost")
-
-// commit tells d to run its held copy, again and again until it answers
-// or commitTimeout passes; ctx ending (the target died) does not stop it
-// before that.
-func commit(ctx context.Context, d Dest, log *slog.Logger) error {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-	defer cancel()
-	for {
-		err := d.Commit(cctx)
-		if err == nil {
-			return nil
-		}
-		log.Warn("commit: the target did not answer; asking again", "err", err)
-		select {
-		case <-cctx.Done():
-			return fmt.Errorf("%w: %w", ErrCommitLost, err)
-		case <-time.After(time.Second):
+// failpoint waits at a named point of a move while a test holds it (see
+// Node.Failpoints).
+func (n *Node) failpoint(name string) {
+	if n.Failpoints == "" {
+		return
+	}
+	f := filepath.Join(n.Failpoints, name)
+	if _, err := os.Stat(f); err != nil {
+		return
+	}
+	n.logger().Warn("failpoint: the move waits until its file is removed", "failpoint", name, "file", f)
+	for deadline := time.Now().Add(10 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(f); err != nil {
+			break
 		}
 	}
+	n.logger().Warn("failpoint: the move goes on", "failpoint", name)
+}
+
+// ErrCommitLost reports a move whose commit may have reached the target
+// without an answer, and whose outcome nobody could tell: the copy here
+// is gone, and the target's runs only if the commit got there.
+var ErrCommitLost = errors.New("the target never answered whether it runs the job, and its home could not tell: the copy here is gone")
+
+// ErrNotCommitted reports a move that the target did not take: it holds
+// no copy that may run, so the job resumes on the source.
+var ErrNotCommitted = errors.New("the target did not take the job")
+
+// commitAttempt bounds one commit request.
+const commitAttempt = 10 * time.Second
+
+// commit tells d to run its held copy (restored at held) while the copy
+// here is frozen, again and again until it answers. nil: the target runs
+// it. ErrNotCommitted: the target's copy cannot run (it answered that it
+// holds none, or no commit can have reached it: every attempt failed to
+// connect and either the target left the cluster, ctx ending, or it
+// holds copies no longer than this goes on), so the job may resume here.
+// When an attempt may have reached the target unanswered, it goes on
+// until the target's hold is surely over and then asks the job's home
+// (Dest.Started) whether the target's copy started; ErrCommitLost if
+// that cannot be told either.
+func commit(ctx context.Context, d Dest, held time.Time, log *slog.Logger) error {
+	deadline := held.Add(HoldTimeout + 10*time.Second)
+	maybeDelivered := false
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitAttempt)
+		err := d.Commit(actx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrNotCommitted):
+			return err
+		case !isDialError(err):
+			maybeDelivered = true
+		}
+		if !maybeDelivered && ctx.Err() != nil {
+			return fmt.Errorf("%w: it left the cluster before any commit reached it (%w)", ErrNotCommitted, err)
+		}
+		if time.Now().After(deadline) {
+			if !maybeDelivered {
+				return fmt.Errorf("%w: no commit reached it in %s: %w", ErrNotCommitted, time.Since(held).Round(time.Second), err)
+			}
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitAttempt)
+			started, serr := d.Started(sctx)
+			cancel()
+			switch {
+			case serr != nil:
+				return fmt.Errorf("%w: commit: %w; the home: %w", ErrCommitLost, err, serr)
+			case started:
+				log.Warn("commit: the target never answered, but the job's home says the target runs it")
+				return nil
+			default:
+				return fmt.Errorf("%w: its hold is over and its copy never started (commit: %w)", ErrNotCommitted, err)
+			}
+		}
+		log.Warn("commit: the target did not answer; asking again", "attempt", attempt, "err", err)
+		time.Sleep(time.Second)
+	}
+}
+
+// isDialError reports whether err is a request that failed before it was
+// sent: no connection could be made.
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // Target is this node's side of the moves to it.

@@ -5,11 +5,16 @@ package migrate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // fakeCriu writes a criu that appends its arguments to a log and exits
@@ -86,9 +91,10 @@ func (d *refusingDest) Send(ctx context.Context, name string, r io.Reader) (int6
 	d.sent++
 	return 0, nil
 }
-func (d *refusingDest) Restore(ctx context.Context) error { return nil }
-func (d *refusingDest) Discard(ctx context.Context) error { d.discarded++; return nil }
-func (d *refusingDest) Commit(ctx context.Context) error  { return nil }
+func (d *refusingDest) Restore(ctx context.Context) error         { return nil }
+func (d *refusingDest) Discard(ctx context.Context) error         { d.discarded++; return nil }
+func (d *refusingDest) Commit(ctx context.Context) error          { return nil }
+func (d *refusingDest) Started(ctx context.Context) (bool, error) { return false, nil }
 
 // A refusal at admission moves nothing and says what kind it was.
 func TestMoveRefused(t *testing.T) {
@@ -102,6 +108,71 @@ func TestMoveRefused(t *testing.T) {
 			}
 			if d.sent != 0 || d.admittedWithCPUImg {
 				t.Errorf("after a refusal: %d images sent, admitted with a CPU image %v; want none", d.sent, d.admittedWithCPUImg)
+			}
+		})
+	}
+}
+
+// commitDest answers Commit with the errors given in turn (then the last
+// one again) and Started with started, startErr.
+type commitDest struct {
+	refusingDest
+	errs     []error
+	commits  int
+	started  bool
+	startErr error
+	asked    bool
+}
+
+func (d *commitDest) Commit(ctx context.Context) error {
+	d.commits++
+	return d.errs[min(d.commits, len(d.errs))-1]
+}
+
+func (d *commitDest) Started(ctx context.Context) (bool, error) {
+	d.asked = true
+	return d.started, d.startErr
+}
+
+// TestCommit: the copy on the source resumes only when the target's
+// cannot run, is killed when it runs, and when nobody can tell.
+func TestCommit(t *testing.T) {
+	dialErr := fmt.Errorf("drift agent at x: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+	lostAnswer := fmt.Errorf("drift agent at x: %w", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET})
+	refused := fmt.Errorf("x: %w: 404 no restored copy of it is held here", ErrNotCommitted)
+	gone, cancel := context.WithCancel(context.Background())
+	cancel() // the target left the cluster
+	long := time.Now().Add(-HoldTimeout - 11*time.Second)
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		held    time.Time
+		d       *commitDest
+		want    error // nil, ErrNotCommitted or ErrCommitLost
+		commits int
+		askHome bool
+	}{
+		{"answered", context.Background(), time.Now(), &commitDest{errs: []error{nil}}, nil, 1, false},
+		{"answer lost once, then answered", context.Background(), time.Now(), &commitDest{errs: []error{lostAnswer, nil}}, nil, 2, false},
+		{"the target holds no copy", context.Background(), time.Now(), &commitDest{errs: []error{refused}}, ErrNotCommitted, 1, false},
+		{"target gone, never reached", gone, time.Now(), &commitDest{errs: []error{dialErr}}, ErrNotCommitted, 1, false},
+		{"never reached, hold over", context.Background(), long, &commitDest{errs: []error{dialErr}}, ErrNotCommitted, 1, false},
+		{"maybe reached, home says it runs there", gone, long, &commitDest{errs: []error{lostAnswer}, started: true}, nil, 1, true},
+		{"maybe reached, home says it never started", gone, long, &commitDest{errs: []error{lostAnswer}}, ErrNotCommitted, 1, true},
+		{"maybe reached, home silent", gone, long, &commitDest{errs: []error{lostAnswer}, startErr: errors.New("no answer")}, ErrCommitLost, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := commit(tc.ctx, tc.d, tc.held, slog.New(slog.DiscardHandler))
+			switch {
+			case tc.want == nil && err != nil, tc.want != nil && !errors.Is(err, tc.want):
+				t.Errorf("commit: %v, want %v", err, tc.want)
+			case tc.d.commits != tc.commits:
+				t.Errorf("%d commits sent, want %d", tc.d.commits, tc.commits)
+			case tc.d.asked != tc.askHome:
+				t.Errorf("home asked: %v, want %v", tc.d.asked, tc.askHome)
+			}
+			if tc.want == ErrNotCommitted && errors.Is(err, ErrCommitLost) {
+				t.Errorf("commit: %v is both", err)
 			}
 		})
 	}

@@ -107,7 +107,6 @@ type Stats struct {
 	DumpTime   time.Duration // the final dump, until its images were written
 	Total      time.Duration // the whole migration
 
-	frozeAt time.Time // the final dump's start
 }
 
 func (s *Source) logger() *slog.Logger {
@@ -122,14 +121,16 @@ func (s *Source) logger() *slog.Logger {
 // complete, then freezes it for the final dump. While the job is frozen
 // it calls frozen (the job agent drains the job's stdio: nothing more will
 // come), sends the final images and calls restore, which asks the target
-// to restore the job and returns nil once the target holds it, restored
-// and stopped. Then the job on this node is killed (and the caller lets
-// the target's copy run).
+// to restore the job, hold it stopped, and then run it (the two-phase
+// commit, Move), and returns nil once the target runs it. Only then is the
+// job on this node killed.
 //
-// On any failure (a CRIU error, Send, commit, ctx ending) the job is
-// resumed on this node and the error names the step. The tree is held
-// frozen by CRIU itself, inside its post-dump notification, so even if
-// this process dies CRIU resumes the job.
+// On any failure (a CRIU error, Send, restore, the commit refused, ctx
+// ending) the job is resumed on this node and the error names the step;
+// a restore that fails with ErrCommitLost kills it here instead. The tree
+// is held frozen by CRIU itself, inside its post-dump notification, so
+// even if this process dies CRIU resumes the job (and the agent that
+// starts again kills it: its output has nowhere to go).
 func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore func(ctx context.Context) error) (Stats, error) {
 	start := time.Now()
 	var st Stats
@@ -236,16 +237,19 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore
 		if err != nil {
 			return fmt.Errorf("send final: %w", err)
 		}
-		if err := restore(ctx); err != nil {
-			return fmt.Errorf("restore on the target: %w", err)
-		}
-		return nil
+		return restore(ctx)
 	}}
 	s.lockDump()
 	freezeStart = time.Now()
 	err = c.Dump(opts, hook)
 	unlock.Do(s.unlockDump)
 	committed := hook.done && hook.err == nil
+	if hook.done && errors.Is(hook.err, ErrCommitLost) {
+		// Neither resumed here nor known to run there: CRIU killed it.
+		cleanup()
+		signalTree(s.Pid, syscall.SIGKILL)
+		return st, fmt.Errorf("migrate job %d: %w", s.Pid, hook.err)
+	}
 	if !committed {
 		// Closing the swrk socket without answering the post-dump
 		// notification makes CRIU resume the tree; wait for it, then
@@ -263,7 +267,7 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore
 			return st, fmt.Errorf("migrate job %d: job resumed here: %w", s.Pid, criuError("final dump", filepath.Join(dir, "final.log"), err))
 		}
 	}
-	st.Freeze, st.frozeAt = hook.end.Sub(freezeStart), freezeStart
+	st.Freeze = hook.end.Sub(freezeStart)
 	if err != nil {
 		// The job runs on the target: it must not run here too.
 		log.Warn("criu after a committed migration", "err", err)
@@ -359,6 +363,9 @@ func (p *postDump) PostDump() error {
 	p.done = true
 	p.err = p.run(p.ctx)
 	p.end = time.Now()
+	if errors.Is(p.err, ErrCommitLost) {
+		return nil // CRIU kills the tree: it must not resume here
+	}
 	return p.err
 }
 

@@ -150,6 +150,8 @@ func (d *dest) Discard(ctx context.Context) error { return nil } // the target's
 
 func (d *dest) Commit(ctx context.Context) error { return nil } // the test target runs the job as it restores it
 
+func (d *dest) Started(ctx context.Context) (bool, error) { return true, nil } // Commit always answers
+
 // ask sends m and waits for the target's answer.
 func (d *dest) ask(ctx context.Context, m msg) error {
 	if err := d.c.send(m); err != nil {
