@@ -83,7 +83,7 @@ func TestCluster(t *testing.T) {
 		// storage changed.
 		{"an agent that dies is started again; only jobs are OOM-killable", 5 * time.Minute, testAgentRestart},
 		{"a sweep's submitting node powered off halfway: drift wait sees every task done", 15 * time.Minute, testArraySubmitterDies},
-		{"a worker powered off is dead, then rejoins", 10 * time.Minute, testWorkerRejoins},
+		{"a worker powered off is dead, then rejoins", 12 * time.Minute, testWorkerRejoins},
 		{"the power button drains a worker, then powers it off", 15 * time.Minute, testPowerButton},
 		{"the target dies during a migration", 15 * time.Minute, testTargetDies},
 		{"the worker powered off during a migration boots again", 10 * time.Minute, testTargetBack},
