@@ -15,7 +15,7 @@ import (
 )
 
 // InitArg is the first argument that makes driftd run as a job's init:
-// driftd job-init -- CMD ARGS...
+// driftd job-init [--dir=DIR] -- CMD ARGS...
 const InitArg = "job-init"
 
 // JobNice is the nice value jobs run at.
@@ -30,7 +30,16 @@ const JobNice = 19
 // migration rounds works at 2 MB granularity and pre-copy moves far
 // more), lowers the job's priority to JobNice, and refuses the job
 // pidfd_open (refusePidfd), which would pin Go programs to their node.
+//
+// CMD runs in DIR (default: the init's own working directory). The init
+// itself is started in the node's root and never enters DIR: entering a
+// directory of the cluster's shared storage may wait on the network,
+// which the agent must not do between its fork and the exec.
 func RunInit(args []string) int {
+	dir := ""
+	if len(args) > 0 && strings.HasPrefix(args[0], "--dir=") {
+		dir, args = strings.TrimPrefix(args[0], "--dir="), args[1:]
+	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
@@ -59,26 +68,40 @@ func RunInit(args []string) int {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCHLD)
-	path, err := exec.LookPath(args[0])
-	if err != nil {
+	if dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "drift: %v\n", err)
+			return 126
+		}
+		dir = wd
+	}
+	path := args[0]
+	if !strings.Contains(path, "/") {
+		p, err := exec.LookPath(path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "drift: %v\n", err)
+			return 127
+		}
+		path = p
+	}
+	if !filepath.IsAbs(path) { // ./prog, or a relative directory in PATH: the job's directory's
+		path = filepath.Join(dir, path)
+	}
+	if st, err := os.Stat(path); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		if err == nil {
+			err = fmt.Errorf("%s: not an executable file", path)
+		}
 		fmt.Fprintf(os.Stderr, "drift: %v\n", err)
 		return 127
 	}
 	args[0] = busyboxName(path, args[0])
-	// The job runs in this directory; the init itself waits in the
-	// node's own root. CRIU's parasite makes a scratch directory
-	// (proc.crtools) in the working directory of the job's root task,
-	// this init: in a directory on the cluster's shared storage, the dumps
-	// of jobs on two nodes would collide there, and one cut short would
-	// leave it behind for every later dump to fail on.
-	dir, err := os.Getwd()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "drift: %v\n", err)
-		return 126
-	}
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(dir, path)
-	}
+	// The job runs in dir; the init itself waits in the node's own root.
+	// CRIU's parasite makes a scratch directory (proc.crtools) in the
+	// working directory of the job's root task, this init: in a directory
+	// on the cluster's shared storage, the dumps of jobs on two nodes
+	// would collide there, and one cut short would leave it behind for
+	// every later dump to fail on.
 	if err := os.Chdir("/"); err != nil {
 		fmt.Fprintf(os.Stderr, "drift: %v\n", err)
 		return 126

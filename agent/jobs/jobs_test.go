@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -78,7 +79,7 @@ func clusterWith(t *testing.T, wrap func(testPeers) Peers, names ...string) (tes
 		peers[n] = filepath.Join(dir, n+".sock")
 	}
 	for _, n := range names {
-		m := &Manager{Self: n, Peers: wrap(peers), InitCmd: []string{os.Args[0], InitArg, "--"},
+		m := &Manager{Self: n, Peers: wrap(peers), InitCmd: []string{os.Args[0], InitArg},
 			SharedRoot: dir, StateDir: filepath.Join(dir, n)}
 		managers[n] = m
 		s := &api.Server{Cluster: noMembers{}, SocketPath: peers[n], TCPAddr: "-", Routes: m.Routes()}
@@ -435,7 +436,7 @@ func TestRunEndsEverything(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "a.sock")
 	peers := testPeers{"drift-aaaaaa": sock}
-	m := &Manager{Self: "drift-aaaaaa", Peers: peers, InitCmd: []string{os.Args[0], InitArg, "--"}, SharedRoot: dir, StateDir: dir}
+	m := &Manager{Self: "drift-aaaaaa", Peers: peers, InitCmd: []string{os.Args[0], InitArg}, SharedRoot: dir, StateDir: dir}
 	s := &api.Server{Cluster: noMembers{}, SocketPath: sock, TCPAddr: "-", Routes: m.Routes()}
 	ls, err := s.Listen()
 	if err != nil {
@@ -628,6 +629,26 @@ func TestInitWorkingDirectories(t *testing.T) {
 	}
 	if got, want := string(out), dir+"\n/\n"; got != want {
 		t.Errorf("the job's and its init's directories: %q, want %q", got, want)
+	}
+	// As the agent starts it: from /, told the job's directory.
+	cmd = exec.Command(os.Args[0], InitArg, "--dir="+dir, "--", "./where")
+	cmd.Dir = "/"
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	if out, err = cmd.Output(); err != nil {
+		t.Fatalf("job init --dir: %v %s", err, stderr.String())
+	}
+	if got, want := string(out), dir+"\n/\n"; got != want {
+		t.Errorf("with --dir, the job's and its init's directories: %q, want %q", got, want)
+	}
+	// A command that is not there: 127 and why.
+	cmd = exec.Command(os.Args[0], InitArg, "--dir="+dir, "--", "./nowhere")
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 127 || !strings.Contains(stderr.String(), "nowhere") {
+		t.Errorf("job init of a missing command: %v, stderr %q; want 127 and its name", err, stderr.String())
 	}
 }
 

@@ -29,7 +29,7 @@ type Manager struct {
 	Self       string       // this node's name (required)
 	Peers      Peers        // required for anything that crosses nodes
 	Logger     *slog.Logger // nil: slog.Default()
-	InitCmd    []string     // the job init; nil: this executable with "job-init --"
+	InitCmd    []string     // the job init; nil: this executable with "job-init" (then --dir=DIR -- CMD ARGS...)
 	SharedRoot string       // the cluster's shared directory; "": /cluster
 	StateDir   string       // where the job counter is kept; "": /var/lib/drift
 	// CheckpointEvery is the cluster's shortest time between two
@@ -114,7 +114,7 @@ func (m *Manager) initCmd() []string {
 	if m.InitCmd != nil {
 		return m.InitCmd
 	}
-	return []string{"/proc/self/exe", InitArg, "--"}
+	return []string{"/proc/self/exe", InitArg}
 }
 
 func (m *Manager) sharedRoot() string {

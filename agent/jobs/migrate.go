@@ -201,8 +201,8 @@ type apiDest struct {
 	id, to   string
 	admit    api.AdmitRequest
 	restore  api.RestoreRequest
-	restored func()                                 // the job runs on the target: its stint here ends as moved
-	stdin    func() ([]byte, bool)                  // the stdin held for the target, and whether it ended, asked while the job is frozen
+	restored func()                                  // the job runs on the target: its stint here ends as moved
+	stdin    func() ([]byte, bool)                   // the stdin held for the target, and whether it ended, asked while the job is frozen
 	started  func(ctx context.Context) (bool, error) // whether the job's home has seen it run on the target
 }
 

@@ -113,10 +113,10 @@ func startProcess(initCmd []string, spec api.JobSpec, dir string) (*exec.Cmd, *p
 	if err != nil {
 		return nil, nil, err
 	}
-	args := append(append([]string(nil), initCmd...), spec.Argv...)
+	args := append(append(append([]string(nil), initCmd...), "--dir="+dir, "--"), spec.Argv...)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = spec.Env
-	cmd.Dir = dir
+	cmd.Dir = "/" // the init enters dir, not this process's fork: see RunInit
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.jobIn, p.jobOut, p.jobErr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true}
 	if err := cmd.Start(); err != nil {
