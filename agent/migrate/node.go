@@ -256,12 +256,17 @@ var ErrNotCommitted = errors.New("the target did not take the job")
 // commitAttempt bounds one commit request.
 const commitAttempt = 10 * time.Second
 
+// unreachedCommit is how long a source keeps its copy frozen while no
+// commit reaches the target (each attempt fails to connect) before it
+// resumes it.
+const unreachedCommit = 20 * time.Second
+
 // commit tells d to run its held copy (restored at held) while the copy
 // here is frozen, again and again until it answers. nil: the target runs
 // it. ErrNotCommitted: the target's copy cannot run (it answered that it
 // holds none, or no commit can have reached it: every attempt failed to
-// connect and either the target left the cluster, ctx ending, or it
-// holds copies no longer than this goes on), so the job may resume here.
+// connect, and the target left the cluster (ctx ended) or unreachedCommit
+// passed), so the job may resume here.
 // When an attempt may have reached the target unanswered, it goes on
 // until the target's hold is surely over and then asks the job's home
 // (Dest.Started) whether the target's copy started; ErrCommitLost if
@@ -284,10 +289,11 @@ func commit(ctx context.Context, d Dest, held time.Time, log *slog.Logger) error
 		if !maybeDelivered && ctx.Err() != nil {
 			return fmt.Errorf("%w: it left the cluster before any commit reached it (%w)", ErrNotCommitted, err)
 		}
+		if !maybeDelivered && time.Since(held) > unreachedCommit {
+			// Only this node commits: its copy can never run.
+			return fmt.Errorf("%w: no commit reached it in %s: %w", ErrNotCommitted, time.Since(held).Round(time.Second), err)
+		}
 		if time.Now().After(deadline) {
-			if !maybeDelivered {
-				return fmt.Errorf("%w: no commit reached it in %s: %w", ErrNotCommitted, time.Since(held).Round(time.Second), err)
-			}
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitAttempt)
 			started, serr := d.Started(sctx)
 			cancel()
