@@ -73,17 +73,26 @@ func (m *Manager) checkpoints(r *runner) {
 	ch := m.mig.NewChain(m.checkpointDir(r.id), r.epoch, r.pid)
 	defer ch.Close()
 	last := time.Now() // the end of the last checkpoint, or the stint's start
+	var notBefore time.Time
 	cpu := newJobCPU(r.pid)
 	var lost time.Duration // what the last checkpoint cost the job
-	seq := 0
+	seq, told := 0, false
 	for {
-		due := last.Add(every)
+		interval := max(every, costInterval(lost))
 		if full, _ := ch.NextFull(); full {
 			if u, err := proc.TreeUsage(r.pid); err == nil {
-				due = last.Add(max(every, costInterval(m.mig.EstimateCost(int64(u.Anon)))))
+				est := m.mig.EstimateCost(int64(u.Anon))
+				interval = max(every, costInterval(est))
+				if seq == 0 && interval > every && !told {
+					told = true
+					r.note(m, fmt.Sprintf("the first checkpoint comes after %s of running: a full one is expected to cost the job %s here (%s of memory), and checkpoints take at most %.0f%% of its time",
+						interval.Round(time.Second), est.Round(100*time.Millisecond), human(int64(u.Anon)), api.CheckpointCost*100))
+				}
 			}
-		} else {
-			due = last.Add(max(every, costInterval(lost)))
+		}
+		due := last.Add(interval)
+		if due.Before(notBefore) {
+			due = notBefore
 		}
 		if wait := time.Until(due); wait > 0 {
 			select {
@@ -96,7 +105,7 @@ func (m *Manager) checkpoints(r *runner) {
 			continue // the job may have grown meanwhile: when is it due now?
 		}
 		if !r.migrating.CompareAndSwap(false, true) {
-			last = time.Now().Add(5*time.Second - every) // a move is under way: again in 5 s
+			notBefore = time.Now().Add(5 * time.Second) // a move is under way
 			continue
 		}
 		seq++
@@ -117,7 +126,7 @@ func (m *Manager) checkpoints(r *runner) {
 		last = time.Now()
 		if err != nil {
 			r.note(m, err.Error())
-			last = last.Add(max(every, checkpointRetry) - every)
+			notBefore = last.Add(max(every, checkpointRetry))
 			continue
 		}
 		lost = ci.lost
@@ -282,10 +291,10 @@ func (m *Manager) checkpoint(r *runner, ch *migrate.Chain, seq int, cpu *jobCPU)
 	r.ckMu.Unlock()
 	kind := "increment"
 	if full {
-		kind = "full (" + why + ")"
+		kind = "full"
 	}
 	m.log().Info("checkpoint", "job", r.id, "seq", seq, "kind", kind, "bytes", d.Bytes, "levels", p.Levels, "chain_bytes", p.ChainBytes,
-		"freeze", d.Freeze, "publish", p.Copy, "copy_cpu", p.CopyCPU, "lost", ci.lost)
+		"freeze", d.Freeze, "publish", p.Copy, "copy_cpu", p.CopyCPU, "lost", ci.lost, "why", why)
 	return ci, nil
 }
 
