@@ -55,7 +55,7 @@ type Recovery struct {
 	Restore time.Duration // until drift ps shows the job running elsewhere
 	CatchUp time.Duration // from the home's "job recovered" until its "caught up" (the job writes output not shown before)
 	Redone  time.Duration // the restored checkpoint's age when the node went off: the work done again
-	Levels  int           // the restored checkpoint's sequence number in its stint (1: a full dump; more: increments on it)
+	Levels  int           // the levels the restored checkpoint named: its full dump and the increments on it
 }
 
 // Checkpoint boots a 3-node lab (the head, two workers) and runs, on
@@ -267,7 +267,12 @@ func recoverOnce(ctx context.Context, l *lab.Lab, names []string, log *slog.Logg
 	if err != nil || j.Checkpoint == nil {
 		return r, fmt.Errorf("job %s after recovery: no checkpoint shown (%v)", id, err)
 	}
-	r.Redone, r.Levels = off.Add(clock).Sub(j.Checkpoint.At), j.Checkpoint.Seq
+	r.Redone = off.Add(clock).Sub(j.Checkpoint.At)
+	levels, err := l.ExecOK(ctx, 1, "cat", j.Checkpoint.Dir)
+	if err != nil {
+		return r, fmt.Errorf("the checkpoint job %s was restored from: %w", id, err)
+	}
+	r.Levels = len(strings.Fields(levels))
 	home := names[1]
 	for {
 		out, _ := l.ExecOK(ctx, 1, "drift", "logs", "-n", "400", home)
@@ -281,7 +286,7 @@ func recoverOnce(ctx context.Context, l *lab.Lab, names []string, log *slog.Logg
 		}
 		time.Sleep(time.Second)
 	}
-	log.Info("recovery", "detect_s", r.Detect.Seconds(), "restore_s", r.Restore.Seconds(), "catch_up_s", r.CatchUp.Seconds(), "redone_s", r.Redone.Seconds(), "checkpoint_seq", r.Levels)
+	log.Info("recovery", "detect_s", r.Detect.Seconds(), "restore_s", r.Restore.Seconds(), "catch_up_s", r.CatchUp.Seconds(), "redone_s", r.Redone.Seconds(), "levels", r.Levels)
 	if err := l.StartNode(ctx, 3); err != nil {
 		return r, err
 	}
@@ -354,7 +359,7 @@ func (r *CheckpointResult) Print(w io.Writer) {
 		det, rst, cu, red = append(det, x.Detect), append(rst, x.Restore), append(cu, x.CatchUp), append(red, x.Redone)
 		seqs = append(seqs, x.Levels)
 	}
-	fmt.Fprintf(w, "power-off to output resuming elsewhere (counter, --checkpoint-every 10s, restored from checkpoints number %v of their chains), median of %d (spread):\n", seqs, len(r.Recoveries))
+	fmt.Fprintf(w, "power-off to output resuming elsewhere (counter, --checkpoint-every 10s, restored from checkpoints of %v levels), median of %d (spread):\n", seqs, len(r.Recoveries))
 	fmt.Fprintf(w, "  detection  %6.1f s  (%s)  power-off until the head shows the node dead (host polls, ~0.2 s)\n", Median(det).Seconds(), spread(det))
 	fmt.Fprintf(w, "  restore    %6.1f s  (%s)  until drift ps shows it running elsewhere (host polls)\n", Median(rst).Seconds(), spread(rst))
 	fmt.Fprintf(w, "  catch-up   %6.1f s  (%s)  from the home's \"job recovered\" until it writes output not shown before (home's log)\n", Median(cu).Seconds(), spread(cu))
