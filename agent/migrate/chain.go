@@ -291,9 +291,16 @@ func (c *Chain) Publish(d *Dump, keep ...string) (Published, error) {
 	base := filepath.Base(d.dir)
 	level := Level{Name: base + ".tar", Bytes: d.Bytes}
 	levels = append(slices.Clone(levels), level)
-	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+	// The job's first checkpoint makes its directory; after that, a
+	// directory gone means its home removed it, the job having ended:
+	// making it again would leave what nobody removes.
+	mk := os.Mkdir
+	if c.Epoch <= 1 && len(c.pub) == 0 {
+		mk = os.MkdirAll
+	}
+	if err := mk(c.Dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		c.Drop(d)
-		return p, fmt.Errorf("publish checkpoint: %w", err)
+		return p, fmt.Errorf("publish checkpoint: %w (the job's directory is gone: has it ended?)", err)
 	}
 	t0 := time.Now()
 	cpu, err := idle(func() error {

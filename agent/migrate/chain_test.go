@@ -358,3 +358,20 @@ func TestIdle(t *testing.T) {
 		t.Errorf("the test's own thread after idle: policy %v (%v), want not SCHED_IDLE", attr, err)
 	}
 }
+
+// Once the job's home has removed its directory (the job ended), a
+// checkpoint being published does not make it again.
+func TestChainPublishAfterRemoval(t *testing.T) {
+	_, c := newTestChain(t)
+	defer c.Close()
+	publish(t, c, 1, 100)
+	if err := os.RemoveAll(c.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(fakeDump(t, c, 2, 10)); err == nil {
+		t.Error("Publish into a removed job directory = nil error")
+	}
+	if _, err := os.Stat(c.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the job's directory after a late Publish: %v, want it still gone", err)
+	}
+}
