@@ -294,13 +294,15 @@ func (c *Chain) Publish(d *Dump, keep ...string) (Published, error) {
 	// The job's first checkpoint makes its directory; after that, a
 	// directory gone means its home removed it, the job having ended:
 	// making it again would leave what nobody removes.
-	mk := os.Mkdir
+	var err error
 	if c.Epoch <= 1 && len(c.pub) == 0 {
-		mk = os.MkdirAll
+		err = os.MkdirAll(c.Dir, 0o755)
+	} else if _, err = os.Stat(c.Dir); errors.Is(err, fs.ErrNotExist) {
+		err = fmt.Errorf("%w: the job's directory is gone (the job ended)", err)
 	}
-	if err := mk(c.Dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err != nil {
 		c.Drop(d)
-		return p, fmt.Errorf("publish checkpoint: %w (the job's directory is gone: has it ended?)", err)
+		return p, fmt.Errorf("publish checkpoint: %w", err)
 	}
 	t0 := time.Now()
 	cpu, err := idle(func() error {
