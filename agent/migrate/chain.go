@@ -291,11 +291,12 @@ func (c *Chain) Publish(d *Dump, keep ...string) (Published, error) {
 	base := filepath.Base(d.dir)
 	level := Level{Name: base + ".tar", Bytes: d.Bytes}
 	levels = append(slices.Clone(levels), level)
-	// The job's first checkpoint makes its directory; after that, a
-	// directory gone means its home removed it, the job having ended:
-	// making it again would leave what nobody removes.
+	// A stint's first checkpoint makes the job's directory if need be (the
+	// job had none before); after that, a directory gone means its home
+	// removed it, the job having ended: making it again would leave what
+	// nobody removes.
 	var err error
-	if c.Epoch <= 1 && len(c.pub) == 0 {
+	if len(c.pub) == 0 {
 		err = os.MkdirAll(c.Dir, 0o755)
 	} else if _, err = os.Stat(c.Dir); errors.Is(err, fs.ErrNotExist) {
 		err = fmt.Errorf("%w: the job's directory is gone (the job ended)", err)

@@ -375,3 +375,15 @@ func TestChainPublishAfterRemoval(t *testing.T) {
 		t.Errorf("the job's directory after a late Publish: %v, want it still gone", err)
 	}
 }
+
+// A later stint's first checkpoint makes the job's directory: the job
+// may have moved before it had any checkpoint.
+func TestChainLaterStintMakesDir(t *testing.T) {
+	n, c := newTestChain(t)
+	c.Close()
+	c2 := n.NewChain(c.Dir, 3, 77)
+	defer c2.Close()
+	if _, err := c2.Publish(fakeDump(t, c2, 1, 10)); err != nil {
+		t.Errorf("first Publish of stint 3 into no directory: %v", err)
+	}
+}
