@@ -53,10 +53,13 @@ func (m *Manager) checkpointDir(id string) string {
 	return filepath.Join(m.sharedRoot(), api.CheckpointDir, id)
 }
 
-// checkpoints checkpoints r's job until its stint ends: the first after
-// the job's interval, each next one after the interval or twenty times
-// what the last one cost, whichever is longer (checkpoints cost the job
-// at most about api.CheckpointCost of its time).
+// checkpoints checkpoints r's job until its stint ends. Each checkpoint
+// is due once the job has run twenty times what it is expected to cost
+// since the one before (or since the stint began), and not before the
+// job's interval: checkpoints cost the job at most about
+// api.CheckpointCost of its time. A full dump is expected to cost what
+// the node measured for its size (migrate.Node.EstimateCost); an
+// increment what the one before it cost the job.
 func (m *Manager) checkpoints(r *runner) {
 	every := m.checkpointEvery(r.spec)
 	if every < 0 || r.spec.Stay && r.spec.CheckpointEvery == 0 {
@@ -67,23 +70,47 @@ func (m *Manager) checkpoints(r *runner) {
 		r.note(m, why)
 		return
 	}
-	wait := every
-	seq := 0
+	ch := m.mig.NewChain(m.checkpointDir(r.id), r.epoch, r.pid)
+	defer ch.Close()
+	last := time.Now() // the end of the last checkpoint, or the stint's start
+	var notBefore time.Time
+	cpu := newJobCPU(r.pid)
+	var lost time.Duration // what the last checkpoint cost the job
+	seq, told := 0, false
 	for {
-		select {
-		case <-r.done:
-			return
-		case <-m.base.Done():
-			return
-		case <-time.After(wait):
+		interval := max(every, costInterval(lost))
+		if full, _ := ch.NextFull(); full {
+			if u, err := proc.TreeUsage(r.pid); err == nil {
+				est := m.mig.EstimateCost(int64(u.Anon))
+				interval = max(every, costInterval(est))
+				if seq == 0 && interval > every && !told {
+					told = true
+					r.note(m, fmt.Sprintf("the first checkpoint comes after %s of running: a full one is expected to cost the job %s here (%s of memory), and checkpoints take at most %.0f%% of its time",
+						interval.Round(time.Second), est.Round(100*time.Millisecond), human(int64(u.Anon)), api.CheckpointCost*100))
+				}
+			}
+		}
+		due := last.Add(interval)
+		if due.Before(notBefore) {
+			due = notBefore
+		}
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-r.done:
+				return
+			case <-m.base.Done():
+				return
+			case <-time.After(min(wait, checkpointRecheck)):
+			}
+			continue // the job may have grown meanwhile: when is it due now?
 		}
 		if !r.migrating.CompareAndSwap(false, true) {
-			wait = 5 * time.Second // a move is under way
+			notBefore = time.Now().Add(5 * time.Second) // a move is under way
 			continue
 		}
 		seq++
 		r.checkpointing.Store(true)
-		ci, err := m.checkpoint(r, seq)
+		ci, err := m.checkpoint(r, ch, seq, cpu)
 		r.checkpointing.Store(false)
 		r.migrating.Store(false)
 		if m.OnCheckpoint != nil {
@@ -96,18 +123,70 @@ func (m *Manager) checkpoints(r *runner) {
 				m.OnCheckpoint("failed", 0, 0)
 			}
 		}
+		last = time.Now()
 		if err != nil {
 			r.note(m, err.Error())
-			wait = max(every, checkpointRetry)
+			notBefore = last.Add(max(every, checkpointRetry))
 			continue
 		}
+		lost = ci.lost
 		if ci.Dir != "" {
-			m.tellHome(r, ci)
+			m.tellHome(r, ci.CheckpointInfo)
 		}
-		// What it cost: the freeze, and the copy to the shared storage,
-		// which takes CPU from the job on a node with one core.
-		wait = max(every, time.Duration(float64(ci.Freeze+ci.Publish)/api.CheckpointCost))
 	}
+}
+
+// checkpointRecheck is how often a checkpoint not yet due is looked at
+// again: the job's memory, and so what a full dump costs, changes.
+const checkpointRecheck = 30 * time.Second
+
+// costInterval is how long a job runs between two checkpoints that cost
+// it cost each: api.CheckpointCost of its time.
+func costInterval(cost time.Duration) time.Duration {
+	return time.Duration(float64(cost) / api.CheckpointCost)
+}
+
+// jobCPU follows the CPU time a job's tree uses, to tell what a
+// checkpoint took from it.
+type jobCPU struct {
+	pid   int
+	at    time.Time
+	ticks uint64 // CPU time at at, in 1/100 s
+}
+
+func newJobCPU(pid int) *jobCPU {
+	c := &jobCPU{pid: pid}
+	c.read()
+	return c
+}
+
+// read moves the meter to now and returns the CPU seconds used since the
+// last read and the seconds passed.
+func (c *jobCPU) read() (cpu, wall float64) {
+	now := time.Now()
+	u, err := proc.TreeUsage(c.pid)
+	if err != nil {
+		return 0, 0
+	}
+	if !c.at.IsZero() && u.Ticks >= c.ticks {
+		cpu, wall = float64(u.Ticks-c.ticks)/100, now.Sub(c.at).Seconds()
+	}
+	c.at, c.ticks = now, u.Ticks
+	return cpu, wall
+}
+
+// jobLoss is what a checkpoint cost a job, in its own time: the job ran
+// at rate CPUs before (cpuBefore over wallBefore seconds) and used cpu of
+// them over the window the checkpoint took, which froze it for freeze.
+// What it did not get done at its rate is the time it lost; a job that
+// hardly runs (it waits for something) loses the freeze only.
+func jobLoss(cpuBefore, wallBefore, cpu float64, window, freeze time.Duration) time.Duration {
+	if wallBefore <= 0 || cpuBefore/wallBefore < 0.1 {
+		return freeze
+	}
+	rate := cpuBefore / wallBefore
+	lost := window - time.Duration(cpu/rate*float64(time.Second))
+	return min(max(lost, freeze), window)
 }
 
 // note records why the job has no (fresh) checkpoint, and tells the home
@@ -132,28 +211,35 @@ type checkpointNotice struct {
 	Note string `json:"note,omitempty"`
 }
 
-// checkpoint takes checkpoint seq of r's job and publishes it.
-func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
-	ci := api.CheckpointInfo{Epoch: r.epoch, Seq: seq, Stdio: r.inodes}
+// takenCheckpoint is a checkpoint, and what it cost the job.
+type takenCheckpoint struct {
+	api.CheckpointInfo
+	lost time.Duration
+}
+
+// checkpoint takes checkpoint seq of r's job into its chain and publishes
+// it; cpu measures what it took from the job.
+func (m *Manager) checkpoint(r *runner, ch *migrate.Chain, seq int, cpu *jobCPU) (takenCheckpoint, error) {
+	ci := takenCheckpoint{CheckpointInfo: api.CheckpointInfo{Epoch: r.epoch, Seq: seq, Stdio: r.inodes}}
 	root := m.sharedRoot()
 	if !isMountPoint(root) && m.SharedRoot == "" {
 		return ci, fmt.Errorf("%w: the shared storage is not mounted on %s", errNoCheckpoint, m.Self)
 	}
-	r.ckMu.Lock()
-	last := r.ckpt
-	r.ckMu.Unlock()
+	full, why := ch.NextFull()
 	need := int64(0)
-	if last != nil {
-		need = last.Bytes
+	if levels := ch.Levels(); !full && len(levels) > 0 {
+		need = levels[len(levels)-1].Bytes // about what the job dirties between two
 	} else if u, err := proc.TreeUsage(r.pid); err == nil {
-		need = int64(u.Anon) // what a dump copies
+		need = int64(u.Anon) // what a full dump copies
 	}
 	if free, err := freeBytes(root); err == nil && free < need+need/4+(4<<20) {
 		return ci, fmt.Errorf("%w: no room on %s: it needs about %s, %s is free (the job goes on without one)", errNoCheckpoint, root, human(need), human(free))
 	}
 	ctx, cancel := context.WithTimeout(m.base, 2*time.Minute)
 	defer cancel()
-	dir, st, err := m.mig.Checkpoint(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, func() {
+	cpuBefore, wallBefore := cpu.read()
+	t0 := time.Now()
+	d, err := ch.Dump(ctx, migrate.Job{Pid: r.pid, Stdio: r.inodes}, seq, func() {
 		if err := r.drain(5 * time.Second); err != nil {
 			m.log().Warn("checkpoint: drain", "job", r.id, "err", err)
 		}
@@ -171,29 +257,44 @@ func (m *Manager) checkpoint(r *runner, seq int) (api.CheckpointInfo, error) {
 		}
 		return ci, fmt.Errorf("checkpoint failed: %w", err)
 	}
-	defer os.RemoveAll(dir)
-	ci.Freeze, ci.Bytes = st.Freeze, st.Bytes
-	ci.Dir = filepath.Join(m.checkpointDir(r.id), fmt.Sprintf("ckpt-%d-%d", r.epoch, seq))
-	t0 := time.Now()
-	if err := migrate.Publish(dir, ci.Dir); err != nil {
+	ci.Freeze = d.Freeze
+	var keep []string
+	if b, err := os.ReadFile(m.recordFile(r.id)); err == nil {
+		var rec jobRecord
+		if json.Unmarshal(b, &rec) == nil && rec.Checkpoint != nil {
+			keep = append(keep, filepath.Base(rec.Checkpoint.Dir)) // what the home would restore now
+		}
+	}
+	p, err := ch.Publish(d, keep...)
+	if err != nil {
 		if errors.Is(err, unix.ENOSPC) {
-			return ci, fmt.Errorf("%w: no room on %s (%s needed): the job goes on without one", errNoCheckpoint, root, human(ci.Bytes))
+			return ci, fmt.Errorf("%w: no room on %s (%s needed): the job goes on without one", errNoCheckpoint, root, human(d.Bytes))
 		}
 		return ci, err
 	}
-	ci.Publish = time.Since(t0)
+	ci.Dir, ci.Bytes, ci.Publish = p.Checkpoint, p.ChainBytes, p.Copy
+	cpuDuring, _ := cpu.read()
+	ci.lost = jobLoss(cpuBefore, wallBefore, cpuDuring, time.Since(t0), d.Freeze)
+	if full {
+		m.mig.NoteCost(d.Bytes, max(ci.lost, d.Freeze+p.CopyCPU)) // the most it may cost another job
+	}
 	select {
 	case <-r.done: // the job ended meanwhile: nobody will restore it
-		os.RemoveAll(ci.Dir)
-		os.Remove(filepath.Dir(ci.Dir)) // if its home removed the rest already
+		ch.Unpublish()
 		ci.Dir = ""
 		return ci, nil
 	default:
 	}
 	r.ckMu.Lock()
-	r.ckpt, r.ckNote = &ci, ""
+	shown := ci.CheckpointInfo
+	r.ckpt, r.ckNote = &shown, ""
 	r.ckMu.Unlock()
-	m.log().Info("checkpoint", "job", r.id, "seq", seq, "bytes", ci.Bytes, "freeze", ci.Freeze, "publish", ci.Publish)
+	kind := "increment"
+	if full {
+		kind = "full"
+	}
+	m.log().Info("checkpoint", "job", r.id, "seq", seq, "kind", kind, "bytes", d.Bytes, "levels", p.Levels, "chain_bytes", p.ChainBytes,
+		"freeze", d.Freeze, "publish", p.Copy, "copy_cpu", p.CopyCPU, "lost", ci.lost, "why", why)
 	return ci, nil
 }
 

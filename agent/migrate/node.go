@@ -95,6 +95,10 @@ type Node struct {
 	// that name ("before-commit": the target holds the restored copy,
 	// the source's is frozen), until it removes it.
 	Failpoints string
+
+	chainMu sync.Mutex
+	chains  map[*Chain]bool // the checkpoint chains of jobs running here (chain.go)
+	sample  costSample      // what a checkpoint here cost, measured (chain.go)
 }
 
 // cpuVerdict is what checking one source CPU gave.
@@ -201,6 +205,7 @@ func (n *Node) Move(ctx context.Context, job Job, d Dest, frozen func()) (Result
 	if err := os.MkdirAll(n.WorkDir, 0o700); err != nil {
 		return res, fmt.Errorf("migrate job %d: %w", job.Pid, err)
 	}
+	n.breakChains(job.Pid) // the pre-dumps reset the job's memory tracking
 	src := &Source{CriuPath: n.CriuPath, WorkDir: n.WorkDir, Logger: n.Logger, Pid: job.Pid,
 		SharedRoot: n.SharedRoot, StdioPipes: job.Stdio[:], dumpMu: &n.dumpMu}
 	res.Stats, err = src.Migrate(ctx, d, frozen, func(ctx context.Context) error {

@@ -39,18 +39,23 @@ type CheckpointJob struct {
 	Argv    []string
 	Off, On []time.Duration // wall time of drift run, per run
 	Taken   []int           // checkpoints taken in each run with them on
+	Full    int             // of them, full dumps (the others are increments)
 	Freeze  []time.Duration // each checkpoint's freeze, over the runs
-	Publish []time.Duration // each checkpoint's copy to /cluster
-	Bytes   int64           // the newest checkpoint's size
+	Publish []time.Duration // each checkpoint's copy to /cluster, wall time
+	CopyCPU []time.Duration // the CPU time each copy used on the node
+	Lost    []time.Duration // what each checkpoint cost the job, as its node measured it
+	Bytes   []int64         // each checkpoint's dump (a full one or an increment)
 }
 
-// Recovery is one power-off of the node a job ran on, seen from the host
-// by polling the head (each poll costs a lab port round trip, ~0.2 s).
+// Recovery is one power-off of the node a job ran on. Detection and
+// restore are seen from the host by polling the head (each poll costs a
+// lab port round trip, ~0.2 s); catch-up is read from the home's log.
 type Recovery struct {
 	Detect  time.Duration // power-off until the head shows the node dead
 	Restore time.Duration // until drift ps shows the job running elsewhere
-	CatchUp time.Duration // until its home logs that it writes new output again
-	Redone  time.Duration // the checkpoint's age when the node went off
+	CatchUp time.Duration // from the home's "job recovered" until its "caught up" (the job writes output not shown before)
+	Redone  time.Duration // the restored checkpoint's age when the node went off: the work done again
+	Levels  int           // the levels the restored checkpoint named: its full dump and the increments on it
 }
 
 // Checkpoint boots a 3-node lab (the head, two workers) and runs, on
@@ -143,7 +148,11 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 			taken := after[len(before):]
 			j.Taken = append(j.Taken, len(taken))
 			for _, c := range taken {
-				j.Freeze, j.Publish, j.Bytes = append(j.Freeze, c.freeze), append(j.Publish, c.publish), c.bytes
+				j.Freeze, j.Publish, j.Bytes = append(j.Freeze, c.freeze), append(j.Publish, c.publish), append(j.Bytes, c.bytes)
+				j.CopyCPU, j.Lost = append(j.CopyCPU, c.copyCPU), append(j.Lost, c.lost)
+				if c.full {
+					j.Full++
+				}
 			}
 			log.Info("run", "job", j.Name, "off_s", off.Seconds(), "on_s", on.Seconds(), "checkpoints", len(taken))
 		}
@@ -162,8 +171,9 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 
 // ckLine is one "checkpoint" line of an agent's log.
 type ckLine struct {
-	freeze, publish time.Duration
-	bytes           int64
+	freeze, publish, copyCPU, lost time.Duration
+	bytes                          int64
+	full                           bool
 }
 
 // checkpointLines reads the checkpoints node has logged, oldest first.
@@ -185,6 +195,12 @@ func checkpointLines(ctx context.Context, l *lab.Lab, node string) ([]ckLine, er
 				c.freeze, _ = time.ParseDuration(v)
 			case "publish":
 				c.publish, _ = time.ParseDuration(v)
+			case "copy_cpu":
+				c.copyCPU, _ = time.ParseDuration(v)
+			case "lost":
+				c.lost, _ = time.ParseDuration(v)
+			case "kind":
+				c.full = v == "full"
 			case "bytes":
 				fmt.Sscan(v, &c.bytes)
 			}
@@ -207,22 +223,27 @@ func recoverOnce(ctx context.Context, l *lab.Lab, names []string, log *slog.Logg
 	}
 	id = strings.TrimSpace(id)
 	defer l.Exec(context.WithoutCancel(ctx), 1, "drift", "kill", "-s", "KILL", id)
-	var ck *api.CheckpointInfo
-	for ck == nil {
+	// Wait for an increment on a full dump: recovery reads the chain.
+	for {
 		if err := ctx.Err(); err != nil {
 			return r, err
 		}
 		time.Sleep(time.Second)
-		if j, err := l.Job(ctx, 1, id); err == nil && j.Checkpoint != nil {
-			ck = j.Checkpoint
+		if j, err := l.Job(ctx, 1, id); err == nil && j.Checkpoint != nil && j.Checkpoint.Seq >= 2 {
+			break
 		}
 	}
 	time.Sleep(5 * time.Second) // work to redo
+	// The checkpoint's time is the dead node's clock: read it against
+	// the host's just before the power-off.
+	clock, err := guestClock(ctx, l, 3)
+	if err != nil {
+		return r, err
+	}
 	if err := l.StopNode(ctx, 3); err != nil {
 		return r, err
 	}
 	off := time.Now()
-	r.Redone = off.Sub(ck.At)
 	if _, err := l.WaitMembers(ctx, []int{1}, func(_ int, st map[string]string) bool { return st[gone] == "dead" }); err != nil {
 		return r, err
 	}
@@ -240,20 +261,32 @@ func recoverOnce(ctx context.Context, l *lab.Lab, names []string, log *slog.Logg
 		}
 	}
 	r.Restore = time.Since(off) - r.Detect
+	// The job's checkpoint is still the one it was restored from: the
+	// new stint's first comes later.
+	j, err := l.Job(ctx, 1, id)
+	if err != nil || j.Checkpoint == nil {
+		return r, fmt.Errorf("job %s after recovery: no checkpoint shown (%v)", id, err)
+	}
+	r.Redone = off.Add(clock).Sub(j.Checkpoint.At)
+	levels, err := l.ExecOK(ctx, 1, "cat", j.Checkpoint.Dir)
+	if err != nil {
+		return r, fmt.Errorf("the checkpoint job %s was restored from: %w", id, err)
+	}
+	r.Levels = len(strings.Fields(levels))
 	home := names[1]
 	for {
-		out, _ := l.ExecOK(ctx, 1, "drift", "logs", "-n", "200", home)
-		if slices.ContainsFunc(strings.Split(out, "\n"), func(ln string) bool {
-			return strings.Contains(ln, "caught up") && strings.Contains(ln, "job="+id)
-		}) {
+		out, _ := l.ExecOK(ctx, 1, "drift", "logs", "-n", "400", home)
+		recovered, caught := logTime(out, id, "msg=\"job recovered\""), logTime(out, id, "caught up")
+		if !recovered.IsZero() && !caught.IsZero() {
+			r.CatchUp = caught.Sub(recovered)
 			break
 		}
 		if ctx.Err() != nil {
 			return r, ctx.Err()
 		}
+		time.Sleep(time.Second)
 	}
-	r.CatchUp = time.Since(off) - r.Detect - r.Restore
-	log.Info("recovery", "detect_s", r.Detect.Seconds(), "restore_s", r.Restore.Seconds(), "catch_up_s", r.CatchUp.Seconds(), "redone_s", r.Redone.Seconds())
+	log.Info("recovery", "detect_s", r.Detect.Seconds(), "restore_s", r.Restore.Seconds(), "catch_up_s", r.CatchUp.Seconds(), "redone_s", r.Redone.Seconds(), "levels", r.Levels)
 	if err := l.StartNode(ctx, 3); err != nil {
 		return r, err
 	}
@@ -264,6 +297,42 @@ func recoverOnce(ctx context.Context, l *lab.Lab, names []string, log *slog.Logg
 	return r, err
 }
 
+// guestClock is how far node's clock is ahead of the host's, read once
+// (the exec's round trip, ~0.2 s, is the error).
+func guestClock(ctx context.Context, l *lab.Lab, node int) (time.Duration, error) {
+	t0 := time.Now()
+	out, err := l.ExecOK(ctx, node, "date", "+%s.%N")
+	if err != nil {
+		return 0, err
+	}
+	mid := t0.Add(time.Since(t0) / 2)
+	var sec float64
+	if _, err := fmt.Sscan(strings.TrimSpace(out), &sec); err != nil {
+		return 0, fmt.Errorf("node %d's clock: %q: %w", node, out, err)
+	}
+	return time.Unix(0, int64(sec*1e9)).Sub(mid), nil
+}
+
+// logTime is the time of the newest line about job of an agent's log
+// (slog's text: time=... first) that holds sub; zero if none does.
+func logTime(log, job, sub string) time.Time {
+	lines := strings.Split(log, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		ln := lines[i]
+		if !strings.Contains(ln, sub) || !slices.Contains(strings.Fields(ln), "job="+job) {
+			continue
+		}
+		for _, f := range strings.Fields(ln) {
+			if v, ok := strings.CutPrefix(f, "time="); ok {
+				if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+					return t
+				}
+			}
+		}
+	}
+	return time.Time{}
+}
+
 // Print writes the figures of r.
 func (r *CheckpointResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "checkpoint cost, accel %s, drift run on a worker, median of %d (spread min-max):\n", r.Accel, len(r.Jobs[0].Off))
@@ -271,27 +340,41 @@ func (r *CheckpointResult) Print(w io.Writer) {
 		off, on := Median(j.Off), Median(j.On)
 		fmt.Fprintf(w, "  %s (%s)\n", j.Name, strings.Join(j.Argv, " "))
 		fmt.Fprintf(w, "    checkpoints off  %7.1f s  (%s)\n", off.Seconds(), spread(j.Off))
-		fmt.Fprintf(w, "    default interval %7.1f s  (%s); %v checkpoints per run, last %.1f MiB\n", on.Seconds(), spread(j.On), j.Taken, float64(j.Bytes)/(1<<20))
+		fmt.Fprintf(w, "    default interval %7.1f s  (%s); %v checkpoints per run, %d of them full dumps\n", on.Seconds(), spread(j.On), j.Taken, j.Full)
 		if off > 0 {
 			fmt.Fprintf(w, "    slowdown         %+6.1f %%\n", (on.Seconds()/off.Seconds()-1)*100)
 		}
 		if len(j.Freeze) > 0 {
-			fmt.Fprintf(w, "    each checkpoint: freeze median %.2f s (%s), copy to /cluster median %.2f s (%s)\n",
-				Median(j.Freeze).Seconds(), spread(j.Freeze), Median(j.Publish).Seconds(), spread(j.Publish))
+			fmt.Fprintf(w, "    each checkpoint: %s dumped; freeze median %.2f s (%s), copy to /cluster median %.2f s (%s) using %.2f s of CPU (%s)\n",
+				sizes(j.Bytes), Median(j.Freeze).Seconds(), spread(j.Freeze), Median(j.Publish).Seconds(), spread(j.Publish), Median(j.CopyCPU).Seconds(), spread(j.CopyCPU))
+			fmt.Fprintf(w, "    each checkpoint cost the job, as its node measured: median %.2f s (%s)\n", Median(j.Lost).Seconds(), spread(j.Lost))
 		}
 	}
 	if len(r.Recoveries) == 0 {
 		return
 	}
 	var det, rst, cu, red []time.Duration
+	var seqs []int
 	for _, x := range r.Recoveries {
 		det, rst, cu, red = append(det, x.Detect), append(rst, x.Restore), append(cu, x.CatchUp), append(red, x.Redone)
+		seqs = append(seqs, x.Levels)
 	}
-	fmt.Fprintf(w, "power-off to output resuming elsewhere (counter checkpointed every 10 s), median of %d (spread), host polls of ~0.2 s:\n", len(r.Recoveries))
-	fmt.Fprintf(w, "  detection  %6.1f s  (%s)  power-off until the head shows the node dead\n", Median(det).Seconds(), spread(det))
-	fmt.Fprintf(w, "  restore    %6.1f s  (%s)  until drift ps shows it running elsewhere\n", Median(rst).Seconds(), spread(rst))
-	fmt.Fprintf(w, "  catch-up   %6.1f s  (%s)  until it writes output not shown before\n", Median(cu).Seconds(), spread(cu))
-	fmt.Fprintf(w, "  total      %6.1f s        (work since the checkpoint, redone: median %.1f s)\n", (Median(det) + Median(rst) + Median(cu)).Seconds(), Median(red).Seconds())
+	fmt.Fprintf(w, "power-off to output resuming elsewhere (counter, --checkpoint-every 10s, restored from checkpoints of %v levels), median of %d (spread):\n", seqs, len(r.Recoveries))
+	fmt.Fprintf(w, "  detection  %6.1f s  (%s)  power-off until the head shows the node dead (host polls, ~0.2 s)\n", Median(det).Seconds(), spread(det))
+	fmt.Fprintf(w, "  restore    %6.1f s  (%s)  until drift ps shows it running elsewhere (host polls)\n", Median(rst).Seconds(), spread(rst))
+	fmt.Fprintf(w, "  catch-up   %6.1f s  (%s)  from the home's \"job recovered\" until it writes output not shown before (home's log)\n", Median(cu).Seconds(), spread(cu))
+	fmt.Fprintf(w, "  redone     %6.1f s  (%s)  the restored checkpoint's age at the power-off: catch-up redoes this work\n", Median(red).Seconds(), spread(red))
+	fmt.Fprintf(w, "  total      %6.1f s        power-off until new output\n", (Median(det) + Median(rst) + Median(cu)).Seconds())
+}
+
+// sizes is the median and spread of checkpoint sizes, in MiB.
+func sizes(bs []int64) string {
+	ds := make([]time.Duration, len(bs))
+	for i, b := range bs {
+		ds[i] = time.Duration(b) // as a number to take the median of
+	}
+	lo, hi := slices.Min(bs), slices.Max(bs)
+	return fmt.Sprintf("median %.1f MiB (%.1f-%.1f)", float64(Median(ds))/(1<<20), float64(lo)/(1<<20), float64(hi)/(1<<20))
 }
 
 func spread(ds []time.Duration) string {
