@@ -50,6 +50,13 @@ type Job struct {
 	Resident time.Duration // since it arrived on Node
 	Moves    int
 	Stay     bool // never moves
+	// Rate is the rate it was measured to run at here over the last
+	// sample (the CPU time it got over the wall time, times the node's
+	// speed); 0: not measured. Other work on the node (a head serving
+	// storage, a dump) makes it lower than counts and speeds predict;
+	// the policy weighs the lower of the two, and a job that only its
+	// measured rate sends away goes to a node with a free core.
+	Rate float64
 }
 
 // Params tune the policy. The zero value of each field means its default.
@@ -214,12 +221,16 @@ func usher(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 // cpuMove picks the job and target that save the most time, if any saves
 // more than its move costs.
 func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
-	cur := Rate(src, src.Runnable)
+	model := Rate(src, src.Runnable)
 	var (
 		best     Move
 		bestGain time.Duration
 	)
 	for _, j := range jobs {
+		cur, measured := model, ""
+		if j.Rate > 0 && j.Rate < model {
+			cur, measured = j.Rate, " measured"
+		}
 		stay := p.MinResidence
 		if j.Moves == 0 {
 			stay = p.FirstMove
@@ -235,6 +246,14 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		if next < cur*(1+p.Hysteresis) {
 			continue
 		}
+		if measured != "" && t.Runnable+1 > float64(max(t.Cores, 1)) {
+			// Only its measured rate says it should go: the target would
+			// share a core, slowing its own jobs by as much as this one
+			// gains, while the core it leaves here goes to waste (or to
+			// the next task, as starved as this one). It waits for a
+			// free core.
+			continue
+		}
 		horizon := max(j.Age, p.MinHorizon)
 		saved := time.Duration(float64(horizon) * (1 - cur/next))
 		cost := p.Cost(j.RSS)
@@ -243,8 +262,8 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		}
 		bestGain = saved
 		best = Move{Job: j.ID, From: src.Name, To: t.Name,
-			Reason: fmt.Sprintf("load: rate %.2f on %s (%.1f runnable on %d cores) vs %.2f on %s; saves ~%s for a %s move",
-				cur, src.Name, src.Runnable, max(src.Cores, 1), next, t.Name, saved.Round(time.Second), cost.Round(time.Second))}
+			Reason: fmt.Sprintf("load: rate %.2f%s on %s (%.1f runnable on %d cores) vs %.2f on %s; saves ~%s for a %s move",
+				cur, measured, src.Name, src.Runnable, max(src.Cores, 1), next, t.Name, saved.Round(time.Second), cost.Round(time.Second))}
 	}
 	return best, bestGain > 0
 }

@@ -54,6 +54,12 @@ func TestDecide(t *testing.T) {
 	for i := range pinned {
 		pinned[i].Stay = true
 	}
+	starved := busy("w1", 1) // the node's other work leaves it a tenth of the core
+	starved[0].Rate = 0.1
+	fair := busy("w1", 3) // measured as the model says
+	for i := range fair {
+		fair[i].Rate = 0.34
+	}
 	huge := busy("w1", 2)
 	for i := range huge {
 		huge[i].RSS = 4 * gib
@@ -78,6 +84,10 @@ func TestDecide(t *testing.T) {
 		{"a burst spreads at once", []Node{node("w1", 6), node("w2", 0)}, started, "w2", "load:"},
 		{"I/O-bound jobs stay", []Node{node("w1", 6), node("w2", 0)}, idle, "", ""},
 		{"pinned jobs stay", []Node{node("w1", 2), node("w2", 0)}, pinned, "", ""},
+		{"a starved job moves to a free core", []Node{node("w1", 1), node("w2", 1), node("w3", 0)}, starved, "w3", "measured"},
+		{"a starved job does not crowd a busy core", []Node{node("w1", 1), node("w2", 1)}, starved, "", ""},
+		{"a starved job stays without a better node", []Node{node("w1", 1), node("w2", 9)}, starved, "", ""},
+		{"measured as modelled: 3/2/2 stays", []Node{node("w1", 3), node("w2", 2), node("w3", 2)}, fair, "", ""},
 		{"too big for any target", []Node{node("w1", 2), node("w2", 0)}, huge, "", ""},
 		{"drain moves even a balanced node", []Node{draining, node("w2", 1)}, busy("w1", 1), "w2", "draining"},
 		{"unknown source", []Node{node("w2", 0)}, busy("w1", 2), "", ""},
