@@ -167,8 +167,12 @@ func (b *batch) array(ctx context.Context, from, n int, argv []string) (time.Dur
 	}
 	var ids []string
 	for {
-		if ids = b.exits.tasksOf(id); len(ids) == n {
-			if ended, _, _ := b.exits.ended(ids); ended == n {
+		// Every task has a job, and every job has ended (a task run
+		// again has two).
+		if ids = b.exits.tasksOf(id); len(ids) >= n {
+			if ended, _, failed := b.exits.ended(ids); failed != "" {
+				return 0, 0, fmt.Errorf("bench: array %s: %s", id, failed)
+			} else if ended == len(ids) {
 				break
 			}
 		}
