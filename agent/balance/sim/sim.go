@@ -64,12 +64,11 @@ type Config struct {
 	// [1-Noise, 1+Noise], which the policy does not see in Speed. 0: none.
 	Noise       float64
 	NoisePeriod time.Duration // 0: 5s
-	// BusySource is the weight, against a move's dump, of each job
-	// running on the move's source: a move takes Params.Cost times
-	// 1 + BusySource × (jobs there over cores), as the dump shares the
-	// source's CPU with them (drift's jobs run at nice 5 and the dump at
-	// 0: a weight of 335/1024, about 0.33). 0: moves cost the same from
-	// any source. The moving job makes no progress until it lands.
+	// BusySource is what each job running on a move's source adds to
+	// the move's time: a move takes Params.Cost times 1 + BusySource ×
+	// (jobs there over cores), as the dump and the copy share the
+	// source's CPU, memory and link with them. 0: moves cost the same
+	// from any source. The moving job makes no progress until it lands.
 	BusySource float64
 	// Observe tells the policy each job's measured rate (balance.Job.Rate),
 	// as the Executor does from the CPU time each job gets; false: the
