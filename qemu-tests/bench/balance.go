@@ -32,17 +32,17 @@ type BalanceConfig struct {
 
 // BalanceResult is what one bench-balance measured.
 type BalanceResult struct {
-	Accel         lab.Accel
-	Jobs          int
-	Share         float64
-	Alone         time.Duration   // one job alone on a node
-	Ideal         time.Duration   // total work over total capacity: Jobs × Alone / nodes
-	WithoutBal    time.Duration   // makespan with balancing off
-	WithBal       []time.Duration   // makespan with balancing on, per run
-	Migrations    []int             // moves made with balancing on, per run
-	MoveTimes     [][]time.Duration // per run, when each move ended, from the batch's start
-	Sim3          [2][]sim.Result   // this scenario simulated (per seed): without and with balancing
-	Sim1000       [2]sim.Result     // the simulator at 1000 nodes: without and with balancing
+	Accel      lab.Accel
+	Jobs       int
+	Share      float64
+	Alone      time.Duration     // one job alone on a node
+	Ideal      time.Duration     // total work over total capacity: Jobs × Alone / nodes
+	WithoutBal time.Duration     // makespan with balancing off
+	WithBal    []time.Duration   // makespan with balancing on, per run
+	Migrations []int             // moves made with balancing on, per run
+	MoveTimes  [][]time.Duration // per run, when each move ended, from the batch's start
+	Sim3       [2][]sim.Result   // this scenario simulated (per seed): without and with balancing
+	Sim1000    [2]sim.Result     // the simulator at 1000 nodes: without and with balancing
 }
 
 // Balance boots a 3-node lab, holds each VM to the same CPU share, and
@@ -63,34 +63,12 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 	if cfg.Runs == 0 {
 		cfg.Runs = 3
 	}
-	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
-	if err != nil {
-		return nil, err
-	}
 	res := &BalanceResult{Jobs: cfg.Jobs, Share: cfg.Share}
-	if res.Accel, err = resolveAccel(ctx, cfg.Accel, img, log); err != nil {
-		return nil, err
-	}
-	work, err := os.MkdirTemp("", "dbal-")
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer os.RemoveAll(work)
-	l, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work, Nodes: 3, Accel: res.Accel, Logger: log, DieWithParent: true})
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer l.Down(context.WithoutCancel(ctx))
-	q, err := limitCPU(fmt.Sprintf("drift-bench-%d", os.Getpid()), cfg.Share, l.PID(1), l.PID(2), l.PID(3))
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer q.release()
-	names, err := formed(ctx, l, 3)
+	b, log, down, err := equalLab(ctx, cfg.ImageDir, cfg.Accel, cfg.Share, cfg.Logger, &res.Accel)
 	if err != nil {
 		return nil, err
 	}
-	b := &batch{l: l, on: names[1], exits: watchExits(ctx, l)}
+	defer down()
 	iters, alone, err := b.calibrate(ctx, cfg.JobTime)
 	if err != nil {
 		return nil, err
@@ -114,6 +92,49 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 	res.Sim3 = simulateLab(cfg.Jobs, res.Alone, cfg.Runs)
 	res.Sim1000 = simulate(1000)
 	return res, nil
+}
+
+// equalLab boots a 3-node lab from the image in dir, holds each VM to
+// the same share of a host core, so that they behave like separate
+// machines of equal speed, and waits until it has formed. It returns a
+// batch that starts jobs on worker 1, the logger (a discarding one for
+// nil), and what takes it all down; *accel is set to the accelerator
+// used.
+func equalLab(ctx context.Context, dir string, want lab.Accel, share float64, logger *slog.Logger, accel *lab.Accel) (*batch, *slog.Logger, func(), error) {
+	img, log, err := prepare(dir, logger)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if *accel, err = resolveAccel(ctx, want, img, log); err != nil {
+		return nil, nil, nil, err
+	}
+	work, err := os.MkdirTemp("", "dbench-")
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("bench: %w", err)
+	}
+	l, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work, Nodes: 3, Accel: *accel, Logger: log, DieWithParent: true})
+	if err != nil {
+		os.RemoveAll(work)
+		return nil, nil, nil, fmt.Errorf("bench: %w", err)
+	}
+	var q *cpuQuota
+	down := func() {
+		if q != nil {
+			q.release()
+		}
+		l.Down(context.WithoutCancel(ctx))
+		os.RemoveAll(work)
+	}
+	if q, err = limitCPU(fmt.Sprintf("drift-bench-%d", os.Getpid()), share, l.PID(1), l.PID(2), l.PID(3)); err != nil {
+		down()
+		return nil, nil, nil, fmt.Errorf("bench: %w", err)
+	}
+	names, err := formed(ctx, l, 3)
+	if err != nil {
+		down()
+		return nil, nil, nil, err
+	}
+	return &batch{l: l, on: names[1], exits: watchExits(ctx, l)}, log, down, nil
 }
 
 // batch runs jobs from one node of a lab.

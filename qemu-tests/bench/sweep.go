@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -75,34 +74,12 @@ func Sweep(ctx context.Context, cfg SweepConfig) (*SweepResult, error) {
 	if cfg.SimNodes == 0 {
 		cfg.SimNodes = 1000
 	}
-	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
-	if err != nil {
-		return nil, err
-	}
 	res := &SweepResult{Tasks: cfg.Tasks, Share: cfg.Share}
-	if res.Accel, err = resolveAccel(ctx, cfg.Accel, img, log); err != nil {
-		return nil, err
-	}
-	work, err := os.MkdirTemp("", "dsweep-")
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer os.RemoveAll(work)
-	l, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work, Nodes: 3, Accel: res.Accel, Logger: log, DieWithParent: true})
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer l.Down(context.WithoutCancel(ctx))
-	q, err := limitCPU(fmt.Sprintf("drift-bench-%d", os.Getpid()), cfg.Share, l.PID(1), l.PID(2), l.PID(3))
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer q.release()
-	names, err := formed(ctx, l, 3)
+	b, log, down, err := equalLab(ctx, cfg.ImageDir, cfg.Accel, cfg.Share, cfg.Logger, &res.Accel)
 	if err != nil {
 		return nil, err
 	}
-	b := &batch{l: l, on: names[1], exits: watchExits(ctx, l)}
+	defer down()
 	iters, alone, err := b.calibrate(ctx, cfg.TaskTime)
 	if err != nil {
 		return nil, err
