@@ -368,7 +368,7 @@ func (r *BalanceResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  ideal (work/capacity)  %8.1f s\n", r.Ideal.Seconds())
 	fmt.Fprintf(w, "  without balancing      %8.1f s  %.2fx ideal\n", r.WithoutBal.Seconds(), ratio(r.WithoutBal, r.Ideal))
 	for i, d := range r.WithBal {
-		fmt.Fprintf(w, "  with balancing, run %d  %8.1f s  %.2fx ideal  (%d migrations, ended at %v s)\n", i+1, d.Seconds(), ratio(d, r.Ideal), r.Migrations[i], r.MoveTimes[i])
+		fmt.Fprintf(w, "  with balancing, run %d  %8.1f s  %.2fx ideal  (%d migrations, ended at %v)\n", i+1, d.Seconds(), ratio(d, r.Ideal), r.Migrations[i], r.MoveTimes[i])
 	}
 	fmt.Fprintf(w, "  with balancing         median %.1f s, %.2fx ideal, spread %.1f s (goal: every run within 1.10x)\n",
 		Median(r.WithBal).Seconds(), ratio(Median(r.WithBal), r.Ideal), Spread(r.WithBal).Seconds())
