@@ -246,7 +246,7 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		if next < cur*(1+p.Hysteresis) {
 			continue
 		}
-		if measured != "" && t.Runnable+1 > float64(max(t.Cores, 1)) {
+		if next < model*(1+p.Hysteresis) && t.Runnable+1 > float64(max(t.Cores, 1)) {
 			// Only its measured rate says it should go: the target would
 			// share a core, slowing its own jobs by as much as this one
 			// gains, while the core it leaves here goes to waste (or to

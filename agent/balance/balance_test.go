@@ -60,6 +60,10 @@ func TestDecide(t *testing.T) {
 	for i := range fair {
 		fair[i].Rate = 0.34
 	}
+	slower := busy("w1", 3)
+	for i := range slower {
+		slower[i].Rate = 0.3
+	}
 	huge := busy("w1", 2)
 	for i := range huge {
 		huge[i].RSS = 4 * gib
@@ -88,6 +92,7 @@ func TestDecide(t *testing.T) {
 		{"a starved job does not crowd a busy core", []Node{node("w1", 1), node("w2", 1)}, starved, "", ""},
 		{"a starved job stays without a better node", []Node{node("w1", 1), node("w2", 9)}, starved, "", ""},
 		{"measured as modelled: 3/2/2 stays", []Node{node("w1", 3), node("w2", 2), node("w3", 2)}, fair, "", ""},
+		{"measured a little low: 3/1 moves as the model says", []Node{node("w1", 3), node("w2", 1)}, slower, "w2", "measured"},
 		{"too big for any target", []Node{node("w1", 2), node("w2", 0)}, huge, "", ""},
 		{"drain moves even a balanced node", []Node{draining, node("w2", 1)}, busy("w1", 1), "w2", "draining"},
 		{"unknown source", []Node{node("w2", 0)}, busy("w1", 2), "", ""},
