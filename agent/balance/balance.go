@@ -54,8 +54,9 @@ type Job struct {
 	// sample (the CPU time it got over the wall time, times the node's
 	// speed); 0: not measured. Other work on the node (a head serving
 	// storage, a dump) makes it lower than counts and speeds predict;
-	// the policy weighs the lower of the two, and a job that only its
-	// measured rate sends away goes to a node with a free core.
+	// the policy weighs it when it is less than half the model's rate,
+	// and a job that only its measured rate sends away goes once, after
+	// the minimum residence, to a node with a free core.
 	Rate float64
 }
 
@@ -117,6 +118,11 @@ func Rate(n *Node, runnable float64) float64 {
 	}
 	return s * c / runnable
 }
+
+// starved is how far below the model's rate a job's measured rate must
+// be for the policy to weigh it: less than that is the noise of sampling
+// a VM's CPU.
+const starved = 0.5
 
 // Cost is how long moving a job of rss bytes takes.
 func (p Params) Cost(rss uint64) time.Duration {
@@ -228,7 +234,7 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 	)
 	for _, j := range jobs {
 		cur, measured := model, ""
-		if j.Rate > 0 && j.Rate < model {
+		if j.Rate > 0 && j.Rate < model*starved {
 			cur, measured = j.Rate, " measured"
 		}
 		stay := p.MinResidence
@@ -246,12 +252,15 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		if next < cur*(1+p.Hysteresis) {
 			continue
 		}
-		if next < model*(1+p.Hysteresis) && t.Runnable+1 > float64(max(t.Cores, 1)) {
-			// Only its measured rate says it should go: the target would
-			// share a core, slowing its own jobs by as much as this one
-			// gains, while the core it leaves here goes to waste (or to
-			// the next task, as starved as this one). It waits for a
-			// free core.
+		if next < model*(1+p.Hysteresis) && (t.Runnable+1 > float64(max(t.Cores, 1)) || j.Moves > 0 || j.Resident < p.MinResidence) {
+			// Only its measured rate says it should go. A measurement is
+			// noisy (a job's start, a dump here, a VM's share), so it
+			// must have held for the minimum residence, and a job that
+			// moved once does not move again on it alone (in the lab,
+			// tasks measured low right after they started were sent
+			// back and forth). The target must have a free core: else it
+			// would share it, slowing its own jobs by as much as this
+			// one gains, while the core it leaves here goes to waste.
 			continue
 		}
 		horizon := max(j.Age, p.MinHorizon)
