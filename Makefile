@@ -11,7 +11,7 @@ NODES    ?= 3
 IMAGE_FLAGS   = --out $(OUT) --version $(VERSION) $(if $(KEY_FILE),--key-file $(KEY_FILE)) $(if $(PACKAGES),--packages "$(PACKAGES)")
 HOST_PACKAGES = $(shell sed 's/\#.*//' configs/host-packages.txt)
 
-.PHONY: help deps image demo down test test-matrix fuzz unit vet bench-boot bench-join bench-netboot bench-balance bench-storage bench-migrate bench-checkpoint clean
+.PHONY: help deps image demo down test test-matrix fuzz unit vet bench-boot bench-join bench-netboot bench-balance bench-sweep bench-storage bench-migrate bench-checkpoint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench-netboot: image ## seconds from power-on to ready for 1 and 3 PXE workers, 
 
 bench-balance: image ## makespan of 9 equal CPU-bound jobs from one node of 3 with balancing off and on, beside the ideal; the simulator at 3 and 1000 nodes
 	$(GO) run ./qemu-tests/cmd/bench-balance --image $(OUT)
+
+bench-sweep: image ## makespan of an array of equal tasks from one worker of 3 beside the ideal and a loop of drift run -d; the simulator's 100,000 heavy-tailed tasks on 1000 nodes with and without migration
+	$(GO) run ./qemu-tests/cmd/bench-sweep --image $(OUT) -v
 
 bench-storage: image ## MiB/s written to and read from /cluster between two VMs, beside raw TCP over the same link; their ratio
 	$(GO) run ./qemu-tests/cmd/bench-storage --image $(OUT)

@@ -424,3 +424,37 @@ func TestArrayTaskMovedToADeadNodeRunsAgain(t *testing.T) {
 		t.Errorf("finished with %+v (moved: %v), want the task done on its second attempt", info, moved)
 	}
 }
+
+// TestRunPullsWhenACoreFrees: between its looks at the queue, Run takes
+// the next task as soon as a job here ends, so a one-core node runs three
+// short tasks back to back although its Interval is an hour.
+func TestRunPullsWhenACoreFrees(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa"}, 1)
+	s := l.svcs[0]
+	s.Interval = time.Hour
+	info, err := s.Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 0.3; echo {}"}, Range: "1-3", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := s.Tasks(info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Done == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s with an hour between looks: %+v, want the 3 tasks done (each pulled when the one before ended)", st.ArrayInfo)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l.nodes[0].seq != 3 {
+		t.Errorf("the node ran %d jobs, want 3", l.nodes[0].seq)
+	}
+}

@@ -50,6 +50,14 @@ type Job struct {
 	Resident time.Duration // since it arrived on Node
 	Moves    int
 	Stay     bool // never moves
+	// Rate is the rate it was measured to run at here over the last
+	// sample (the CPU time it got over the wall time, times the node's
+	// speed); 0: not measured. Other work on the node (a head serving
+	// storage, a dump) makes it lower than counts and speeds predict;
+	// the policy weighs it when it is less than half the model's rate,
+	// and a job that only its measured rate sends away goes once, after
+	// the minimum residence, to a node with a free core.
+	Rate float64
 }
 
 // Params tune the policy. The zero value of each field means its default.
@@ -110,6 +118,11 @@ func Rate(n *Node, runnable float64) float64 {
 	}
 	return s * c / runnable
 }
+
+// starved is how far below the model's rate a job's measured rate must
+// be for the policy to weigh it: less than that is the noise of sampling
+// a VM's CPU.
+const starved = 0.5
 
 // Cost is how long moving a job of rss bytes takes.
 func (p Params) Cost(rss uint64) time.Duration {
@@ -214,12 +227,16 @@ func usher(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 // cpuMove picks the job and target that save the most time, if any saves
 // more than its move costs.
 func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
-	cur := Rate(src, src.Runnable)
+	model := Rate(src, src.Runnable)
 	var (
 		best     Move
 		bestGain time.Duration
 	)
 	for _, j := range jobs {
+		cur, measured := model, ""
+		if j.Rate > 0 && j.Rate < model*starved {
+			cur, measured = j.Rate, " measured"
+		}
 		stay := p.MinResidence
 		if j.Moves == 0 {
 			stay = p.FirstMove
@@ -235,6 +252,17 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		if next < cur*(1+p.Hysteresis) {
 			continue
 		}
+		if next < model*(1+p.Hysteresis) && (t.Runnable+1 > float64(max(t.Cores, 1)) || j.Moves > 0 || j.Resident < p.MinResidence) {
+			// Only its measured rate says it should go. A measurement is
+			// noisy (a job's start, a dump here, a VM's share), so it
+			// must have held for the minimum residence, and a job that
+			// moved once does not move again on it alone (in the lab,
+			// tasks measured low right after they started were sent
+			// back and forth). The target must have a free core: else it
+			// would share it, slowing its own jobs by as much as this
+			// one gains, while the core it leaves here goes to waste.
+			continue
+		}
 		horizon := max(j.Age, p.MinHorizon)
 		saved := time.Duration(float64(horizon) * (1 - cur/next))
 		cost := p.Cost(j.RSS)
@@ -243,8 +271,8 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		}
 		bestGain = saved
 		best = Move{Job: j.ID, From: src.Name, To: t.Name,
-			Reason: fmt.Sprintf("load: rate %.2f on %s (%.1f runnable on %d cores) vs %.2f on %s; saves ~%s for a %s move",
-				cur, src.Name, src.Runnable, max(src.Cores, 1), next, t.Name, saved.Round(time.Second), cost.Round(time.Second))}
+			Reason: fmt.Sprintf("load: rate %.2f%s on %s (%.1f runnable on %d cores) vs %.2f on %s; saves ~%s for a %s move",
+				cur, measured, src.Name, src.Runnable, max(src.Cores, 1), next, t.Name, saved.Round(time.Second), cost.Round(time.Second))}
 	}
 	return best, bestGain > 0
 }

@@ -54,6 +54,22 @@ func TestDecide(t *testing.T) {
 	for i := range pinned {
 		pinned[i].Stay = true
 	}
+	starved := busy("w1", 1) // the node's other work leaves it a tenth of the core
+	starved[0].Rate = 0.1
+	fair := busy("w1", 3) // measured as the model says
+	for i := range fair {
+		fair[i].Rate = 0.34
+	}
+	slower := busy("w1", 3)
+	for i := range slower {
+		slower[i].Rate = 0.3
+	}
+	slowerAlone := busy("w1", 1)
+	slowerAlone[0].Rate = 0.6
+	starvedMoved := busy("w1", 1)
+	starvedMoved[0].Rate, starvedMoved[0].Moves = 0.1, 1
+	starvedNew := busy("w1", 1)
+	starvedNew[0].Rate, starvedNew[0].Resident = 0.1, 5*time.Second
 	huge := busy("w1", 2)
 	for i := range huge {
 		huge[i].RSS = 4 * gib
@@ -78,6 +94,14 @@ func TestDecide(t *testing.T) {
 		{"a burst spreads at once", []Node{node("w1", 6), node("w2", 0)}, started, "w2", "load:"},
 		{"I/O-bound jobs stay", []Node{node("w1", 6), node("w2", 0)}, idle, "", ""},
 		{"pinned jobs stay", []Node{node("w1", 2), node("w2", 0)}, pinned, "", ""},
+		{"a starved job moves to a free core", []Node{node("w1", 1), node("w2", 1), node("w3", 0)}, starved, "w3", "measured"},
+		{"a starved job does not crowd a busy core", []Node{node("w1", 1), node("w2", 1)}, starved, "", ""},
+		{"a starved job stays without a better node", []Node{node("w1", 1), node("w2", 9)}, starved, "", ""},
+		{"measured as modelled: 3/2/2 stays", []Node{node("w1", 3), node("w2", 2), node("w3", 2)}, fair, "", ""},
+		{"measured a little low: 3/1 moves as the model says", []Node{node("w1", 3), node("w2", 1)}, slower, "w2", "load:"},
+		{"measured a little low: 1/0 stays", []Node{node("w1", 1), node("w2", 0)}, slowerAlone, "", ""},
+		{"a starved job that moved once stays", []Node{node("w1", 1), node("w2", 1), node("w3", 0)}, starvedMoved, "", ""},
+		{"a starved job waits for the minimum residence", []Node{node("w1", 1), node("w2", 1), node("w3", 0)}, starvedNew, "", ""},
 		{"too big for any target", []Node{node("w1", 2), node("w2", 0)}, huge, "", ""},
 		{"drain moves even a balanced node", []Node{draining, node("w2", 1)}, busy("w1", 1), "w2", "draining"},
 		{"unknown source", []Node{node("w2", 0)}, busy("w1", 2), "", ""},

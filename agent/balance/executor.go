@@ -23,6 +23,7 @@ type Cluster interface {
 type Resident struct {
 	ID    string
 	CPU   float64 // cores it wanted over the last sample: it ran or waited to run
+	Ran   float64 // cores it ran on over the last sample; 0: not measured
 	RSS   uint64
 	Since time.Time // when it arrived on this node
 	Moves int
@@ -328,12 +329,18 @@ func (e *Executor) next() (Move, int, bool) {
 		_, moving := e.inflight[r.ID]
 		return moving
 	})
+	speed := 1.0
+	for _, n := range nodes {
+		if n.Name == e.Self && n.Speed > 0 {
+			speed = n.Speed
+		}
+	}
 	var js []Job
 	for _, r := range here {
 		if f, ok := e.failed[r.ID]; ok && now.Before(f.retry) {
 			continue
 		}
-		js = append(js, Job{ID: r.ID, Node: e.Self, CPU: r.CPU, RSS: r.RSS, Age: now.Sub(r.Since),
+		js = append(js, Job{ID: r.ID, Node: e.Self, CPU: r.CPU, Rate: r.Ran * speed, RSS: r.RSS, Age: now.Sub(r.Since),
 			Resident: now.Sub(r.Since), Moves: r.Moves, Stay: r.Stay})
 	}
 	for i := range nodes {

@@ -434,3 +434,27 @@ func TestPending(t *testing.T) {
 		}
 	}
 }
+
+// TestExecutorMeasuredRate: the CPU a job got here, times this node's
+// speed, is the rate the policy weighs; a job starved by other work here
+// leaves for an idle node, which counts and speeds alone say it would run
+// no faster on.
+func TestExecutorMeasuredRate(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		ran  float64
+		want string
+	}{
+		{"not measured: as fast here as there", 0, ""},
+		{"ran a full core", 1, ""},
+		{"starved to a tenth", 0.1, "a→w2@0"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld([]Node{node("w1", 1), node("w2", 0)}, "a")
+			w.jobs[0].Ran = tt.ran
+			if got := w.look(w.executor(), 0); got != tt.want {
+				t.Errorf("look = %q, want %q\nlog:\n%s", got, tt.want, &w.log)
+			}
+		})
+	}
+}

@@ -2,15 +2,23 @@
 // the balance package's policy: N nodes of given cores and speeds, a
 // stream of CPU-bound jobs, processor sharing on each node, a balancer
 // tick on every node each period, and moves that take the time the policy
-// itself assumes. It reports makespan, mean slowdown and migrations beside
-// the ideal (total work over total capacity). Tests use it for behaviour;
-// the bench-balance benchmark prints its figures.
+// itself assumes. It also models what makes a real pool differ from the
+// policy's view of it: CPU shares that wander (Noise), CPU taken by other
+// work than jobs (NodeSpec.Overhead, a head serving storage), and moves
+// that take longer from a busy source, whose dump shares the CPU with the
+// jobs there (BusySource). Jobs either start at once where they are sent
+// (Jobs) or wait in the cluster's queue until a node has a free core
+// (Queue), as the tasks of drift run --array do. It reports makespan,
+// mean slowdown and migrations beside the ideal (total work over total
+// capacity, or the longest job alone when that is longer). Tests use it
+// for behaviour; bench-balance and bench-sweep print its figures.
 package sim
 
 import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/driftcluster/drift/agent/balance"
@@ -20,8 +28,12 @@ import (
 type NodeSpec struct {
 	Name  string
 	Cores int     // 0 counts as 1
-	Speed float64 // relative per-core speed; 0 counts as 1
+	Speed float64 // relative per-core speed, as the node measures and gossips it; 0 counts as 1
 	Mem   uint64  // bytes; 0: 4 GiB
+	// Overhead is the share of the node's CPU that other work than jobs
+	// takes (a head serving the shared storage); the policy does not see
+	// it in Speed. 0: none.
+	Overhead float64
 }
 
 // JobSpec is a simulated job: Work reference-core-seconds of CPU.
@@ -30,25 +42,44 @@ type JobSpec struct {
 	Arrive time.Duration
 	Work   float64
 	RSS    uint64
-	Home   string // where it is started
+	Home   string // where it is started (not used for Queue)
 	Stay   bool
 }
 
 // Config is one simulation.
 type Config struct {
-	Nodes   []NodeSpec
-	Jobs    []JobSpec
+	Nodes []NodeSpec
+	Jobs  []JobSpec // started on their Home (or placed, with Place) when they arrive
+	// Queue are tasks that wait, in order, in the cluster's queue once
+	// they arrive, until a node has a free core (its jobs and those on
+	// their way to it fewer than its cores): drift run --array.
+	Queue   []JobSpec
 	Params  balance.Params
 	Period  time.Duration // balancer tick; 0: 2s
 	Balance bool          // run the balancer (false: jobs stay where they start)
 	Place   bool          // place new jobs with balance.Place instead of on Home
-	Seed    uint64        // order in which nodes decide each tick
+	Seed    uint64        // order in which nodes decide each tick; the noise
+	// Noise makes each node's CPU share wander: every NoisePeriod its
+	// speed is multiplied by a factor drawn uniformly from
+	// [1-Noise, 1+Noise], which the policy does not see in Speed. 0: none.
+	Noise       float64
+	NoisePeriod time.Duration // 0: 5s
+	// BusySource is what each job running on a move's source adds to
+	// the move's time: a move takes Params.Cost times 1 + BusySource ×
+	// (jobs there over cores), as the dump and the copy share the
+	// source's CPU, memory and link with them. 0: moves cost the same
+	// from any source. The moving job makes no progress until it lands.
+	BusySource float64
+	// Observe tells the policy each job's measured rate (balance.Job.Rate),
+	// as the Executor does from the CPU time each job gets; false: the
+	// policy sees counts and speeds only.
+	Observe bool
 }
 
 // Result is what a simulation measured.
 type Result struct {
 	Makespan     time.Duration // first arrival to last completion
-	Ideal        time.Duration // total work over total capacity
+	Ideal        time.Duration // total work over total capacity, or the longest job alone on the fastest node if longer
 	MeanSlowdown float64       // mean of response time over run time alone on the fastest node
 	Migrations   int
 	MaxMoves     int // most moves of any one job
@@ -65,31 +96,38 @@ func (r Result) Ratio() float64 { return float64(r.Makespan) / float64(r.Ideal) 
 type job struct {
 	spec     JobSpec
 	left     float64 // work left
-	node     int     // -1 while in flight
+	node     int     // -1 while in flight or queued
 	arrived  float64 // when it landed on node (s)
 	landsAt  float64 // in flight: when it lands
 	target   int
 	moves    int
 	done     float64
 	finished bool
-	started  bool
 }
 
 type state struct {
-	cfg     Config
-	now     float64
-	nodes   []balance.Node
-	jobs    []*job
-	running [][]*job // per node
-	inbound []int    // per node: jobs in flight towards it
-	res     Result
-	rng     *rand.Rand
+	cfg      Config
+	now      float64
+	nodes    []balance.Node // as the policy sees them
+	eff      []float64      // each node's true per-core speed now
+	jobs     []*job
+	waiting  []*job   // not arrived yet, by arrival
+	queue    []*job   // arrived tasks waiting for a core, in order
+	inflight []*job   // moving
+	running  [][]*job // per node
+	inbound  []int    // per node: jobs in flight towards it
+	left     int      // jobs not finished
+	res      Result
+	rng      *rand.Rand
 }
 
 // Run simulates cfg to the last completion.
 func Run(cfg Config) Result {
 	if cfg.Period == 0 {
 		cfg.Period = 2 * time.Second
+	}
+	if cfg.NoisePeriod == 0 {
+		cfg.NoisePeriod = 5 * time.Second
 	}
 	s := &state{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 1))}
 	idx := map[string]int{}
@@ -105,31 +143,52 @@ func Run(cfg Config) Result {
 		}
 		idx[n.Name] = i
 		s.nodes = append(s.nodes, balance.Node{Name: n.Name, Cores: max(n.Cores, 1), Speed: sp, MemTotal: mem, MemFree: mem, Accepts: true})
-		capacity += sp * float64(max(n.Cores, 1))
-		fastest = math.Max(fastest, sp)
+		capacity += sp * (1 - n.Overhead) * float64(max(n.Cores, 1))
+		fastest = math.Max(fastest, sp*(1-n.Overhead))
 	}
+	s.eff = make([]float64, len(cfg.Nodes))
+	s.redraw()
 	s.running = make([][]*job, len(cfg.Nodes))
 	s.inbound = make([]int, len(cfg.Nodes))
-	work, first := 0.0, math.Inf(1)
-	for _, js := range cfg.Jobs {
-		j := &job{spec: js, left: js.Work, node: idx[js.Home], target: -1}
+	work, longest, first := 0.0, 0.0, math.Inf(1)
+	add := func(js JobSpec, home int) {
+		j := &job{spec: js, left: js.Work, node: home, target: -1}
 		s.jobs = append(s.jobs, j)
+		s.waiting = append(s.waiting, j)
 		work += js.Work
+		longest = math.Max(longest, js.Work)
 		first = math.Min(first, js.Arrive.Seconds())
 	}
-	s.res.Ideal = dur(work / capacity)
+	for _, js := range cfg.Jobs {
+		add(js, idx[js.Home])
+	}
+	for _, js := range cfg.Queue {
+		add(js, -1)
+	}
+	slices.SortStableFunc(s.waiting, func(a, b *job) int { return int(a.spec.Arrive - b.spec.Arrive) })
+	s.left = len(s.jobs)
+	s.res.Ideal = dur(math.Max(work/capacity, longest/fastest))
 	s.now = first
-	period := cfg.Period.Seconds()
-	nextTick := first + period
-	for s.pending() {
+	period, noisePeriod := cfg.Period.Seconds(), cfg.NoisePeriod.Seconds()
+	nextTick, nextNoise := first+period, first+noisePeriod
+	for s.left > 0 {
 		next := math.Min(nextTick, s.nextEvent())
+		if cfg.Noise > 0 {
+			next = math.Min(next, nextNoise)
+		}
 		s.advance(next)
 		s.arrivals()
 		s.landings()
-		if cfg.Balance && s.now >= nextTick {
-			s.tick()
-			nextTick += period
-		} else if s.now >= nextTick {
+		s.pull()
+		if s.now >= nextNoise {
+			s.redraw()
+			nextNoise += noisePeriod
+		}
+		if s.now >= nextTick {
+			if cfg.Balance {
+				s.tick()
+				s.pull()
+			}
 			nextTick += period
 		}
 	}
@@ -147,33 +206,45 @@ func Run(cfg Config) Result {
 
 func dur(sec float64) time.Duration { return time.Duration(sec * float64(time.Second)) }
 
-func (s *state) pending() bool {
-	for _, j := range s.jobs {
-		if !j.finished {
-			return true
+// redraw sets every node's true speed: its nominal speed less its
+// overhead, times this period's noise.
+func (s *state) redraw() {
+	for i, n := range s.cfg.Nodes {
+		f := 1.0
+		if s.cfg.Noise > 0 {
+			f = 1 + s.cfg.Noise*(2*s.rng.Float64()-1)
 		}
+		s.eff[i] = s.nodes[i].Speed * (1 - n.Overhead) * f
 	}
-	return false
 }
 
-// rate is the speed of each job running on node i.
+// rate is the true speed of each job running on node i.
 func (s *state) rate(i int) float64 {
-	return balance.Rate(&s.nodes[i], float64(len(s.running[i])))
+	c, r := float64(s.nodes[i].Cores), float64(len(s.running[i]))
+	if r <= c {
+		return s.eff[i]
+	}
+	return s.eff[i] * c / r
 }
 
 // nextEvent is the time of the next arrival, landing or completion.
 func (s *state) nextEvent() float64 {
 	t := math.Inf(1)
-	for _, j := range s.jobs {
-		switch {
-		case j.finished:
-		case !j.started:
-			t = math.Min(t, j.spec.Arrive.Seconds())
-		case j.node < 0:
-			t = math.Min(t, j.landsAt)
-		default:
-			t = math.Min(t, s.now+j.left/s.rate(j.node))
+	if len(s.waiting) > 0 {
+		t = s.waiting[0].spec.Arrive.Seconds()
+	}
+	for _, j := range s.inflight {
+		t = math.Min(t, j.landsAt)
+	}
+	for i, js := range s.running {
+		if len(js) == 0 {
+			continue
 		}
+		least := math.Inf(1)
+		for _, j := range js {
+			least = math.Min(least, j.left)
+		}
+		t = math.Min(t, s.now+least/s.rate(i))
 	}
 	return t
 }
@@ -182,12 +253,16 @@ func (s *state) nextEvent() float64 {
 func (s *state) advance(t float64) {
 	dt := t - s.now
 	for i := range s.running {
+		if len(s.running[i]) == 0 {
+			continue
+		}
 		r := s.rate(i)
 		keep := s.running[i][:0]
 		for _, j := range s.running[i] {
 			j.left -= r * dt
 			if j.left <= 1e-9 {
 				j.finished, j.done = true, t
+				s.left--
 				s.nodes[i].MemFree += j.spec.RSS
 				continue
 			}
@@ -199,11 +274,13 @@ func (s *state) advance(t float64) {
 }
 
 func (s *state) arrivals() {
-	for _, j := range s.jobs {
-		if j.started || j.spec.Arrive.Seconds() > s.now {
+	for len(s.waiting) > 0 && s.waiting[0].spec.Arrive.Seconds() <= s.now {
+		j := s.waiting[0]
+		s.waiting = s.waiting[1:]
+		if j.node < 0 { // a task: to the queue
+			s.queue = append(s.queue, j)
 			continue
 		}
-		j.started = true
 		if s.cfg.Place {
 			s.refresh()
 			if name, _, err := balance.Place(s.nodes, j.spec.Home, j.spec.RSS, s.cfg.Params); err == nil {
@@ -214,13 +291,37 @@ func (s *state) arrivals() {
 	}
 }
 
-func (s *state) landings() {
-	for _, j := range s.jobs {
-		if !j.finished && j.started && j.node < 0 && j.landsAt <= s.now {
-			s.inbound[j.target]--
-			s.land(j, j.target)
+// pull gives queued tasks to the nodes with a free core, from a random
+// node on, as each node's arrays service takes what it has room for.
+func (s *state) pull() {
+	if len(s.queue) == 0 {
+		return
+	}
+	n := len(s.nodes)
+	for k, off := 0, s.rng.IntN(n); k < n; k++ {
+		i := (off + k) % n
+		for len(s.queue) > 0 && s.nodes[i].Accepts && len(s.running[i])+s.inbound[i] < s.nodes[i].Cores {
+			j := s.queue[0]
+			s.queue = s.queue[1:]
+			s.land(j, i)
+		}
+		if len(s.queue) == 0 {
+			return
 		}
 	}
+}
+
+func (s *state) landings() {
+	keep := s.inflight[:0]
+	for _, j := range s.inflight {
+		if j.landsAt > s.now {
+			keep = append(keep, j)
+			continue
+		}
+		s.inbound[j.target]--
+		s.land(j, j.target)
+	}
+	s.inflight = keep
 }
 
 func (s *state) land(j *job, i int) {
@@ -250,10 +351,7 @@ func (s *state) refresh() {
 // tick lets every node, in random order, make at most one move.
 func (s *state) tick() {
 	s.refresh()
-	best := 0.0
-	for i := range s.nodes {
-		best = math.Max(best, balance.Rate(&s.nodes[i], s.nodes[i].Runnable+1))
-	}
+	best := s.best()
 	p := s.cfg.Params
 	h := p.Hysteresis
 	if h == 0 {
@@ -261,7 +359,14 @@ func (s *state) tick() {
 	}
 	for _, i := range s.rng.Perm(len(s.nodes)) {
 		n := &s.nodes[i]
-		if len(s.running[i]) == 0 || balance.Rate(n, n.Runnable)*(1+h) > best && n.MemFree*10 >= n.MemTotal {
+		if len(s.running[i]) == 0 {
+			continue
+		}
+		cur := balance.Rate(n, n.Runnable)
+		if s.cfg.Observe {
+			cur = math.Min(cur, s.rate(i))
+		}
+		if cur*(1+h) > best && n.MemFree*10 >= n.MemTotal {
 			continue // nothing here can gain: skip the policy's scan
 		}
 		m, ok := balance.Decide(s.nodes, s.view(i), n.Name, p)
@@ -269,22 +374,35 @@ func (s *state) tick() {
 			continue
 		}
 		s.start(i, m)
-		best = 0
-		for k := range s.nodes {
+		best = s.best()
+	}
+}
+
+// best is the best rate a new job would get on any node, as the policy
+// sees them.
+func (s *state) best() float64 {
+	best := 0.0
+	for k := range s.nodes {
+		if s.nodes[k].Accepts {
 			best = math.Max(best, balance.Rate(&s.nodes[k], s.nodes[k].Runnable+1))
 		}
 	}
+	return best
 }
 
 // view is node i's jobs as its agent reports them.
 func (s *state) view(i int) []balance.Job {
 	var out []balance.Job
 	for _, j := range s.running[i] {
-		out = append(out, balance.Job{
+		bj := balance.Job{
 			ID: j.spec.ID, Node: s.nodes[i].Name, CPU: 1, RSS: j.spec.RSS, // CPU-bound: always wants a core
-			Age: dur(s.now - j.spec.Arrive.Seconds()), Resident: dur(s.now - j.arrived),
+			Age: dur(s.now - j.arrived), Resident: dur(s.now - j.arrived),
 			Moves: j.moves, Stay: j.spec.Stay,
-		})
+		}
+		if s.cfg.Observe {
+			bj.Rate = s.rate(i)
+		}
+		out = append(out, bj)
 	}
 	return out
 }
@@ -296,14 +414,30 @@ func (s *state) start(i int, m balance.Move) {
 		if j.spec.ID != m.Job {
 			continue
 		}
+		cost := s.cfg.Params.Cost(j.spec.RSS).Seconds()
+		cost *= 1 + s.cfg.BusySource*float64(len(s.running[i]))/float64(s.nodes[i].Cores)
 		s.running[i] = append(s.running[i][:k], s.running[i][k+1:]...)
 		s.nodes[i].MemFree += j.spec.RSS
 		s.nodes[i].Runnable--
 		j.node, j.target, j.moves = -1, t, j.moves+1
-		j.landsAt = s.now + s.cfg.Params.Cost(j.spec.RSS).Seconds()
+		j.landsAt = s.now + cost
+		s.inflight = append(s.inflight, j)
 		s.inbound[t]++
 		s.nodes[t].Runnable++
 		s.res.Migrations++
 		return
 	}
+}
+
+// Pareto is n tasks whose lengths (reference-core-seconds) follow a
+// Pareto distribution of shape alpha and scale xm (the shortest), mean
+// alpha·xm/(alpha-1) for alpha > 1, all submitted at once, each of rss
+// bytes; seed fixes the draw.
+func Pareto(n int, alpha, xm float64, rss uint64, seed uint64) []JobSpec {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	js := make([]JobSpec, n)
+	for i := range js {
+		js[i] = JobSpec{ID: fmt.Sprint(i), Work: xm / math.Pow(1-rng.Float64(), 1/alpha), RSS: rss}
+	}
+	return js
 }

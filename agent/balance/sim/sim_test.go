@@ -91,3 +91,75 @@ func TestThousandNodes(t *testing.T) {
 		t.Errorf("1000 nodes: %v, want within 1.25 of ideal", r)
 	}
 }
+
+// tasks is n equal queued tasks of work seconds each.
+func tasks(n int, work float64) []JobSpec {
+	js := batch(n, work, "")
+	for i := range js {
+		js[i].RSS = 4 << 20
+	}
+	return js
+}
+
+func TestQueueFillsCoresWithoutMoves(t *testing.T) {
+	r := Run(Config{Nodes: nodes(3), Queue: tasks(30, 10), Balance: true})
+	if r.Migrations != 0 || r.Ratio() > 1.01 {
+		t.Errorf("30 equal tasks queued on 3 equal nodes: %v, want the ideal and no migration", r)
+	}
+}
+
+// TestStarvedNodeEndGame: a node that gives most of its CPU to other work
+// (a head serving storage) is slow for its tasks, which counts and speeds
+// do not show. With the jobs' measured rates the balancer sends its last
+// task to a node that has gone idle; without them, nothing moves and the
+// sweep waits for it.
+func TestStarvedNodeEndGame(t *testing.T) {
+	ns := nodes(3)
+	ns[0].Overhead = 0.8
+	cfg := Config{Nodes: ns, Queue: tasks(30, 10), Balance: true}
+	blind := Run(cfg)
+	cfg.Observe = true
+	seen := Run(cfg)
+	t.Logf("blind: %v", blind)
+	t.Logf("measured: %v", seen)
+	if blind.Migrations != 0 {
+		t.Errorf("without measured rates: %d migrations, want none (counts are equal)", blind.Migrations)
+	}
+	if seen.Migrations == 0 || seen.Makespan >= blind.Makespan {
+		t.Errorf("with measured rates: %v, want a move and a shorter makespan than %v", seen, blind.Makespan)
+	}
+	if seen.MaxMoves > 1 {
+		t.Errorf("with measured rates a task moved %d times, want at most once", seen.MaxMoves)
+	}
+}
+
+func TestBusySourceAndNoise(t *testing.T) {
+	js := batch(9, 30, "n1")
+	for i := range js {
+		js[i].RSS = 4 << 20
+	}
+	cfg := Config{Nodes: nodes(3), Jobs: js, Balance: true}
+	calm := Run(cfg)
+	cfg.BusySource, cfg.Noise = 0.33, 0.2
+	rough := Run(cfg)
+	t.Logf("calm: %v", calm)
+	t.Logf("busy source, noise: %v", rough)
+	if rough.Makespan <= calm.Makespan {
+		t.Errorf("moves from a busy source and wandering shares: makespan %s, want longer than the calm %s", rough.Makespan, calm.Makespan)
+	}
+	if rough.Ratio() > 1.3 {
+		t.Errorf("busy source and noise: %v, want within 1.3 of ideal", rough)
+	}
+}
+
+func TestPareto(t *testing.T) {
+	js := Pareto(10000, 2, 5, 0, 1)
+	sum, least := 0.0, js[0].Work
+	for _, j := range js {
+		sum += j.Work
+		least = min(least, j.Work)
+	}
+	if mean := sum / float64(len(js)); least < 5 || mean < 8 || mean > 12 {
+		t.Errorf("Pareto(shape 2, shortest 5): shortest %.2f, mean %.2f; want at least 5 and a mean near 10", least, mean)
+	}
+}
