@@ -14,7 +14,7 @@ import (
 // holds only the old key is refused.
 func TestRotateKey(t *testing.T) {
 	old, next := mustKey(t), mustKey(t)
-	label := Label(old)
+	label := Label(old.ID())
 	tune := func(c *memberlist.Config) { fastTiming(c) }
 	var as []*agent
 	for _, n := range []string{"drift-rot-a", "drift-rot-b", "drift-rot-c"} {
