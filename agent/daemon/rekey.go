@@ -72,34 +72,26 @@ func (s *rekeyService) Step(ctx context.Context, st api.RekeyStep) (api.RekeySte
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var k clusterkey.Key
-	if st.Step == api.RekeyInstall || st.Step == api.RekeyUse {
-		var err error
-		if k, err = clusterkey.Parse([]byte(st.Key)); err != nil {
-			return api.RekeyStepResult{}, fmt.Errorf("rekey step %s: %v: %w", st.Step, err, api.ErrBadRequest)
-		}
-	}
 	mem := s.cl.cur.Load()
 	if mem == nil && st.Step != api.RekeyRemoved {
 		return api.RekeyStepResult{}, fmt.Errorf("%w", membership.ErrNotRunning)
 	}
+	k, dropped, err := enroll.StepRing(a.keys, st)
+	if err != nil {
+		return api.RekeyStepResult{}, err
+	}
 	switch st.Step {
 	case api.RekeyInstall:
-		a.keys.Install(k)
 		if err := mem.InstallKey(k); err != nil {
 			return api.RekeyStepResult{}, err
 		}
 	case api.RekeyUse:
-		if err := a.keys.Use(k); err != nil {
-			return api.RekeyStepResult{}, fmt.Errorf("rekey step use: %v: %w", err, api.ErrConflict)
-		}
 		if err := mem.UseKey(k); err != nil {
 			return api.RekeyStepResult{}, err
 		}
 		s.keep()
 		a.con.Event("rekey: now using key %s (cluster %s; drift rekey from %s)", k.ID(), a.keys.ClusterID(), st.By)
 	case api.RekeyDrop:
-		dropped := a.keys.Drop()
 		var ids []string
 		for _, old := range dropped {
 			if err := mem.RemoveKey(old); err != nil {
@@ -113,8 +105,6 @@ func (s *rekeyService) Step(ctx context.Context, st api.RekeyStep) (api.RekeySte
 		}
 	case api.RekeyRemoved:
 		a.con.Event("rekey: removed from the cluster by drift remove on %s: the cluster moves to a new key without this node and refuses it from then on; to let it back, boot it from a medium made with the new key, or (network boot) drift admit %s on the head", st.By, a.node.Name)
-	default:
-		return api.RekeyStepResult{}, fmt.Errorf("rekey step %q: want %s, %s, %s or %s: %w", st.Step, api.RekeyInstall, api.RekeyUse, api.RekeyDrop, api.RekeyRemoved, api.ErrBadRequest)
 	}
 	res := api.RekeyStepResult{Node: a.node.Name}
 	for _, k := range a.keys.Accepted() {

@@ -228,3 +228,30 @@ func missedError(ms []api.RekeyMiss, node string) string {
 	}
 	return "failed"
 }
+
+// StepRing takes st's part on the keys of r: install accepts the key,
+// use makes it current (it must be installed), drop keeps only the
+// current key; removed changes nothing. It returns the step's key (install,
+// use) and the keys dropped. The agent adds gossip's keyring and its key
+// file to it.
+func StepRing(r *clusterkey.Ring, st api.RekeyStep) (k clusterkey.Key, dropped []clusterkey.Key, err error) {
+	if st.Step == api.RekeyInstall || st.Step == api.RekeyUse {
+		if k, err = clusterkey.Parse([]byte(st.Key)); err != nil {
+			return k, nil, fmt.Errorf("rekey step %s: %v: %w", st.Step, err, api.ErrBadRequest)
+		}
+	}
+	switch st.Step {
+	case api.RekeyInstall:
+		r.Install(k)
+	case api.RekeyUse:
+		if err := r.Use(k); err != nil {
+			return k, nil, fmt.Errorf("rekey step use: %v: %w", err, api.ErrConflict)
+		}
+	case api.RekeyDrop:
+		dropped = r.Drop()
+	case api.RekeyRemoved:
+	default:
+		return k, nil, fmt.Errorf("rekey step %q: want %s, %s, %s or %s: %w", st.Step, api.RekeyInstall, api.RekeyUse, api.RekeyDrop, api.RekeyRemoved, api.ErrBadRequest)
+	}
+	return k, dropped, nil
+}

@@ -41,22 +41,8 @@ func (n *rekeyNode) Step(ctx context.Context, st api.RekeyStep) (api.RekeyStepRe
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.steps = append(n.steps, st.Step)
-	var k clusterkey.Key
-	if st.Key != "" {
-		var err error
-		if k, err = clusterkey.Parse([]byte(st.Key)); err != nil {
-			return api.RekeyStepResult{}, err
-		}
-	}
-	switch st.Step {
-	case api.RekeyInstall:
-		n.keys.Install(k)
-	case api.RekeyUse:
-		if err := n.keys.Use(k); err != nil {
-			return api.RekeyStepResult{}, err
-		}
-	case api.RekeyDrop:
-		n.keys.Drop()
+	if _, _, err := StepRing(n.keys, st); err != nil {
+		return api.RekeyStepResult{}, err
 	}
 	return api.RekeyStepResult{Node: n.name}, nil
 }

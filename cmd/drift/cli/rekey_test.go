@@ -33,16 +33,8 @@ func (o *oneNodeRekey) Remove(ctx context.Context, r api.RemoveRequest) (api.Rem
 	return o.rot.Remove(ctx, r)
 }
 func (o *oneNodeRekey) Step(ctx context.Context, st api.RekeyStep) (api.RekeyStepResult, error) {
-	k, _ := clusterkey.Parse([]byte(st.Key))
-	switch st.Step {
-	case api.RekeyInstall:
-		o.keys.Install(k)
-	case api.RekeyUse:
-		if err := o.keys.Use(k); err != nil {
-			return api.RekeyStepResult{}, err
-		}
-	case api.RekeyDrop:
-		o.keys.Drop()
+	if _, _, err := enroll.StepRing(o.keys, st); err != nil {
+		return api.RekeyStepResult{}, err
 	}
 	return api.RekeyStepResult{Node: "drift-self"}, nil
 }
