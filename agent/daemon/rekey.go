@@ -165,18 +165,14 @@ func (a *agent) keepDir() string {
 // medium's key was retired by a rekey and the partition keeps the newer
 // one, the head moves to that key (the rest of the cluster uses it).
 func (a *agent) adoptKeptKey(ctx context.Context, dir string) {
-	kept, err := clusterkey.LoadCluster(filepath.Join(dir, keptKeyName))
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
+	kept, ok, err := keptKey(dir, a.keys.Cluster())
 	if err != nil {
 		a.con.Event("error rekey: the key kept on DRIFT-DATA: %v", err)
+	}
+	if !ok {
 		return
 	}
 	cur := a.keys.Current()
-	if kept.ID != a.keys.ClusterID() || kept.Key == cur || !retired(filepath.Join(dir, retiredKeyName), cur.ID()) {
-		return
-	}
 	a.con.Event("rekey: this head's boot medium carries key %s, which drift rekey retired: using key %s kept on DRIFT-DATA (make a new medium with the new key file)", cur.ID(), kept.Key.ID())
 	if a.rekey == nil {
 		return
@@ -195,6 +191,21 @@ func (a *agent) adoptKeptKey(ctx context.Context, dir string) {
 			time.Sleep(time.Second) // membership is starting
 		}
 	}
+}
+
+// keptKey returns the key kept in dir if the head should use it rather
+// than cur, the one its medium carries: same cluster, and cur retired by
+// a rekey.
+func keptKey(dir string, cur clusterkey.Cluster) (clusterkey.Cluster, bool, error) {
+	kept, err := clusterkey.LoadCluster(filepath.Join(dir, keptKeyName))
+	if errors.Is(err, os.ErrNotExist) {
+		return kept, false, nil
+	}
+	if err != nil {
+		return kept, false, err
+	}
+	ok := kept.ID == cur.ID && kept.Key != cur.Key && retired(filepath.Join(dir, retiredKeyName), cur.Key.ID())
+	return kept, ok, nil
 }
 
 // retired reports whether the file at path lists id.
