@@ -222,7 +222,15 @@ func Run(ctx context.Context, cfg Config) error {
 func loadKey(o boot.Options) (clusterkey.Cluster, error) {
 	if o.KeyHex != "" {
 		k, err := clusterkey.Parse([]byte(o.KeyHex))
-		return clusterkey.Of(k), err
+		if err != nil {
+			return clusterkey.Cluster{}, err
+		}
+		// A rekey since boot left the cluster's newer key in KeyFile:
+		// an agent started again uses it, not the command line's.
+		if kept, err := clusterkey.LoadCluster(KeyFile); err == nil && kept.ID == k.ID() {
+			return kept, nil
+		}
+		return clusterkey.Of(k), nil
 	}
 	k, err := clusterkey.LoadCluster(KeyFile)
 	if err != nil {
