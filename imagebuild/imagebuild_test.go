@@ -137,6 +137,11 @@ func TestKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	existing, _ := clusterkey.Generate()
+	rekeyed := clusterkey.Cluster{ID: "0123456789abcdef", Key: given} // written by drift rekey --out
+	rekeyedFile := filepath.Join(t.TempDir(), "rekeyed.key")
+	if err := clusterkey.WriteCluster(rekeyedFile, rekeyed); err != nil {
+		t.Fatal(err)
+	}
 	badFile := filepath.Join(t.TempDir(), "bad.key")
 	if err := os.WriteFile(badFile, []byte("0123\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -145,13 +150,14 @@ func TestKey(t *testing.T) {
 		name       string
 		keyFile    string // --key-file
 		outHas     []byte // out/cluster.key before the build, nil: none
-		want       *clusterkey.Key
+		want       *clusterkey.Cluster
 		wantStaged bool
 		wantErr    error
 	}{
 		{name: "new", wantStaged: true},
-		{name: "reuse", outHas: []byte(existing.Hex() + "\n"), want: &existing},
-		{name: "key file wins", keyFile: givenFile, outHas: []byte(existing.Hex()), want: &given, wantStaged: true},
+		{name: "reuse", outHas: []byte(existing.Hex() + "\n"), want: ptr(clusterkey.Of(existing))},
+		{name: "key file wins", keyFile: givenFile, outHas: []byte(existing.Hex()), want: ptr(clusterkey.Of(given)), wantStaged: true},
+		{name: "rekeyed key file keeps the cluster", keyFile: rekeyedFile, want: &rekeyed, wantStaged: true},
 		{name: "malformed existing", outHas: []byte("not a key\n"), wantErr: clusterkey.ErrMalformed},
 		{name: "malformed key file", keyFile: badFile, wantErr: clusterkey.ErrMalformed},
 		{name: "missing key file", keyFile: filepath.Join(t.TempDir(), "none.key"), wantErr: os.ErrNotExist},
@@ -172,18 +178,20 @@ func TestKey(t *testing.T) {
 				return
 			}
 			if tt.want != nil && k != *tt.want {
-				t.Errorf("key() = %s, want %s", k, *tt.want)
+				t.Errorf("key() = %v, want %v", k, *tt.want)
 			}
-			staged, err := clusterkey.LoadFile(filepath.Join(b.staging, KeyName))
+			staged, err := clusterkey.LoadCluster(filepath.Join(b.staging, KeyName))
 			if gotStaged := err == nil; gotStaged != tt.wantStaged {
 				t.Fatalf("key staged = %v, want %v", gotStaged, tt.wantStaged)
 			}
 			if tt.wantStaged && staged != k {
-				t.Errorf("staged key %s, want %s", staged, k)
+				t.Errorf("staged key %v, want %v", staged, k)
 			}
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func TestPublish(t *testing.T) {
 	b := testBuilder(t, Config{})

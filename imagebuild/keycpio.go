@@ -19,15 +19,15 @@ const KeyCPIOName = "key.cpio"
 // keyCPIOPath is where KeyCPIOName unpacks the key: the agent's KeyFile.
 const keyCPIOPath = "etc/drift/cluster.key"
 
-// KeyCPIO returns a newc cpio archive that holds k as etc/drift/cluster.key
-// (mode 0600), with its directories.
-func KeyCPIO(k clusterkey.Key) ([]byte, error) {
+// KeyCPIO returns a newc cpio archive that holds k's key file as
+// etc/drift/cluster.key (mode 0600), with its directories.
+func KeyCPIO(k clusterkey.Cluster) ([]byte, error) {
 	var buf bytes.Buffer
 	w := cpio.Newc.Writer(&buf)
 	recs := []cpio.Record{
 		cpio.Directory("etc", 0o755),
 		cpio.Directory("etc/drift", 0o755),
-		cpio.StaticFile(keyCPIOPath, k.Hex()+"\n", 0o600),
+		cpio.StaticFile(keyCPIOPath, k.Text(), 0o600),
 	}
 	if err := cpio.WriteRecords(w, recs); err != nil {
 		return nil, fmt.Errorf("key cpio: %w", err)
@@ -39,7 +39,7 @@ func KeyCPIO(k clusterkey.Key) ([]byte, error) {
 }
 
 // writeKeyCPIO writes KeyCPIO(k) to path with mode 0600.
-func writeKeyCPIO(path string, k clusterkey.Key) error {
+func writeKeyCPIO(path string, k clusterkey.Cluster) error {
 	b, err := KeyCPIO(k)
 	if err != nil {
 		return err

@@ -13,7 +13,8 @@ func TestKeyCPIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := KeyCPIO(k)
+	c := clusterkey.Cluster{ID: "0123456789abcdef", Key: k} // a key file written by drift rekey
+	b, err := KeyCPIO(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,8 +33,8 @@ func TestKeyCPIO(t *testing.T) {
 			mode = r.Mode & 0o777
 		}
 	}
-	got, err := clusterkey.Parse(body)
-	if err != nil || got != k || mode != 0o600 {
+	got, err := clusterkey.ParseCluster(body)
+	if err != nil || got != c || mode != 0o600 {
 		t.Errorf("key cpio holds %v (mode %o, %v), want the key with mode 600; records %q", got, mode, err, names)
 	}
 }

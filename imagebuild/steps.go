@@ -102,7 +102,7 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	m := &Manifest{
 		Version:       b.cfg.Version,
 		KernelVersion: k.Version,
-		ClusterID:     key.ID(),
+		ClusterID:     key.ID,
 		KeyFile:       filepath.Join(b.cfg.Out, KeyName),
 		Kernel:        KernelName,
 		Initramfs:     filepath.Base(rd),
@@ -119,38 +119,40 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	return m, nil
 }
 
-// key returns the cluster key: from --key-file, else the one already in the
-// output directory (so a rebuild does not split the cluster), else a new
-// one. A key that is not yet in the output directory is staged there.
-func (b *builder) key() (clusterkey.Key, error) {
+// key returns the cluster key (with the cluster's ID, which a key file
+// written by drift rekey carries): from --key-file, else the one already
+// in the output directory (so a rebuild does not split the cluster), else
+// a new one. A key that is not yet in the output directory is staged there.
+func (b *builder) key() (clusterkey.Cluster, error) {
 	existing := filepath.Join(b.cfg.Out, KeyName)
 	var (
-		k     clusterkey.Key
+		k     clusterkey.Cluster
 		err   error
 		note  string
 		stage = true // the output directory does not hold this key yet
 	)
 	switch {
 	case b.cfg.KeyFile != "":
-		k, err = clusterkey.LoadFile(b.cfg.KeyFile)
+		k, err = clusterkey.LoadCluster(b.cfg.KeyFile)
 		note = "from " + b.cfg.KeyFile
 	case fileSize(existing) > 0:
-		k, err = clusterkey.LoadFile(existing)
+		k, err = clusterkey.LoadCluster(existing)
 		note = "reusing " + existing + " so this image joins the same cluster; delete it for a new cluster"
 		stage = false
 	default:
-		k, err = clusterkey.Generate()
-		note = "new key"
+		var nk clusterkey.Key
+		nk, err = clusterkey.Generate()
+		k, note = clusterkey.Of(nk), "new key"
 	}
 	if err != nil {
 		return k, err
 	}
 	if stage {
-		if err := clusterkey.WriteFile(filepath.Join(b.staging, KeyName), k); err != nil {
+		if err := clusterkey.WriteCluster(filepath.Join(b.staging, KeyName), k); err != nil {
 			return k, err
 		}
 	}
-	b.progress("key: cluster %s, %s", k.ID(), note)
+	b.progress("key: cluster %s (key %s), %s", k.ID, k.Key.ID(), note)
 	return k, nil
 }
 

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +33,11 @@ var pendingRE = regexp.MustCompile(`drift: enroll: pending: `)
 // waits, shows as pending on the head and does not join until drift
 // admit, then joins and runs a job. Meanwhile a machine on the segment
 // that is not a member (the lab host) fetches everything the head serves
-// over TFTP and HTTP: the cluster key is in none of it.
+// over TFTP and HTTP: the cluster key is in none of it. Then drift rekey
+// moves the cluster to a new key while a job runs (the job goes on, the
+// old key opens nothing, a node booted again with the old key is
+// refused), and drift remove makes node 3's credentials useless (booted
+// again, it is refused by enrolment and stays out).
 func TestEnroll(t *testing.T) {
 	img := image(t)
 	t.Parallel()
@@ -137,6 +143,7 @@ func TestEnroll(t *testing.T) {
 		}
 	})
 
+	var medium lab.Ready // node 4: booted from the image with its key, as a machine from the ISO
 	t.Run("no exec port without drift.lab=1", func(t *testing.T) {
 		ctx := waitContext(t, 5*time.Minute)
 		n, err := l.Add(ctx, []string{"drift.lab=0"}) // a kernel boot with the key, as a real machine would have
@@ -148,12 +155,216 @@ func TestEnroll(t *testing.T) {
 			t.Fatalf("node %d: %v", n, err)
 		}
 		checkReady(t, l, img, r, "worker")
+		medium = r
 		ectx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		if res, err := labport.Exec(ectx, l.LabSock(n), labport.Request{Argv: []string{"true"}}); err == nil {
 			t.Errorf("node %d booted without drift.lab=1 ran a command from its virtio-serial port: %+v", n, res)
 		}
 	})
+	if medium.Node == 0 {
+		t.Fatalf("no node booted from the image's key: the rekey steps need it")
+	}
+	name2, _ := l.Ready(2)
+	rekeyChecks(t, l, key, []string{readyName(t, l, 1), name2.Name, name3, medium.Name}, medium)
+}
+
+func readyName(t *testing.T, l *lab.Lab, n int) string {
+	t.Helper()
+	r, ok := l.Ready(n)
+	if !ok {
+		t.Fatalf("node %d is not ready", n)
+	}
+	return r.Name
+}
+
+// rekeyChecks: drift rekey and drift remove on the enrolment lab, whose
+// nodes are names (1: the head, 2 and 3: network-booted, medium: booted
+// from the image, with key old).
+func rekeyChecks(t *testing.T, l *lab.Lab, old clusterkey.Key, names []string, medium lab.Ready) {
+	drift := buildDrift(t)
+	head, _ := l.Ready(1)
+	dir := t.TempDir()
+	oldFile, newFile := filepath.Join(dir, "old.key"), filepath.Join(dir, "new.key")
+	if err := clusterkey.WriteFile(oldFile, old); err != nil {
+		t.Fatal(err)
+	}
+	var next clusterkey.Cluster
+
+	t.Run("rekey: jobs go on, the old key opens nothing", func(t *testing.T) {
+		ctx := waitContext(t, 6*time.Minute)
+		// A job homed on node 2, running on node 3: its terminal crosses
+		// the cluster while the key changes.
+		job := strings.TrimSpace(string(execOK(ctx, t, l, 2, "drift", "run", "-d", "--node", names[2], "--name", "through-rekey", "--", "sh", "-c",
+			"i=1; while [ $i -le 40 ]; do echo $i; i=$((i+1)); sleep 1; done; exit 7").Stdout))
+		time.Sleep(3 * time.Second)
+		cmd := l.Command(ctx, drift, "--cluster", head.Addr, "--key-file", oldFile, "rekey", "--out", newFile, "--json")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		start := time.Now()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("drift rekey from the host: %v\n%s%s", err, out, stderr.String())
+		}
+		t.Logf("drift rekey took %s: %s", time.Since(start).Round(time.Millisecond), out)
+		var res api.RekeyResult
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("drift rekey --json: %v", err)
+		}
+		if next, err = clusterkey.LoadCluster(newFile); err != nil {
+			t.Fatalf("the key drift rekey wrote: %v", err)
+		}
+		if next.ID != old.ID() || next.Key == old || next.Key.ID() != res.KeyID || res.Key != "" {
+			t.Errorf("drift rekey wrote %v (answer %+v); want the cluster %s on a new key, and no key on stdout", next, res, old.ID())
+		}
+		slices.Sort(res.Took)
+		want := slices.Clone(names)
+		slices.Sort(want)
+		if !slices.Equal(res.Took, want) || len(res.Missed) != 0 {
+			t.Errorf("drift rekey: took %v, missed %+v; want every node %v", res.Took, res.Missed, want)
+		}
+		// The old key opens no node; the new one opens each, which uses it.
+		for _, r := range []string{head.Addr, medium.Addr} {
+			if _, err := hostNodes(ctx, l, drift, r, oldFile); err == nil || !strings.Contains(err.Error(), "refused this key") {
+				t.Errorf("the old key at %s after the rekey: %v; want it refused", r, err)
+			}
+			st := l.Command(ctx, drift, "--cluster", r, "--key-file", newFile, "status", "--json")
+			b, err := st.Output()
+			var status api.Status
+			if err == nil {
+				err = json.Unmarshal(b, &status)
+			}
+			if err != nil || status.KeyID != next.Key.ID() || status.ClusterID != old.ID() {
+				t.Errorf("drift status at %s with the new key: %+v, %v; want key %s, cluster %s", r, status, err, next.Key.ID(), old.ID())
+			}
+		}
+		if _, err := l.WaitMembers(ctx, []int{1, 2, 3}, lab.AllAlive(names...)); err != nil {
+			t.Errorf("after the rekey: %v", err)
+		}
+		att, err := l.Exec(ctx, 2, "drift", "attach", job)
+		wantOut := ""
+		for i := 1; i <= 40; i++ {
+			wantOut += fmt.Sprintln(i)
+		}
+		if err != nil || att.ExitCode != 7 || string(att.Stdout) != wantOut {
+			t.Errorf("the job started before the rekey: %v, exit %d, stdout %s, stderr %q; want 1..40 and exit 7", err, exitOf(att), describeLines(stdoutOf(att)), stderrOf(att))
+		}
+	})
+
+	t.Run("a node booted again with the old key is refused", func(t *testing.T) {
+		if next.ID == "" {
+			t.Skip("the rekey failed")
+		}
+		ctx := waitContext(t, 6*time.Minute)
+		if err := l.StopNode(ctx, medium.Node); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.StartNode(ctx, medium.Node); err != nil {
+			t.Fatal(err)
+		}
+		line, err := l.WaitFor(ctx, medium.Node, regexp.MustCompile(`drift: error join refused: .*`+old.ID()))
+		if err != nil {
+			t.Fatalf("node %d, booted again with the old key, never said it was refused: %v", medium.Node, err)
+		}
+		t.Logf("node %d: %s", medium.Node, line)
+		time.Sleep(10 * time.Second) // gossip time, in case it were to get in
+		ms, err := hostNodes(ctx, l, drift, head.Addr, newFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Name == medium.Name && m.State == api.NodeAlive {
+				t.Errorf("%s, booted with the old key, is an alive member: %+v", medium.Name, m)
+			}
+		}
+	})
+
+	t.Run("a removed node cannot rejoin", func(t *testing.T) {
+		if next.ID == "" {
+			t.Skip("the rekey failed")
+		}
+		ctx := waitContext(t, 8*time.Minute)
+		gone := names[2] // node 3, network-booted
+		third := filepath.Join(dir, "third.key")
+		var res api.RemoveResult
+		for {
+			cmd := l.Command(ctx, drift, "--cluster", head.Addr, "--key-file", newFile, "remove", gone, "--out", third, "--json")
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			// Exit 3: some node did not take the new key; here node 4,
+			// down since it was refused.
+			if err == nil || len(out) > 0 {
+				if jerr := json.Unmarshal(out, &res); jerr != nil {
+					t.Fatalf("drift remove --json: %v, %v: %s%s", err, jerr, out, stderr.String())
+				}
+				t.Logf("drift remove %s (%v): %s", gone, err, out)
+				for _, m := range res.Rekey.Missed {
+					if m.Node != medium.Name {
+						t.Errorf("drift remove: %s did not take the new key: %s", m.Node, m.Error)
+					}
+				}
+				break
+			}
+			if !strings.Contains(stderr.String(), "jobs run on") || ctx.Err() != nil {
+				t.Fatalf("drift remove %s: %v\n%s%s", gone, err, out, stderr.String())
+			}
+			time.Sleep(3 * time.Second) // the job's end is gossiped within seconds
+		}
+		if !strings.Contains(res.Enrolment, "enrolment refuses it") || slices.Contains(res.Rekey.Took, gone) {
+			t.Errorf("drift remove %s = %+v; want its enrolment refused and the rekey without it", gone, res)
+		}
+		if _, err := l.WaitFor(ctx, 3, regexp.MustCompile(`drift: rekey: removed from the cluster`)); err != nil {
+			t.Errorf("node 3 was not told it was removed: %v", err)
+		}
+		if _, err := hostNodes(ctx, l, drift, head.Addr, newFile); err == nil {
+			t.Errorf("the key the removed node held still opens the cluster")
+		}
+		if err := l.StopNode(ctx, 3); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.StartNode(ctx, 3); err != nil {
+			t.Fatal(err)
+		}
+		line, err := l.WaitFor(ctx, 3, regexp.MustCompile(`drift: enroll: refused: .*drift admit `+gone))
+		if err != nil {
+			t.Fatalf("node 3, removed and booted again, was not refused by enrolment: %v", err)
+		}
+		t.Logf("node 3: %s", line)
+		ms, err := hostNodes(ctx, l, drift, head.Addr, third)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Name == gone && m.State == api.NodeAlive {
+				t.Errorf("%s, removed, is an alive member again: %+v", gone, m)
+			}
+		}
+		if _, ok := l.Ready(3); ok {
+			t.Errorf("node 3, removed, printed its ready line")
+		}
+	})
+}
+
+func exitOf(r *labport.Result) int {
+	if r == nil {
+		return -1
+	}
+	return r.ExitCode
+}
+
+func stdoutOf(r *labport.Result) string {
+	if r == nil {
+		return ""
+	}
+	return string(r.Stdout)
+}
+
+func stderrOf(r *labport.Result) string {
+	if r == nil {
+		return ""
+	}
+	return string(r.Stderr)
 }
 
 // fetchServed fetches, from the lab host (on the segment, not a member),

@@ -53,8 +53,9 @@ type Node struct {
 // Status is GET /v1/status: the answering node in detail.
 type Status struct {
 	Node      Node   `json:"node"`
-	ClusterID string `json:"cluster_id"`
-	Alive     int    `json:"alive"` // members alive, this node included
+	ClusterID string `json:"cluster_id"` // the cluster's ID: its first key's, kept across rekeys
+	KeyID     string `json:"key_id"`     // the ID of the key the node uses now (drift rekey changes it)
+	Alive     int    `json:"alive"`      // members alive, this node included
 	Suspect   int    `json:"suspect"`
 	Dead      int    `json:"dead"`
 	Go        string `json:"go"`

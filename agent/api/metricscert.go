@@ -96,17 +96,28 @@ func pinnedAny(certs ...tls.Certificate) func([][]byte, [][]*x509.Certificate) e
 	}
 }
 
-// onlyMetrics wraps the API's handler: a client that presented the
-// metrics reader's certificate (its DER is reader) may GET MetricsPath
-// and is refused everything else (403). Clients with the cluster's
-// certificate, and the unix socket, pass.
-func onlyMetrics(reader []byte, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && bytes.Equal(r.TLS.PeerCertificates[0].Raw, reader) &&
-			(r.URL.Path != MetricsPath || (r.Method != http.MethodGet && r.Method != http.MethodHead)) {
+// keyGate wraps the API's handler for clients over TLS. A client that
+// presented the metrics reader's certificate may GET MetricsPath and is
+// refused everything else (403). A client whose certificate belongs to a
+// key the agent no longer accepts (a keep-alive connection opened before
+// drift rekey dropped that key) is refused every request (401). Clients
+// with the cluster's certificate, and the unix socket, pass.
+func keyGate(r *clusterkey.Ring, certs *certCache, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.TLS == nil || len(req.TLS.PeerCertificates) == 0 {
+			next.ServeHTTP(w, req)
+			return
+		}
+		ok, reader := certs.accepted(r, req.TLS.PeerCertificates[0].Raw)
+		switch {
+		case !ok:
+			w.Header().Set("Connection", "close")
+			http.Error(w, "this connection's key is no longer the cluster's (drift rekey replaced it): use the new key file", http.StatusUnauthorized)
+			return
+		case reader && (req.URL.Path != MetricsPath || (req.Method != http.MethodGet && req.Method != http.MethodHead)):
 			http.Error(w, "this certificate may only read "+MetricsPath+" (it is a metrics reader's, from drift cert)", http.StatusForbidden)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, req)
 	})
 }

@@ -29,8 +29,11 @@ type Cluster interface {
 
 // Server serves the agent's API. Set the fields, then Run.
 type Server struct {
-	Cluster    Cluster          // required
-	Key        clusterkey.Key   // the cluster key: TCP clients must hold it
+	Cluster Cluster        // required
+	Key     clusterkey.Key // the cluster key: TCP clients must hold it (when Keys is nil)
+	// Keys are the keys the agent holds, which drift rekey changes while
+	// it runs: TCP clients must hold one it accepts. nil: Key alone.
+	Keys       *clusterkey.Ring
 	SocketPath string           // "": DefaultSocket
 	TCPAddr    string           // "": ":7947" on every address; "-": no TCP
 	Logger     *slog.Logger     // nil: slog.Default()
@@ -39,6 +42,16 @@ type Server struct {
 	// pattern ("POST /v1/jobs") to its handler. The agent adds those of
 	// its other services here. nil: none.
 	Routes map[string]http.Handler
+
+	certs certCache
+}
+
+// keys are the keys the server accepts.
+func (s *Server) keys() *clusterkey.Ring {
+	if s.Keys != nil {
+		return s.Keys
+	}
+	return clusterkey.NewRing(clusterkey.Of(s.Key))
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -131,12 +144,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 // ServeTLS serves the API on l with mutual TLS: only clients that present
 // the cluster's certificate are answered; others are refused and logged.
 func (s *Server) ServeTLS(ctx context.Context, l net.Listener) error {
-	cfg, err := ServerTLS(s.Key)
-	if err != nil {
-		l.Close()
-		return err
-	}
-	return s.serve(ctx, tls.NewListener(l, cfg))
+	return s.serve(ctx, tls.NewListener(l, RingServerTLS(s.keys())))
 }
 
 func (s *Server) serve(ctx context.Context, l net.Listener) error {
@@ -183,11 +191,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		mux.Handle(pattern, limitBody(h))
 	}
-	reader, err := MetricsCertificate(s.Key)
-	if err != nil { // then ServerTLS fails too: no reader gets in
-		return mux
-	}
-	return onlyMetrics(reader.Certificate[0], mux)
+	return keyGate(s.keys(), &s.certs, mux)
 }
 
 // MaxBody bounds the body of a request, but for those of LargeBody
@@ -230,7 +234,8 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	st := Status{ClusterID: s.Key.ID(), Go: runtime.Version()}
+	keys := s.keys()
+	st := Status{ClusterID: keys.ClusterID(), KeyID: keys.Current().ID(), Go: runtime.Version()}
 	found := false
 	for _, n := range s.Cluster.Nodes(s.now()) {
 		switch n.State {

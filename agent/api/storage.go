@@ -43,7 +43,7 @@ const storageTimeout = 5 * time.Second
 // the error. Asking each node, rather than gossiping the status in
 // membership metadata, keeps the metadata small and the answer fresh, and
 // costs nothing until someone asks.
-func StorageRoutes(cl Cluster, key clusterkey.Key, local func() StorageStatus) map[string]http.Handler {
+func StorageRoutes(cl Cluster, key clusterkey.Source, local func() StorageStatus) map[string]http.Handler {
 	sr := &storageRoutes{cl: cl, key: key, local: local}
 	return map[string]http.Handler{
 		"GET /v1/storage/local": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, local()) }),
@@ -53,7 +53,7 @@ func StorageRoutes(cl Cluster, key clusterkey.Key, local func() StorageStatus) m
 
 type storageRoutes struct {
 	cl    Cluster
-	key   clusterkey.Key
+	key   clusterkey.Source // the key to dial with now
 	local func() StorageStatus
 }
 
@@ -103,7 +103,7 @@ func (s *storageRoutes) remote(ctx context.Context, m Node) (StorageStatus, erro
 	if port == 0 {
 		port = DefaultPort
 	}
-	c, err := Remote(net.JoinHostPort(m.Addr, strconv.Itoa(port)), s.key)
+	c, err := Remote(net.JoinHostPort(m.Addr, strconv.Itoa(port)), s.key.Current())
 	if err != nil {
 		return StorageStatus{}, err
 	}

@@ -1,7 +1,10 @@
 // Package clusterkey is the drift cluster key: the 256-bit secret that every
 // node of one cluster shares. drift-image generates it and bakes it into the
 // image; the agent uses it to encrypt membership traffic and authenticate
-// peers, and names the cluster by ID, a hash of the key that is safe to show.
+// peers. A cluster is named by its ID, the hash of its first key (safe to
+// show); drift rekey gives the cluster a new key but keeps its ID, which a
+// key file then carries on a second line (cluster.go), and a running agent
+// holds its keys in a Ring while a rekey moves through the cluster.
 package clusterkey
 
 import (
@@ -37,8 +40,15 @@ func Generate() (Key, error) {
 }
 
 // Parse reads a key from its hex text. Surrounding whitespace (such as a
-// trailing newline) is ignored.
+// trailing newline) is ignored, and so is the "cluster ID" line a key
+// file written after a rekey carries (ParseCluster reads it).
 func Parse(text []byte) (Key, error) {
+	c, err := ParseCluster(text)
+	return c.Key, err
+}
+
+// parseKey reads the key's line.
+func parseKey(text []byte) (Key, error) {
 	t := bytes.TrimSpace(text)
 	if len(t) != hex.EncodedLen(Size) {
 		return Key{}, fmt.Errorf("parse cluster key: got %d characters: %w", len(t), ErrMalformed)
@@ -66,6 +76,12 @@ func LoadFile(path string) (Key, error) {
 // WriteFile writes k as hex to path with mode 0600. It writes a temporary
 // file beside path and renames it, so a reader never sees half a key.
 func WriteFile(path string, k Key) error {
+	return writeAtomic(path, k.Hex()+"\n")
+}
+
+// writeAtomic writes text to path with mode 0600 through a temporary file
+// beside it.
+func writeAtomic(path, text string) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".cluster-key-*")
 	if err != nil {
 		return fmt.Errorf("write cluster key: %w", err)
@@ -75,7 +91,7 @@ func WriteFile(path string, k Key) error {
 		f.Close()
 		return fmt.Errorf("write cluster key %s: %w", path, err)
 	}
-	if _, err := f.WriteString(k.Hex() + "\n"); err != nil {
+	if _, err := f.WriteString(text); err != nil {
 		f.Close()
 		return fmt.Errorf("write cluster key %s: %w", path, err)
 	}

@@ -158,3 +158,76 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestCluster(t *testing.T) {
+	k, next := sampleKey(), sampleKey()
+	next[0] = 0xff
+	tests := []struct {
+		name    string
+		text    string
+		want    Cluster
+		wantErr error
+	}{
+		{"key alone", sampleHex + "\n", Of(k), nil},
+		{"after a rekey", next.Hex() + "\ncluster " + k.ID() + "\n", Cluster{ID: k.ID(), Key: next}, nil},
+		{"cluster line in capitals, CRLF", next.Hex() + "\r\ncluster " + strings.ToUpper(k.ID()) + "\r\n", Cluster{ID: k.ID(), Key: next}, nil},
+		{"second line not a cluster line", sampleHex + "\nhello\n", Cluster{}, ErrBadClusterLine},
+		{"short cluster id", sampleHex + "\ncluster abc\n", Cluster{}, ErrBadClusterLine},
+		{"bad key", "zz\ncluster " + k.ID(), Cluster{}, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseCluster([]byte(tt.text))
+			if !errors.Is(err, tt.wantErr) || got != tt.want {
+				t.Fatalf("ParseCluster(%q) = %v, %v; want %v, %v", tt.text, got, err, tt.want, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if back, err := ParseCluster([]byte(got.Text())); err != nil || back != got {
+				t.Errorf("ParseCluster(Text()) = %v, %v; want %v", back, err, got)
+			}
+			if key, err := Parse([]byte(tt.text)); err != nil || key != tt.want.Key {
+				t.Errorf("Parse(%q) = %v, %v; want the key alone", tt.text, key, err)
+			}
+		})
+	}
+	if got := Of(k).Text(); got != sampleHex+"\n" {
+		t.Errorf("a first key's file = %q, want the hex alone (as before rekeys existed)", got)
+	}
+	path := filepath.Join(t.TempDir(), "k")
+	c := Cluster{ID: k.ID(), Key: next}
+	if err := WriteCluster(path, c); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadCluster(path); err != nil || got != c {
+		t.Errorf("LoadCluster after WriteCluster = %v, %v; want %v", got, err, c)
+	}
+}
+
+func TestRing(t *testing.T) {
+	old, next := sampleKey(), sampleKey()
+	next[0] = 0xff
+	r := NewRing(Of(old))
+	if err := r.Use(next); !errors.Is(err, ErrNotInstalled) {
+		t.Errorf("Use of a key not installed = %v, want ErrNotInstalled", err)
+	}
+	if !r.Install(next) || r.Install(next) {
+		t.Errorf("Install: want true once, then false")
+	}
+	if r.Current() != old || !r.Accepts(next) || !r.Accepts(old) {
+		t.Errorf("after Install: current %v, accepts next %v", r.Current(), r.Accepts(next))
+	}
+	if err := r.Use(next); err != nil {
+		t.Fatal(err)
+	}
+	if r.Current() != next || !r.Accepts(old) || len(r.Accepted()) != 2 {
+		t.Errorf("after Use: current %v, accepted %v", r.Current(), r.Accepted())
+	}
+	if dropped := r.Drop(); len(dropped) != 1 || dropped[0] != old {
+		t.Errorf("Drop = %v, want the old key", dropped)
+	}
+	if r.Accepts(old) || r.ClusterID() != old.ID() || r.Cluster() != (Cluster{ID: old.ID(), Key: next}) {
+		t.Errorf("after Drop: accepts old %v, cluster %v", r.Accepts(old), r.Cluster())
+	}
+}

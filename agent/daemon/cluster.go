@@ -100,10 +100,15 @@ func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 	mem, err := membership.New(membership.Config{
 		Name:     a.node.Name,
 		BindAddr: addr.String(),
-		Key:      a.key,
-		Seeds:    a.node.Options.Join,
-		Meta:     sampler.Sample,
-		Logger:   a.log,
+		Key:      a.keys.Current(),
+		Accept:   a.keys.Accepted(),
+		Label:    membership.Label(a.keys.ClusterID()),
+		OnJoinError: func(addrs []string, err error) {
+			a.joinRefused(addrs, err)
+		},
+		Seeds:  a.node.Options.Join,
+		Meta:   sampler.Sample,
+		Logger: a.log,
 		OnPeers: func(n int) {
 			if lastPeers.Swap(int64(n)) != int64(n) {
 				a.con.Event("peers=%d", n)
@@ -114,7 +119,7 @@ func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 		return err
 	}
 	disc, err := discovery.New(discovery.Config{
-		Self: discovery.Record{ClusterID: a.key.ID(), Node: a.node.Name, Version: version.Get(),
+		Self: discovery.Record{ClusterID: a.keys.ClusterID(), Node: a.node.Name, Version: version.Get(),
 			APIPort: api.DefaultPort, MemberlistPort: membership.DefaultPort},
 		Interfaces: ifaceList(c.net.primaryIface()),
 		Addrs:      []string{addr.String()},

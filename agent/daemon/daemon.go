@@ -114,12 +114,13 @@ type agent struct {
 	log  *slog.Logger
 	con  *console.Console
 	node *Node
-	key  clusterkey.Key
+	keys *clusterkey.Ring // the cluster's ID and keys; drift rekey changes them (rekey.go)
 	sup  *supervise.Supervisor
 	jobs *jobs.Manager
 	bal  *balancer
 	obs  *observer
 
+	rekey     *rekeyService  // drift rekey and drift remove (rekey.go)
 	enroll    *enrollService // head: machines that network-boot enrol here (enroll.go); nil on a worker
 	enrollNet *network
 
@@ -144,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.node = node
-	a.key, err = loadKey(node.Options)
+	creds, err := loadKey(node.Options)
 	enrol := err != nil && keyMissing(err, node.Options) // network-booted: the head gives the key (enroll.go)
 	if err != nil && !enrol {
 		return err
@@ -164,11 +165,12 @@ func Run(ctx context.Context, cfg Config) error {
 		phases.Mark(boot.PhaseAddress)
 	}
 	if enrol {
-		if a.key, err = a.enrol(ctx); err != nil {
+		if creds, err = a.enrol(ctx); err != nil {
 			return err
 		}
 	}
-	log.Info("cluster", "id", a.key.ID())
+	a.keys = clusterkey.NewRing(creds)
+	log.Info("cluster", "id", creds.ID, "key", creds.Key.ID())
 	cl := &cluster{a: a, net: net}
 	a.enrollNet = net
 	a.bal = newBalancer(a, cl)
@@ -176,7 +178,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if node.Options.Lab { // a test holds a move at a named point by a file there
 		a.jobs.Failpoints = "/run/drift/failpoints"
 	}
-	a.obs = a.newObserver(cl) // events and metrics (observe.go)
+	a.obs = a.newObserver(cl)        // events and metrics (observe.go)
+	rekeyRoutes := a.rekeyRoutes(cl) // drift rekey, drift remove (rekey.go); before the services that use a.rekey
 	a.sup.Start(ctx, supervise.Service{Name: "jobs", Run: a.jobs.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "cluster", Run: cl.Run})
 	a.sup.Start(ctx, supervise.Service{Name: "balancer", Run: a.bal.Run})
@@ -194,12 +197,13 @@ func Run(ctx context.Context, cfg Config) error {
 	api.AddRoutes(routes, a.startNetboot(ctx, net, cl)) // head: DHCP boot options, TFTP, HTTP (netboot.go)
 	api.AddRoutes(routes, a.startStorage(ctx, cl))
 	api.AddRoutes(routes, a.startArrays(ctx, cl)) // drift run --array (arrays.go)
+	api.AddRoutes(routes, rekeyRoutes)
 	api.AddRoutes(routes, a.obs.start(ctx))
 	if cfg.Log != nil {
 		api.AddRoutes(routes, (&logring.Server{Ring: cfg.Log, Self: node.Name, Client: (&peers{a: a, cl: cl}).Client}).Routes())
 	} // head: the 9P export; every node: /cluster (storage.go)
 	a.sup.Start(ctx, supervise.Service{Name: "api", Run: (&api.Server{
-		Cluster: cl, Key: a.key, Logger: log, Routes: routes,
+		Cluster: cl, Keys: a.keys, Logger: log, Routes: routes,
 	}).Run})
 	a.con.Event("ready node=%s addr=%s role=%s version=%s", node.Name, addrString(net.primary()), node.Role, version.Get())
 	phases.Mark(boot.PhaseReady)
@@ -216,13 +220,22 @@ func Run(ctx context.Context, cfg Config) error {
 	return ctx.Err()
 }
 
-// loadKey returns the cluster key: drift.key on the command line, else
-// the image's.
-func loadKey(o boot.Options) (clusterkey.Key, error) {
+// loadKey returns the cluster key and ID: drift.key on the command line,
+// else the image's (or, after a rekey, the one the node keeps).
+func loadKey(o boot.Options) (clusterkey.Cluster, error) {
 	if o.KeyHex != "" {
-		return clusterkey.Parse([]byte(o.KeyHex))
+		k, err := clusterkey.Parse([]byte(o.KeyHex))
+		if err != nil {
+			return clusterkey.Cluster{}, err
+		}
+		// A rekey since boot left the cluster's newer key in KeyFile:
+		// an agent started again uses it, not the command line's.
+		if kept, err := clusterkey.LoadCluster(KeyFile); err == nil && kept.ID == k.ID() {
+			return kept, nil
+		}
+		return clusterkey.Of(k), nil
 	}
-	k, err := clusterkey.LoadFile(KeyFile)
+	k, err := clusterkey.LoadCluster(KeyFile)
 	if err != nil {
 		return k, fmt.Errorf("load the cluster key: %w (a machine booted from the drift ISO or USB stick has it; one booted from the network asks a drift head for it, which its boot script must name with drift.enroll_head and drift.enroll_fp)", err)
 	}

@@ -44,6 +44,7 @@ type enrollService struct {
 	a     *agent
 	cl    *cluster
 	head  atomic.Pointer[enroll.Head]
+	dir   string        // where decisions and the key are kept on DRIFT-DATA; "": memory only. Set before ready closes
 	ready chan struct{} // closed once head is set
 }
 
@@ -101,11 +102,16 @@ func (s *enrollService) setup(ctx context.Context) (*enroll.Head, error) {
 	if err != nil {
 		return nil, err
 	}
+	if dir != "" {
+		s.dir = dir
+		a.adoptKeptKey(ctx, dir) // a head booted again from a medium older than the last rekey
+	}
 	h, err := enroll.NewHead(enroll.HeadConfig{
 		Mode: mode, Identity: id, Dir: dir, Logger: a.log,
-		Key:      func() clusterkey.Key { return a.key },
-		NodeName: boot.NodeName,
-		Neighbor: netboot.NeighborMAC,
+		Key:       a.keys.Current,
+		ClusterID: a.keys.ClusterID(),
+		NodeName:  boot.NodeName,
+		Neighbor:  netboot.NeighborMAC,
 		IsMember: func(node string) bool {
 			for _, m := range s.cl.Members() {
 				if m.Name == node && m.State != membership.StateDead {
@@ -219,7 +225,7 @@ func keyMissing(err error, o boot.Options) bool {
 // enrol asks the head named on the command line for the cluster key
 // until it is admitted, saying on the console what the operator should
 // do, and keeps the key in KeyFile (an agent restart does not ask again).
-func (a *agent) enrol(ctx context.Context) (clusterkey.Key, error) {
+func (a *agent) enrol(ctx context.Context) (clusterkey.Cluster, error) {
 	o := a.node.Options
 	mac := ""
 	if len(a.node.NICs) > 0 {
@@ -227,7 +233,7 @@ func (a *agent) enrol(ctx context.Context) (clusterkey.Key, error) {
 	}
 	head := strings.Split(o.EnrollHead, ":")[0]
 	a.con.Event("enroll: asking the head at %s for the cluster key as %s (%s)", o.EnrollHead, a.node.Name, mac)
-	k, err := enroll.Ask(ctx, enroll.AskConfig{
+	c, err := enroll.AskCluster(ctx, enroll.AskConfig{
 		Head: o.EnrollHead, Fingerprint: o.EnrollFP, MAC: mac, Node: a.node.Name, Version: version.Get(), Logger: a.log,
 		OnState: func(state, msg string) {
 			switch state {
@@ -239,10 +245,10 @@ func (a *agent) enrol(ctx context.Context) (clusterkey.Key, error) {
 		},
 	})
 	if err != nil {
-		return k, fmt.Errorf("enrol with the head at %s: %w", o.EnrollHead, err)
+		return c, fmt.Errorf("enrol with the head at %s: %w", o.EnrollHead, err)
 	}
-	if err := clusterkey.WriteFile(KeyFile, k); err != nil {
+	if err := clusterkey.WriteCluster(KeyFile, c); err != nil {
 		a.log.Warn("keep the cluster key", "err", err)
 	}
-	return k, nil
+	return c, nil
 }

@@ -28,7 +28,7 @@ func (p *peers) Client(node string) (*api.Client, error) {
 		if port == 0 {
 			port = api.DefaultPort
 		}
-		return api.Remote(net.JoinHostPort(m.Addr, strconv.Itoa(port)), p.a.key)
+		return api.Remote(net.JoinHostPort(m.Addr, strconv.Itoa(port)), p.a.keys.Current())
 	}
 	return nil, fmt.Errorf("no node %s in the cluster (drift nodes lists them)", node)
 }

@@ -31,11 +31,19 @@ type AskConfig struct {
 	Logger   *slog.Logger  // nil: slog.Default()
 }
 
-// Ask asks the head for the cluster key until it is admitted or ctx ends.
+// Ask asks the head for the cluster key until it is admitted or ctx ends:
+// AskCluster's key.
+func Ask(ctx context.Context, cfg AskConfig) (clusterkey.Key, error) {
+	c, err := AskCluster(ctx, cfg)
+	return c.Key, err
+}
+
+// AskCluster asks the head for the cluster's key and ID until it is
+// admitted or ctx ends.
 // It makes this machine's key pair first; a refused machine keeps asking
 // (the operator may change their mind with drift admit). An ErrWrongHead
 // is returned at once: nothing this machine can do makes that head right.
-func Ask(ctx context.Context, cfg AskConfig) (clusterkey.Key, error) {
+func AskCluster(ctx context.Context, cfg AskConfig) (clusterkey.Cluster, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -50,7 +58,7 @@ func Ask(ctx context.Context, cfg AskConfig) (clusterkey.Key, error) {
 	}
 	id, err := NewIdentity(cfg.Node)
 	if err != nil {
-		return clusterkey.Key{}, err
+		return clusterkey.Cluster{}, err
 	}
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{
@@ -69,10 +77,10 @@ func Ask(ctx context.Context, cfg AskConfig) (clusterkey.Key, error) {
 		resp, err := ask(ctx, hc, "https://"+cfg.Head+Path, body)
 		switch {
 		case ctx.Err() != nil:
-			return clusterkey.Key{}, ctx.Err()
+			return clusterkey.Cluster{}, ctx.Err()
 		case errors.Is(err, ErrWrongHead):
 			onState("error", err.Error())
-			return clusterkey.Key{}, err
+			return clusterkey.Cluster{}, err
 		case err != nil:
 			log.Warn("enroll: ask the head", "head", cfg.Head, "err", err)
 			if last != "unreachable" {
@@ -82,10 +90,14 @@ func Ask(ctx context.Context, cfg AskConfig) (clusterkey.Key, error) {
 		case resp.State == api.EnrollAdmitted:
 			k, err := clusterkey.Parse([]byte(resp.Key))
 			if err != nil {
-				return clusterkey.Key{}, fmt.Errorf("enroll: the head's key: %w", err)
+				return clusterkey.Cluster{}, fmt.Errorf("enroll: the head's key: %w", err)
+			}
+			c := clusterkey.Of(k)
+			if resp.Cluster != "" {
+				c.ID = resp.Cluster
 			}
 			onState(resp.State, resp.Message)
-			return k, nil
+			return c, nil
 		default:
 			if resp.State != last {
 				onState(resp.State, resp.Message)
@@ -94,7 +106,7 @@ func Ask(ctx context.Context, cfg AskConfig) (clusterkey.Key, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return clusterkey.Key{}, ctx.Err()
+			return clusterkey.Cluster{}, ctx.Err()
 		case <-time.After(every):
 		}
 	}

@@ -37,9 +37,12 @@ type Request struct {
 
 // Response is the head's answer.
 type Response struct {
-	State   string `json:"state"`         // api.EnrollPending, api.EnrollAdmitted or api.EnrollRefused
-	Key     string `json:"key,omitempty"` // the cluster key in hex, only when admitted
-	Message string `json:"message"`       // what the operator should do, for the machine's console
+	State string `json:"state"`         // api.EnrollPending, api.EnrollAdmitted or api.EnrollRefused
+	Key   string `json:"key,omitempty"` // the cluster key in hex, only when admitted
+	// Cluster is the cluster's ID, which outlives its keys (drift rekey),
+	// only when admitted; "": the key's own ID (a head before rekeys).
+	Cluster string `json:"cluster,omitempty"`
+	Message string `json:"message"` // what the operator should do, for the machine's console
 }
 
 // Mode is how the head admits machines.

@@ -245,3 +245,23 @@ func TestIdentityKept(t *testing.T) {
 		t.Errorf("identity read back: %s, %v; want %s", Fingerprint(b), err, Fingerprint(a))
 	}
 }
+
+// TestAskClusterAfterRekey: a head whose cluster was rekeyed hands out
+// its current key with the cluster's ID, which outlives the keys; one
+// never rekeyed leaves the ID out, and the machine names the cluster by
+// the key.
+func TestAskClusterAfterRekey(t *testing.T) {
+	const id = "0123456789abcdef"
+	h := startHead(t, Mode{Auto: true}, "", func(c *HeadConfig) { c.ClusterID = id })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := AskCluster(ctx, AskConfig{Head: h.addr, Fingerprint: h.Fingerprint(), MAC: mac1, Node: "n", Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil || c != (clusterkey.Cluster{ID: id, Key: h.key}) {
+		t.Errorf("AskCluster of a rekeyed head = %v, %v; want the key and cluster %s", c, err, id)
+	}
+	plain := startHead(t, Mode{Auto: true}, "", nil)
+	c, err = AskCluster(ctx, AskConfig{Head: plain.addr, Fingerprint: plain.Fingerprint(), MAC: mac1, Node: "n", Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil || c != clusterkey.Of(plain.key) {
+		t.Errorf("AskCluster of a head never rekeyed = %v, %v; want the key named by its own ID", c, err)
+	}
+}

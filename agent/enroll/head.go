@@ -31,6 +31,9 @@ type HeadConfig struct {
 	Identity tls.Certificate // the head's certificate on the enrolment port; required
 	// Key returns the cluster key an admitted machine receives; required.
 	Key func() clusterkey.Key
+	// ClusterID is the cluster's ID an admitted machine is told with the
+	// key (it outlives the keys drift rekey replaces); "": the key's own.
+	ClusterID string
 	// Dir keeps the machines and decisions (enroll.json); "": memory only,
 	// forgotten when the agent stops.
 	Dir string
@@ -199,7 +202,7 @@ func (h *Head) decide(mac string, hw net.HardwareAddr, addr netip.Addr, pub stri
 	}
 	switch st.State {
 	case api.EnrollAdmitted:
-		return Response{State: st.State, Key: h.cfg.Key().Hex(), Message: "admitted (" + st.How + ")"}
+		return Response{State: st.State, Key: h.cfg.Key().Hex(), Cluster: h.cfg.ClusterID, Message: "admitted (" + st.How + ")"}
 	case api.EnrollRefused:
 		return Response{State: st.State, Message: fmt.Sprintf("the head refused this machine; to let it join, run on the head: drift admit %s", node)}
 	}

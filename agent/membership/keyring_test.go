@@ -1,7 +1,10 @@
 package membership
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +17,7 @@ import (
 // holds only the old key is refused.
 func TestRotateKey(t *testing.T) {
 	old, next := mustKey(t), mustKey(t)
-	label := Label(old)
+	label := Label(old.ID())
 	tune := func(c *memberlist.Config) { fastTiming(c) }
 	var as []*agent
 	for _, n := range []string{"drift-rot-a", "drift-rot-b", "drift-rot-c"} {
@@ -81,5 +84,41 @@ func TestKeyringNotRunning(t *testing.T) {
 	}
 	if err := m.InstallKey(mustKey(t)); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("InstallKey before Run = %v, want ErrNotRunning", err)
+	}
+}
+
+// TestJoinErrorOldKey: a node that holds a key the cluster no longer
+// accepts (same cluster ID, so same label) is told, through OnJoinError,
+// that its join was refused; the agent turns that into a console line.
+func TestJoinErrorOldKey(t *testing.T) {
+	old, next := mustKey(t), mustKey(t)
+	label := Label(old.ID())
+	member := startAgent(t, "drift-rekeyed", next, freePort(t), func(c *memberlist.Config) { fastTiming(c); c.Label = label })
+	got := make(chan error, 1)
+	m, err := New(Config{Name: "drift-stale", BindAddr: "127.0.0.1", Port: freePort(t), Key: old, Label: label,
+		Logger: slog.New(slog.DiscardHandler), Tune: fastTiming,
+		OnJoinError: func(addrs []string, err error) {
+			select {
+			case got <- fmt.Errorf("%v: %w", addrs, err):
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, 5*time.Second, "stale node listening", m.started)
+	m.Join([]string{member.addr})
+	select {
+	case err := <-got:
+		t.Logf("join error: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no OnJoinError after joining a cluster that holds another key")
+	}
+	if m.Alive() > 1 {
+		t.Errorf("the stale node sees %d members", m.Alive())
 	}
 }

@@ -35,8 +35,11 @@ type Config struct {
 	AdvertiseAddr string         // "": BindAddr
 	Port          int            // 0: DefaultPort
 	Key           clusterkey.Key // the cluster key: AES-256 keyring, verified both ways
+	// Accept are more keys it decrypts with (a rekey under way); nil: none.
+	Accept []clusterkey.Key
 	// Label is memberlist's label, which every packet carries; "":
-	// Label(Key). A rekey keeps the label the cluster started with.
+	// Label(Key.ID()). Give Label(the cluster's ID): it outlives the keys
+	// that drift rekey replaces.
 	Label  string
 	Seeds  []string     // host:port (or host) joined at start and again whenever the node is alone
 	Logger *slog.Logger // nil: slog.Default()
@@ -45,6 +48,10 @@ type Config struct {
 	// every MetaInterval and re-gossips when the sample Differs.
 	Meta         func() nodeinfo.Info
 	MetaInterval time.Duration // 0: 5s
+
+	// OnJoinError is called (from Run's goroutine) when joining peers
+	// failed: none of addrs answered with this node's key; nil: not called.
+	OnJoinError func(addrs []string, err error)
 
 	// OnPeers is called (from Run's goroutine) with the number of alive
 	// members other than this node, at start and whenever it changes; nil: not called.
@@ -136,9 +143,9 @@ func New(cfg Config) (*Membership, error) {
 	return m, nil
 }
 
-// Label is the memberlist label of the cluster with key k: every packet
+// Label is the memberlist label of the cluster of that ID: every packet
 // and stream carries it, authenticated by the encryption.
-func Label(k clusterkey.Key) string { return "drift-" + k.ID() }
+func Label(clusterID string) string { return "drift-" + clusterID }
 
 // memberlistConfig builds memberlist's configuration.
 func (m *Membership) memberlistConfig(w io.Writer) (*memberlist.Config, error) {
@@ -148,7 +155,13 @@ func (m *Membership) memberlistConfig(w io.Writer) (*memberlist.Config, error) {
 	c.BindPort = m.cfg.Port
 	c.AdvertiseAddr = m.cfg.AdvertiseAddr
 	c.AdvertisePort = m.cfg.Port
-	kr, err := memberlist.NewKeyring(nil, m.cfg.Key[:])
+	var more [][]byte
+	for _, k := range m.cfg.Accept {
+		if k != m.cfg.Key {
+			more = append(more, slices.Clone(k[:]))
+		}
+	}
+	kr, err := memberlist.NewKeyring(more, m.cfg.Key[:])
 	if err != nil {
 		return nil, fmt.Errorf("membership keyring: %w", err)
 	}
@@ -158,7 +171,7 @@ func (m *Membership) memberlistConfig(w io.Writer) (*memberlist.Config, error) {
 	m.mu.Unlock()
 	c.GossipVerifyIncoming = true
 	c.GossipVerifyOutgoing = true
-	c.Label = Label(m.cfg.Key)
+	c.Label = Label(m.cfg.Key.ID())
 	if m.cfg.Label != "" {
 		c.Label = m.cfg.Label
 	}
@@ -325,6 +338,9 @@ func (m *Membership) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 		n, err := ml.Join(todo)
 		if err != nil {
 			m.log.Warn("join", "addrs", todo, "joined", n, "err", err)
+			if n == 0 && m.cfg.OnJoinError != nil && ml.NumMembers() <= 1 {
+				m.cfg.OnJoinError(todo, err)
+			}
 		} else {
 			m.log.Debug("joined", "addrs", todo)
 		}

@@ -235,7 +235,7 @@ func TestWrongKeyRefused(t *testing.T) {
 	}{
 		{"other key", fastTiming},
 		// Same label as the cluster, so only the key tells it apart.
-		{"other key, same label", func(c *memberlist.Config) { fastTiming(c); c.Label = Label(key) }},
+		{"other key, same label", func(c *memberlist.Config) { fastTiming(c); c.Label = Label(key.ID()) }},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
