@@ -49,13 +49,9 @@ func (b *balancer) place() (node, reason string, err error) { return b.ex.Place(
 type residents struct{ a *agent }
 
 func (r residents) Residents() []balance.Resident {
-	ran := map[string]float64{} // the CPU each job got over the last sample, as drift ps shows it
-	for _, j := range r.a.jobs.Local() {
-		ran[j.ID] = j.CPU / 100
-	}
 	var out []balance.Resident
 	for _, j := range r.a.jobs.Residents() {
-		out = append(out, balance.Resident{ID: j.ID, CPU: j.CPU, Ran: ran[j.ID], RSS: j.RSS, Since: j.Since, Moves: j.Moves, Stay: j.Stay})
+		out = append(out, balance.Resident{ID: j.ID, CPU: j.CPU, RSS: j.RSS, Since: j.Since, Moves: j.Moves, Stay: j.Stay})
 	}
 	return out
 }
