@@ -100,6 +100,7 @@ var fuzzTFTP struct {
 	once sync.Once
 	addr string
 	want []byte
+	raw  net.PacketConn // sends the fuzzed datagrams
 	err  error
 }
 
@@ -121,6 +122,14 @@ func FuzzTFTPPacket(f *testing.F) {
 			fuzzTFTP.err = err
 			return
 		}
+		// The fuzzed datagrams go from one socket that stays open: a
+		// datagram that starts a transfer makes the server send to its
+		// port for a while, and from a socket closed at once, that port
+		// could be the next client's (it would read another file).
+		if fuzzTFTP.raw, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
+			fuzzTFTP.err = err
+			return
+		}
 		s := NewTFTPServer(TFTPConfig{Dir: dir, Logger: slog.New(slog.DiscardHandler), Timeout: 20 * time.Millisecond})
 		go s.Serve(context.Background(), conn)
 		fuzzTFTP.addr, fuzzTFTP.want = conn.LocalAddr().String(), files["sub/x.bin"]
@@ -129,12 +138,11 @@ func FuzzTFTPPacket(f *testing.F) {
 		f.Fatal(fuzzTFTP.err)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := net.Dial("udp4", fuzzTFTP.addr)
+		to, err := net.ResolveUDPAddr("udp4", fuzzTFTP.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Write(b)
-		c.Close()
+		fuzzTFTP.raw.WriteTo(b, to)
 		cl, err := tftp.NewClient(fuzzTFTP.addr)
 		if err != nil {
 			t.Fatal(err)
