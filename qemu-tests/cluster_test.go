@@ -35,6 +35,9 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("wait for 3 nodes: %v", err)
 	}
 	c := &cluster{l: l, img: img, lastReady: time.Now(), names: readyNames(t, l)}
+	// The moment drift-lab up would return: a job that writes under
+	// /cluster must never see the bare mount point (testAtOnce).
+	c.atOnce = startExec(ctx, t, l, 2, "drift", "run", "--name", "at-once", "--", "sh", "-c", "echo written at once >/cluster/at-once.txt")
 	// The steps that failed, named again last: a long log is often read
 	// from its end.
 	var failed []string
@@ -55,6 +58,7 @@ func TestCluster(t *testing.T) {
 		{"the cluster from the host", 5 * time.Minute, testFromHost},
 
 		{"every node mounts the head's export", 5 * time.Minute, testMounted},
+		{"a job started the moment the lab was up wrote to /cluster", 3 * time.Minute, testAtOnce},
 		{"tmpfs says its data is lost", 3 * time.Minute, testTmpfsWarning},
 		{"file from worker 2 reads back everywhere", 5 * time.Minute, testReadBack},
 		{"100 MB checksum matches on all three", 20 * time.Minute, testBigChecksum},
@@ -106,6 +110,7 @@ type cluster struct {
 	// worker 1 (node 2) and worker 2 (node 3).
 	names     []string
 	lastReady time.Time // when the last of the three was first ready
+	atOnce    *bgExec   // a job started the moment the three were ready
 }
 
 // whole waits until every node of the three lists all three alive and
@@ -273,4 +278,23 @@ func execOK(ctx context.Context, t *testing.T, l *lab.Lab, n int, argv ...string
 		t.Fatalf("node %d: exec %q exited %d: %s", n, argv, res.ExitCode, res.Stderr)
 	}
 	return res
+}
+
+// testAtOnce: the job started as the lab came up (TestCluster) ended 0,
+// and every node reads the file it wrote under /cluster.
+func testAtOnce(ctx context.Context, t *testing.T, c *cluster) {
+	res, ok := c.atOnce.waitUntil(time.Now().Add(2 * time.Minute))
+	switch {
+	case !ok:
+		t.Fatal("the job started as the lab came up still runs after 2 minutes")
+	case res.ExitCode != 0:
+		t.Fatalf("the job started as the lab came up exited %d: %s", res.ExitCode, res.Stderr)
+	}
+	for n := 1; n <= 3; n++ {
+		if got, err := c.l.ExecOK(ctx, n, "cat", "/cluster/at-once.txt"); err != nil || got != "written at once\n" {
+			t.Errorf("node %d reads %q, %v from the file the job wrote as the lab came up; want %q", n, got, err, "written at once\n")
+		}
+	}
+	t.Logf("the job started as the lab came up wrote /cluster/at-once.txt; all 3 nodes read it")
+	c.l.Exec(ctx, 1, "rm", "-f", "/cluster/at-once.txt")
 }
