@@ -15,7 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+
+	"github.com/driftcluster/drift/agent/internal/atomicfile"
 )
 
 // Size is the length of a key in bytes.
@@ -79,27 +80,10 @@ func WriteFile(path string, k Key) error {
 	return writeAtomic(path, k.Hex()+"\n")
 }
 
-// writeAtomic writes text to path with mode 0600 through a temporary file
-// beside it.
+// writeAtomic writes text to path with mode 0600, whole or not at all.
 func writeAtomic(path, text string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".cluster-key-*")
-	if err != nil {
-		return fmt.Errorf("write cluster key: %w", err)
-	}
-	defer os.Remove(f.Name()) // a no-op once renamed
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("write cluster key %s: %w", path, err)
-	}
-	if _, err := f.WriteString(text); err != nil {
-		f.Close()
-		return fmt.Errorf("write cluster key %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write cluster key %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write cluster key: %w", err)
+	if err := atomicfile.Write(path, []byte(text), 0o600); err != nil {
+		return fmt.Errorf("cluster key: %w", err)
 	}
 	return nil
 }
