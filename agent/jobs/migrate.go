@@ -284,20 +284,32 @@ func (m *Manager) runsOn(ctx context.Context, home, id, node string) (bool, erro
 		}
 		return h.snapshot().Node == node, nil
 	}
-	c, err := m.Peers.Client(home)
+	j, err := m.askHome(ctx, home, id)
 	if err != nil {
 		return false, err
 	}
+	if j == nil {
+		return false, fmt.Errorf("%s, the job's home, has no record of it", home)
+	}
+	return j.Node == node, nil
+}
+
+// askHome asks node home for its record of job id: nil if it has none.
+func (m *Manager) askHome(ctx context.Context, home, id string) (*api.JobInfo, error) {
+	c, err := m.Peers.Client(home)
+	if err != nil {
+		return nil, err
+	}
 	js, err := c.Jobs(ctx)
 	if err != nil {
-		return false, fmt.Errorf("ask %s, the job's home: %w", home, err)
+		return nil, fmt.Errorf("ask %s, the job's home: %w", home, err)
 	}
 	for _, j := range js {
 		if j.ID == id {
-			return j.Node == node, nil
+			return &j, nil
 		}
 	}
-	return false, fmt.Errorf("%s, the job's home, has no record of it", home)
+	return nil, nil
 }
 
 // Prepare does ahead what every migration from here needs, while the

@@ -175,17 +175,13 @@ func (m *Manager) homeLost(r *runner, cause error) {
 		if !slices.Contains(m.Peers.Nodes(), home) {
 			continue // adoptOrphans takes it over, unless the home comes back first
 		}
-		c, err := m.Peers.Client(home)
-		if err != nil {
-			continue
-		}
 		ctx, cancel := context.WithTimeout(m.base, 10*time.Second)
-		list, err := c.Jobs(ctx)
+		j, err := m.askHome(ctx, home, r.id)
 		cancel()
 		if err != nil {
 			continue
 		}
-		if !slices.ContainsFunc(list, func(j api.JobInfo) bool { return j.ID == r.id && j.Home != "" }) {
+		if j == nil || j.Home == "" {
 			m.log().Warn("the job's home answers but no longer knows it (its agent was started again): this node is its home now", "job", r.id, "home", home)
 			m.takeOver(r, "the agent of "+home+", its home, was started again without the job's record")
 		}
