@@ -188,8 +188,8 @@ func TestArrayRunsEveryTaskOnce(t *testing.T) {
 	if info.Done != 12 || info.Failed != 0 {
 		t.Errorf("finished with %+v, want 12 done", info)
 	}
-	if maxLoad > 2 {
-		t.Errorf("a node ran %d tasks at once, over its 2 cores", maxLoad)
+	if maxLoad != 3 {
+		t.Errorf("a node ran at most %d tasks at once, want 3: its 2 cores and one started ahead", maxLoad)
 	}
 	for i := 1; i <= 12; i++ {
 		b, err := os.ReadFile(filepath.Join(info.Dir, strconv.Itoa(i)+".out"))
@@ -389,6 +389,21 @@ func TestArrayWaitsForMemory(t *testing.T) {
 	}
 }
 
+// With Ahead negative, a node takes no task beyond its cores.
+func TestArrayNoTaskAhead(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa"}, 2)
+	l.svcs[0].Ahead = -1
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 0.2"}, Range: "1-5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	most := 0
+	info = l.run(t, info.ID, func() { most = max(most, l.nodes[0].Load()) })
+	if info.Done != 5 || most != 2 {
+		t.Errorf("finished with %+v, at most %d at once; want 5 done, 2 at once", info, most)
+	}
+}
+
 // A task whose job had moved to a node that then died ends at its home
 // with 255: it is queued again, not failed.
 func TestArrayTaskMovedToADeadNodeRunsAgain(t *testing.T) {
@@ -456,5 +471,35 @@ func TestRunPullsWhenACoreFrees(t *testing.T) {
 	}
 	if l.nodes[0].seq != 3 {
 		t.Errorf("the node ran %d jobs, want 3", l.nodes[0].seq)
+	}
+}
+
+// Remaining: the median run of the array's tasks that succeeded, less
+// the time the task has run; 0 for a job that is no task of here.
+func TestRemaining(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	s := &Service{
+		results: map[string]result{
+			"a-x-1/1.1": {Started: t0, Ended: t0.Add(10 * time.Second)},
+			"a-x-1/2.1": {Started: t0, Ended: t0.Add(20 * time.Second)},
+			"a-x-1/3.1": {Started: t0, Ended: t0.Add(time.Second), Exit: 3}, // failed: not counted
+			"a-x-1/4.1": {Started: t0, Ended: t0.Add(30 * time.Second)},
+			"a-y-1/1.1": {Started: t0, Ended: t0.Add(time.Hour)},
+		},
+		started: map[string]taskRef{"x-7": {array: "a-x-1", at: t0}, "x-8": {array: "a-z-1", at: t0}},
+	}
+	for _, tt := range []struct {
+		job  string
+		at   time.Duration
+		want time.Duration
+	}{
+		{"x-7", 5 * time.Second, 15 * time.Second}, // median 20 s
+		{"x-7", 25 * time.Second, time.Second},     // past the median: a second
+		{"x-8", time.Second, 0},                    // none of its array has ended
+		{"x-9", time.Second, 0},                    // not a task
+	} {
+		if got := s.Remaining(tt.job, t0.Add(tt.at)); got != tt.want {
+			t.Errorf("Remaining(%s) after %v = %v, want %v", tt.job, tt.at, got, tt.want)
+		}
 	}
 }

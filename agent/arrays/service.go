@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,8 +68,15 @@ type Service struct {
 	// draining). nil: always.
 	Accepting func() (bool, string)
 	// Shared reports whether the shared storage is mounted. nil: always.
-	Shared       func() bool
-	Cores        int           // 0: runtime.NumCPU()
+	Shared func() bool
+	Cores  int // 0: runtime.NumCPU()
+	// Ahead is how many tasks beyond its cores a node keeps started
+	// while the queue still holds tasks, so that the next task is
+	// already under way when one ends: starting a task (its claim on the
+	// shared storage, its job, its wrapper) takes seconds on a busy
+	// node, seconds its core would otherwise sit idle. The task ahead
+	// shares a core with the others until one ends. 0: 1; negative: none.
+	Ahead        int
 	MemAvailable func() uint64 // bytes free for new processes; nil: /proc/meminfo's MemAvailable
 	// Reserve is memory left free for the agent and migrations. 0: 64 MiB.
 	Reserve uint64
@@ -89,6 +97,13 @@ type Service struct {
 	done    map[string]api.ArrayInfo // arrays whose summary is written
 	killed  map[string]bool          // jobs this node has signalled for drift kill
 	active  int                      // arrays under way at the last look
+	started map[string]taskRef       // the jobs of the tasks started here, by job id
+}
+
+// taskRef is a task started on this node: its array, and when.
+type taskRef struct {
+	array string
+	at    time.Time
 }
 
 func (s *Service) init() {
@@ -457,7 +472,8 @@ func (s *Service) need(v *view) uint64 {
 }
 
 // takeTasks claims and starts the queued tasks this node has room for:
-// a free core each, and the memory the task needs, lower nice first.
+// a free core each (and Ahead more), and the memory the task needs,
+// lower nice first.
 func (s *Service) takeTasks(ctx context.Context, active []*view, local map[string]api.JobInfo) {
 	if s.Accepting != nil {
 		if ok, _ := s.Accepting(); !ok {
@@ -468,7 +484,14 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 	if cores == 0 {
 		cores = runtime.NumCPU()
 	}
-	free := cores - s.Jobs.Load()
+	ahead := s.Ahead
+	switch {
+	case ahead == 0:
+		ahead = 1
+	case ahead < 0:
+		ahead = 0
+	}
+	free := cores + ahead - s.Jobs.Load()
 	if free <= 0 || len(active) == 0 {
 		return
 	}
@@ -563,6 +586,32 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 	}
 }
 
+// Remaining is how much longer the task that job runs is expected to
+// run, if it is a task started here and tasks of its array have ended:
+// the median run time of those that succeeded less the time it has run
+// (at least a second). 0: not known. The tasks of a sweep are alike, so
+// the balancer weighs this, rather than a job's age, when it considers
+// moving one to a node that has run out of tasks.
+func (s *Service) Remaining(job string, now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.started[job]
+	if !ok {
+		return 0
+	}
+	var took []time.Duration
+	for k, r := range s.results {
+		if strings.HasPrefix(k, t.array+"/") && r.Exit == 0 && r.Error == "" && r.Ended.After(r.Started) {
+			took = append(took, r.Ended.Sub(r.Started))
+		}
+	}
+	if len(took) == 0 {
+		return 0
+	}
+	slices.Sort(took)
+	return max(took[len(took)/2]-now.Sub(t.at), time.Second)
+}
+
 // start runs attempt n of a task as a job on this node.
 func (s *Service) start(ctx context.Context, rec *record, key string, n int) error {
 	st := s.store()
@@ -594,6 +643,17 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int) err
 	if err := st.writeClaim(rec.ID, key, n, claim{Node: s.Self, Job: info.ID, Started: started}); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	if s.started == nil {
+		s.started = map[string]taskRef{}
+	}
+	for job, t := range s.started { // forget the tasks of finished arrays
+		if _, done := s.done[t.array]; done {
+			delete(s.started, job)
+		}
+	}
+	s.started[info.ID] = taskRef{array: rec.ID, at: started}
+	s.mu.Unlock()
 	s.log().Info("arrays: task started", "array", rec.ID, "task", key, "attempt", n, "job", info.ID)
 	return nil
 }

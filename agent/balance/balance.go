@@ -14,7 +14,8 @@
 // rate on the target (counting itself there) beats its rate here by a
 // margin (hysteresis), when the time that saves over its expected
 // remaining life (taken to be its age so far, as a job that has run long
-// tends to run long) beats the time the move costs (its RSS over the
+// tends to run long, unless it is known better: a sweep's task is expected
+// to run as long as its array's ended tasks did) beats the time the move costs (its RSS over the
 // link's bandwidth, plus a fixed cost), and when it has stayed where it is
 // for a minimum time (after a move; a job that never moved goes as soon
 // as its CPU use is known, so that a burst started on one node spreads
@@ -50,6 +51,10 @@ type Job struct {
 	Resident time.Duration // since it arrived on Node
 	Moves    int
 	Stay     bool // never moves
+	// Remaining is how much longer the job is expected to run, when
+	// something knows better than its age (a task of a sweep, whose
+	// like have ended); 0: not known, taken to be its age.
+	Remaining time.Duration
 	// Rate is the rate it was measured to run at here over the last
 	// sample (the CPU time it got over the wall time, times the node's
 	// speed); 0: not measured. Other work on the node (a head serving
@@ -264,6 +269,9 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 			continue
 		}
 		horizon := max(j.Age, p.MinHorizon)
+		if j.Remaining > 0 {
+			horizon = j.Remaining
+		}
 		saved := time.Duration(float64(horizon) * (1 - cur/next))
 		cost := p.Cost(j.RSS)
 		if float64(saved) <= float64(cost)*p.CostFactor || saved <= bestGain {

@@ -70,6 +70,14 @@ func TestDecide(t *testing.T) {
 	starvedMoved[0].Rate, starvedMoved[0].Moves = 0.1, 1
 	starvedNew := busy("w1", 1)
 	starvedNew[0].Rate, starvedNew[0].Resident = 0.1, 5*time.Second
+	endingTasks := busy("w1", 2) // a sweep's tasks, 2 s from their end
+	for i := range endingTasks {
+		endingTasks[i].Remaining = 2 * time.Second
+	}
+	longTasks := busy("w1", 2) // a sweep's tasks, a minute from their end
+	for i := range longTasks {
+		longTasks[i].Remaining = time.Minute
+	}
 	huge := busy("w1", 2)
 	for i := range huge {
 		huge[i].RSS = 4 * gib
@@ -102,6 +110,8 @@ func TestDecide(t *testing.T) {
 		{"measured a little low: 1/0 stays", []Node{node("w1", 1), node("w2", 0)}, slowerAlone, "", ""},
 		{"a starved job that moved once stays", []Node{node("w1", 1), node("w2", 1), node("w3", 0)}, starvedMoved, "", ""},
 		{"a starved job waits for the minimum residence", []Node{node("w1", 1), node("w2", 1), node("w3", 0)}, starvedNew, "", ""},
+		{"a task about to end stays", []Node{node("w1", 2), node("w2", 0)}, endingTasks, "", ""},
+		{"a task far from its end goes to an idle node", []Node{node("w1", 2), node("w2", 0)}, longTasks, "w2", "load:"},
 		{"too big for any target", []Node{node("w1", 2), node("w2", 0)}, huge, "", ""},
 		{"drain moves even a balanced node", []Node{draining, node("w2", 1)}, busy("w1", 1), "w2", "draining"},
 		{"unknown source", []Node{node("w2", 0)}, busy("w1", 2), "", ""},

@@ -28,6 +28,8 @@ type Resident struct {
 	Since time.Time // when it arrived on this node
 	Moves int
 	Stay  bool
+	// Remaining is how much longer it is expected to run; 0: not known.
+	Remaining time.Duration
 }
 
 // Residents lists the jobs running on this node that are not moving now.
@@ -341,7 +343,7 @@ func (e *Executor) next() (Move, int, bool) {
 			continue
 		}
 		js = append(js, Job{ID: r.ID, Node: e.Self, CPU: r.CPU, Rate: r.Ran * speed, RSS: r.RSS, Age: now.Sub(r.Since),
-			Resident: now.Sub(r.Since), Moves: r.Moves, Stay: r.Stay})
+			Resident: now.Sub(r.Since), Moves: r.Moves, Stay: r.Stay, Remaining: r.Remaining})
 	}
 	for i := range nodes {
 		n := &nodes[i]

@@ -23,6 +23,7 @@ func (a *agent) startArrays(ctx context.Context, cl *cluster) map[string]http.Ha
 		Shared:    func() bool { return isMounted(storage.MountPoint) },
 		Logger:    a.log,
 	}
+	a.bal.tasks.Store(s)
 	a.sup.Start(ctx, supervise.Service{Name: "arrays", Run: s.Run})
 	return s.Routes()
 }

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
+	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/arrays"
 	"github.com/driftcluster/drift/agent/balance"
 	"github.com/driftcluster/drift/agent/jobs"
 )
@@ -20,6 +23,9 @@ type balancer struct {
 	a  *agent
 	cl *cluster
 	ex *balance.Executor
+	// tasks knows how long the tasks of sweeps started here have left
+	// (set once the queue runs).
+	tasks atomic.Pointer[arrays.Service]
 }
 
 func newBalancer(a *agent, cl *cluster) *balancer {
@@ -50,8 +56,13 @@ type residents struct{ a *agent }
 
 func (r residents) Residents() []balance.Resident {
 	var out []balance.Resident
+	tasks, now := r.a.bal.tasks.Load(), time.Now()
 	for _, j := range r.a.jobs.Residents() {
-		out = append(out, balance.Resident{ID: j.ID, CPU: j.CPU, RSS: j.RSS, Since: j.Since, Moves: j.Moves, Stay: j.Stay})
+		res := balance.Resident{ID: j.ID, CPU: j.CPU, RSS: j.RSS, Since: j.Since, Moves: j.Moves, Stay: j.Stay}
+		if tasks != nil {
+			res.Remaining = tasks.Remaining(j.ID, now)
+		}
+		out = append(out, res)
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -127,6 +128,7 @@ func equalLab(ctx context.Context, dir string, want lab.Accel, share float64, lo
 			q.release()
 		}
 		l.Down(context.WithoutCancel(ctx))
+		keepConsoles(l, log)
 		os.RemoveAll(work)
 	}
 	if q, err = limitCPU(fmt.Sprintf("drift-bench-%d", os.Getpid()), share, l.PID(1), l.PID(2), l.PID(3)); err != nil {
@@ -139,6 +141,30 @@ func equalLab(ctx context.Context, dir string, want lab.Accel, share float64, lo
 		return nil, nil, nil, err
 	}
 	return &batch{l: l, on: names[1], names: names, exits: watchExits(ctx, l)}, log, down, nil
+}
+
+// keepConsoles copies the lab's console logs into the directory named by
+// $DRIFT_BENCH_CONSOLES, if set, before the lab's state is removed: the
+// agents' logs of moves, queue claims and job ends say where a run's time
+// went.
+func keepConsoles(l *lab.Lab, log *slog.Logger) {
+	dir := os.Getenv("DRIFT_BENCH_CONSOLES")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Warn("bench: keep consoles", "err", err)
+		return
+	}
+	for n := 1; n <= l.Nodes(); n++ {
+		b, err := os.ReadFile(l.ConsoleLog(n))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("node%d.console.log", n)), b, 0o644)
+		}
+		if err != nil {
+			log.Warn("bench: keep consoles", "node", n, "err", err)
+		}
+	}
 }
 
 // batch runs jobs from one node of a lab.
