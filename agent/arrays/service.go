@@ -43,8 +43,11 @@ const Dir = "drift/arrays"
 type Jobs interface {
 	// Local lists the jobs homed or running here.
 	Local() []api.JobInfo
-	// Load is the number of jobs running or arriving here.
+	// Load is the number of jobs running or arriving here, less those
+	// that wait for a core.
 	Load() int
+	// SetWaiting marks a job here as waiting for a core, or no longer.
+	SetWaiting(id string, waiting bool)
 }
 
 // Agent is the API of this node's own agent, through which tasks start
@@ -71,11 +74,12 @@ type Service struct {
 	Shared func() bool
 	Cores  int // 0: runtime.NumCPU()
 	// Ahead is how many tasks beyond its cores a node keeps started
-	// while the queue still holds tasks, so that the next task is
-	// already under way when one ends: starting a task (its claim on the
-	// shared storage, its job, its wrapper) takes seconds on a busy
-	// node, seconds its core would otherwise sit idle. The task ahead
-	// shares a core with the others until one ends. 0: 1; negative: none.
+	// while the queue still holds tasks, so that the next task is ready
+	// when one ends: starting a task (its claim on the shared storage,
+	// its job, its wrapper) takes seconds on a busy node, seconds its
+	// core would otherwise sit idle. A task started ahead waits, running
+	// nothing, until a core frees (driftd task-exec --hold). 0: 1;
+	// negative: none.
 	Ahead        int
 	MemAvailable func() uint64 // bytes free for new processes; nil: /proc/meminfo's MemAvailable
 	// Reserve is memory left free for the agent and migrations. 0: 64 MiB.
@@ -98,6 +102,15 @@ type Service struct {
 	killed  map[string]bool          // jobs this node has signalled for drift kill
 	active  int                      // arrays under way at the last look
 	started map[string]taskRef       // the jobs of the tasks started here, by job id
+	waiting map[string]waitRef       // the jobs here of tasks started ahead, not yet let run
+	seen    map[string]bool          // jobs adopt has looked at
+}
+
+// waitRef is a task started ahead, waiting here for a core: its attempt.
+type waitRef struct {
+	array, key string
+	n          int
+	at         time.Time
 }
 
 // taskRef is a task started on this node: its array, and when.
@@ -225,6 +238,7 @@ func (s *Service) Tick(ctx context.Context) error {
 	for _, j := range s.Jobs.Local() {
 		local[j.ID] = j
 	}
+	s.release(ctx, local)
 	var ps *api.PSResult // asked once, if a dead node's task needs it
 	var active []*view
 	for _, id := range ids {
@@ -301,6 +315,9 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 				st.lose(id, t.key, a.n, "claimed, never started")
 			}
 			continue
+		}
+		if j, ok := local[c.Job]; ok && c.Node != s.Self && j.Node == s.Self && j.State != api.JobExited {
+			s.adopt(c.Job, id, t.key, a.n)
 		}
 		switch {
 		case c.Node == s.Self:
@@ -491,8 +508,11 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 	case ahead < 0:
 		ahead = 0
 	}
-	free := cores + ahead - s.Jobs.Load()
-	if free <= 0 || len(active) == 0 {
+	free := cores - s.Jobs.Load() // the waiting tasks are not in Load
+	s.mu.Lock()
+	ahead -= len(s.waiting)
+	s.mu.Unlock()
+	if free+ahead <= 0 || len(active) == 0 {
 		return
 	}
 	sort.SliceStable(active, func(i, j int) bool {
@@ -537,7 +557,7 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 		running := v.count(api.TaskRunning)
 		need := s.need(v)
 		for _, t := range v.tasks {
-			if free <= 0 {
+			if free+ahead <= 0 {
 				return
 			}
 			if spec.MaxRunning > 0 && running >= spec.MaxRunning {
@@ -573,16 +593,101 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 			if !got {
 				continue
 			}
-			if err := s.start(ctx, v.rec, t.key, n); err != nil {
+			hold := free <= 0 // every core is taken: this one waits its turn
+			if err := s.start(ctx, v.rec, t.key, n, hold); err != nil {
 				s.log().Warn("arrays: start task", "array", v.rec.ID, "task", t.key, "err", err)
 				s.store().lose(v.rec.ID, t.key, n, "start on "+s.Self+": "+err.Error())
 				return
 			}
-			free--
+			if hold {
+				ahead--
+			} else {
+				free--
+			}
 			running++
 			mine[v.rec.ID]++
 			growth += need
 		}
+	}
+}
+
+// adopt counts a task's job here as waiting for a core: one started
+// ahead here, or one that moved here while it waited (its wrapper keeps
+// the file WaitingFile meanwhile; that is looked for once per job).
+func (s *Service) adopt(job, array, key string, n int) {
+	s.mu.Lock()
+	_, mine := s.started[job]
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	looked := s.seen[job]
+	s.seen[job] = true
+	s.mu.Unlock()
+	if looked {
+		return
+	}
+	if !mine { // it arrived here: is it waiting?
+		if _, err := os.Stat(filepath.Join(s.store().attempt(array, key, n), WaitingFile)); err != nil {
+			return
+		}
+	}
+	s.mu.Lock()
+	if s.waiting == nil {
+		s.waiting = map[string]waitRef{}
+	}
+	s.waiting[job] = waitRef{array: array, key: key, n: n, at: time.Now()}
+	s.mu.Unlock()
+	s.Jobs.SetWaiting(job, true)
+}
+
+// release lets the tasks waiting here run, oldest first, while this node
+// has a free core; local are the jobs here. A task whose wrapper has not
+// yet said it waits (WaitingFile) is let run at a later look: the signal
+// that lets it run would meet it before it listens.
+func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
+	s.mu.Lock()
+	var ws []string
+	for job := range s.waiting {
+		if j, ok := local[job]; !ok || j.State == api.JobExited || j.Node != s.Self {
+			delete(s.waiting, job) // ended, or gone elsewhere
+			continue
+		}
+		ws = append(ws, job)
+	}
+	for job := range s.seen {
+		if _, ok := local[job]; !ok {
+			delete(s.seen, job)
+		}
+	}
+	sort.Slice(ws, func(i, j int) bool { return s.waiting[ws[i]].at.Before(s.waiting[ws[j]].at) })
+	s.mu.Unlock()
+	cores := s.Cores
+	if cores == 0 {
+		cores = runtime.NumCPU()
+	}
+	for _, job := range ws {
+		if s.Jobs.Load() >= cores {
+			return
+		}
+		s.mu.Lock()
+		w := s.waiting[job]
+		s.mu.Unlock()
+		if _, err := os.Stat(filepath.Join(s.store().attempt(w.array, w.key, w.n), WaitingFile)); err != nil {
+			continue
+		}
+		if err := s.Agent.Signal(ctx, job, int(syscall.SIGUSR2)); err != nil {
+			s.log().Warn("arrays: let a waiting task run", "array", w.array, "task", w.key, "job", job, "err", err)
+			continue
+		}
+		s.mu.Lock()
+		delete(s.waiting, job)
+		if t, ok := s.started[job]; ok {
+			t.at = time.Now()
+			s.started[job] = t
+		}
+		s.mu.Unlock()
+		s.Jobs.SetWaiting(job, false)
+		s.log().Info("arrays: task started", "array", w.array, "task", w.key, "attempt", w.n, "job", job)
 	}
 }
 
@@ -613,7 +718,7 @@ func (s *Service) Remaining(job string, now time.Time) time.Duration {
 }
 
 // start runs attempt n of a task as a job on this node.
-func (s *Service) start(ctx context.Context, rec *record, key string, n int) error {
+func (s *Service) start(ctx context.Context, rec *record, key string, n int, hold bool) error {
 	st := s.store()
 	argv, err := expand(rec.Spec, key)
 	if err != nil {
@@ -627,6 +732,9 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int) err
 	cmd := append(append([]string(nil), wrapper...), "--out", out, "--err", errPath, "--result", st.attempt(rec.ID, key, n))
 	if rec.Spec.Nice > 0 {
 		cmd = append(cmd, "--idle")
+	}
+	if hold {
+		cmd = append(cmd, "--hold")
 	}
 	if rec.Spec.Dir != "" {
 		cmd = append(cmd, "--dir", rec.Spec.Dir) // task.go says why not JobSpec.Dir
@@ -654,6 +762,11 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int) err
 	}
 	s.started[info.ID] = taskRef{array: rec.ID, at: started}
 	s.mu.Unlock()
+	if hold {
+		s.adopt(info.ID, rec.ID, key, n)
+		s.log().Info("arrays: task started ahead, waiting for a core", "array", rec.ID, "task", key, "attempt", n, "job", info.ID)
+		return nil
+	}
 	s.log().Info("arrays: task started", "array", rec.ID, "task", key, "attempt", n, "job", info.ID)
 	return nil
 }

@@ -48,7 +48,12 @@ func RunTask(args []string) int {
 	errPath := fs.String("err", "", "file for the command's stderr")
 	resPath := fs.String("result", "", "the result's path, without its .ok or .fail")
 	idle := fs.Bool("idle", false, "run the command at idle CPU priority (SCHED_IDLE)")
+	hold := fs.Bool("hold", false, "wait for SIGUSR2 before starting the command (a task started ahead of its turn), with a file \"waiting\" in the result's directory meanwhile")
 	workDir := fs.String("dir", "", "run the command in this directory (\"\": the job's)")
+	// First: a task started ahead is released by SIGUSR2, which would
+	// kill this process before the handler is set.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -103,8 +108,12 @@ func RunTask(args []string) int {
 			return finish(126, 0, err.Error())
 		}
 	}
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	if *hold {
+		if sig, ok := waitTurn(sigs, filepath.Join(*resPath, WaitingFile)); !ok {
+			return finish(128+int(sig), int(sig), "")
+		}
+		res.Started = time.Now()
+	}
 	runtime.LockOSThread() // the child inherits the scheduling policy of the thread it is forked from
 	if *idle {
 		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}
@@ -148,6 +157,28 @@ func RunTask(args []string) int {
 
 // writeResult writes r to base.ok (exit 0) or base.fail, whole or not at
 // all: a reader of the task directory sees either nothing or the result.
+// WaitingFile is the file a task started ahead of its turn keeps in its
+// attempt's directory while it waits for SIGUSR2.
+const WaitingFile = "waiting"
+
+// waitTurn says it waits, with the file marker, until SIGUSR2 comes (ok)
+// or a signal that ends a task does (that signal).
+func waitTurn(sigs <-chan os.Signal, marker string) (syscall.Signal, bool) {
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		fmt.Fprintf(os.Stderr, "drift: task: %v\n", err)
+	}
+	defer os.Remove(marker)
+	for s := range sigs {
+		switch s {
+		case syscall.SIGUSR2:
+			return 0, true
+		case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT:
+			return s.(syscall.Signal), false
+		}
+	}
+	return syscall.SIGKILL, false
+}
+
 func writeResult(base string, r result) error {
 	suffix := ".fail"
 	if r.Exit == 0 && r.Error == "" {

@@ -30,6 +30,9 @@ type Resident struct {
 	Stay  bool
 	// Remaining is how much longer it is expected to run; 0: not known.
 	Remaining time.Duration
+	// Waiting: it waits for a core (a sweep's task started ahead) and
+	// runs nothing: it does not count in the node's load.
+	Waiting bool
 }
 
 // Residents lists the jobs running on this node that are not moving now.
@@ -351,7 +354,12 @@ func (e *Executor) next() (Move, int, bool) {
 			blocked, draining := e.Mode()
 			n.Accepts = n.Accepts && !blocked
 			n.Draining = draining
-			n.Runnable = float64(len(here))
+			n.Runnable = 0
+			for _, r := range here {
+				if !r.Waiting {
+					n.Runnable++
+				}
+			}
 			continue
 		}
 		if a, ok := e.admitted[n.Name]; ok && now.Sub(a.at) < admissionTTL {

@@ -284,6 +284,7 @@ func (m *Manager) adopt(id string, r *runner) {
 		m.mu.Lock()
 		if m.runners[id] == r {
 			delete(m.runners, id)
+			delete(m.waiting, id)
 		}
 		m.mu.Unlock()
 		m.psMeter.forget(r.pid)
@@ -292,10 +293,11 @@ func (m *Manager) adopt(id string, r *runner) {
 	})
 }
 
-// load is the number of jobs running here or admitted and on their way.
+// load is the number of jobs running here or admitted and on their way,
+// less those that wait for a core.
 func (m *Manager) load() int {
 	m.mu.Lock()
-	n := len(m.runners) + len(m.held)
+	n := len(m.runners) + len(m.held) - len(m.waiting)
 	var expired []*remoteSink
 	for id, a := range m.incoming {
 		if time.Since(a.at) > incomingTTL {

@@ -68,6 +68,7 @@ type Manager struct {
 	runners  map[string]*runner
 	incoming map[string]arriving // migrations admitted, not yet restored
 	held     map[string]*held    // jobs restored here and held stopped until their source lets them run
+	waiting  map[string]bool     // jobs here that wait for a core (SetWaiting)
 	// toAbandon: per node declared dead, the jobs homed here that were
 	// started again elsewhere, which it must kill if it comes back.
 	toAbandon map[string][]abandonment
@@ -249,6 +250,26 @@ type Resident struct {
 	Since time.Time // when it arrived here
 	Moves int
 	Stay  bool
+	// Waiting: it waits for a core and runs nothing (SetWaiting).
+	Waiting bool
+}
+
+// SetWaiting marks a job running here as waiting for a core, or no
+// longer: a sweep's task started ahead of its turn, which runs nothing
+// until a core frees. Such a job does not count in the node's load
+// (Load), which the node gossips and the balancer weighs.
+func (m *Manager) SetWaiting(id string, waiting bool) {
+	m.mu.Lock()
+	if _, ok := m.runners[id]; ok && waiting {
+		if m.waiting == nil {
+			m.waiting = map[string]bool{}
+		}
+		m.waiting[id] = true
+	} else {
+		delete(m.waiting, id)
+	}
+	m.mu.Unlock()
+	m.loadChanged()
 }
 
 // Residents lists the jobs running on this node that are not moving now.
@@ -256,16 +277,18 @@ func (m *Manager) Residents() []Resident {
 	m.init()
 	m.mu.Lock()
 	rs := make([]*runner, 0, len(m.runners))
+	waiting := map[string]bool{}
 	for _, r := range m.runners {
 		if !r.moving() && !r.moved.Load() {
 			rs = append(rs, r)
+			waiting[r.id] = m.waiting[r.id]
 		}
 	}
 	m.mu.Unlock()
 	out := make([]Resident, 0, len(rs))
 	for _, r := range rs {
 		u := m.balMeter.read(r.pid, r.arrived)
-		out = append(out, Resident{ID: r.id, CPU: u.Demand, RSS: u.Anon, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay})
+		out = append(out, Resident{ID: r.id, CPU: u.Demand, RSS: u.Anon, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay, Waiting: waiting[r.id]})
 	}
 	return out
 }

@@ -53,7 +53,16 @@ type Config struct {
 	// Queue are tasks that wait, in order, in the cluster's queue once
 	// they arrive, until a node has a free core (its jobs and those on
 	// their way to it fewer than its cores): drift run --array.
-	Queue   []JobSpec
+	Queue []JobSpec
+	// TaskStart is how long a task taken from the queue takes to start
+	// (its claim on the shared storage, its job, its wrapper): it counts
+	// on its node meanwhile, but runs only after. 0: at once.
+	TaskStart time.Duration
+	// Ahead is how many tasks beyond its cores a node takes while the
+	// queue holds tasks, as the arrays service's Ahead (its default is
+	// 1); 0: none. Such a task starts (TaskStart), then waits, running
+	// nothing, until a core of its node frees.
+	Ahead   int
 	Params  balance.Params
 	Period  time.Duration // balancer tick; 0: 2s
 	Balance bool          // run the balancer (false: jobs stay where they start)
@@ -103,6 +112,7 @@ type job struct {
 	moves    int
 	done     float64
 	finished bool
+	starting bool // a task on its way from the queue to its node
 }
 
 type state struct {
@@ -115,6 +125,7 @@ type state struct {
 	queue    []*job   // arrived tasks waiting for a core, in order
 	inflight []*job   // moving
 	running  [][]*job // per node
+	held     [][]*job // per node: tasks started ahead, waiting for a core
 	inbound  []int    // per node: jobs in flight towards it
 	left     int      // jobs not finished
 	res      Result
@@ -149,6 +160,7 @@ func Run(cfg Config) Result {
 	s.eff = make([]float64, len(cfg.Nodes))
 	s.redraw()
 	s.running = make([][]*job, len(cfg.Nodes))
+	s.held = make([][]*job, len(cfg.Nodes))
 	s.inbound = make([]int, len(cfg.Nodes))
 	work, longest, first := 0.0, 0.0, math.Inf(1)
 	add := func(js JobSpec, home int) {
@@ -177,6 +189,7 @@ func Run(cfg Config) Result {
 			next = math.Min(next, nextNoise)
 		}
 		s.advance(next)
+		s.promote()
 		s.arrivals()
 		s.landings()
 		s.pull()
@@ -300,10 +313,12 @@ func (s *state) pull() {
 	n := len(s.nodes)
 	for k, off := 0, s.rng.IntN(n); k < n; k++ {
 		i := (off + k) % n
-		for len(s.queue) > 0 && s.nodes[i].Accepts && len(s.running[i])+s.inbound[i] < s.nodes[i].Cores {
+		for len(s.queue) > 0 && s.nodes[i].Accepts && len(s.running[i])+len(s.held[i])+s.inbound[i] < s.nodes[i].Cores+s.cfg.Ahead {
 			j := s.queue[0]
 			s.queue = s.queue[1:]
-			s.land(j, i)
+			j.target, j.landsAt, j.starting = i, s.now+s.cfg.TaskStart.Seconds(), true
+			s.inflight = append(s.inflight, j)
+			s.inbound[i]++
 		}
 		if len(s.queue) == 0 {
 			return
@@ -319,9 +334,26 @@ func (s *state) landings() {
 			continue
 		}
 		s.inbound[j.target]--
+		if j.starting && len(s.running[j.target]) >= s.nodes[j.target].Cores {
+			j.starting = false
+			s.held[j.target] = append(s.held[j.target], j)
+			continue
+		}
+		j.starting = false
 		s.land(j, j.target)
 	}
 	s.inflight = keep
+}
+
+// promote lets held tasks run where a core has freed.
+func (s *state) promote() {
+	for i := range s.held {
+		for len(s.held[i]) > 0 && len(s.running[i]) < s.nodes[i].Cores {
+			j := s.held[i][0]
+			s.held[i] = s.held[i][1:]
+			s.land(j, i)
+		}
+	}
 }
 
 func (s *state) land(j *job, i int) {

@@ -163,3 +163,21 @@ func TestPareto(t *testing.T) {
 		t.Errorf("Pareto(shape 2, shortest 5): shortest %.2f, mean %.2f; want at least 5 and a mean near 10", least, mean)
 	}
 }
+
+// TestTaskAhead: when a task takes seconds to start, a node that waits
+// for a free core before taking the next leaves its core idle that long
+// each time; one task taken ahead hides it.
+func TestTaskAhead(t *testing.T) {
+	cfg := Config{Nodes: nodes(3), Queue: tasks(30, 10), TaskStart: 3 * time.Second}
+	waits := Run(cfg)
+	cfg.Ahead = 1
+	ahead := Run(cfg)
+	t.Logf("no task ahead: %v", waits)
+	t.Logf("one ahead:     %v", ahead)
+	if waits.Ratio() < 1.25 {
+		t.Errorf("3 s starts of 10 s tasks without a task ahead: %v, want at least 1.25x ideal", waits)
+	}
+	if ahead.Ratio() > 1.1 {
+		t.Errorf("3 s starts of 10 s tasks with one ahead: %v, want within 1.1x ideal", ahead)
+	}
+}
