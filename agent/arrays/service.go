@@ -594,6 +594,9 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 				continue
 			}
 			hold := free <= 0 // every core is taken: this one waits its turn
+			if hold && spec.MaxRunning > 0 {
+				break // a task held here would count against the cap while another node idles
+			}
 			if err := s.start(ctx, v.rec, t.key, n, hold); err != nil {
 				s.log().Warn("arrays: start task", "array", v.rec.ID, "task", t.key, "err", err)
 				s.store().lose(v.rec.ID, t.key, n, "start on "+s.Self+": "+err.Error())
