@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +15,8 @@ import (
 )
 
 // Sweeps (drift run --array), as steps of TestCluster. The lab's VMs have
-// one core each, so a node may run at most 2 tasks at once (cores + 1).
-// The tasks are fewer and shorter than the issue's 60 × 10 s (12 tasks of
-// a few seconds): enough for every node to take several, one after the
-// other, which is what the checks are about.
+// one core each, so a node may hold at most 2 tasks at once (cores + 1:
+// one running, one started ahead and waiting for the core).
 
 // sweepPy is a CPU-bound program the project did not write, uploaded from
 // the host: task N prints N and a sum that depends on N (over LOOPS
@@ -32,6 +31,10 @@ print(n, s)
 `
 
 const sweepLoops = 600000
+
+// sweepTaskLoops makes a task of the 60-task sweep about 10 s of CPU
+// under TCG.
+const sweepTaskLoops = 3 * sweepLoops
 
 // sweepWant is what sweepPy prints for task n over loops steps.
 func sweepWant(n, loops int) string {
@@ -88,10 +91,10 @@ func runningTasks(ctx context.Context, c *cluster, id string) (map[string]int, e
 // counts every success, and no node ever runs more tasks than its cores
 // plus one.
 func testArraySweep(ctx context.Context, t *testing.T, c *cluster) {
-	const tasks = 12
+	const tasks = 60
 	ws := newWorkstation(t, c.l, c.img)
 	work := t.TempDir()
-	if err := os.WriteFile(filepath.Join(work, "work.py"), []byte(fmt.Sprintf(sweepPy, sweepLoops)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(work, "work.py"), []byte(fmt.Sprintf(sweepPy, sweepTaskLoops)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ws.ok(ctx, t, work, "cp", "work.py", ":sweep/")
@@ -170,16 +173,19 @@ func testArraySweep(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("drift ps %s: %d done, %d failed; want %d done", id, st.Done, st.Failed, tasks)
 	}
 	ran := map[string]int{}
+	var took []time.Duration
 	for _, task := range st.List {
 		ran[task.Node]++
+		took = append(took, time.Duration(task.Elapsed*float64(time.Second)))
 		got, err := c.l.ExecOK(ctx, 1, "cat", task.Stdout)
 		var n int
 		fmt.Sscan(task.Task, &n)
-		if err != nil || got != sweepWant(n, sweepLoops) {
-			t.Errorf("task %s: %s holds %q (%v), want %q", task.Task, task.Stdout, got, err, sweepWant(n, sweepLoops))
+		if err != nil || got != sweepWant(n, sweepTaskLoops) {
+			t.Errorf("task %s: %s holds %q (%v), want %q", task.Task, task.Stdout, got, err, sweepWant(n, sweepTaskLoops))
 		}
 	}
-	t.Logf("tasks per node: %v", ran)
+	slices.Sort(took)
+	t.Logf("tasks per node: %v; a task ran %v to %v, median %v", ran, took[0], took[len(took)-1], took[len(took)/2])
 	if len(ran) < 2 {
 		t.Errorf("every task ran on %v: want them spread over the nodes", ran)
 	}
