@@ -24,6 +24,10 @@ type JobSpec struct {
 	// job; a checkpoint that costs the job more than CheckpointCost of
 	// its time stretches it. 0: the cluster's default; negative: none.
 	CheckpointEvery time.Duration `json:"checkpoint_every,omitempty"`
+	// Waiting: the job starts waiting for a core (a sweep's task started
+	// ahead of its turn), and does not count in its node's load until
+	// the node lets it run.
+	Waiting bool `json:"waiting,omitempty"`
 }
 
 // JobInfo describes a job for listings.

@@ -98,6 +98,12 @@ func (n *node) RunDetached(ctx context.Context, spec api.JobSpec) (api.JobInfo, 
 	info := &api.JobInfo{ID: id, Name: spec.Name, Node: n.name, Home: n.name, State: api.JobRunning, Argv: spec.Argv}
 	n.mu.Lock()
 	n.jobs[id], n.cmds[id] = info, cmd
+	if spec.Waiting {
+		if n.wait == nil {
+			n.wait = map[string]bool{}
+		}
+		n.wait[id] = true
+	}
 	n.mu.Unlock()
 	go func() {
 		cmd.Wait()

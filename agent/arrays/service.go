@@ -104,6 +104,16 @@ type Service struct {
 	started map[string]taskRef       // the jobs of the tasks started here, by job id
 	waiting map[string]waitRef       // the jobs here of tasks started ahead, not yet let run
 	seen    map[string]bool          // jobs adopt has looked at
+
+	claims     map[string]claim     // claims that name their job, read once: "ID/KEY.A"
+	claimTimes map[string]time.Time // when each attempt was claimed, read once: "ID/KEY.A"
+
+	// What the last full look at the queue saw (Tick): a node with no
+	// room looks again only when one of these changes.
+	lastScan   time.Time
+	lastExited int      // jobs here that had ended
+	lastAlive  string   // the live nodes
+	lastActive []string // the arrays under way
 }
 
 // waitRef is a task started ahead, waiting here for a core: its attempt.
@@ -226,19 +236,29 @@ func (v *view) count(state string) int {
 func (s *Service) Tick(ctx context.Context) error {
 	s.init()
 	st := s.store()
+	alive := map[string]bool{}
+	names := s.Alive()
+	for _, n := range names {
+		alive[n] = true
+	}
+	slices.Sort(names)
+	aliveSig := strings.Join(names, " ")
+	local := map[string]api.JobInfo{}
+	exited := 0
+	for _, j := range s.Jobs.Local() {
+		local[j.ID] = j
+		if j.State == api.JobExited {
+			exited++
+		}
+	}
+	s.release(ctx, local)
+	if s.quiet(exited, aliveSig) {
+		return nil
+	}
 	ids, err := st.ids()
 	if err != nil {
 		return err
 	}
-	alive := map[string]bool{}
-	for _, n := range s.Alive() {
-		alive[n] = true
-	}
-	local := map[string]api.JobInfo{}
-	for _, j := range s.Jobs.Local() {
-		local[j.ID] = j
-	}
-	s.release(ctx, local)
 	var ps *api.PSResult // asked once, if a dead node's task needs it
 	var active []*view
 	for _, id := range ids {
@@ -267,9 +287,72 @@ func (s *Service) Tick(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.active = len(active)
+	s.lastScan, s.lastExited, s.lastAlive, s.lastActive = time.Now(), exited, aliveSig, nil
+	for _, v := range active {
+		s.lastActive = append(s.lastActive, v.rec.ID)
+	}
 	s.mu.Unlock()
 	s.takeTasks(ctx, active, local)
 	return nil
+}
+
+// rescanEvery is how long a node with no room for a task goes, at most,
+// without a full look at the queue.
+const rescanEvery = 30 * time.Second
+
+// quiet reports whether a full look at the queue can find nothing to do
+// here: the node has no room for a task (a free core, or a task to start
+// ahead), none of its jobs has ended, no node has come or gone and no
+// sweep under way was killed since the last look, which was lately. Each
+// full look reads the queue's directories on the shared storage, which
+// the head serves to every node: a full node skips it.
+func (s *Service) quiet(exited int, alive string) bool {
+	if s.room() {
+		return false
+	}
+	s.mu.Lock()
+	same := !s.lastScan.IsZero() && time.Since(s.lastScan) < rescanEvery && exited == s.lastExited && alive == s.lastAlive
+	active := slices.Clone(s.lastActive)
+	s.mu.Unlock()
+	if !same {
+		return false
+	}
+	for _, id := range active {
+		if s.store().killed(id) {
+			return false
+		}
+	}
+	return true
+}
+
+// room reports whether this node would take a task now: it accepts jobs
+// and has a free core, or room for a task ahead.
+func (s *Service) room() bool {
+	if s.Accepting != nil {
+		if ok, _ := s.Accepting(); !ok {
+			return false
+		}
+	}
+	cores, ahead := s.slots()
+	s.mu.Lock()
+	ahead -= len(s.waiting)
+	s.mu.Unlock()
+	return cores-s.Jobs.Load()+ahead > 0
+}
+
+// slots are this node's cores, and how many tasks it may start ahead.
+func (s *Service) slots() (cores, ahead int) {
+	cores = s.Cores
+	if cores == 0 {
+		cores = runtime.NumCPU()
+	}
+	switch {
+	case s.Ahead == 0:
+		ahead = 1
+	case s.Ahead > 0:
+		ahead = s.Ahead
+	}
+	return cores, ahead
 }
 
 // look reads an array's record (once) and its tasks' names.
@@ -307,11 +390,11 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 			continue
 		}
 		a := t.last()
-		c, err := st.readClaim(id, t.key, a.n)
+		c, err := s.claim(id, t.key, a.n)
 		if err != nil {
 			// A claim without its claim.json: its node died between
 			// the two, or is writing it now.
-			if time.Since(a.claimTime) > time.Minute {
+			if time.Since(s.claimedAt(id, t.key, a.n)) > time.Minute {
 				st.lose(id, t.key, a.n, "claimed, never started")
 			}
 			continue
@@ -449,6 +532,52 @@ func (s *Service) finish(v *view) bool {
 	return true
 }
 
+// claim reads the claim of attempt n of a task; once it names its job it
+// changes no more, and is read once.
+func (s *Service) claim(id, key string, n int) (claim, error) {
+	k := id + "/" + key + "." + strconv.Itoa(n)
+	s.mu.Lock()
+	c, ok := s.claims[k]
+	s.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	c, err := s.store().readClaim(id, key, n)
+	if err != nil || c.Job == "" {
+		return c, err
+	}
+	s.mu.Lock()
+	if s.claims == nil {
+		s.claims = map[string]claim{}
+	}
+	s.claims[k] = c
+	s.mu.Unlock()
+	return c, nil
+}
+
+// claimedAt is when attempt n of a task was claimed (its directory's
+// time), read once; zero if it cannot be read.
+func (s *Service) claimedAt(id, key string, n int) time.Time {
+	k := id + "/" + key + "." + strconv.Itoa(n)
+	s.mu.Lock()
+	at, ok := s.claimTimes[k]
+	s.mu.Unlock()
+	if ok {
+		return at
+	}
+	fi, err := os.Stat(s.store().attempt(id, key, n))
+	if err != nil {
+		return time.Time{}
+	}
+	s.mu.Lock()
+	if s.claimTimes == nil {
+		s.claimTimes = map[string]time.Time{}
+	}
+	s.claimTimes[k] = fi.ModTime()
+	s.mu.Unlock()
+	return fi.ModTime()
+}
+
 // result reads (once) the result of attempt a of a task.
 func (s *Service) result(id, key string, a attempt) (result, bool) {
 	if !a.ok && !a.fail {
@@ -497,17 +626,7 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 			return
 		}
 	}
-	cores := s.Cores
-	if cores == 0 {
-		cores = runtime.NumCPU()
-	}
-	ahead := s.Ahead
-	switch {
-	case ahead == 0:
-		ahead = 1
-	case ahead < 0:
-		ahead = 0
-	}
+	cores, ahead := s.slots()
 	free := cores - s.Jobs.Load() // the waiting tasks are not in Load
 	s.mu.Lock()
 	ahead -= len(s.waiting)
@@ -532,7 +651,7 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 			if t.state(v.rec.Spec.Retries, v.killed) != api.TaskRunning {
 				continue
 			}
-			c, err := s.store().readClaim(v.rec.ID, t.key, t.last().n)
+			c, err := s.claim(v.rec.ID, t.key, t.last().n)
 			if err != nil || c.Node != s.Self {
 				continue
 			}
@@ -664,10 +783,7 @@ func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
 	}
 	sort.Slice(ws, func(i, j int) bool { return s.waiting[ws[i]].at.Before(s.waiting[ws[j]].at) })
 	s.mu.Unlock()
-	cores := s.Cores
-	if cores == 0 {
-		cores = runtime.NumCPU()
-	}
+	cores, _ := s.slots()
 	for _, job := range ws {
 		if s.Jobs.Load() >= cores {
 			return
@@ -747,7 +863,7 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int, hol
 	started := time.Now()
 	// No checkpoints: when its node dies, the queue runs the task again
 	// (a recovery from a checkpoint as well would run it twice).
-	info, err := s.Agent.RunDetached(ctx, api.JobSpec{Argv: cmd, Env: env, Name: rec.ID + "/" + key, Node: s.Self, CheckpointEvery: -1})
+	info, err := s.Agent.RunDetached(ctx, api.JobSpec{Argv: cmd, Env: env, Name: rec.ID + "/" + key, Node: s.Self, CheckpointEvery: -1, Waiting: hold})
 	if err != nil {
 		return err
 	}
@@ -901,8 +1017,8 @@ func (s *Service) info(v *view) api.ArrayInfo {
 				if res.Ended.After(last) {
 					last = res.Ended
 				}
-			} else if a.claimed && (info.Started.IsZero() || a.claimTime.Before(info.Started)) {
-				info.Started = a.claimTime
+			} else if at := s.claimedAt(r.ID, t.key, a.n); a.claimed && !at.IsZero() && (info.Started.IsZero() || at.Before(info.Started)) {
+				info.Started = at
 			}
 		}
 	}
@@ -939,7 +1055,7 @@ func (s *Service) taskList(v *view) []api.TaskInfo {
 				exit := r.Exit
 				ti.Exit, ti.Signal, ti.Node, ti.Started, ti.Ended, ti.PeakRSS, ti.Error = &exit, r.Signal, r.Node, r.Started, r.Ended, r.PeakRSS, r.Error
 				ti.Elapsed = r.Ended.Sub(r.Started).Seconds()
-			} else if c, err := st.readClaim(v.rec.ID, t.key, a.n); err == nil {
+			} else if c, err := s.claim(v.rec.ID, t.key, a.n); err == nil {
 				ti.Node, ti.Started = c.Node, c.Started
 				if ti.State == api.TaskRunning {
 					ti.Job = c.Job

@@ -68,7 +68,6 @@ type attempt struct {
 	n              int
 	claimed        bool // KEY.A/ exists
 	ok, fail, lost bool
-	claimTime      time.Time
 }
 
 // taskState is a task as its files say.
@@ -263,9 +262,6 @@ func (s store) scan(r *record) ([]*taskState, error) {
 		switch {
 		case len(parts) == 2 && e.IsDir():
 			a.claimed = true
-			if info, err := e.Info(); err == nil {
-				a.claimTime = info.ModTime()
-			}
 		case len(parts) == 3 && parts[2] == "ok":
 			a.ok = true
 		case len(parts) == 3 && parts[2] == "fail":

@@ -276,6 +276,12 @@ func (m *Manager) handleCommit(w http.ResponseWriter, r *http.Request) {
 func (m *Manager) adopt(id string, r *runner) {
 	m.mu.Lock()
 	m.runners[id] = r
+	if r.spec.Waiting && r.epoch == 1 { // counted in no load from its start
+		if m.waiting == nil {
+			m.waiting = map[string]bool{}
+		}
+		m.waiting[id] = true
+	}
 	m.mu.Unlock()
 	m.loadChanged()
 	m.tasks.Go(func() { m.checkpoints(r) })

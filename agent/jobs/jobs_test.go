@@ -707,3 +707,52 @@ func TestStreamLost(t *testing.T) {
 		t.Errorf("after the running stint's stream broke: exit %+v, want 255", h.exit)
 	}
 }
+
+// A job started waiting for a core counts in no load until SetWaiting
+// clears it; Residents say which jobs wait.
+func TestWaitingJobCountsInNoLoad(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("jobs run in their own PID namespace: needs root")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "a.sock")
+	m := &Manager{Self: "drift-aaaaaa", Peers: testPeers{"drift-aaaaaa": sock}, InitCmd: []string{os.Args[0], InitArg}, SharedRoot: dir, StateDir: dir}
+	s := &api.Server{Cluster: noMembers{}, SocketPath: sock, TCPAddr: "-", Routes: m.Routes()}
+	ls, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go s.ServeListeners(ctx, ls)
+	ran := make(chan error, 1)
+	go func() { ran <- m.Run(ctx) }()
+	defer func() { cancel(); <-ran }() // kills the jobs
+	c := api.Local(sock)
+	waiting, err := c.RunDetached(ctx, api.JobSpec{Argv: []string{"sleep", "300"}, Waiting: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RunDetached(ctx, api.JobSpec{Argv: []string{"sleep", "300"}}); err != nil {
+		t.Fatal(err)
+	}
+	for len(m.Residents()) < 2 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := m.Load(); n != 1 {
+		t.Errorf("Load = %d with one job running and one waiting, want 1", n)
+	}
+	for _, r := range m.Residents() {
+		if r.Waiting != (r.ID == waiting.ID) {
+			t.Errorf("resident %s: Waiting = %v", r.ID, r.Waiting)
+		}
+	}
+	m.SetWaiting(waiting.ID, false)
+	if n := m.Load(); n != 2 {
+		t.Errorf("Load = %d once the waiting job may run, want 2", n)
+	}
+	m.SetWaiting(waiting.ID, true)
+	if n := m.Load(); n != 1 {
+		t.Errorf("Load = %d once it waits again, want 1", n)
+	}
+}
