@@ -574,13 +574,14 @@ type costSample struct {
 }
 
 // Before a node has measured a checkpoint, one is taken to cost
-// defaultCostBase plus its size at defaultCostRate: about what a copy to
-// the head's 9P share runs at under QEMU's emulation, competing with the
-// job for the node's one CPU. The node keeps its costSamples newest
-// checkpoints of the last costSampleTTL.
+// defaultCostBase plus its size at defaultCostRate, on the high side of
+// what bench-checkpoint measured under QEMU's emulation, one CPU a node
+// (a full dump of 5.2 MiB, copied as one file at idle priority to the
+// head's 9P share, cost its CPU-bound job 0.77 s). The node keeps its
+// costSamples newest checkpoints of the last costSampleTTL.
 const (
 	defaultCostBase = 500 * time.Millisecond
-	defaultCostRate = 3 << 20 // bytes per second
+	defaultCostRate = 8 << 20 // bytes per second
 	costSampleTTL   = 30 * time.Minute
 	costSamples     = 16
 )

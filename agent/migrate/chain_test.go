@@ -322,7 +322,7 @@ func TestFitCost(t *testing.T) {
 		samples []costSample
 		want    CostModel
 	}{
-		{"none: the default", nil, CostModel{Base: 500 * ms, PerMiB: 333333333}},
+		{"none: the default", nil, CostModel{Base: defaultCostBase, PerMiB: time.Second * (1 << 20) / defaultCostRate}},
 		{"a full dump and increments on a line", []costSample{{bytes: 8 * mib, cost: 1300 * ms}, {bytes: mib, cost: 600 * ms}, {bytes: 2 * mib, cost: 700 * ms}},
 			CostModel{Base: 500 * ms, PerMiB: 100 * ms}},
 		{"one sample: the default's base, the rest per byte", []costSample{{bytes: 4 * mib, cost: 2 * s}},
@@ -350,8 +350,9 @@ func TestFitCost(t *testing.T) {
 
 func TestNodeCost(t *testing.T) {
 	n := &Node{}
-	if got := n.EstimateCost(3 << 20); got.Round(time.Millisecond) != defaultCostBase+time.Second {
-		t.Errorf("EstimateCost(3 MiB) before a sample = %v, want %v", got, defaultCostBase+time.Second)
+	want := defaultCostBase + time.Duration(float64(time.Second)*(3<<20)/defaultCostRate)
+	if got := n.EstimateCost(3 << 20); got.Round(time.Millisecond) != want.Round(time.Millisecond) {
+		t.Errorf("EstimateCost(3 MiB) before a sample = %v, want %v", got, want)
 	}
 	n.NoteCost(0, time.Second) // nothing dumped: kept out
 	for range costSamples {
