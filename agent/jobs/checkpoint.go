@@ -57,9 +57,11 @@ func (m *Manager) checkpointDir(id string) string {
 // is due once the job has run twenty times what it is expected to cost
 // since the one before (or since the stint began), and not before the
 // job's interval: checkpoints cost the job at most about
-// api.CheckpointCost of its time. A full dump is expected to cost what
-// the node measured for its size (migrate.Node.EstimateCost); an
-// increment what the one before it cost the job.
+// api.CheckpointCost of its time. What a dump is expected to cost comes
+// from the node's measured cost model (migrate.Node.Cost: a fixed part
+// per dump and a part per MiB): a full dump copies the job's memory, an
+// increment what the job dirtied since the dump before, at the rate it
+// dirtied memory before (nextInterval).
 func (m *Manager) checkpoints(r *runner) {
 	every := m.checkpointEvery(r.spec)
 	if every < 0 || r.spec.Stay && r.spec.CheckpointEvery == 0 {
@@ -75,20 +77,20 @@ func (m *Manager) checkpoints(r *runner) {
 	last := time.Now() // the end of the last checkpoint, or the stint's start
 	var notBefore time.Time
 	cpu := newJobCPU(r.pid)
-	var lost time.Duration // what the last checkpoint cost the job
+	var dirty dirtyRate
+	dirty.start(last)
 	seq, told := 0, false
 	for {
-		interval := max(every, costInterval(lost))
-		if full, _ := ch.NextFull(); full {
-			if u, err := proc.TreeUsage(r.pid); err == nil {
-				est := m.mig.EstimateCost(int64(u.Anon))
-				interval = max(every, costInterval(est))
-				if seq == 0 && interval > every && !told {
-					told = true
-					r.note(m, fmt.Sprintf("the first checkpoint comes after %s of running: a full one is expected to cost the job %s here (%s of memory), and checkpoints take at most %.0f%% of its time",
-						interval.Round(time.Second), est.Round(100*time.Millisecond), human(int64(u.Anon)), api.CheckpointCost*100))
-				}
-			}
+		var mem int64 // the job's memory: what a full dump copies
+		if u, err := proc.TreeUsage(r.pid); err == nil {
+			mem = int64(u.Anon)
+		}
+		full, _ := ch.NextFull()
+		interval, est := nextInterval(every, m.mig.Cost(), full, mem, dirty)
+		if full && seq == 0 && interval > every && !told {
+			told = true
+			r.note(m, fmt.Sprintf("the first checkpoint comes after %s of running: a full one is expected to cost the job %s here (%s of memory), and checkpoints take at most %.0f%% of its time",
+				interval.Round(time.Second), est.Round(100*time.Millisecond), human(mem), api.CheckpointCost*100))
 		}
 		due := last.Add(interval)
 		if due.Before(notBefore) {
@@ -111,6 +113,7 @@ func (m *Manager) checkpoints(r *runner) {
 		seq++
 		r.checkpointing.Store(true)
 		ci, err := m.checkpoint(r, ch, seq, cpu)
+		dirty.dumped(ci.dumpAt, ci.full, ci.dumpBytes, err == nil)
 		r.checkpointing.Store(false)
 		r.migrating.Store(false)
 		if m.OnCheckpoint != nil {
@@ -129,7 +132,6 @@ func (m *Manager) checkpoints(r *runner) {
 			notBefore = last.Add(max(every, checkpointRetry))
 			continue
 		}
-		lost = ci.lost
 		if ci.Dir != "" {
 			m.tellHome(r, ci.CheckpointInfo)
 		}
@@ -139,6 +141,67 @@ func (m *Manager) checkpoints(r *runner) {
 // checkpointRecheck is how often a checkpoint not yet due is looked at
 // again: the job's memory, and so what a full dump costs, changes.
 const checkpointRecheck = 30 * time.Second
+
+// dirtyRate follows how fast a job dirties its memory, from its dumps:
+// an increment holds what the job wrote since the dump before it.
+type dirtyRate struct {
+	since time.Time // the last dump (its start), or the stint's start
+	rate  float64   // bytes per second; 0: not known yet
+	full  int64     // the size of the last full dump
+}
+
+func (d *dirtyRate) start(at time.Time) { d.since = at }
+
+// dumped notes a dump of bytes started at at. The first increment's rate
+// is not known until it is taken: the full dump before it, over the time
+// the job ran before it, stands in (every page it holds was written
+// since the stint began, so this errs high).
+func (d *dirtyRate) dumped(at time.Time, full bool, bytes int64, ok bool) {
+	if !ok || at.IsZero() {
+		return // a dump not published: the next one is full
+	}
+	if secs := at.Sub(d.since).Seconds(); secs > 0 && (!full || d.rate == 0) {
+		d.rate = float64(bytes) / secs
+	}
+	if full {
+		d.full = bytes
+	}
+	d.since = at
+}
+
+// nextInterval is how long the job runs before its next checkpoint, and
+// what that one is expected to cost: at least every, and long enough that
+// the checkpoint costs at most api.CheckpointCost of it. A full dump
+// copies mem bytes. An increment copies what the job dirties meanwhile,
+// at its rate, up to its memory (mem, or before it is known the full
+// dump's size): the interval T solves T = cost(rate*T) / CheckpointCost,
+// and when no T does (the job dirties faster than the cost allows), the
+// increment is taken as costly as a full dump.
+func nextInterval(every time.Duration, c migrate.CostModel, full bool, mem int64, d dirtyRate) (time.Duration, time.Duration) {
+	if full || d.full == 0 {
+		est := c.Cost(mem)
+		return max(every, costInterval(est)), est
+	}
+	limit := mem
+	if limit <= 0 {
+		limit = d.full
+	}
+	k := 1 / api.CheckpointCost
+	perSec := c.PerMiB.Seconds() / (1 << 20) * d.rate // cost per second waited
+	if k*perSec < 1 {
+		t := k * c.Base.Seconds() / (1 - k*perSec)
+		if d.rate*t <= float64(limit) {
+			T := time.Duration(t * float64(time.Second))
+			est := c.Cost(int64(d.rate * t))
+			if T < every {
+				est = c.Cost(min(int64(d.rate*every.Seconds()), limit))
+			}
+			return max(every, T), est
+		}
+	}
+	est := c.Cost(limit)
+	return max(every, costInterval(est)), est
+}
 
 // costInterval is how long a job runs between two checkpoints that cost
 // it cost each: api.CheckpointCost of its time.
@@ -214,7 +277,10 @@ type checkpointNotice struct {
 // takenCheckpoint is a checkpoint, and what it cost the job.
 type takenCheckpoint struct {
 	api.CheckpointInfo
-	lost time.Duration
+	lost      time.Duration
+	dumpAt    time.Time // the dump started (the job's memory tracking starts again)
+	full      bool
+	dumpBytes int64 // the dump's size: a full one or an increment
 }
 
 // checkpoint takes checkpoint seq of r's job into its chain and publishes
@@ -258,6 +324,7 @@ func (m *Manager) checkpoint(r *runner, ch *migrate.Chain, seq int, cpu *jobCPU)
 		return ci, fmt.Errorf("checkpoint failed: %w", err)
 	}
 	ci.Freeze = d.Freeze
+	ci.dumpAt, ci.full, ci.dumpBytes = t0, d.Full, d.Bytes
 	var keep []string
 	if b, err := os.ReadFile(m.recordFile(r.id)); err == nil {
 		var rec jobRecord
@@ -275,9 +342,8 @@ func (m *Manager) checkpoint(r *runner, ch *migrate.Chain, seq int, cpu *jobCPU)
 	ci.Dir, ci.Bytes, ci.Publish = p.Checkpoint, p.ChainBytes, p.Copy
 	cpuDuring, _ := cpu.read()
 	ci.lost = jobLoss(cpuBefore, wallBefore, cpuDuring, time.Since(t0), d.Freeze)
-	if full {
-		m.mig.NoteCost(d.Bytes, max(ci.lost, d.Freeze+p.CopyCPU)) // the most it may cost another job
-	}
+	m.mig.NoteCost(d.Bytes, max(ci.lost, d.Freeze+p.CopyCPU)) // the most it may cost another job
+	model := m.mig.Cost()
 	select {
 	case <-r.done: // the job ended meanwhile: nobody will restore it
 		ch.Unpublish()
@@ -294,7 +360,8 @@ func (m *Manager) checkpoint(r *runner, ch *migrate.Chain, seq int, cpu *jobCPU)
 		kind = "full"
 	}
 	m.log().Info("checkpoint", "job", r.id, "seq", seq, "kind", kind, "bytes", d.Bytes, "levels", p.Levels, "chain_bytes", p.ChainBytes,
-		"freeze", d.Freeze, "publish", p.Copy, "copy_cpu", p.CopyCPU, "lost", ci.lost, "why", why)
+		"freeze", d.Freeze, "publish", p.Copy, "copy_cpu", p.CopyCPU, "lost", ci.lost, "why", why,
+		"cost_base", model.Base.Round(time.Millisecond), "cost_per_mib", model.PerMiB.Round(time.Millisecond))
 	return ci, nil
 }
 

@@ -574,39 +574,95 @@ type costSample struct {
 }
 
 // Before a node has measured a checkpoint, one is taken to cost
-// defaultCostBase plus its size at defaultCostRate: about what a copy to
-// the head's 9P share runs at under QEMU's emulation, competing with the
-// job for the node's one CPU.
+// defaultCostBase plus its size at defaultCostRate, on the high side of
+// what bench-checkpoint measured under QEMU's emulation, one CPU a node
+// (a full dump of 5.2 MiB, copied as one file at idle priority to the
+// head's 9P share, cost its CPU-bound job 0.77 s). The node keeps its
+// costSamples newest checkpoints of the last costSampleTTL.
 const (
 	defaultCostBase = 500 * time.Millisecond
-	defaultCostRate = 3 << 20 // bytes per second
+	defaultCostRate = 8 << 20 // bytes per second
 	costSampleTTL   = 30 * time.Minute
+	costSamples     = 16
 )
 
-// NoteCost records what a checkpoint of bytes cost a job here at most
-// (its freeze and the CPU its copy took), for EstimateCost. The node keeps
-// its largest recent sample: fixed costs weigh least in it.
+// CostModel is what a checkpoint is expected to cost a job on a node:
+// Base for any dump (freezing the job, CRIU's work on its tree, making
+// the files), and PerMiB for each MiB of images it writes. A job that
+// dirties little pays about Base for each increment; a full dump of a
+// big one, mostly its size.
+type CostModel struct {
+	Base   time.Duration
+	PerMiB time.Duration
+}
+
+// Cost is what a dump of bytes is expected to cost.
+func (c CostModel) Cost(bytes int64) time.Duration {
+	return c.Base + time.Duration(float64(c.PerMiB)*float64(bytes)/(1<<20))
+}
+
+// NoteCost records what a checkpoint of bytes (a full dump or an
+// increment) cost a job here, for Cost.
 func (n *Node) NoteCost(bytes int64, cost time.Duration) {
-	if bytes <= 0 {
+	if bytes <= 0 || cost < 0 {
 		return
 	}
 	n.chainMu.Lock()
 	defer n.chainMu.Unlock()
-	s := n.sample
-	if s.bytes == 0 || bytes >= s.bytes/2 || time.Since(s.at) > costSampleTTL {
-		n.sample = costSample{bytes: bytes, cost: cost, at: time.Now()}
+	n.samples = append(n.samples, costSample{bytes: bytes, cost: cost, at: time.Now()})
+	if len(n.samples) > costSamples {
+		n.samples = slices.Delete(n.samples, 0, len(n.samples)-costSamples)
 	}
 }
 
-// EstimateCost is what a full checkpoint of a job with bytes of memory is
-// expected to cost it here, from the node's measured sample (scaled to
-// bytes) or, before one, the default rate.
-func (n *Node) EstimateCost(bytes int64) time.Duration {
+// Cost is what checkpoints are expected to cost a job here, fitted to
+// the node's recent samples (fitCost) or, before any, the default.
+func (n *Node) Cost() CostModel {
 	n.chainMu.Lock()
-	s := n.sample
-	n.chainMu.Unlock()
-	if s.bytes == 0 {
-		return defaultCostBase + time.Duration(float64(bytes)/defaultCostRate*float64(time.Second))
+	defer n.chainMu.Unlock()
+	n.samples = slices.DeleteFunc(n.samples, func(s costSample) bool { return time.Since(s.at) > costSampleTTL })
+	return fitCost(n.samples)
+}
+
+// EstimateCost is what a full checkpoint of a job with bytes of memory is
+// expected to cost it here.
+func (n *Node) EstimateCost(bytes int64) time.Duration { return n.Cost().Cost(bytes) }
+
+// fitCost splits what samples cost into a fixed part and a part per byte.
+// With sizes far enough apart (the largest at least twice the smallest:
+// a full dump and increments), the fixed part is the least-squares
+// line's; otherwise it is the default's. Either way it is at most the
+// cheapest sample's cost, and the part per byte is then the least-squares
+// slope through it, never below zero. No samples: the default.
+func fitCost(samples []costSample) CostModel {
+	def := CostModel{Base: defaultCostBase, PerMiB: time.Second * (1 << 20) / defaultCostRate}
+	if len(samples) == 0 {
+		return def
 	}
-	return time.Duration(float64(s.cost) * float64(bytes) / float64(s.bytes))
+	lo, hi, cheapest := samples[0].bytes, samples[0].bytes, samples[0].cost
+	var mx, my float64 // means of bytes and seconds
+	for _, s := range samples {
+		lo, hi, cheapest = min(lo, s.bytes), max(hi, s.bytes), min(cheapest, s.cost)
+		mx += float64(s.bytes) / float64(len(samples))
+		my += s.cost.Seconds() / float64(len(samples))
+	}
+	base := def.Base.Seconds()
+	if hi >= 2*lo {
+		var sxx, sxy float64
+		for _, s := range samples {
+			dx := float64(s.bytes) - mx
+			sxx += dx * dx
+			sxy += dx * (s.cost.Seconds() - my)
+		}
+		base = my - sxy/sxx*mx
+	}
+	base = min(max(base, 0), cheapest.Seconds())
+	var xx, xy float64 // the slope through (0, base)
+	for _, s := range samples {
+		x := float64(s.bytes)
+		xx += x * x
+		xy += x * (s.cost.Seconds() - base)
+	}
+	perByte := max(xy/xx, 0)
+	return CostModel{Base: time.Duration(base * float64(time.Second)), PerMiB: time.Duration(perByte * (1 << 20) * float64(time.Second))}
 }

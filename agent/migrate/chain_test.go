@@ -314,15 +314,65 @@ func TestNewChainClearsStale(t *testing.T) {
 	}
 }
 
-func TestEstimateCost(t *testing.T) {
-	n := &Node{}
-	if got := n.EstimateCost(3 << 20); got != defaultCostBase+time.Second {
-		t.Errorf("EstimateCost(3 MiB) before a sample = %v, want %v", got, defaultCostBase+time.Second)
+func TestFitCost(t *testing.T) {
+	ms, s := time.Millisecond, time.Second
+	const mib = 1 << 20
+	for _, tt := range []struct {
+		name    string
+		samples []costSample
+		want    CostModel
+	}{
+		{"none: the default", nil, CostModel{Base: defaultCostBase, PerMiB: time.Second * (1 << 20) / defaultCostRate}},
+		{"a full dump and increments on a line", []costSample{{bytes: 8 * mib, cost: 1300 * ms}, {bytes: mib, cost: 600 * ms}, {bytes: 2 * mib, cost: 700 * ms}},
+			CostModel{Base: 500 * ms, PerMiB: 100 * ms}},
+		{"one sample: the default's base, the rest per byte", []costSample{{bytes: 4 * mib, cost: 2 * s}},
+			CostModel{Base: 500 * ms, PerMiB: 375 * ms}},
+		{"sizes close together: the default's base", []costSample{{bytes: 4 * mib, cost: 900 * ms}, {bytes: 5 * mib, cost: 1000 * ms}},
+			CostModel{Base: 500 * ms, PerMiB: 100 * ms}},
+		{"cheap samples: the base is at most the cheapest", []costSample{{bytes: 4 * mib, cost: 300 * ms}},
+			CostModel{Base: 300 * ms, PerMiB: 0}},
+		{"cost falls with size (noise): the base at most the cheapest", []costSample{{bytes: mib, cost: 2 * s}, {bytes: 10 * mib, cost: s}},
+			CostModel{Base: s, PerMiB: 9900990}},
+		{"a line through zero", []costSample{{bytes: mib, cost: 100 * ms}, {bytes: 10 * mib, cost: s}},
+			CostModel{Base: 0, PerMiB: 100 * ms}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := fitCost(tt.samples)
+			if d := got.Base - tt.want.Base; d < -ms || d > ms {
+				t.Errorf("base %v, want %v", got.Base, tt.want.Base)
+			}
+			if d := got.PerMiB - tt.want.PerMiB; d < -ms || d > ms {
+				t.Errorf("per MiB %v, want %v", got.PerMiB, tt.want.PerMiB)
+			}
+		})
 	}
-	n.NoteCost(4<<20, 2*time.Second)
-	n.NoteCost(1<<20, time.Second) // smaller than half the sample: kept out
-	if got := n.EstimateCost(64 << 20); got != 32*time.Second {
-		t.Errorf("EstimateCost(64 MiB) after 4 MiB cost 2 s = %v, want 32s", got)
+}
+
+func TestNodeCost(t *testing.T) {
+	n := &Node{}
+	want := defaultCostBase + time.Duration(float64(time.Second)*(3<<20)/defaultCostRate)
+	if got := n.EstimateCost(3 << 20); got.Round(time.Millisecond) != want.Round(time.Millisecond) {
+		t.Errorf("EstimateCost(3 MiB) before a sample = %v, want %v", got, want)
+	}
+	n.NoteCost(0, time.Second) // nothing dumped: kept out
+	for range costSamples {
+		n.NoteCost(1<<20, 5*time.Second)
+	}
+	n.NoteCost(8<<20, 1300*time.Millisecond)
+	n.NoteCost(1<<20, 600*time.Millisecond)
+	n.NoteCost(2<<20, 700*time.Millisecond)
+	n.samples = append(n.samples, costSample{bytes: 1 << 20, cost: 9 * time.Second, at: time.Now().Add(-costSampleTTL - time.Minute)})
+	// The newest 16 are kept, the stale one goes: 13 samples of 1 MiB
+	// costing 5 s remain beside the line's three.
+	c := n.Cost()
+	if len(n.samples) != costSamples {
+		t.Fatalf("%d samples kept, want %d", len(n.samples), costSamples)
+	}
+	if c.Base != 600*time.Millisecond {
+		t.Errorf("base %v, want the cheapest sample's 600ms", c.Base)
+	}
+	if got := n.EstimateCost(64 << 20); got <= c.Base || got != c.Cost(64<<20) {
+		t.Errorf("EstimateCost(64 MiB) = %v with model %+v", got, c)
 	}
 }
 

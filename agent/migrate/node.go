@@ -98,7 +98,7 @@ type Node struct {
 
 	chainMu sync.Mutex
 	chains  map[*Chain]bool // the checkpoint chains of jobs running here (chain.go)
-	sample  costSample      // what a checkpoint here cost, measured (chain.go)
+	samples []costSample    // what checkpoints here cost, measured (chain.go)
 }
 
 // cpuVerdict is what checking one source CPU gave.

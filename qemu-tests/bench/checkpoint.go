@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -18,7 +19,8 @@ import (
 type CheckpointConfig struct {
 	ImageDir string        // drift-image output (image.json); required
 	Runs     int           // runs of each kind; 0: 3
-	Work     time.Duration // how long each job runs with checkpoints off, about; 0: 90 s
+	Work     time.Duration // how long the CPU-bound job runs with checkpoints off, about; 0: 45 s
+	Taken    int           // checkpoints the 64 MB job is made long enough to take at the default interval; 0: 2
 	MemoryMB int           // RAM per VM; 0: 1024 (the head keeps the checkpoints in memory)
 	Timeout  time.Duration // for the whole run; 0: 90 minutes
 	Accel    lab.Accel
@@ -31,6 +33,9 @@ type CheckpointResult struct {
 	Iterations uint64 // drift-workload work -n, calibrated to Work
 	Jobs       []CheckpointJob
 	Recoveries []Recovery
+	Taken      int           // checkpoints the 64 MB job's length was set by
+	Probe      time.Duration // until the 64 MB job's Taken-th checkpoint, in a run of its own
+	Model      string        // the worker's checkpoint cost model at the end (fixed part, part per MiB), from its log
 }
 
 // CheckpointJob is one kind of job, timed with checkpoints off and on.
@@ -45,6 +50,7 @@ type CheckpointJob struct {
 	CopyCPU []time.Duration // the CPU time each copy used on the node
 	Lost    []time.Duration // what each checkpoint cost the job, as its node measured it
 	Bytes   []int64         // each checkpoint's dump (a full one or an increment)
+	PerRun  [][]ckLine      // the checkpoints of each run with them on
 }
 
 // Recovery is one power-off of the node a job ran on. Detection and
@@ -68,7 +74,10 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 		cfg.Runs = 3
 	}
 	if cfg.Work == 0 {
-		cfg.Work = 90 * time.Second
+		cfg.Work = 45 * time.Second
+	}
+	if cfg.Taken == 0 {
+		cfg.Taken = 2
 	}
 	if cfg.MemoryMB == 0 {
 		cfg.MemoryMB = 1024
@@ -126,14 +135,11 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 	res.Iterations = uint64(float64(probe) * cfg.Work.Seconds() / max((d-start).Seconds(), 0.5))
 	log.Info("calibrated", "probe_s", d.Seconds(), "iterations", res.Iterations)
 
-	for _, j := range []CheckpointJob{
-		{Name: "CPU-bound", Argv: []string{"drift-workload", "work", "-n", fmt.Sprint(res.Iterations)}},
-		{Name: "64 MB, 1 MB/s dirtied", Argv: []string{"drift-workload", "work", "-n", fmt.Sprint(res.Iterations), "-rss", "64M", "-dirty", "1M"}},
-	} {
+	measure := func(j CheckpointJob) (CheckpointJob, error) {
 		for i := range cfg.Runs {
 			off, err := run(j.Argv, "0")
 			if err != nil {
-				return nil, fmt.Errorf("bench: %s, checkpoints off, run %d: %w", j.Name, i+1, err)
+				return j, fmt.Errorf("bench: %s, checkpoints off, run %d: %w", j.Name, i+1, err)
 			}
 			j.Off = append(j.Off, off)
 			before, _ := checkpointLines(ctx, l, worker)
@@ -141,12 +147,13 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 			// would turn checkpoints off.
 			on, err := run(j.Argv, api.DefaultCheckpointEvery.String())
 			if err != nil {
-				return nil, fmt.Errorf("bench: %s, checkpoints on, run %d: %w", j.Name, i+1, err)
+				return j, fmt.Errorf("bench: %s, checkpoints on, run %d: %w", j.Name, i+1, err)
 			}
 			j.On = append(j.On, on)
 			after, _ := checkpointLines(ctx, l, worker)
 			taken := after[len(before):]
 			j.Taken = append(j.Taken, len(taken))
+			j.PerRun = append(j.PerRun, taken)
 			for _, c := range taken {
 				j.Freeze, j.Publish, j.Bytes = append(j.Freeze, c.freeze), append(j.Publish, c.publish), append(j.Bytes, c.bytes)
 				j.CopyCPU, j.Lost = append(j.CopyCPU, c.copyCPU), append(j.Lost, c.lost)
@@ -156,7 +163,36 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 			}
 			log.Info("run", "job", j.Name, "off_s", off.Seconds(), "on_s", on.Seconds(), "checkpoints", len(taken))
 		}
-		res.Jobs = append(res.Jobs, j)
+		return j, nil
+	}
+	cpuJob, err := measure(CheckpointJob{Name: "CPU-bound", Argv: []string{"drift-workload", "work", "-n", fmt.Sprint(res.Iterations)}})
+	if err != nil {
+		return nil, err
+	}
+	res.Jobs = append(res.Jobs, cpuJob)
+
+	// The 64 MB job's first checkpoint, a full dump, comes after twenty
+	// times what the worker expects it to cost; the next when the
+	// increment is paid off. How long it runs is measured first: a run
+	// of its own with checkpoints on, until its Taken-th. Its runs are
+	// then made a fifth longer than that.
+	memArgv := func(n uint64) []string {
+		return []string{"drift-workload", "work", "-n", fmt.Sprint(n), "-rss", "64M", "-dirty", "1M"}
+	}
+	if res.Probe, err = untilCheckpoints(ctx, l, worker, memArgv(math.MaxInt64), cfg.Taken); err != nil {
+		return nil, fmt.Errorf("bench: 64 MB job, until %d checkpoints: %w", cfg.Taken, err)
+	}
+	res.Taken = cfg.Taken
+	n := uint64(float64(res.Iterations) * max(1, 1.2*res.Probe.Seconds()/cfg.Work.Seconds()))
+	log.Info("64 MB job", "checkpoints", cfg.Taken, "after_s", res.Probe.Seconds(), "iterations", n)
+	memJob, err := measure(CheckpointJob{Name: "64 MB, 1 MB/s dirtied", Argv: memArgv(n)})
+	if err != nil {
+		return nil, err
+	}
+	res.Jobs = append(res.Jobs, memJob)
+	if all, err := checkpointLines(ctx, l, worker); err == nil && len(all) > 0 {
+		last := all[len(all)-1]
+		res.Model = fmt.Sprintf("%.2f s a dump + %.3f s a MiB", last.base.Seconds(), last.perMiB.Seconds())
 	}
 
 	for i := range cfg.Runs {
@@ -174,6 +210,7 @@ type ckLine struct {
 	freeze, publish, copyCPU, lost time.Duration
 	bytes                          int64
 	full                           bool
+	base, perMiB                   time.Duration // the node's cost model after it
 }
 
 // checkpointLines reads the checkpoints node has logged, oldest first.
@@ -182,6 +219,11 @@ func checkpointLines(ctx context.Context, l *lab.Lab, node string) ([]ckLine, er
 	if err != nil {
 		return nil, err
 	}
+	return parseCheckpointLines(out), nil
+}
+
+// parseCheckpointLines reads the "checkpoint" lines of an agent's log.
+func parseCheckpointLines(out string) []ckLine {
 	var lines []ckLine
 	for _, ln := range strings.Split(out, "\n") {
 		if !strings.Contains(ln, "msg=checkpoint ") {
@@ -203,11 +245,50 @@ func checkpointLines(ctx context.Context, l *lab.Lab, node string) ([]ckLine, er
 				c.full = v == "full"
 			case "bytes":
 				fmt.Sscan(v, &c.bytes)
+			case "cost_base":
+				c.base, _ = time.ParseDuration(v)
+			case "cost_per_mib":
+				c.perMiB, _ = time.ParseDuration(v)
 			}
 		}
 		lines = append(lines, c)
 	}
-	return lines, nil
+	return lines
+}
+
+// untilCheckpoints runs argv on node, checkpointed at the default
+// interval, until node has logged taken checkpoints of it, then kills
+// it. It returns how long the job ran until then (the host polls the
+// node's log every 2 s).
+func untilCheckpoints(ctx context.Context, l *lab.Lab, node string, argv []string, taken int) (time.Duration, error) {
+	before, err := checkpointLines(ctx, l, node)
+	if err != nil {
+		return 0, err
+	}
+	args := append([]string{"drift", "run", "-d", "--node", node, "--stay", "--checkpoint-every", api.DefaultCheckpointEvery.String(), "--"}, argv...)
+	t0 := time.Now()
+	id, err := l.ExecOK(ctx, 2, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Exec(context.WithoutCancel(ctx), 1, "drift", "kill", "-s", "KILL", strings.TrimSpace(id))
+	for {
+		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+			return 0, err
+		}
+		if now, err := checkpointLines(ctx, l, node); err == nil && len(now)-len(before) >= taken {
+			return time.Since(t0), nil
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // recoverOnce runs a checkpointed counter on worker 2 (node 3), homed on
@@ -344,11 +425,20 @@ func (r *CheckpointResult) Print(w io.Writer) {
 		if off > 0 {
 			fmt.Fprintf(w, "    slowdown         %+6.1f %%\n", (on.Seconds()/off.Seconds()-1)*100)
 		}
+		for i, run := range j.PerRun {
+			fmt.Fprintf(w, "    run %d's checkpoints: %s\n", i+1, runSizes(run))
+		}
 		if len(j.Freeze) > 0 {
 			fmt.Fprintf(w, "    each checkpoint: %s dumped; freeze median %.2f s (%s), copy to /cluster median %.2f s (%s) using %.2f s of CPU (%s)\n",
 				sizes(j.Bytes), Median(j.Freeze).Seconds(), spread(j.Freeze), Median(j.Publish).Seconds(), spread(j.Publish), Median(j.CopyCPU).Seconds(), spread(j.CopyCPU))
 			fmt.Fprintf(w, "    each checkpoint cost the job, as its node measured: median %.2f s (%s)\n", Median(j.Lost).Seconds(), spread(j.Lost))
 		}
+	}
+	if r.Probe > 0 {
+		fmt.Fprintf(w, "  the 64 MB job took its first %d checkpoints within %.0f s of starting, in a run of its own before these: its runs above do a fifth more work than that\n", r.Taken, r.Probe.Seconds())
+	}
+	if r.Model != "" {
+		fmt.Fprintf(w, "  the worker's cost model at the end: %s\n", r.Model)
 	}
 	if len(r.Recoveries) == 0 {
 		return
@@ -365,6 +455,22 @@ func (r *CheckpointResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  catch-up   %6.1f s  (%s)  from the home's \"job recovered\" until it writes output not shown before (home's log)\n", Median(cu).Seconds(), spread(cu))
 	fmt.Fprintf(w, "  redone     %6.1f s  (%s)  the restored checkpoint's age at the power-off: catch-up redoes this work\n", Median(red).Seconds(), spread(red))
 	fmt.Fprintf(w, "  total      %6.1f s        power-off until new output\n", (Median(det) + Median(rst) + Median(cu)).Seconds())
+}
+
+// runSizes lists one run's checkpoints: full dump or increment, and size.
+func runSizes(run []ckLine) string {
+	if len(run) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, c := range run {
+		kind := "increment"
+		if c.full {
+			kind = "full"
+		}
+		parts = append(parts, fmt.Sprintf("%s %.1f MiB (cost %.2f s)", kind, float64(c.bytes)/(1<<20), c.lost.Seconds()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // sizes is the median and spread of checkpoint sizes, in MiB.

@@ -18,11 +18,12 @@ import (
 func main() {
 	image := flag.String("image", "out", "image directory written by drift-image")
 	runs := flag.Int("runs", 3, "runs of each kind")
-	work := flag.Duration("work", 90*time.Second, "how long each job runs with checkpoints off, about")
+	work := flag.Duration("work", 45*time.Second, "how long the CPU-bound job runs with checkpoints off, about")
+	taken := flag.Int("taken", 2, "checkpoints the 64 MB job runs long enough to take at the default interval (measured in a run of its own first)")
 	timeout := flag.Duration("timeout", 90*time.Minute, "limit for the whole run")
 	verbose := flag.Bool("v", false, "log QEMU command lines and each step")
 	flag.Parse()
 	bench.Main("bench-checkpoint", *verbose, func(ctx context.Context, log *slog.Logger) (interface{ Print(io.Writer) }, error) {
-		return bench.Checkpoint(ctx, bench.CheckpointConfig{ImageDir: *image, Runs: *runs, Work: *work, Timeout: *timeout, Logger: log})
+		return bench.Checkpoint(ctx, bench.CheckpointConfig{ImageDir: *image, Runs: *runs, Work: *work, Taken: *taken, Timeout: *timeout, Logger: log})
 	})
 }
