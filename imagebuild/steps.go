@@ -268,7 +268,7 @@ func (b *builder) initramfs(ctx context.Context, k kernel, files []initramfs.Fil
 		TempDir:  b.staging,
 		CacheDir: b.cache,
 		GoDir:    b.cfg.GoDir,
-		Uinit:    "/bin/driftd",
+		Init:     "/bin/driftd", // PID 1 itself (boot.RunPID1): no u-root init before it
 		Files:    files,
 		Symlinks: links,
 		Data: []initramfs.Data{

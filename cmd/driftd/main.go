@@ -1,5 +1,6 @@
-// Command driftd is the drift node agent. u-root's init starts it as
-// uinit on every node; it never exits.
+// Command driftd is the drift node agent. It is the initramfs's /init:
+// as PID 1 it sets up the node's file systems and starts itself again as
+// the agent's supervisor (boot.RunPID1); it never exits.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/arrays"
+	"github.com/driftcluster/drift/agent/boot"
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/daemon"
 	"github.com/driftcluster/drift/agent/jobs"
@@ -17,7 +19,14 @@ import (
 	"github.com/driftcluster/drift/configs/modules"
 )
 
+// pid1Child is the driftd that PID 1 starts: this program, by the path
+// the image puts it at.
+const pid1Child = "/bin/driftd"
+
 func main() {
+	if os.Getpid() == 1 {
+		boot.RunPID1(pid1Child, nil) // never returns
+	}
 	if len(os.Args) > 1 && os.Args[1] == jobs.InitArg {
 		os.Exit(jobs.RunInit(os.Args[2:]))
 	}
