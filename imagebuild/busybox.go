@@ -97,6 +97,7 @@ const (
 type shell struct {
 	Binary  string   // the program, staged
 	Libs    []string // libraries it loads that criu does not, relative to the criu sysroot
+	Needs   []string // every file it loads, criu's included, relative to the criu sysroot
 	Version string   // of the busybox package
 	Applets []string // linked in /usr/bin, sorted
 	Cached  bool
@@ -138,6 +139,7 @@ func (b *builder) busybox(ctx context.Context, criu criuRoot) (shell, error) {
 	} else if err != nil {
 		return shell{}, fmt.Errorf("busybox: %w", err)
 	}
+	sh.Needs = files
 	for _, f := range files {
 		if f != busyboxBinary && !slices.Contains(criu.Files, f) {
 			sh.Libs = append(sh.Libs, f)

@@ -60,9 +60,7 @@ type Config struct {
 	GoDir    string   // directory of the Go module holding u-root in go.mod; "": the current directory
 	Commands []string // u-root core command names (or import paths) for the busybox; nil: Commands
 	Uinit    string   // program u-root's init starts, e.g. "/bin/driftd"; "": none
-	// Init is the program the kernel runs as /init, e.g. "/bin/driftd",
-	// in place of u-root's init; "": u-root's init.
-	Init string
+	Init     string   // program the kernel runs as /init in place of u-root's init, e.g. "/bin/driftd"; "": u-root's init
 	Files    []File
 	Data     []Data
 	// Symlinks are links to add, path in the archive (relative, e.g.

@@ -3,6 +3,7 @@ package boot
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"time"
 
 	"github.com/u-root/u-root/pkg/cmdline"
@@ -26,6 +27,10 @@ func RunPID1(child string, args []string) {
 	// Only messages more severe than "notice" reach the console, as under
 	// u-root's init: the kernel's chatter stays in dmesg.
 	ulog.KernelLog.SetConsoleLogLevel(ulog.KLogNotice)
+	// A signal sent to PID 1 (kill -TERM 1, a stray killall) must not end
+	// it: the kernel would panic. Caught rather than ignored, so that the
+	// programs it starts get the default handling back at exec.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE)
 	libinit.SetEnv()
 	libinit.CreateRootfs()
 	libinit.NetInit()
