@@ -283,7 +283,9 @@ func (b *builder) splitLate(files []initramfs.File, late func(dst string) bool) 
 	for _, f := range files {
 		if late(f.Dst) {
 			later = append(later, f)
-			size += fileSize(f.Src)
+			if fi, err := os.Lstat(f.Src); err == nil && fi.Mode().IsRegular() {
+				size += fi.Size()
+			}
 		} else {
 			early = append(early, f)
 		}
