@@ -368,7 +368,7 @@ func (b *builder) images(ctx context.Context, m *Manifest, kernel, rd string) er
 	if err := b.makePXE(filepath.Join(b.staging, PXEDirName), kernel, rd); err != nil {
 		return err
 	}
-	b.progress("pxe: %s/ with boot.ipxe, undionly.kpxe, ipxe.efi", PXEDirName)
+	b.progress("pxe: %s/ with boot.ipxe, undionly.kpxe, snponly.efi, ipxe.efi", PXEDirName)
 	return nil
 }
 

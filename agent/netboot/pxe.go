@@ -15,7 +15,7 @@ import (
 // Boot file names: what a PXE client gets, by firmware.
 const (
 	FileBIOS   = "undionly.kpxe" // iPXE for a legacy BIOS PXE ROM (option 93 = 0), over TFTP
-	FileUEFI   = "ipxe.efi"      // iPXE for UEFI x86-64 (option 93 = 7 or 9), over TFTP
+	FileUEFI   = "snponly.efi"   // iPXE for UEFI x86-64 (option 93 = 7 or 9), over TFTP
 	FileScript = "boot.ipxe"     // the iPXE script, over HTTP, for clients that are iPXE already
 )
 
