@@ -24,14 +24,15 @@ import (
 const pid1Child = "/bin/driftd"
 
 func main() {
-	if os.Getpid() == 1 {
-		boot.RunPID1(pid1Child, nil) // never returns
-	}
+	// A job's init is PID 1 too, of its own PID namespace: these first.
 	if len(os.Args) > 1 && os.Args[1] == jobs.InitArg {
 		os.Exit(jobs.RunInit(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == arrays.TaskArg {
 		os.Exit(arrays.RunTask(os.Args[2:]))
+	}
+	if os.Getpid() == 1 {
+		boot.RunPID1(pid1Child, nil) // the node's init; never returns
 	}
 	ring := &logring.Ring{} // the log that `drift logs` reads
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, ring), &slog.HandlerOptions{Level: slog.LevelInfo}))
