@@ -306,15 +306,15 @@ func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
 		return nil, fmt.Errorf("go build: %w", err)
 	}
 	var files []initramfs.File
-	for _, name := range []string{"driftd", "drift", "drift-workload"} {
+	for _, name := range []string{"driftd", "drift", "drift-workload", "drift-init"} {
 		out := filepath.Join(dir, name)
 		if err := initramfs.GoBuild(ctx, b.cfg.GoDir, "./cmd/"+name, out, b.cfg.Version); err != nil {
 			return nil, err
 		}
 		files = append(files, initramfs.File{Src: out, Dst: "bin/" + name})
 	}
-	b.progress("go build: driftd %s, drift %s, drift-workload %s (version %s)",
-		mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), mib(fileSize(files[2].Src)), b.cfg.Version)
+	b.progress("go build: driftd %s, drift %s, drift-workload %s, drift-init %s (version %s)",
+		mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), mib(fileSize(files[2].Src)), mib(fileSize(files[3].Src)), b.cfg.Version)
 	return files, nil
 }
 
@@ -331,7 +331,7 @@ func (b *builder) initramfs(ctx context.Context, k kernel, files []initramfs.Fil
 		TempDir:  b.staging,
 		CacheDir: b.cache,
 		GoDir:    b.cfg.GoDir,
-		Init:     "/bin/driftd", // PID 1 itself (boot.RunPID1): no u-root init before it
+		Init:     "/bin/drift-init", // PID 1 (boot.RunPID1): no u-root init before driftd
 		Files:    files,
 		Symlinks: links,
 		Data: []initramfs.Data{

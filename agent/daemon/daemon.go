@@ -1,5 +1,5 @@
-// Package daemon is driftd: the node agent that driftd, as the node's
-// PID 1 (boot.RunPID1), starts. It brings the node up (the image's Debian packages, modules, host
+// Package daemon is driftd: the node agent that drift-init, the node's
+// PID 1, starts. It brings the node up (the image's Debian packages, modules, host
 // name, network), prints the ready line, and then supervises the node's
 // services (membership, discovery, the API, the head's DHCP server) for as
 // long as the machine runs.

@@ -1,6 +1,6 @@
-// Command driftd is the drift node agent. It is the initramfs's /init:
-// as PID 1 it sets up the node's file systems and starts itself again as
-// the agent's supervisor (boot.RunPID1); it never exits.
+// Command driftd is the drift node agent. The node's init (drift-init,
+// PID 1) starts it; it supervises the agent, itself again, and never
+// exits.
 package main
 
 import (
@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/arrays"
-	"github.com/driftcluster/drift/agent/boot"
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/daemon"
 	"github.com/driftcluster/drift/agent/jobs"
@@ -19,20 +18,12 @@ import (
 	"github.com/driftcluster/drift/configs/modules"
 )
 
-// pid1Child is the driftd that PID 1 starts: this program, by the path
-// the image puts it at.
-const pid1Child = "/bin/driftd"
-
 func main() {
-	// A job's init is PID 1 too, of its own PID namespace: these first.
 	if len(os.Args) > 1 && os.Args[1] == jobs.InitArg {
 		os.Exit(jobs.RunInit(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == arrays.TaskArg {
 		os.Exit(arrays.RunTask(os.Args[2:]))
-	}
-	if os.Getpid() == 1 {
-		boot.RunPID1(pid1Child, nil) // the node's init; never returns
 	}
 	ring := &logring.Ring{} // the log that `drift logs` reads
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, ring), &slog.HandlerOptions{Level: slog.LevelInfo}))

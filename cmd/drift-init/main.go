@@ -1,4 +1,9 @@
-package boot
+// Command drift-init is a drift node's /init, PID 1: it mounts what the
+// node needs, starts driftd (which supervises the agent) and reaps
+// orphans. It is a program of its own, not driftd: the u-root packages it
+// uses open /dev/kmsg when they load, and every driftd process, a job's
+// init among them, would hold it open, which ties a job to its node.
+package main
 
 import (
 	"fmt"
@@ -12,18 +17,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RunPID1 is the node's init, PID 1, when driftd is the initramfs's
-// /init: it does what u-root's init did before it started driftd as
-// uinit, without going through u-root's busybox (a second large Go
-// program to load, and its console banner), then starts driftd again as
-// its child (the agent's supervisor) and reaps every process that ends
-// orphaned, as PID 1 must. The child is started again if it ever ends.
+func main() {
+	runPID1("/bin/driftd", nil) // never returns
+}
+
+// runPID1 is the node's init, PID 1 (the initramfs's /init):
+// it does what u-root's init did before it started driftd as uinit,
+// without u-root's busybox (a large Go program to load, and its console
+// banner), then starts child (driftd, the agent's supervisor) and reaps
+// every process that ends orphaned, as PID 1 must. The child is started again if it ever ends.
 // It never returns: the kernel panics when PID 1 exits.
 //
 // The file system and environment are u-root's own (libinit): the same
 // mounts (/proc, /sys, devtmpfs, devpts, /tmp, cgroups...), PATH and
 // loopback, so that what driftd, jobs and CRIU find is unchanged.
-func RunPID1(child string, args []string) {
+func runPID1(child string, args []string) {
 	// Only messages more severe than "notice" reach the console, as under
 	// u-root's init: the kernel's chatter stays in dmesg.
 	ulog.KernelLog.SetConsoleLogLevel(ulog.KLogNotice)
