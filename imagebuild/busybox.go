@@ -18,7 +18,7 @@ import (
 // its ash runs its own applet for any name it has before it looks at
 // PATH, so a Debian package could never replace an applet in a shell
 // script, gawk's /usr/bin/awk included, and `reboot` in a script would
-// signal the node's init, driftd.) It links against libc6, which the image carries
+// signal the node's init, drift-init.) It links against libc6, which the image carries
 // for criu already.
 const (
 	busyboxPackage = "busybox"
@@ -28,7 +28,7 @@ const (
 )
 
 // busyboxSkip are the applets the image does not link, and why: what
-// driftd (the node's init) and u-root's tools already do for the node, and
+// drift-init (the node's init), driftd and u-root's tools already do for the node, and
 // what assumes a distribution's logins, services or package manager.
 // Everything else busybox offers goes into /usr/bin, where a job's PATH
 // (agent/jobs.DefaultPath) and the console's find it before u-root's Go
@@ -85,7 +85,7 @@ var busyboxSkip = map[string]string{
 
 // Reasons shared by several of busyboxSkip's applets.
 const (
-	pid1       = "driftd is PID 1"
+	pid1       = "drift-init is PID 1"
 	power      = "busybox's signal a busybox init; u-root's poweroff and shutdown stay"
 	noLogins   = "no logins: the console is u-root's shell"
 	noServices = "no services besides driftd"
