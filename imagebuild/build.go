@@ -49,7 +49,7 @@ type Config struct {
 }
 
 // steps is the number of progress steps Build prints.
-const steps = 10
+const steps = 11
 
 // builder carries one build.
 type builder struct {

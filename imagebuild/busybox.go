@@ -18,7 +18,7 @@ import (
 // its ash runs its own applet for any name it has before it looks at
 // PATH, so a Debian package could never replace an applet in a shell
 // script, gawk's /usr/bin/awk included, and `reboot` in a script would
-// signal u-root's init.) It links against libc6, which the image carries
+// signal the node's init, drift-init.) It links against libc6, which the image carries
 // for criu already.
 const (
 	busyboxPackage = "busybox"
@@ -28,7 +28,7 @@ const (
 )
 
 // busyboxSkip are the applets the image does not link, and why: what
-// u-root's init, driftd and u-root's tools already do for the node, and
+// drift-init (the node's init), driftd and u-root's tools already do for the node, and
 // what assumes a distribution's logins, services or package manager.
 // Everything else busybox offers goes into /usr/bin, where a job's PATH
 // (agent/jobs.DefaultPath) and the console's find it before u-root's Go
@@ -85,7 +85,7 @@ var busyboxSkip = map[string]string{
 
 // Reasons shared by several of busyboxSkip's applets.
 const (
-	pid1       = "u-root's init is PID 1"
+	pid1       = "drift-init is PID 1"
 	power      = "busybox's signal a busybox init; u-root's poweroff and shutdown stay"
 	noLogins   = "no logins: the console is u-root's shell"
 	noServices = "no services besides driftd"
@@ -97,6 +97,7 @@ const (
 type shell struct {
 	Binary  string   // the program, staged
 	Libs    []string // libraries it loads that criu does not, relative to the criu sysroot
+	Needs   []string // every file it loads, criu's included, relative to the criu sysroot
 	Version string   // of the busybox package
 	Applets []string // linked in /usr/bin, sorted
 	Cached  bool
@@ -138,6 +139,7 @@ func (b *builder) busybox(ctx context.Context, criu criuRoot) (shell, error) {
 	} else if err != nil {
 		return shell{}, fmt.Errorf("busybox: %w", err)
 	}
+	sh.Needs = files
 	for _, f := range files {
 		if f != busyboxBinary && !slices.Contains(criu.Files, f) {
 			sh.Libs = append(sh.Libs, f)

@@ -267,7 +267,7 @@ func TestModulesUnknown(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tree, "modules.dep"), []byte("kernel/drivers/net/e1000.ko:\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := b.modules(kernel{Version: "6.1.0-test", Modules: tree})
+	_, _, err := b.modules(kernel{Version: "6.1.0-test", Modules: tree})
 	if err == nil {
 		t.Fatal("modules() with a kernel lacking listed modules succeeded")
 	}

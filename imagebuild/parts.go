@@ -16,17 +16,18 @@ import (
 
 // The parts of an initramfs that make image reports the size of.
 const (
-	PartGo       = "Go binaries (driftd, drift, drift-workload)"
+	PartGo       = "Go binaries (driftd, drift, drift-workload, drift-init)"
 	PartUroot    = "u-root tools (init, gosh and the console's commands)"
 	PartCRIU     = "criu and its libraries"
 	PartModules  = "kernel modules"
 	PartShell    = "Debian busybox (/bin/sh and applets)"
 	PartPackages = "Debian packages (squashfs)"
+	PartLate     = "unpacked after the network is up (zstd tar)"
 	PartOther    = "other (directories, links, key, config)"
 )
 
 // partOrder is the order parts are printed in.
-var partOrder = []string{PartGo, PartUroot, PartCRIU, PartModules, PartShell, PartPackages, PartOther}
+var partOrder = []string{PartGo, PartUroot, PartCRIU, PartModules, PartShell, PartPackages, PartLate, PartOther}
 
 // Part is what one part of the initramfs costs.
 type Part struct {
@@ -148,7 +149,7 @@ func partClassifier(dsts map[string]string) func(string) string {
 		switch {
 		case strings.HasPrefix(name, "lib/modules/"):
 			return PartModules
-		case strings.HasPrefix(name, "bbin/"), name == "init":
+		case strings.HasPrefix(name, "bbin/"), name == "inito":
 			return PartUroot
 		}
 		return ""

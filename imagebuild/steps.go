@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	agentboot "github.com/driftcluster/drift/agent/boot"
 	"github.com/driftcluster/drift/agent/clusterkey"
 	"github.com/driftcluster/drift/configs/boot"
 	"github.com/driftcluster/drift/configs/modules"
@@ -42,7 +44,7 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	modFiles, err := b.modules(k)
+	modFiles, lateMods, err := b.modules(k)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +86,11 @@ func (b *builder) build(ctx context.Context) (*Manifest, error) {
 		files = append(files, pkgs.file())
 		part[pkgs.file().Dst] = PartPackages
 	}
+	files, err = b.splitLate(files, lateLater(lateMods, criu, sh, pkgs != nil))
+	if err != nil {
+		return nil, err
+	}
+	part[agentboot.LatePath] = PartLate
 	// The initramfs carries no key (the head serves it to anyone who
 	// asks); the key goes in its own archive, which only the ISO loads.
 	rd, err := b.initramfs(ctx, k, files, links)
@@ -184,55 +191,111 @@ func (b *builder) kernel(ctx context.Context) (kernel, error) {
 	return k, nil
 }
 
+// earlyLists are the module lists whose modules (and their dependencies)
+// a node may load before it is ready: the network's drivers, which the
+// agent loads first (boot.EarlyDevice), and what mounting the image's
+// Debian packages needs. The others go in the late archive.
+var earlyLists = []string{"nics.list", "virt.list", modules.Packages}
+
 // modules resolves configs/modules/*.list with their dependencies and
-// returns the module files and index files for the initramfs. The list
-// for mounting Debian packages goes in only with packages.
-func (b *builder) modules(k kernel) ([]initramfs.File, error) {
+// returns the module files and index files for the initramfs, and the
+// archive paths of the modules that are not needed before ready (not in
+// earlyLists). The list for mounting Debian packages goes in only with
+// packages.
+func (b *builder) modules(k kernel) ([]initramfs.File, map[string]bool, error) {
 	tree, err := kmod.Open(k.Modules)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	lists, err := modules.Lists()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(b.cfg.Packages) == 0 {
 		delete(lists, modules.Packages) // nothing to mount
 	}
 	var all []string
-	seen := map[string]bool{}
+	seen, early := map[string]bool{}, map[string]bool{}
 	for _, name := range modules.SortedNames(lists) {
 		mods, err := tree.Resolve(lists[name]...)
 		if errors.Is(err, kmod.ErrUnknown) {
-			return nil, fmt.Errorf("module list configs/modules/%s: %w (kernel %s): fix the list", name, err, k.Version)
+			return nil, nil, fmt.Errorf("module list configs/modules/%s: %w (kernel %s): fix the list", name, err, k.Version)
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, m := range mods {
 			if !seen[m] {
 				seen[m] = true
 				all = append(all, m)
 			}
+			if slices.Contains(earlyLists, name) {
+				early[m] = true
+			}
 		}
 	}
 	idx := filepath.Join(b.staging, "modules")
 	if err := os.MkdirAll(idx, 0o755); err != nil {
-		return nil, fmt.Errorf("modules: %w", err)
+		return nil, nil, fmt.Errorf("modules: %w", err)
 	}
 	if err := tree.WriteIndex(idx, all); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dst := "lib/modules/" + k.Version + "/"
 	files := []initramfs.File{{Src: idx, Dst: dst}}
+	late := map[string]bool{}
 	var size int64
 	for _, m := range all {
 		src := filepath.Join(tree.Dir, tree.Path(m))
 		size += fileSize(src)
-		files = append(files, initramfs.File{Src: src, Dst: dst + tree.InstallPath(m)})
+		f := initramfs.File{Src: src, Dst: dst + tree.InstallPath(m)}
+		files = append(files, f)
+		if !early[m] {
+			late[f.Dst] = true
+		}
 	}
-	b.progress("modules: %d from %d lists, dependencies included (%s)", len(all), len(lists), mib(size))
-	return files, nil
+	b.progress("modules: %d from %d lists, dependencies included (%s; %d for the network, loaded before ready)", len(all), len(lists), mib(size), len(all)-len(late))
+	return files, late, nil
+}
+
+// lateLater returns whether an archive path goes in the late archive:
+// the modules in lateMods, and criu's files that /bin/sh does not load.
+// With Debian packages criu's libraries stay: a package's program may
+// load them, and it may run as soon as the node is ready.
+func lateLater(lateMods map[string]bool, criu criuRoot, sh shell, packages bool) func(dst string) bool {
+	crit := map[string]bool{}
+	if !packages {
+		for _, f := range criu.Files {
+			if !slices.Contains(sh.Needs, f) {
+				crit[f] = true
+			}
+		}
+	}
+	return func(dst string) bool { return lateMods[dst] || crit[dst] }
+}
+
+// splitLate writes the files that late names into the late archive
+// (agentboot.LatePath, unpacked by the agent once the network is up) and
+// returns the others, with the late archive among them.
+func (b *builder) splitLate(files []initramfs.File, late func(dst string) bool) ([]initramfs.File, error) {
+	var early, later []initramfs.File
+	var size int64
+	for _, f := range files {
+		if late(f.Dst) {
+			later = append(later, f)
+			if fi, err := os.Lstat(f.Src); err == nil && fi.Mode().IsRegular() {
+				size += fi.Size()
+			}
+		} else {
+			early = append(early, f)
+		}
+	}
+	out := filepath.Join(b.staging, filepath.Base(agentboot.LatePath))
+	if err := initramfs.WriteLate(out, later); err != nil {
+		return nil, err
+	}
+	b.progress("late: %d files (%s; %s compressed) that the agent unpacks once the network is up: criu, and the modules not for the network", len(later), mib(size), mib(fileSize(out)))
+	return append(early, initramfs.File{Src: out, Dst: agentboot.LatePath}), nil
 }
 
 // goBinaries builds driftd, the drift CLI and the demo workloads with the
@@ -243,15 +306,15 @@ func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
 		return nil, fmt.Errorf("go build: %w", err)
 	}
 	var files []initramfs.File
-	for _, name := range []string{"driftd", "drift", "drift-workload"} {
+	for _, name := range []string{"driftd", "drift", "drift-workload", "drift-init"} {
 		out := filepath.Join(dir, name)
 		if err := initramfs.GoBuild(ctx, b.cfg.GoDir, "./cmd/"+name, out, b.cfg.Version); err != nil {
 			return nil, err
 		}
 		files = append(files, initramfs.File{Src: out, Dst: "bin/" + name})
 	}
-	b.progress("go build: driftd %s, drift %s, drift-workload %s (version %s)",
-		mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), mib(fileSize(files[2].Src)), b.cfg.Version)
+	b.progress("go build: driftd %s, drift %s, drift-workload %s, drift-init %s (version %s)",
+		mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), mib(fileSize(files[2].Src)), mib(fileSize(files[3].Src)), b.cfg.Version)
 	return files, nil
 }
 
@@ -268,7 +331,7 @@ func (b *builder) initramfs(ctx context.Context, k kernel, files []initramfs.Fil
 		TempDir:  b.staging,
 		CacheDir: b.cache,
 		GoDir:    b.cfg.GoDir,
-		Uinit:    "/bin/driftd",
+		Init:     "/bin/drift-init", // PID 1 (boot.RunPID1): no u-root init before driftd
 		Files:    files,
 		Symlinks: links,
 		Data: []initramfs.Data{
@@ -305,7 +368,7 @@ func (b *builder) images(ctx context.Context, m *Manifest, kernel, rd string) er
 	if err := b.makePXE(filepath.Join(b.staging, PXEDirName), kernel, rd); err != nil {
 		return err
 	}
-	b.progress("pxe: %s/ with boot.ipxe, undionly.kpxe, ipxe.efi", PXEDirName)
+	b.progress("pxe: %s/ with boot.ipxe, undionly.kpxe, snponly.efi, ipxe.efi", PXEDirName)
 	return nil
 }
 

@@ -1,6 +1,6 @@
 // Package initramfs assembles drift's initramfs with mkuimage's Go API:
-// u-root's init and core commands built into one busybox, driftd started
-// as uinit, the drift CLI, and the files and links drift-image hands over
+// u-root's core commands built into one busybox, driftd as /init (or
+// started by u-root's init as uinit), the drift CLI, and the files and links drift-image hands over
 // (criu with its libraries, Debian's busybox as /bin/sh, kernel modules,
 // the cluster key, the squashfs of Debian packages), compressed the way
 // the kernel can unpack.
@@ -59,7 +59,8 @@ type Config struct {
 	CacheDir string   // keeps the built busybox between builds; "": build it every time
 	GoDir    string   // directory of the Go module holding u-root in go.mod; "": the current directory
 	Commands []string // u-root core command names (or import paths) for the busybox; nil: Commands
-	Uinit    string   // program init starts, e.g. "/bin/driftd"; "": none
+	Uinit    string   // program u-root's init starts, e.g. "/bin/driftd"; "": none
+	Init     string   // program the kernel runs as /init in place of u-root's init, e.g. "/bin/driftd"; "": u-root's init
 	Files    []File
 	Data     []Data
 	// Symlinks are links to add, path in the archive (relative, e.g.
@@ -88,13 +89,18 @@ func Build(ctx context.Context, cfg Config) (cached bool, err error) {
 	cpioPath := filepath.Join(tmp, "initramfs.cpio")
 	mods := []uimage.Modifier{
 		uimage.WithBaseFile(base),
-		uimage.WithExistingInit(true),
+		// With cfg.Init the busybox's /init (u-root's) becomes /inito,
+		// which nothing runs.
+		uimage.WithExistingInit(cfg.Init == ""),
 		uimage.WithSkipLDD(),
 		uimage.WithTempDir(tmp),
 		uimage.WithCPIOOutput(cpioPath),
 	}
 	if cfg.Uinit != "" {
 		mods = append(mods, uimage.WithUinit(cfg.Uinit))
+	}
+	if cfg.Init != "" {
+		mods = append(mods, uimage.WithSymlink("init", cfg.Init))
 	}
 	for _, f := range cfg.Files {
 		if strings.Contains(f.Src, ":") {

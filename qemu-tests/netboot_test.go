@@ -147,7 +147,7 @@ func machine(nb api.Netboot, mac string) api.NetbootMachine {
 // TestNetboot: the head, booted with the ISO as its boot medium, numbers
 // the segment and network-boots three diskless workers: iPXE ROMs under
 // SeaBIOS (virtio-net, e1000) straight to HTTP, and OVMF's own UEFI PXE
-// client through ipxe.efi over TFTP.
+// client through snponly.efi over TFTP.
 func TestNetboot(t *testing.T) {
 	img := image(t)
 	t.Parallel()
@@ -172,7 +172,7 @@ func TestNetboot(t *testing.T) {
 		}
 	}
 	if nb.Mode != "server" || nb.TFTPBytes < 100_000 || nb.HTTPBytes < 3*10<<20 {
-		t.Errorf("drift netboot: mode %s, %d bytes over TFTP, %d over HTTP; want server, ipxe.efi over TFTP, 3 kernels and initramfs over HTTP",
+		t.Errorf("drift netboot: mode %s, %d bytes over TFTP, %d over HTTP; want server, snponly.efi over TFTP, 3 kernels and initramfs over HTTP",
 			nb.Mode, nb.TFTPBytes, nb.HTTPBytes)
 	}
 	res := execOK(waitContext(t, time.Minute), t, l, 1, "drift", "netboot")

@@ -14,7 +14,7 @@ import (
 // logged once per boot, as "drift: boot phase=NAME uptime=SECONDS", so
 // that make bench-boot can say where the time to ready goes.
 const (
-	PhaseInit       = "init"        // driftd runs, started by u-root's init (it supervises the agent)
+	PhaseInit       = "init"        // the agent's supervisor runs, started by drift-init, PID 1
 	PhaseAgent      = "agent"       // the agent, driftd's child, runs
 	PhaseModules    = "modules"     // the NIC drivers (and what ready needs) are loaded
 	PhaseNIC        = "nic"         // the node's network interfaces exist

@@ -1,5 +1,5 @@
-// Package daemon is driftd: the node agent that u-root's init starts as
-// uinit. It brings the node up (the image's Debian packages, modules, host
+// Package daemon is driftd: the node agent that drift-init, the node's
+// PID 1, starts. It brings the node up (the image's Debian packages, modules, host
 // name, network), prints the ready line, and then supervises the node's
 // services (membership, discovery, the API, the head's DHCP server) for as
 // long as the machine runs.
@@ -288,6 +288,13 @@ func bootWithPhases(ctx context.Context, cfg Config, log *slog.Logger, phases *b
 		node.loader.start(log)
 		defer node.loader.stop()
 		start := time.Now()
+		// First the files the image keeps packed until now (criu, the
+		// modules not for the network): the modules below are among them.
+		if n, err := boot.UnpackLate("/"+boot.LatePath, "/"); err != nil {
+			cfg.Console.Event("error %v", err)
+		} else if n > 0 {
+			log.Info("late files unpacked", "count", n, "took", time.Since(start).Round(time.Millisecond))
+		}
 		loaded, err := loadModules(ctx, cfg.AlwaysModules, nil, nil, log)
 		if err != nil {
 			cfg.Console.Event("error loading modules: %v", err)

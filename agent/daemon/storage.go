@@ -121,6 +121,13 @@ func (s *nodeStorage) waitMounted(ctx context.Context) bool {
 // serve prepares the head's backing store and exports it until ctx ends.
 func (s *nodeStorage) serve(ctx context.Context) error {
 	a := s.a
+	// The disks' drivers and the file systems load in the background:
+	// the DRIFT-DATA partition cannot show before they are in.
+	select {
+	case <-a.node.ModulesDone:
+	case <-ctx.Done():
+		return nil
+	}
 	b, err := storage.PrepareBacking(ctx, storage.BackingConfig{Logger: a.log, LoadModule: loadFSModule})
 	if err != nil {
 		return err

@@ -19,8 +19,11 @@ import (
 // answers an ARP request for it; the server then holds the address back
 // for the pool's declineTime and offers the next one.
 const (
-	// DefaultProbeTimeout is how long a probe waits for an ARP answer.
-	DefaultProbeTimeout = 300 * time.Millisecond
+	// DefaultProbeTimeout is how long a probe waits for an ARP answer: a
+	// host on the segment answers within milliseconds, and every new
+	// machine waits this long for its first address (its boot's critical
+	// path).
+	DefaultProbeTimeout = 100 * time.Millisecond
 	// maxProbesPerDiscover bounds the probes one DISCOVER can cause; when
 	// every one finds its address in use the DISCOVER goes unanswered
 	// (the client asks again, and the addresses found stay held back).

@@ -15,7 +15,7 @@ import (
 // Boot file names: what a PXE client gets, by firmware.
 const (
 	FileBIOS   = "undionly.kpxe" // iPXE for a legacy BIOS PXE ROM (option 93 = 0), over TFTP
-	FileUEFI   = "ipxe.efi"      // iPXE for UEFI x86-64 (option 93 = 7 or 9), over TFTP
+	FileUEFI   = "snponly.efi"   // iPXE for UEFI x86-64 (option 93 = 7 or 9), over TFTP
 	FileScript = "boot.ipxe"     // the iPXE script, over HTTP, for clients that are iPXE already
 )
 
@@ -114,12 +114,23 @@ func (p *PXE) bootOptions(req *dhcpv4.DHCPv4, c pxeClient, server netip.Addr, pr
 	if proxy && c.pxeVendor {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")))
 	}
+	if c.ipxe && !proxy {
+		// iPXE takes a plain offer only after waiting 2 s for a
+		// ProxyDHCP offer too, unless the offer says there is none.
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionEtherboot, ipxeNoProxyDHCP)))
+	}
 	// The client's UUID (option 97): PXE clients expect it echoed.
 	if uuid := req.GetOneOption(dhcpv4.OptionClientMachineIdentifier); len(uuid) > 0 {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, uuid)))
 	}
 	return mods, file, nil
 }
+
+// ipxeNoProxyDHCP is the value of option 175 (iPXE's encapsulated
+// options) holding only sub-option 176, no-pxedhcp, set: the offer tells
+// iPXE to ask for its address at once instead of waiting for ProxyDHCP
+// offers (dnsmasq's "dhcp-option=encap:175,176,1b").
+var ipxeNoProxyDHCP = []byte{176, 1, 1}
 
 // decorate adds the boot options to reply, the full DHCP server's OFFER
 // or ACK to req, when req comes from a PXE or iPXE client; it returns the

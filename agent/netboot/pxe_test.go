@@ -176,6 +176,14 @@ func TestDecorate(t *testing.T) {
 				return
 			}
 			checkBootReply(t, reply, tt.mt, tt.wantFile, false) // no option 60 from the full server
+			// iPXE is told not to wait for ProxyDHCP offers; a PXE ROM gets no iPXE option.
+			wantEB := []byte(nil)
+			if strings.HasPrefix(tt.wantFile, "http://") {
+				wantEB = ipxeNoProxyDHCP
+			}
+			if got := reply.GetOneOption(dhcpv4.OptionEtherboot); string(got) != string(wantEB) {
+				t.Errorf("option 175 = %v, want %v", got, wantEB)
+			}
 			if got := addr4(reply.YourIPAddr); got != yi {
 				t.Errorf("yiaddr = %v, want %v kept", got, yi)
 			}

@@ -1,5 +1,6 @@
-// Command driftd is the drift node agent. u-root's init starts it as
-// uinit on every node; it never exits.
+// Command driftd is the drift node agent. The node's init (drift-init,
+// PID 1) starts it; it supervises the agent, itself again, and never
+// exits.
 package main
 
 import (

@@ -17,6 +17,7 @@ import (
 // NetbootConfig says what bench-netboot measures.
 type NetbootConfig struct {
 	ImageDir string        // drift-image output (image.json); required
+	Runs     int           // boots of the floor and of one PXE worker; 0: 3 (three at once boot once)
 	Timeout  time.Duration // per lab; 0: 15 minutes
 	Accel    lab.Accel     // "": lab.ResolveAccel, cached
 	Logger   *slog.Logger  // nil: discard
@@ -25,8 +26,8 @@ type NetbootConfig struct {
 // NetbootResult is what one bench-netboot measured.
 type NetbootResult struct {
 	Accel lab.Accel
-	Floor time.Duration   // the same image booted from kernel+initramfs, power-on to ready (a worker)
-	One   time.Duration   // one diskless worker, power-on to ready
+	Floor []time.Duration // the same image booted from kernel+initramfs, power-on to ready (a worker), per run
+	One   []time.Duration // one diskless worker, power-on to ready, per run
 	Three []time.Duration // three diskless workers powered on at once (virtio, e1000, UEFI)
 	// Bytes served per protocol, from the head's drift netboot.
 	OneTFTP, OneHTTP     int64
@@ -38,6 +39,9 @@ type NetbootResult struct {
 func RunNetboot(ctx context.Context, cfg NetbootConfig) (*NetbootResult, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 15 * time.Minute
+	}
+	if cfg.Runs == 0 {
+		cfg.Runs = 3
 	}
 	img, log, err := prepare(cfg.ImageDir, cfg.Logger)
 	if err != nil {
@@ -53,31 +57,31 @@ func RunNetboot(ctx context.Context, cfg NetbootConfig) (*NetbootResult, error) 
 	}
 	defer os.RemoveAll(work)
 
-	// The floor: the same worker, loaded by QEMU from kernel+initramfs.
-	fl, err := lab.Start(ctx, lab.Config{Image: img, StateDir: work + "/f", Nodes: 1, NoHead: true, Boot: lab.BootKernel, Accel: res.Accel, Logger: log, DieWithParent: true})
-	if err != nil {
-		return nil, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	_, err = fl.WaitReadyNode(wctx, 1)
-	res.Floor = time.Since(fl.StartedAt(1))
-	cancel()
-	fl.Down(context.WithoutCancel(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("bench: floor: %w", err)
-	}
-
-	for _, workers := range [][]lab.PXEWorker{lab.PXEWorkers(1), lab.PXEWorkers(3)} {
-		times, tftp, http, err := pxeRun(ctx, cfg, img, res.Accel, log, fmt.Sprintf("%s/p%d", work, len(workers)), workers)
+	for i := range cfg.Runs {
+		// The floor: the same worker, loaded by QEMU from kernel+initramfs.
+		fl, err := lab.Start(ctx, lab.Config{Image: img, StateDir: fmt.Sprintf("%s/f%d", work, i), Nodes: 1, NoHead: true, Boot: lab.BootKernel, Accel: res.Accel, Logger: log, DieWithParent: true})
 		if err != nil {
 			return nil, err
 		}
-		if len(workers) == 1 {
-			res.One, res.OneTFTP, res.OneHTTP = times[0], tftp, http
-		} else {
-			res.Three, res.ThreeTFTP, res.ThreeHTTP = times, tftp, http
+		wctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		_, err = fl.WaitReadyNode(wctx, 1)
+		res.Floor = append(res.Floor, time.Since(fl.StartedAt(1)))
+		cancel()
+		fl.Down(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("bench: floor: %w", err)
 		}
+		times, tftp, http, err := pxeRun(ctx, cfg, img, res.Accel, log, fmt.Sprintf("%s/p1-%d", work, i), lab.PXEWorkers(1))
+		if err != nil {
+			return nil, err
+		}
+		res.One, res.OneTFTP, res.OneHTTP = append(res.One, times[0]), tftp, http
 	}
+	times, tftp, http, err := pxeRun(ctx, cfg, img, res.Accel, log, work+"/p3", lab.PXEWorkers(3))
+	if err != nil {
+		return nil, err
+	}
+	res.Three, res.ThreeTFTP, res.ThreeHTTP = times, tftp, http
 	return res, nil
 }
 
@@ -115,15 +119,23 @@ func pxeRun(ctx context.Context, cfg NetbootConfig, img lab.Image, accel lab.Acc
 
 // Print writes the figures.
 func (r *NetbootResult) Print(w io.Writer) {
-	fmt.Fprintf(w, "bench-netboot (accel %s): power-on to drift: ready\n", r.Accel)
-	fmt.Fprintf(w, "  kernel+initramfs (floor)  %6.1f s\n", r.Floor.Seconds())
-	fmt.Fprintf(w, "  1 PXE worker              %6.1f s  (%.2fx the floor)  served TFTP %s, HTTP %s\n",
-		r.One.Seconds(), ratio(r.One, r.Floor), mb(r.OneTFTP), mb(r.OneHTTP))
+	secs := func(ds []time.Duration) string {
+		out := ""
+		for _, d := range ds {
+			out += fmt.Sprintf(" %.1f", d.Seconds())
+		}
+		return out
+	}
+	floor := Median(r.Floor)
+	fmt.Fprintf(w, "bench-netboot (accel %s): power-on to drift: ready, median and spread of %d\n", r.Accel, len(r.Floor))
+	fmt.Fprintf(w, "  kernel+initramfs (floor)  %6.1f s  spread %.1f s (runs:%s; a worker alone)\n", floor.Seconds(), Spread(r.Floor).Seconds(), secs(r.Floor))
+	fmt.Fprintf(w, "  1 PXE worker              %6.1f s  (%.2fx the floor; goal: at most 2)  spread %.1f s (runs:%s)  served TFTP %s, HTTP %s (last run)\n",
+		Median(r.One).Seconds(), ratio(Median(r.One), floor), Spread(r.One).Seconds(), secs(r.One), mb(r.OneTFTP), mb(r.OneHTTP))
 	var slowest time.Duration
 	for _, d := range r.Three {
 		slowest = max(slowest, d)
 	}
-	fmt.Fprintf(w, "  3 PXE workers at once     %6.1f s  (slowest; %.2fx the floor) each:", slowest.Seconds(), ratio(slowest, r.Floor))
+	fmt.Fprintf(w, "  3 PXE workers at once     %6.1f s  (slowest; %.2fx the floor) each:", slowest.Seconds(), ratio(slowest, floor))
 	for _, d := range r.Three {
 		fmt.Fprintf(w, " %.1f", d.Seconds())
 	}

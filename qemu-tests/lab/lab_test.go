@@ -149,7 +149,7 @@ func TestVMArgs(t *testing.T) {
 		ConsoleSock: "/s/node2.console.sock", ConsoleLog: "/s/node2.console.log",
 		PortSock: "/s/node2.port.sock", QMPSock: "/s/node2.qmp.sock", PIDFile: "/s/node2.pid",
 	}
-	common := "-name drift-node2,debug-threads=on -nodefaults -machine pc -accel tcg -smp 1 -m 512 " +
+	common := "-name drift-node2,debug-threads=on -nodefaults -machine pc -accel tcg -smp 1 -cpu qemu64,+rdrand -m 512 " +
 		"-display none -vga none -monitor none -no-reboot -pidfile /s/node2.pid " +
 		"-chardev socket,id=qmp,path=/s/node2.qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control " +
 		"-chardev socket,id=con,path=/s/node2.console.sock,server=on,wait=off,logfile=/s/node2.console.log -serial chardev:con " +

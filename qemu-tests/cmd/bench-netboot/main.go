@@ -17,10 +17,11 @@ import (
 
 func main() {
 	image := flag.String("image", "out", "image directory written by drift-image")
+	runs := flag.Int("runs", 3, "boots of the floor and of one PXE worker (three at once boot once)")
 	timeout := flag.Duration("timeout", 15*time.Minute, "limit per lab")
 	verbose := flag.Bool("v", false, "log QEMU command lines")
 	flag.Parse()
 	bench.Main("bench-netboot", *verbose, func(ctx context.Context, log *slog.Logger) (interface{ Print(io.Writer) }, error) {
-		return bench.RunNetboot(ctx, bench.NetbootConfig{ImageDir: *image, Timeout: *timeout, Logger: log})
+		return bench.RunNetboot(ctx, bench.NetbootConfig{ImageDir: *image, Runs: *runs, Timeout: *timeout, Logger: log})
 	})
 }
