@@ -229,7 +229,11 @@ func main() {
 	for i := 1; i <= ` + strconv.Itoa(lines) + `; i++ {
 		out, err := exec.Command("expr", fmt.Sprint(i), "*", "5").Output()
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "child:", err)
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			fmt.Fprintf(os.Stderr, "child: %v: %s\n", err, stderr)
 			os.Exit(1)
 		}
 		fmt.Printf("%d %s", i, out)

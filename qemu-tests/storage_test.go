@@ -147,6 +147,17 @@ func testForeignMount(ctx context.Context, t *testing.T, c *cluster) {
 	storageExec(ctx, t, l, 2, time.Minute, "rm", "/cluster/steal.txt")
 
 	storageExec(ctx, t, l, n, time.Minute, "mkdir", "-p", "/mnt/steal")
+	// A node loads the file systems' modules in the background after
+	// ready: wait for 9P, so that the mount reaches the head.
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		if labExec(ctx, t, l, n, time.Minute, "grep", "-qw", "9p", "/proc/filesystems").ExitCode == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d: no 9p in /proc/filesystems 2 minutes after ready", n)
+		}
+		time.Sleep(time.Second)
+	}
 	res := labExec(ctx, t, l, n, time.Minute, mount...)
 	if res.ExitCode == 0 {
 		ls := labExec(ctx, t, l, n, time.Minute, "ls", "/mnt/steal")
