@@ -94,8 +94,11 @@ func Sweep(ctx context.Context, cfg SweepConfig) (*SweepResult, error) {
 		return nil, err
 	}
 	workload := []string{"drift-workload", "work", "-n", fmt.Sprint(iters)}
-	for range cfg.Runs {
+	for run := range cfg.Runs {
+		sctx, stop := context.WithCancel(ctx)
+		b.sampleProcs(sctx, fmt.Sprintf("array%d", run+1), 3*time.Second)
 		took, moves, err := b.array(ctx, 2, cfg.Tasks, workload)
+		stop()
 		if err != nil {
 			return nil, err
 		}
