@@ -1,11 +1,14 @@
 package qemutests
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -124,6 +127,40 @@ func testFromHost(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("drift nodes after garbage on the API port: %v", err)
 	}
 	execOK(ctx, t, l, 1, "drift", "status")
+	testProfile(ctx, t, l, drift, key, c.names[1])
+}
+
+// testProfile takes a CPU profile of a worker's agent from the host,
+// through the head, and checks that it is one: a gzip'd protobuf that
+// names the agent's functions.
+func testProfile(ctx context.Context, t *testing.T, l *lab.Lab, drift, key, node string) {
+	out := filepath.Join(t.TempDir(), "w.pprof")
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := l.Command(pctx, drift, "--cluster", "10.77.0.1", "--key-file", key, "profile", "-seconds", "2", "-o", out, node)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s: %v: %s", cmd, err, b)
+		return
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Errorf("drift profile wrote no file: %v", err)
+		return
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Errorf("drift profile: %s is not gzip'd, as pprof's format is: %v", out, err)
+		return
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil || !bytes.Contains(b, []byte("github.com/driftcluster/drift/agent")) {
+		t.Errorf("drift profile: the profile (%d bytes, %v) names none of the agent's functions", len(b), err)
+	}
+	cmd = l.Command(pctx, drift, "--cluster", "10.77.0.1", "--key-file", key, "profile", "-seconds", "500", node)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "-seconds from 1 to 120") {
+		t.Errorf("drift profile -seconds 500 = %v: %s; want a usage error naming the range", err, b)
+	}
 }
 
 // testForeignNode boots a node with another key that names the members

@@ -105,6 +105,9 @@ type Service struct {
 	waiting map[string]waitRef       // the jobs here of tasks started ahead, not yet let run
 	seen    map[string]bool          // jobs adopt has looked at
 
+	pins   map[string]*os.File // directories of the queue held open (pin.go)
+	pinDev uint64              // the device of the queue's root when they were opened
+
 	claims     map[string]claim     // claims that name their job, read once: "ID/KEY.A"
 	claimTimes map[string]time.Time // when each attempt was claimed, read once: "ID/KEY.A"
 
@@ -255,10 +258,12 @@ func (s *Service) Tick(ctx context.Context) error {
 	if s.quiet(exited, aliveSig) {
 		return nil
 	}
+	s.checkPins(st.root)
 	ids, err := st.ids()
 	if err != nil {
 		return err
 	}
+	s.pin(st.root)
 	var ps *api.PSResult // asked once, if a dead node's task needs it
 	var active []*view
 	for _, id := range ids {
@@ -266,8 +271,10 @@ func (s *Service) Tick(ctx context.Context) error {
 		_, finished := s.done[id]
 		s.mu.Unlock()
 		if finished {
+			s.unpin(st.dir(id))
 			continue
 		}
+		s.pin(st.dir(id), st.tasks(id))
 		v, err := s.look(id)
 		if err != nil {
 			s.log().Warn("arrays: read array", "array", id, "err", err)

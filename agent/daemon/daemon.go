@@ -199,6 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 	api.AddRoutes(routes, a.startArrays(ctx, cl)) // drift run --array (arrays.go)
 	api.AddRoutes(routes, rekeyRoutes)
 	api.AddRoutes(routes, a.obs.start(ctx))
+	api.AddRoutes(routes, a.profileRoutes(&peers{a: a, cl: cl})) // drift profile (profile.go)
 	if cfg.Log != nil {
 		api.AddRoutes(routes, (&logring.Server{Ring: cfg.Log, Self: node.Name, Client: (&peers{a: a, cl: cl}).Client}).Routes())
 	} // head: the 9P export; every node: /cluster (storage.go)

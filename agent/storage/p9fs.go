@@ -384,10 +384,33 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 		if err != nil {
 			continue // removed meanwhile
 		}
-		q := qid(fi)
-		out = append(out, p9.Dirent{QID: q, Type: q.Type, Name: names[i], Offset: i + 1})
+		out = append(out, p9.Dirent{QID: qid(fi), Type: direntType(fi.Mode()), Name: names[i], Offset: i + 1})
 	}
 	return out, nil
+}
+
+// direntType is the type byte of a directory entry in Rreaddir. Linux's
+// 9P client hands it to readdir(3) as d_type, so it must be a DT_ value,
+// not the entry's QID type: with a QID type (0 for a file, 0x80 for a
+// directory) every program that lists a directory on /cluster (Go's
+// os.ReadDir, ls, find) saw DT_UNKNOWN and stat'ed each entry, three
+// more messages each, which the head answers.
+func direntType(m fs.FileMode) p9.QIDType {
+	switch {
+	case m.IsDir():
+		return unix.DT_DIR
+	case m&fs.ModeSymlink != 0:
+		return unix.DT_LNK
+	case m&fs.ModeNamedPipe != 0:
+		return unix.DT_FIFO
+	case m&fs.ModeSocket != 0:
+		return unix.DT_SOCK
+	case m&fs.ModeCharDevice != 0:
+		return unix.DT_CHR
+	case m&fs.ModeDevice != 0:
+		return unix.DT_BLK
+	}
+	return unix.DT_REG
 }
 
 // Readlink implements p9.File.

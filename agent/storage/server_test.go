@@ -195,8 +195,12 @@ func TestServerFiles(t *testing.T) {
 	for i := range 300 {
 		create(t, sub, fmt.Sprintf("f%03d", i), 0o644).Close()
 	}
+	if _, err := sub.Mkdir("inner", 0o755, p9.NoUID, p9.NoGID); err != nil {
+		t.Fatalf("mkdir: %v", err)
+	}
 	d := walkOpen(t, b, "sub", p9.ReadOnly)
 	seen := map[string]bool{}
+	types := map[string]p9.QIDType{}
 	for off := uint64(0); ; {
 		ents, err := d.Readdir(off, 4096)
 		if err != nil {
@@ -207,11 +211,17 @@ func TestServerFiles(t *testing.T) {
 		}
 		for _, e := range ents {
 			seen[e.Name] = true
+			types[e.Name] = e.Type
 			off = e.Offset
 		}
 	}
-	if len(seen) != 301 || !seen["moved.txt"] || !seen["f299"] {
-		t.Errorf("readdir listed %d names, want 301 with moved.txt and f299", len(seen))
+	if len(seen) != 302 || !seen["moved.txt"] || !seen["f299"] || !seen["inner"] {
+		t.Errorf("readdir listed %d names, want 302 with moved.txt, f299 and inner", len(seen))
+	}
+	// Linux takes an entry's type as its d_type: without it, every
+	// listing of a directory stats each entry over the network.
+	if types["f299"] != unix.DT_REG || types["inner"] != unix.DT_DIR {
+		t.Errorf("readdir types: f299 %d, inner %d; want DT_REG (%d) and DT_DIR (%d)", types["f299"], types["inner"], unix.DT_REG, unix.DT_DIR)
 	}
 	if err := sub.UnlinkAt("f000", 0); err != nil {
 		t.Errorf("unlink: %v", err)

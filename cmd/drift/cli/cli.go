@@ -36,6 +36,7 @@ func commands() map[string]command {
 		"migrate": {"move a running job to another node", runMigrate},
 		"nodes":   {"list the cluster's nodes", runNodes},
 		"pending": {"list the machines that asked the head to join, and its decisions", runPending},
+		"profile": {"write a CPU profile of a node's agent, for go tool pprof", runProfile},
 		"ps":      {"list every job in the cluster", runPS},
 		"rekey":   {"move the whole cluster to a new key; the old one stops working", runRekey},
 		"reject":  {"refuse a network-booted machine the cluster key (head)", runReject},
