@@ -74,6 +74,10 @@ type Manager struct {
 	toAbandon map[string][]abandonment
 	dead      deadWatch // nodes declared dead, looked at for the jobs they were home to and ran
 	seq       int
+	// reserved is the counter saved on the shared storage at sharedSeq:
+	// ids up to it are given without writing it again (idBlock).
+	reserved  int
+	sharedSeq string
 
 	base  context.Context    // ends when Run's context does: streams end with it
 	stop  context.CancelFunc // ends base
@@ -125,11 +129,18 @@ func (m *Manager) sharedRoot() string {
 	return api.SharedRoot
 }
 
+// idBlock is how many ids a node reserves at a time on the shared
+// storage. Every write there is a dozen 9P messages that the head
+// answers, and a sweep starts a job per task: the node writes the counter
+// once per block, and a rebooted node starts after the whole block.
+const idBlock = 32
+
 // nextID gives the next job id homed here. The counter survives agent
 // restarts in StateDir, and reboots on the shared storage when it is
 // mounted (StateDir is in memory on a node): an id is given only once the
 // counter is saved, so that neither a restarted agent nor a rebooted node
-// gives it again while jobs that had it may still run.
+// gives it again while jobs that had it may still run. The shared
+// storage holds the end of a block of ids reserved ahead (idBlock).
 func (m *Manager) nextID() (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -142,8 +153,11 @@ func (m *Manager) nextID() (string, error) {
 	if root := m.sharedRoot(); m.SharedRoot != "" || isMountPoint(root) {
 		shared = filepath.Join(root, ".drift", "homes", m.Self+".seq")
 	}
+	if shared != m.sharedSeq {
+		m.reserved, m.sharedSeq = 0, shared // mounted (again), or gone: read it anew
+	}
 	for _, p := range []string{path, shared} {
-		if p == "" {
+		if p == "" || (p == shared && m.seq < m.reserved) {
 			continue
 		}
 		if b, err := os.ReadFile(p); err == nil {
@@ -159,9 +173,12 @@ func (m *Manager) nextID() (string, error) {
 	if err := os.WriteFile(path, next, 0o644); err != nil {
 		return "", fmt.Errorf("job id counter: %w", err)
 	}
-	if shared != "" {
-		if err := writeFileSync(shared, next); err != nil {
+	if shared != "" && m.seq >= m.reserved {
+		end := m.seq + idBlock
+		if err := writeFileSync(shared, []byte(fmt.Sprint(end))); err != nil {
 			m.log().Warn("job id counter on the shared storage: a reboot of this node may give ids again", "err", err)
+		} else {
+			m.reserved = end
 		}
 	}
 	m.seq++

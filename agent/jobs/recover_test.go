@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -121,7 +123,7 @@ func TestIDsNotReusedAfterReboot(t *testing.T) {
 	shared := t.TempDir()
 	before := &Manager{Self: "drift-aaaaaa", StateDir: t.TempDir(), SharedRoot: shared}
 	seen := map[string]bool{}
-	for range 3 {
+	for range idBlock + 3 { // past the first block reserved
 		id, err := before.nextID()
 		if err != nil {
 			t.Fatal(err)
@@ -133,8 +135,13 @@ func TestIDsNotReusedAfterReboot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if seen[id] || id != "aaaaaa-4" {
-		t.Fatalf("after a reboot the first id is %s; want aaaaaa-4 (gave %v before)", id, seen)
+	if want := fmt.Sprintf("aaaaaa-%d", 2*idBlock+1); seen[id] || id != want {
+		t.Fatalf("after a reboot the first id is %s; want %s, after the block reserved (gave %d ids before)", id, want, len(seen))
+	}
+	// The counter is written once per block, not once per id.
+	b, err := os.ReadFile(filepath.Join(shared, ".drift", "homes", "drift-aaaaaa.seq"))
+	if err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(3*idBlock) {
+		t.Fatalf("shared counter = %q, %v; want %d", b, err, 3*idBlock)
 	}
 }
 
