@@ -283,9 +283,10 @@ func (s *Service) Tick(ctx context.Context) error {
 		if s.summaryWritten(id) {
 			continue
 		}
-		s.reap(ctx, v, alive, local, &ps)
-		if v, err = s.look(id); err != nil {
-			continue
+		if s.reap(ctx, v, alive, local, &ps) {
+			if v, err = s.look(id); err != nil { // see what it wrote
+				continue
+			}
 		}
 		if s.finish(v) {
 			continue
@@ -388,8 +389,10 @@ func (s *Service) look(id string) (*view, error) {
 // reap settles the running tasks whose runner is gone: a task of this
 // node whose job ended without the wrapper's result gets one from the
 // job's exit status; a task of a dead node whose job runs nowhere is lost,
-// and queued again. On a killed array, this node stops its tasks.
-func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, local map[string]api.JobInfo, ps **api.PSResult) {
+// and queued again. On a killed array, this node stops its tasks. It
+// reports whether it found a task whose state may differ from v's: a
+// result or a loss written, by it or meanwhile by a wrapper.
+func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, local map[string]api.JobInfo, ps **api.PSResult) (changed bool) {
 	st := s.store()
 	id := v.rec.ID
 	for _, t := range v.tasks {
@@ -403,6 +406,7 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 			// the two, or is writing it now.
 			if time.Since(s.claimedAt(id, t.key, a.n)) > time.Minute {
 				st.lose(id, t.key, a.n, "claimed, never started")
+				changed = true
 			}
 			continue
 		}
@@ -420,12 +424,15 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 			switch {
 			case c.Job == "" && time.Since(c.Started) > time.Minute:
 				st.lose(id, t.key, a.n, "its job never started")
+				changed = true
 			case c.Job == "":
 			case !known && time.Since(c.Started) > 30*time.Second:
+				changed = true
 				if !st.hasResult(id, t.key, a.n) {
 					st.lose(id, t.key, a.n, "its job is gone from "+s.Self)
 				}
 			case known && j.State == api.JobExited:
+				changed = true
 				if st.hasResult(id, t.key, a.n) {
 					continue
 				}
@@ -447,6 +454,7 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 				writeResult(st.attempt(id, t.key, a.n), result{Exit: code, Node: j.Node, Started: c.Started, Ended: time.Now(), Error: why})
 			}
 		case !alive[c.Node]:
+			changed = true
 			if st.hasResult(id, t.key, a.n) {
 				continue
 			}
@@ -454,7 +462,7 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 				got, err := s.Agent.PS(ctx)
 				if err != nil {
 					s.log().Warn("arrays: list jobs", "err", err)
-					return
+					return changed
 				}
 				*ps = &got
 			}
@@ -465,6 +473,7 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 			st.lose(id, t.key, a.n, "node "+c.Node+" died")
 		}
 	}
+	return changed
 }
 
 func (s *Service) signalled(job string) bool {
@@ -711,7 +720,7 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 				}
 			}
 			n := t.next()
-			got, err := s.store().take(v.rec.ID, t.key, n, claim{Node: s.Self, Started: time.Now()})
+			got, err := s.store().take(v.rec.ID, t.key, n)
 			if err != nil {
 				s.log().Warn("arrays: claim", "array", v.rec.ID, "task", t.key, "err", err)
 				return

@@ -283,18 +283,21 @@ func (s store) scan(r *record) ([]*taskState, error) {
 	return out, nil
 }
 
-// take claims attempt n of a task for node: false if another node did
-// first.
-func (s store) take(id, key string, n int, c claim) (bool, error) {
-	dir := s.attempt(id, key, n)
-	err := os.Mkdir(dir, 0o755)
+// take claims attempt n of a task: false if another node did first. The
+// directory is the claim; claim.json, which names the node and the job,
+// is written once the job has started (writeClaim): until then, and if
+// the node dies before, the directory's time tells how long it has been
+// claimed. (Writing claim.json twice cost the head two dozen 9P messages
+// a task.)
+func (s store) take(id, key string, n int) (bool, error) {
+	err := os.Mkdir(s.attempt(id, key, n), 0o755)
 	if errors.Is(err, fs.ErrExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("claim task %s of %s: %w", key, id, err)
 	}
-	return true, s.writeClaim(id, key, n, c)
+	return true, nil
 }
 
 func (s store) writeClaim(id, key string, n int, c claim) error {

@@ -22,15 +22,21 @@ type CheckpointConfig struct {
 	Work     time.Duration // how long the CPU-bound job runs with checkpoints off, about; 0: 45 s
 	Taken    int           // checkpoints the 64 MB job is made long enough to take at the default interval; 0: 2
 	MemoryMB int           // RAM per VM; 0: 1024 (the head keeps the checkpoints in memory)
-	Timeout  time.Duration // for the whole run; 0: 90 minutes
-	Accel    lab.Accel
-	Logger   *slog.Logger
+	// Share holds each VM to this share of a host core, as bench-balance
+	// does: the head's work of storing a checkpoint then comes out of its
+	// own share, not the worker's, as on separate machines. 0: 0.6;
+	// negative: the VMs are not held.
+	Share   float64
+	Timeout time.Duration // for the whole run; 0: 90 minutes
+	Accel   lab.Accel
+	Logger  *slog.Logger
 }
 
 // CheckpointResult is what one bench-checkpoint measured.
 type CheckpointResult struct {
 	Accel      lab.Accel
-	Iterations uint64 // drift-workload work -n, calibrated to Work
+	Share      float64 // of a host core each VM was held to; 0: not held
+	Iterations uint64  // drift-workload work -n, calibrated to Work
 	Jobs       []CheckpointJob
 	Recoveries []Recovery
 	Taken      int           // checkpoints the 64 MB job's length was set by
@@ -103,6 +109,17 @@ func Checkpoint(ctx context.Context, cfg CheckpointConfig) (*CheckpointResult, e
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	defer l.Down(context.WithoutCancel(ctx))
+	if cfg.Share == 0 {
+		cfg.Share = 0.6
+	}
+	if cfg.Share > 0 {
+		q, err := limitCPU(fmt.Sprintf("drift-bench-%d", os.Getpid()), cfg.Share, l.PID(1), l.PID(2), l.PID(3))
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer q.release()
+		res.Share = cfg.Share
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	names, err := formed(ctx, l, 3)
@@ -417,6 +434,9 @@ func logTime(log, job, sub string) time.Time {
 // Print writes the figures of r.
 func (r *CheckpointResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "checkpoint cost, accel %s, drift run on a worker, median of %d (spread min-max):\n", r.Accel, len(r.Jobs[0].Off))
+	if r.Share > 0 {
+		fmt.Fprintf(w, "  each VM held to %.0f%% of a host core, as separate machines are (a node booted again for a recovery below is not)\n", r.Share*100)
+	}
 	for _, j := range r.Jobs {
 		off, on := Median(j.Off), Median(j.On)
 		fmt.Fprintf(w, "  %s (%s)\n", j.Name, strings.Join(j.Argv, " "))
