@@ -96,7 +96,7 @@ func Sweep(ctx context.Context, cfg SweepConfig) (*SweepResult, error) {
 	workload := []string{"drift-workload", "work", "-n", fmt.Sprint(iters)}
 	for run := range cfg.Runs {
 		sctx, stop := context.WithCancel(ctx)
-		b.sampleProcs(sctx, fmt.Sprintf("array%d", run+1), 3*time.Second)
+		b.sampleProcs(sctx, fmt.Sprintf("array%d", run+1), 10*time.Second)
 		took, moves, err := b.array(ctx, 2, cfg.Tasks, workload)
 		stop()
 		if err != nil {
