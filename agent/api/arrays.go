@@ -39,8 +39,12 @@ type ArraySpec struct {
 
 // Task states, as TaskInfo.State spells them.
 const (
-	TaskQueued    = "queued"
-	TaskRunning   = "running"
+	TaskQueued  = "queued"
+	TaskRunning = "running"
+	// TaskReady is a task a node started ahead of its turn: claimed,
+	// its job made, waiting, running nothing, for one of the node's
+	// cores to free (ArrayInfo counts it apart from the running).
+	TaskReady     = "ready"
 	TaskDone      = "done"   // exited 0
 	TaskFailed    = "failed" // exited otherwise, with no retry left
 	TaskCancelled = "cancelled"
@@ -59,6 +63,7 @@ type ArrayInfo struct {
 	Tasks     int       `json:"tasks"`
 	Queued    int       `json:"queued"`
 	Running   int       `json:"running"`
+	Ready     int       `json:"ready,omitempty"` // started ahead on a node, waiting for its core (TaskReady)
 	Done      int       `json:"done"`
 	Failed    int       `json:"failed"`
 	Cancelled int       `json:"cancelled,omitempty"`

@@ -95,7 +95,7 @@ func (n *node) RunDetached(ctx context.Context, spec api.JobSpec) (api.JobInfo, 
 	if err := cmd.Start(); err != nil {
 		return api.JobInfo{}, err
 	}
-	info := &api.JobInfo{ID: id, Name: spec.Name, Node: n.name, Home: n.name, State: api.JobRunning, Argv: spec.Argv}
+	info := &api.JobInfo{ID: id, Name: spec.Name, Node: n.name, Home: n.name, State: api.JobRunning, Argv: spec.Argv, PID: cmd.Process.Pid}
 	n.mu.Lock()
 	n.jobs[id], n.cmds[id] = info, cmd
 	if spec.Waiting {
@@ -428,10 +428,21 @@ func TestArrayTaskAheadWaits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held := 0
-	info = l.run(t, info.ID, func() { held = max(held, l.nodes[0].Running()) })
+	held, running, ready := 0, 0, 0
+	id := info.ID
+	info = l.run(t, id, func() {
+		held = max(held, l.nodes[0].Running())
+		if a, err := l.svcs[0].Array(id); err == nil {
+			running, ready = max(running, a.Running), max(ready, a.Ready)
+		}
+	})
 	if info.Done != 3 || held != 2 {
 		t.Fatalf("finished with %+v, at most %d held at once; want 3 done, 2 held (one ahead)", info, held)
+	}
+	// The task ahead is counted ready, not running: a node of one core
+	// never shows two running.
+	if running != 1 || ready != 1 {
+		t.Errorf("the counts showed at most %d running and %d ready; want 1 and 1", running, ready)
 	}
 	type span struct{ from, to float64 }
 	var spans []span

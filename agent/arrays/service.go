@@ -732,6 +732,11 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 			if hold && spec.MaxRunning > 0 {
 				break // a task held here would count against the cap while another node idles
 			}
+			if hold {
+				if err := os.WriteFile(waitingMarker(s.store().attempt(v.rec.ID, t.key, n)), nil, 0o644); err != nil {
+					s.log().Warn("arrays: mark a task started ahead", "array", v.rec.ID, "task", t.key, "err", err)
+				}
+			}
 			if err := s.start(ctx, v.rec, t.key, n, hold); err != nil {
 				s.log().Warn("arrays: start task", "array", v.rec.ID, "task", t.key, "err", err)
 				s.store().lose(v.rec.ID, t.key, n, "start on "+s.Self+": "+err.Error())
@@ -751,7 +756,7 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 
 // adopt counts a task's job here as waiting for a core: one started
 // ahead here, or one that moved here while it waited (its wrapper keeps
-// the file WaitingFile meanwhile; that is looked for once per job).
+// the file KEY.A.waiting meanwhile; that is looked for once per job).
 func (s *Service) adopt(job, array, key string, n int) {
 	s.mu.Lock()
 	_, mine := s.started[job]
@@ -765,7 +770,7 @@ func (s *Service) adopt(job, array, key string, n int) {
 		return
 	}
 	if !mine { // it arrived here: is it waiting?
-		if _, err := os.Stat(filepath.Join(s.store().attempt(array, key, n), WaitingFile)); err != nil {
+		if _, err := os.Stat(waitingMarker(s.store().attempt(array, key, n))); err != nil {
 			return
 		}
 	}
@@ -779,9 +784,9 @@ func (s *Service) adopt(job, array, key string, n int) {
 }
 
 // release lets the tasks waiting here run, oldest first, while this node
-// has a free core; local are the jobs here. A task whose wrapper has not
-// yet said it waits (WaitingFile) is let run at a later look: the signal
-// that lets it run would meet it before it listens.
+// has a free core; local are the jobs here. A task whose wrapper does not
+// yet catch SIGUSR2 (its process is still starting) is let run at a later
+// look: the signal would end it.
 func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
 	s.mu.Lock()
 	var ws []string
@@ -807,7 +812,7 @@ func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
 		s.mu.Lock()
 		w := s.waiting[job]
 		s.mu.Unlock()
-		if _, err := os.Stat(filepath.Join(s.store().attempt(w.array, w.key, w.n), WaitingFile)); err != nil {
+		if !catchesSIGUSR2("/proc", local[job].PID) {
 			continue
 		}
 		if err := s.Agent.Signal(ctx, job, int(syscall.SIGUSR2)); err != nil {
@@ -1017,7 +1022,11 @@ func (s *Service) info(v *view) api.ArrayInfo {
 		case api.TaskQueued:
 			info.Queued++
 		case api.TaskRunning:
-			info.Running++
+			if l := t.last(); l != nil && l.waiting {
+				info.Ready++
+			} else {
+				info.Running++
+			}
 		case api.TaskDone:
 			info.Done++
 		case api.TaskFailed:
@@ -1050,6 +1059,9 @@ func (s *Service) taskList(v *view) []api.TaskInfo {
 	out := make([]api.TaskInfo, 0, len(v.tasks))
 	for _, t := range v.tasks {
 		ti := api.TaskInfo{Task: t.key, State: t.state(v.rec.Spec.Retries, v.killed)}
+		if l := t.last(); ti.State == api.TaskRunning && l != nil && l.waiting {
+			ti.State = api.TaskReady
+		}
 		ti.Stdout, ti.Stderr = outputPaths(v.rec, st.dir(v.rec.ID), t.key, s.sharedRoot())
 		for _, a := range t.attempts {
 			if a.claimed {
@@ -1073,7 +1085,7 @@ func (s *Service) taskList(v *view) []api.TaskInfo {
 				ti.Elapsed = r.Ended.Sub(r.Started).Seconds()
 			} else if c, err := s.claim(v.rec.ID, t.key, a.n); err == nil {
 				ti.Node, ti.Started = c.Node, c.Started
-				if ti.State == api.TaskRunning {
+				if ti.State == api.TaskRunning || ti.State == api.TaskReady {
 					ti.Job = c.Job
 					ti.Elapsed = time.Since(c.Started).Seconds()
 				}

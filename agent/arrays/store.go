@@ -24,6 +24,7 @@ import (
 //	ID/tasks/KEY.A.ok    its result, exit 0 (written whole, by rename)
 //	ID/tasks/KEY.A.fail  its result, any other ending
 //	ID/tasks/KEY.A.lost  it was lost with its node: KEY is queued again
+//	ID/tasks/KEY.A.waiting  while started ahead, waiting for a core
 //	ID/killed            drift kill: nothing more starts
 //	ID/KEY.out, KEY.err  the default output files
 //	ID/summary.json, summary.csv  written once every task has ended
@@ -68,6 +69,7 @@ type attempt struct {
 	n              int
 	claimed        bool // KEY.A/ exists
 	ok, fail, lost bool
+	waiting        bool // KEY.A.waiting: started ahead, waiting for a core
 }
 
 // taskState is a task as its files say.
@@ -268,6 +270,8 @@ func (s store) scan(r *record) ([]*taskState, error) {
 			a.fail = true
 		case len(parts) == 3 && parts[2] == "lost":
 			a.lost = true
+		case len(parts) == 3 && parts[2] == WaitingSuffix:
+			a.waiting = true
 		}
 	}
 	keys := r.keys()

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -48,7 +49,7 @@ func RunTask(args []string) int {
 	errPath := fs.String("err", "", "file for the command's stderr")
 	resPath := fs.String("result", "", "the result's path, without its .ok or .fail")
 	idle := fs.Bool("idle", false, "run the command at idle CPU priority (SCHED_IDLE)")
-	hold := fs.Bool("hold", false, "wait for SIGUSR2 before starting the command (a task started ahead of its turn), with a file \"waiting\" in the result's directory meanwhile")
+	hold := fs.Bool("hold", false, "wait for SIGUSR2 before starting the command (a task started ahead of its turn), removing the file RESULT.waiting then")
 	workDir := fs.String("dir", "", "run the command in this directory (\"\": the job's)")
 	// First: a task started ahead is released by SIGUSR2, which would
 	// kill this process before the handler is set.
@@ -109,7 +110,7 @@ func RunTask(args []string) int {
 		}
 	}
 	if *hold {
-		if sig, ok := waitTurn(sigs, filepath.Join(*resPath, WaitingFile)); !ok {
+		if sig, ok := waitTurn(sigs, waitingMarker(*resPath)); !ok {
 			return finish(128+int(sig), int(sig), "")
 		}
 		res.Started = time.Now()
@@ -157,16 +158,20 @@ func RunTask(args []string) int {
 
 // writeResult writes r to base.ok (exit 0) or base.fail, whole or not at
 // all: a reader of the task directory sees either nothing or the result.
-// WaitingFile is the file a task started ahead of its turn keeps in its
-// attempt's directory while it waits for SIGUSR2.
-const WaitingFile = "waiting"
+// WaitingSuffix names the file beside a task's attempt directory
+// (tasks/KEY.A.waiting) that says it was started ahead of its turn and
+// waits for SIGUSR2: the node that takes it writes it with its claim,
+// the wrapper removes it when it is let run. A look at the queue, which
+// lists the tasks' directory, sees which tasks wait without opening
+// anything more, and a node a waiting task moved to knows it waits.
+const WaitingSuffix = "waiting"
 
-// waitTurn says it waits, with the file marker, until SIGUSR2 comes (ok)
-// or a signal that ends a task does (that signal).
+// waitingMarker is that file for the attempt whose directory is dir.
+func waitingMarker(dir string) string { return dir + "." + WaitingSuffix }
+
+// waitTurn waits until SIGUSR2 comes (ok) or a signal that ends a task
+// does (that signal), then removes the file marker.
 func waitTurn(sigs <-chan os.Signal, marker string) (syscall.Signal, bool) {
-	if err := os.WriteFile(marker, nil, 0o644); err != nil {
-		fmt.Fprintf(os.Stderr, "drift: task: %v\n", err)
-	}
 	defer os.Remove(marker)
 	for s := range sigs {
 		switch s {
@@ -213,4 +218,36 @@ func busyboxName(path, argv0 string) string {
 		return argv0
 	}
 	return filepath.Base(target)
+}
+
+// catchesSIGUSR2 reports whether the process pid, or one of its children
+// (a job's init runs the wrapper as its child), catches SIGUSR2, as a
+// wrapper waiting its turn does once it has started: /proc's SigCgt mask.
+func catchesSIGUSR2(proc string, pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	pids := []int{pid}
+	if b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "task", strconv.Itoa(pid), "children")); err == nil {
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, c)
+			}
+		}
+	}
+	for _, p := range pids {
+		b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(p), "status"))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				if err == nil && mask&(1<<(uint(syscall.SIGUSR2)-1)) != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

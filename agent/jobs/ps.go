@@ -34,6 +34,7 @@ func (m *Manager) Local() []api.JobInfo {
 	for i := range out {
 		if r := runners[out[i].ID]; r != nil {
 			out[i].CPU, out[i].RSS = r.usage(&m.psMeter)
+			out[i].PID = r.pid
 			if r.moving() && out[i].State == api.JobRunning {
 				out[i].State = api.JobMigrating
 			}

@@ -182,7 +182,11 @@ func waitArray(ctx context.Context, c *api.Client, id string, stdout, stderr io.
 // arrayProgress is e.g. "a-d1b102-3: 120 queued, 6 running, 70 done,
 // 4 failed of 200; 3m12s elapsed, about 5m left".
 func arrayProgress(a api.ArrayInfo, now time.Time) string {
-	s := fmt.Sprintf("%s: %d queued, %d running, %d done, %d failed", a.ID, a.Queued, a.Running, a.Done, a.Failed)
+	s := fmt.Sprintf("%s: %d queued, %d running", a.ID, a.Queued, a.Running)
+	if a.Ready > 0 {
+		s += fmt.Sprintf(" (%d more ready)", a.Ready)
+	}
+	s += fmt.Sprintf(", %d done, %d failed", a.Done, a.Failed)
 	if a.Cancelled > 0 {
 		s += fmt.Sprintf(", %d cancelled", a.Cancelled)
 	}
@@ -208,7 +212,7 @@ func writeArrays(w io.Writer, list []api.ArrayInfo, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ARRAY\tNAME\tTASKS\tQUEUED\tRUNNING\tDONE\tFAILED\tNICE\tAGE\tCOMMAND")
 	for _, a := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", a.ID, a.Name, a.Tasks, a.Queued, a.Running, a.Done, a.Failed+a.Cancelled,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", a.ID, a.Name, a.Tasks, a.Queued+a.Ready, a.Running, a.Done, a.Failed+a.Cancelled,
 			a.Nice, now.Sub(a.Submitted).Round(time.Second), truncate(strings.Join(a.Argv, " "), 40))
 	}
 	return tw.Flush()
@@ -302,6 +306,6 @@ func killArray(ctx context.Context, fs *flag.FlagSet, id string, args []string, 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "array %s killed: %d queued tasks will not start, %d running get SIGTERM\n", info.ID, info.Queued+info.Cancelled, info.Running)
+	fmt.Fprintf(stdout, "array %s killed: %d queued tasks will not start, %d running get SIGTERM\n", info.ID, info.Queued+info.Cancelled, info.Running+info.Ready)
 	return nil
 }

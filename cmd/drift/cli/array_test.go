@@ -43,6 +43,11 @@ func TestArrayProgress(t *testing.T) {
 	if got != want {
 		t.Errorf("arrayProgress = %q, want %q", got, want)
 	}
+	a.Queued, a.Ready = 2, 2 // two of them started ahead, waiting for a core
+	want = "a-d1b102-3: 2 queued, 2 running (2 more ready), 3 done, 1 failed of 10; 40s elapsed, about 1m0s left"
+	if got := arrayProgress(a, start.Add(40*time.Second)); got != want {
+		t.Errorf("arrayProgress = %q, want %q", got, want)
+	}
 }
 
 func TestWithoutTasks(t *testing.T) {
