@@ -109,6 +109,8 @@ func (s *netbootService) Run(ctx context.Context) error {
 		services = append(services, supervise.Service{Name: "tftp", Run: netboot.NewTFTPServer(netboot.TFTPConfig{
 			Logger: a.log, Dir: tftpDir, Tracker: s.tracker}).Run})
 	}
+	// iPXE boots only once its IPv6 configuration ends (ra.go).
+	services = append(services, supervise.Service{Name: "netboot-ra", Run: netboot.NewRAResponder(netboot.RAConfig{Logger: a.log, Interface: iface, PXE: pxe}).Run})
 	switch mode {
 	case "server":
 		s.net.dhcp.SetPXE(pxe)

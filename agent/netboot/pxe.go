@@ -3,10 +3,13 @@ package netboot
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -25,6 +28,9 @@ const (
 type PXE struct {
 	HTTPPort int      // port of the head's HTTP server; 0: 80
 	Tracker  *Tracker // where clients are recorded; nil: nowhere
+
+	mu      sync.Mutex
+	booting map[string]time.Time // MAC: when it last asked for boot options (Booting)
 }
 
 // ErrNotPXE is what the handlers return (errors.Is) for a DHCP client that
@@ -161,10 +167,36 @@ func (p *PXE) decorate(req, reply *dhcpv4.DHCPv4) (string, error) {
 
 // record notes that a PXE client asked (the DHCP stage).
 func (p *PXE) record(req *dhcpv4.DHCPv4, c pxeClient, addr netip.Addr) {
+	p.mu.Lock()
+	if p.booting == nil {
+		p.booting = map[string]time.Time{}
+	}
+	now := time.Now()
+	for mac, at := range p.booting {
+		if now.Sub(at) > bootingFor {
+			delete(p.booting, mac)
+		}
+	}
+	p.booting[req.ClientHWAddr.String()] = now
+	p.mu.Unlock()
 	if p.Tracker == nil {
 		return
 	}
 	p.Tracker.DHCP(req.ClientHWAddr.String(), c.archName(), addr)
+}
+
+// bootingFor is how long a machine that was given boot options counts as
+// network-booting (Booting): its firmware's and iPXE's steps, and the
+// kernel's own DHCP.
+const bootingFor = 2 * time.Minute
+
+// Booting reports whether the machine with this MAC asked for boot
+// options within bootingFor.
+func (p *PXE) Booting(mac net.HardwareAddr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, ok := p.booting[mac.String()]
+	return ok && time.Since(at) <= bootingFor
 }
 
 // SetPXE makes the server add boot options to its OFFERs and ACKs for PXE
