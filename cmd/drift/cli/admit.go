@@ -23,15 +23,9 @@ func decideEnrolment(ctx context.Context, name string, args []string, stderr io.
 	fs := newFlags(name, "NODE|MAC|all [--cluster HEAD --key-file F]", stderr)
 	cf := addClientFlags(fs)
 	// Flags may come after the machine too: drift admit NODE --cluster HEAD.
-	var sel []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		sel, args = append(sel, fs.Arg(0)), fs.Args()[1:]
+	sel, err := parseInterleaved(fs, args)
+	if err != nil {
+		return nil, err
 	}
 	if len(sel) != 1 {
 		fs.Usage()

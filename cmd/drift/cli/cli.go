@@ -53,6 +53,22 @@ func commands() map[string]command {
 	}
 }
 
+// parseInterleaved parses args with fs, flags before, between and after
+// the positional arguments (drift logs NODE -f), and returns the
+// positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+}
+
 // errUsage marks an error the user fixes by reading the usage text.
 var errUsage = errors.New("usage")
 

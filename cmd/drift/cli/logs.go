@@ -16,15 +16,9 @@ func runLogs(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	follow := fs.Bool("f", false, "follow: keep printing new lines until interrupted")
 	lines := fs.Int("n", 0, "print only the newest `LINES` lines (0: all the node keeps)")
 	cf := addClientFlags(fs)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(pos) > 1 || *lines < 0 {
 		fs.Usage()

@@ -17,15 +17,9 @@ func runProfile(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	secs := fs.Int("seconds", 10, "profile the agent for `N` seconds (1 to 120)")
 	out := fs.String("o", "", "write the profile to `FILE` (default drift-NODE.pprof)")
 	cf := addClientFlags(fs)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	d := time.Duration(*secs) * time.Second
 	if len(pos) > 1 || d <= 0 || d > api.MaxProfile {

@@ -13,15 +13,9 @@ func runRemove(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	force := fs.Bool("force", false, "remove it even while jobs run on it (they stay there, cut off from the cluster)")
 	rf := addRekeyFlags(fs)
 	// Flags may come after the node too: drift remove NODE --out F.
-	var nodes []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		nodes, args = append(nodes, fs.Arg(0)), fs.Args()[1:]
+	nodes, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(nodes) != 1 {
 		fs.Usage()
