@@ -15,7 +15,7 @@ import (
 // OVMF; CD, USB disk and PXE; each NIC model), one cell at a time, beside
 // a head that serves DHCP and network boot, and prints the table of times
 // from power-on to ready. Cells QEMU cannot run are skipped with the
-// reason. It takes about 15 minutes under TCG, too long for every run:
+// reason. It takes about 8 minutes under TCG, too long for every run:
 // make test-matrix runs it (DRIFT_QEMU_MATRIX=1); -run
 // 'TestMatrix/seabios/pxe' runs a part.
 func TestMatrix(t *testing.T) {
