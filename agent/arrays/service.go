@@ -733,7 +733,7 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 				break // a task held here would count against the cap while another node idles
 			}
 			if hold {
-				if err := os.WriteFile(waitingMarker(s.store().attempt(v.rec.ID, t.key, n)), nil, 0o644); err != nil {
+				if err := s.store().markWaiting(v.rec.ID, t.key, n); err != nil {
 					s.log().Warn("arrays: mark a task started ahead", "array", v.rec.ID, "task", t.key, "err", err)
 				}
 			}
@@ -812,7 +812,7 @@ func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
 		s.mu.Lock()
 		w := s.waiting[job]
 		s.mu.Unlock()
-		if !catchesSIGUSR2("/proc", local[job].PID) {
+		if !catchesSIGUSR2(local[job].PID) {
 			continue
 		}
 		if err := s.Agent.Signal(ctx, job, int(syscall.SIGUSR2)); err != nil {

@@ -343,6 +343,12 @@ func (s store) hasResult(id, key string, n int) bool {
 	return false
 }
 
+// markWaiting records that attempt n was started ahead of its turn and
+// waits for a core (its wrapper removes the file when it is let run).
+func (s store) markWaiting(id, key string, n int) error {
+	return os.WriteFile(waitingMarker(s.attempt(id, key, n)), nil, 0o644)
+}
+
 // lose records that attempt n was lost with its node: the task is queued
 // again.
 func (s store) lose(id, key string, n int, why string) error {

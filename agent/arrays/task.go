@@ -10,11 +10,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/driftcluster/drift/agent/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -220,34 +221,14 @@ func busyboxName(path, argv0 string) string {
 	return filepath.Base(target)
 }
 
-// catchesSIGUSR2 reports whether the process pid, or one of its children
-// (a job's init runs the wrapper as its child), catches SIGUSR2, as a
-// wrapper waiting its turn does once it has started: /proc's SigCgt mask.
-func catchesSIGUSR2(proc string, pid int) bool {
+// catchesSIGUSR2 reports whether the job whose init is pid has a process
+// that catches SIGUSR2 (the init runs the wrapper as its child), as a
+// wrapper waiting its turn does once it has started.
+func catchesSIGUSR2(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	pids := []int{pid}
-	if b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "task", strconv.Itoa(pid), "children")); err == nil {
-		for _, f := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, c)
-			}
-		}
-	}
-	for _, p := range pids {
-		b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(p), "status"))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
-				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-				if err == nil && mask&(1<<(uint(syscall.SIGUSR2)-1)) != 0 {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	var proc procfs.Proc
+	pids, _ := proc.Tree(pid)
+	return slices.ContainsFunc(pids, func(p int) bool { return proc.Catches(p, syscall.SIGUSR2) })
 }

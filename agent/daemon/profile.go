@@ -7,15 +7,10 @@ import (
 	"net/http"
 	"runtime/pprof"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
 )
-
-// profiling is held while the agent takes a CPU profile: Go takes one at
-// a time.
-var profiling sync.Mutex
 
 // profileRoutes serve drift profile: a CPU profile of this agent, or,
 // forwarded, of another node's.
@@ -43,14 +38,9 @@ func (a *agent) profileRoutes(p *peers) map[string]http.Handler {
 			io.Copy(w, body)
 			return
 		}
-		if !profiling.TryLock() {
-			http.Error(w, "profile: this agent is taking another profile; try again when it is done", http.StatusConflict)
-			return
-		}
-		defer profiling.Unlock()
 		var buf bytes.Buffer
-		if err := pprof.StartCPUProfile(&buf); err != nil {
-			http.Error(w, "profile: "+err.Error(), http.StatusConflict)
+		if err := pprof.StartCPUProfile(&buf); err != nil { // Go takes one at a time
+			http.Error(w, "profile: this agent is taking another profile; try again when it is done", http.StatusConflict)
 			return
 		}
 		select {

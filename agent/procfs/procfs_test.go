@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"syscall"
 	"testing"
 	"testing/fstest"
 
@@ -86,5 +87,20 @@ func TestHostTree(t *testing.T) {
 	u, err := Proc{}.TreeUsage(os.Getpid())
 	if err != nil || u.RSS == 0 || u.Anon == 0 || u.Anon > u.RSS {
 		t.Errorf("TreeUsage(self) = %+v, %v; want resident memory, anonymous no more than all of it", u, err)
+	}
+}
+
+func TestCatches(t *testing.T) {
+	fsys := fstest.MapFS{
+		// SIGUSR2 (12) is bit 11: 0x800; SIGTERM (15) bit 14.
+		"7/status": &fstest.MapFile{Data: []byte("Name:\tdriftd\nSigBlk:\t0000000000000000\nSigCgt:\t0000000000004800\n")},
+		"8/status": &fstest.MapFile{Data: []byte("Name:\tsh\nSigCgt:\t0000000000004000\n")},
+	}
+	p := Proc{FS: fsys}
+	if !p.Catches(7, syscall.SIGUSR2) || !p.Catches(7, syscall.SIGTERM) {
+		t.Error("process 7 catches SIGUSR2 and SIGTERM, Catches says not")
+	}
+	if p.Catches(8, syscall.SIGUSR2) || p.Catches(9, syscall.SIGUSR2) {
+		t.Error("Catches says yes for a process without the handler, or gone")
 	}
 }
