@@ -46,7 +46,10 @@ fuzz: ## run every fuzz target (parsers of what comes off the network, the agent
 	@for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 		for f in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
 			echo "fuzz $$pkg $$f"; \
-			out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+			out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || \
+			if echo "$$out" | grep -q 'context deadline exceeded' && ! echo "$$out" | grep -q 'Failing input written'; then \
+				echo "  (Go's fuzzing coordinator missed its own deadline as -fuzztime ended, golang/go#75804: no failing input, not a failure)"; \
+			else echo "$$out"; exit 1; fi; \
 		done; \
 	done
 
