@@ -90,6 +90,16 @@ type Node struct {
 	// it. Sending and restoring still overlap with the next dump.
 	dumpMu sync.Mutex
 
+	// restoreMu lets one CRIU restore at a time restore its files: in
+	// swrk mode Debian's CRIU 3.17 names each task's transport socket
+	// by its PID in the job's namespace and a run id it never sets
+	// (CRIU issue #2499, fixed in 4.1), so two jobs restored at once,
+	// each PID 1 of its own namespace, both bind "crtools-fd-1-0" in
+	// the node's network namespace and one fails. It is held until
+	// CRIU's post-restore point, by when every task has closed that
+	// socket, not while the restored job is held for its commit.
+	restoreMu sync.Mutex
+
 	// Failpoints, when set (drift-lab's nodes only), is a directory
 	// where a test holds a move at a named point by creating a file of
 	// that name ("before-commit": the target holds the restored copy,
@@ -326,7 +336,7 @@ func isDialError(err error) bool {
 
 // Target is this node's side of the moves to it.
 func (n *Node) Target() *Target {
-	return &Target{CriuPath: n.CriuPath, WorkDir: n.WorkDir, Logger: n.Logger}
+	return &Target{CriuPath: n.CriuPath, WorkDir: n.WorkDir, Logger: n.Logger, restoreMu: &n.restoreMu}
 }
 
 // StdioInherit gives a restored job files in place of its stdio pipes on

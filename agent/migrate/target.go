@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	criu "github.com/checkpoint-restore/go-criu/v7"
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
@@ -31,6 +32,8 @@ type Target struct {
 	CriuPath string       // "": "criu" from PATH
 	WorkDir  string       // received images live in WorkDir/ID/; a tmpfs on a node
 	Logger   *slog.Logger // nil: slog.Default()
+
+	restoreMu *sync.Mutex // held while CRIU restores a job's files (Node's); nil: none
 }
 
 // InheritFd gives the restored job File where it had the file CRIU names
@@ -196,7 +199,13 @@ func (t *Target) Restore(ctx context.Context, id string, inherit []InheritFd, ho
 	if t.CriuPath != "" {
 		c.SetCriuPath(t.CriuPath)
 	}
-	n := &postRestore{hold: hold}
+	n := &postRestore{hold: hold, restored: func() {}}
+	if t.restoreMu != nil {
+		t.restoreMu.Lock()
+		var once sync.Once
+		n.restored = func() { once.Do(t.restoreMu.Unlock) }
+		defer n.restored()
+	}
 	if err := c.Restore(opts, n); err != nil {
 		return 0, fmt.Errorf("restore %s: %w", id, criuError("restore", filepath.Join(base, "restore.log"), err))
 	}
@@ -209,14 +218,16 @@ func (t *Target) Restore(ctx context.Context, id string, inherit []InheritFd, ho
 
 type postRestore struct {
 	criu.NoNotify
-	hold func(pid int) error
-	pid  int
+	hold     func(pid int) error
+	restored func() // called once the job's files are restored: every task has closed its transport socket
+	pid      int
 }
 
 // PostRestore runs while CRIU holds the restored tasks, before they run
 // (CRIU's post-restore action): an error makes CRIU kill them.
 func (p *postRestore) PostRestore(pid int32) error {
 	p.pid = int(pid)
+	p.restored()
 	if p.hold != nil {
 		return p.hold(p.pid)
 	}
