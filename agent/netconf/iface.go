@@ -71,9 +71,9 @@ func (m *Manager) runInterface(ctx context.Context, name string) error {
 	}
 	// Link-local addresses left by an earlier run are claimed afresh.
 	removeAddrs(name, func(p netip.Prefix) bool { return linkLocalNet.Contains(p.Addr()) })
-	client, err := nclient4.New(name, nclient4.WithTimeout(time.Second), nclient4.WithRetry(-1))
+	client, err := newDHCPClient(ifi, nclient4.WithTimeout(time.Second), nclient4.WithRetry(-1))
 	if err != nil {
-		return fmt.Errorf("dhcp client on %s: %w", name, err)
+		return err
 	}
 	defer client.Close()
 
