@@ -39,6 +39,8 @@ func newNode(name string) *node {
 	return &node{name: name, jobs: map[string]*api.JobInfo{}, cmds: map[string]*exec.Cmd{}}
 }
 
+func (n *node) Brief() []api.JobInfo { return n.Local() }
+
 func (n *node) Local() []api.JobInfo {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Pinning the queue's directories. /cluster is a 9P mount without a
@@ -49,21 +50,52 @@ func (s *Service) unpin(dir string) {
 
 // checkPins drops every pin if the queue's root is no longer on the
 // file system it was pinned on: the shared storage was mounted again,
-// and the old pins would hold the old mount.
-func (s *Service) checkPins(root string) {
+// and the old pins would hold the old mount. It returns the root's
+// modification time (zero if it cannot be read), from the same stat.
+func (s *Service) checkPins(root string) time.Time {
 	var st syscall.Stat_t
 	dev := uint64(0)
+	var mtime time.Time
 	if syscall.Stat(root, &st) == nil {
-		dev = uint64(st.Dev)
+		dev, mtime = uint64(st.Dev), time.Unix(st.Mtim.Unix())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if dev == s.pinDev {
-		return
+		return mtime
 	}
 	for d, f := range s.pins {
 		f.Close()
 		delete(s.pins, d)
 	}
 	s.pinDev = dev
+	return mtime
+}
+
+// rootUnchanged reports whether a look at the queue can skip listing its
+// root: no array is under way, the root has not changed since it was
+// last listed, and that was lately. Every node of an idle cluster then
+// costs the head a stat every 2 s, not a listing. mtime is the root's
+// modification time, read just now.
+func (s *Service) rootUnchanged(mtime time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !mtime.Equal(s.rootM) {
+		s.rootM, s.rootMSince = mtime, time.Now()
+	}
+	return !mtime.IsZero() && s.active == 0 && mtime.Equal(s.listedM) && time.Since(s.lastScan) < rescanEvery
+}
+
+// listedRoot records that the root was listed after its modification
+// time read mtime. A file system stamps times at the coarse clock's
+// tick, so a change made in the same tick as the one before the listing,
+// but after it, would leave mtime as it was: a time is trusted only once
+// it has stood for a second before a listing.
+func (s *Service) listedRoot(mtime time.Time, listedAt time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listedM = time.Time{}
+	if mtime.Equal(s.rootM) && listedAt.Sub(s.rootMSince) >= time.Second {
+		s.listedM = mtime
+	}
 }

@@ -43,6 +43,8 @@ const Dir = "drift/arrays"
 type Jobs interface {
 	// Local lists the jobs homed or running here.
 	Local() []api.JobInfo
+	// Brief is Local without the jobs' CPU and memory use (CPU, RSS).
+	Brief() []api.JobInfo
 	// Load is the number of jobs running or arriving here, less those
 	// that wait for a core.
 	Load() int
@@ -107,6 +109,11 @@ type Service struct {
 
 	pins   map[string]*os.File // directories of the queue held open (pin.go)
 	pinDev uint64              // the device of the queue's root when they were opened
+
+	// The queue's root's modification time (pin.go): as last read, since
+	// when it has read so, and as it was when the root was last listed
+	// (zero: not trusted).
+	rootM, rootMSince, listedM time.Time
 
 	claims     map[string]claim     // claims that name their job, read once: "ID/KEY.A"
 	claimTimes map[string]time.Time // when each attempt was claimed, read once: "ID/KEY.A"
@@ -248,7 +255,7 @@ func (s *Service) Tick(ctx context.Context) error {
 	aliveSig := strings.Join(names, " ")
 	local := map[string]api.JobInfo{}
 	exited := 0
-	for _, j := range s.Jobs.Local() {
+	for _, j := range s.Jobs.Brief() {
 		local[j.ID] = j
 		if j.State == api.JobExited {
 			exited++
@@ -258,11 +265,16 @@ func (s *Service) Tick(ctx context.Context) error {
 	if s.quiet(exited, aliveSig) {
 		return nil
 	}
-	s.checkPins(st.root)
+	rootM := s.checkPins(st.root)
+	if s.rootUnchanged(rootM) {
+		return nil
+	}
+	listedAt := time.Now()
 	ids, err := st.ids()
 	if err != nil {
 		return err
 	}
+	s.listedRoot(rootM, listedAt)
 	s.pin(st.root)
 	var ps *api.PSResult // asked once, if a dead node's task needs it
 	var active []*view
@@ -300,7 +312,7 @@ func (s *Service) Tick(ctx context.Context) error {
 		s.lastActive = append(s.lastActive, v.rec.ID)
 	}
 	s.mu.Unlock()
-	s.takeTasks(ctx, active, local)
+	s.takeTasks(ctx, active)
 	return nil
 }
 
@@ -636,7 +648,7 @@ func (s *Service) need(v *view) uint64 {
 // takeTasks claims and starts the queued tasks this node has room for:
 // a free core each (and Ahead more), and the memory the task needs,
 // lower nice first.
-func (s *Service) takeTasks(ctx context.Context, active []*view, local map[string]api.JobInfo) {
+func (s *Service) takeTasks(ctx context.Context, active []*view) {
 	if s.Accepting != nil {
 		if ok, _ := s.Accepting(); !ok {
 			return
@@ -658,7 +670,12 @@ func (s *Service) takeTasks(ctx context.Context, active []*view, local map[strin
 		return a.Submitted.Before(b.Submitted)
 	})
 	// Memory the tasks running here will still take: what each needs
-	// beyond what it holds now.
+	// beyond what it holds now (the look had no memory use: it costs
+	// reads of /proc, made only when a task may be taken).
+	local := map[string]api.JobInfo{}
+	for _, j := range s.Jobs.Local() {
+		local[j.ID] = j
+	}
 	var growth uint64
 	mine := map[string]int{} // tasks of each array running here
 	for _, v := range active {

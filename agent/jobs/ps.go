@@ -19,7 +19,13 @@ import (
 const psTimeout = 5 * time.Second
 
 // Local lists the jobs homed or running here.
-func (m *Manager) Local() []api.JobInfo {
+func (m *Manager) Local() []api.JobInfo { return m.local(true) }
+
+// Brief lists the jobs homed or running here as Local does, without the
+// CPU and memory they use, which cost reads of /proc for every process.
+func (m *Manager) Brief() []api.JobInfo { return m.local(false) }
+
+func (m *Manager) local(usage bool) []api.JobInfo {
 	m.init()
 	m.mu.Lock()
 	var out []api.JobInfo
@@ -33,7 +39,9 @@ func (m *Manager) Local() []api.JobInfo {
 	m.mu.Unlock()
 	for i := range out {
 		if r := runners[out[i].ID]; r != nil {
-			out[i].CPU, out[i].RSS = r.usage(&m.psMeter)
+			if usage {
+				out[i].CPU, out[i].RSS = r.usage(&m.psMeter)
+			}
 			out[i].PID = r.pid
 			if r.moving() && out[i].State == api.JobRunning {
 				out[i].State = api.JobMigrating
@@ -46,7 +54,9 @@ func (m *Manager) Local() []api.JobInfo {
 		if r.moving() {
 			info.State = api.JobMigrating
 		}
-		info.CPU, info.RSS = r.usage(&m.psMeter)
+		if usage {
+			info.CPU, info.RSS = r.usage(&m.psMeter)
+		}
 		out = append(out, info)
 	}
 	return out

@@ -1,0 +1,41 @@
+package arrays
+
+import (
+	"testing"
+	"time"
+)
+
+func TestRootUnchanged(t *testing.T) {
+	s := &Service{lastScan: time.Now()}
+	m := time.Date(2026, 12, 1, 10, 0, 0, 4_000_000, time.UTC)
+	if s.rootUnchanged(m) {
+		t.Fatal("a root never listed counts as unchanged")
+	}
+	// Listed at once after its time was first read: a change in the same
+	// clock tick, after the listing, would keep that time.
+	s.listedRoot(m, time.Now())
+	if s.rootUnchanged(m) {
+		t.Fatal("a time read just before the listing is trusted")
+	}
+	// The time has stood for a second before the listing.
+	s.rootMSince = time.Now().Add(-2 * time.Second)
+	s.listedRoot(m, time.Now())
+	if !s.rootUnchanged(m) {
+		t.Fatal("a root listed after its time stood for a second is listed again")
+	}
+	if s.rootUnchanged(m.Add(time.Nanosecond)) {
+		t.Fatal("a root whose time changed counts as unchanged")
+	}
+	s.rootM, s.rootMSince, s.listedM = m, time.Now().Add(-2*time.Second), m
+	s.active = 1
+	if s.rootUnchanged(m) {
+		t.Fatal("an array under way does not make every look list the queue")
+	}
+	s.active, s.lastScan = 0, time.Now().Add(-rescanEvery)
+	if s.rootUnchanged(m) {
+		t.Fatal("the root is never listed again while it stays unchanged")
+	}
+	if s.rootUnchanged(time.Time{}) {
+		t.Fatal("a root that cannot be read counts as unchanged")
+	}
+}
