@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/driftcluster/drift/qemu-tests/lab"
@@ -78,6 +82,15 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 		return fmt.Errorf("up: %w\nthe lab is still running: look with drift-lab status/console/logs, stop it with drift-lab down --state %s", err, l.Dir())
 	}
 	fmt.Fprintf(stdout, "all %d nodes ready in %s\n", l.Nodes(), time.Since(start).Round(100*time.Millisecond))
+	if !*noHead {
+		// /cluster comes a few seconds after ready: drift cp or drift run
+		// --array at once would be told it is not mounted.
+		if missing := waitStorage(wctx, l); len(missing) > 0 {
+			fmt.Fprintf(stdout, "shared storage not mounted yet on node %s: drift cp and sweeps there wait for it (drift storage says why)\n", strings.Join(missing, ", "))
+		} else {
+			fmt.Fprintf(stdout, "shared storage /cluster mounted on every node after %s\n", time.Since(start).Round(100*time.Millisecond))
+		}
+	}
 	for n := 1; n <= l.Nodes(); n++ {
 		r, _ := l.Ready(n)
 		fmt.Fprintf(stdout, "  node %d %-14s console: %s  log: %s\n", n, r.Name, l.ConsoleSock(n), l.ConsoleLog(n))
@@ -86,4 +99,33 @@ func Up(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.W
 		l.Bridge(), lab.HostAddr, lab.HostLinkLocal, l.NetNS())
 	fmt.Fprintln(stdout, "next: drift-lab console N | drift-lab exec N -- CMD | drift-lab add | drift-lab stop/start N | drift-lab status | drift-lab down")
 	return nil
+}
+
+// storageRE is a node's console line once it has mounted /cluster.
+var storageRE = regexp.MustCompile(`drift: storage mounted=\S+`)
+
+// waitStorage waits, up to a minute, until every node of l has mounted
+// the shared storage, and returns the nodes that have not.
+func waitStorage(ctx context.Context, l *lab.Lab) []string {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	var missing []int
+	var wg sync.WaitGroup
+	for n := 1; n <= l.Nodes(); n++ {
+		wg.Go(func() {
+			if _, err := l.WaitFor(ctx, n, storageRE); err != nil {
+				mu.Lock()
+				missing = append(missing, n)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(missing)
+	out := make([]string, len(missing))
+	for i, n := range missing {
+		out[i] = strconv.Itoa(n)
+	}
+	return out
 }
