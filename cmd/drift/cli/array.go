@@ -161,6 +161,11 @@ func waitArray(ctx context.Context, c *api.Client, id string, stdout, stderr io.
 				fmt.Fprintf(stdout, "array %s: %d done, %d failed, %d cancelled of %d; summary in %s/summary.csv\n",
 					info.ID, info.Done, info.Failed, info.Cancelled, info.Tasks, info.Dir)
 				if info.Done != info.Tasks {
+					if info.Failed > 0 {
+						if st, err := c.ArrayTasks(ctx, id); err == nil {
+							fmt.Fprint(stderr, failedTasks(id, st.List, maxFailedShown))
+						}
+					}
 					return exitError{1}
 				}
 				return nil
@@ -308,4 +313,48 @@ func killArray(ctx context.Context, fs *flag.FlagSet, id string, args []string, 
 	}
 	fmt.Fprintf(stdout, "array %s killed: %d queued tasks will not start, %d running get SIGTERM\n", info.ID, info.Queued+info.Cancelled, info.Running+info.Ready)
 	return nil
+}
+
+// maxFailedShown is how many failed tasks the end of a sweep names.
+const maxFailedShown = 5
+
+// failedTasks names up to max failed tasks of array id's list, one line each: how it
+// ended and where its stderr is; and how many more there are.
+func failedTasks(id string, list []api.TaskInfo, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, t := range list {
+		if t.State != api.TaskFailed {
+			continue
+		}
+		n++
+		if n > max {
+			continue
+		}
+		how := "failed"
+		switch {
+		case t.Signal != 0:
+			how = fmt.Sprintf("killed by signal %d", t.Signal)
+		case t.Exit != nil:
+			how = fmt.Sprintf("exit %d", *t.Exit)
+		}
+		if t.Error != "" {
+			how += " (" + t.Error + ")"
+		}
+		if t.Node != "" {
+			how += " on " + t.Node
+		}
+		if t.Attempts > 1 {
+			how += fmt.Sprintf(" after %d tries", t.Attempts)
+		}
+		fmt.Fprintf(&b, "  task %s: %s", t.Task, how)
+		if t.Stderr != "" {
+			fmt.Fprintf(&b, "; its stderr: %s", t.Stderr)
+		}
+		b.WriteString("\n")
+	}
+	if n > max {
+		fmt.Fprintf(&b, "  and %d more failed: drift ps %s lists every task\n", n-max, id)
+	}
+	return b.String()
 }

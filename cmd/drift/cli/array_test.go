@@ -68,3 +68,24 @@ func TestWaitArrayInterrupted(t *testing.T) {
 		t.Errorf("waitArray interrupted = %v, %q; want exit 130 and how to follow it again", err, errw.String())
 	}
 }
+
+func TestFailedTasks(t *testing.T) {
+	three, one := 3, 1
+	list := []api.TaskInfo{
+		{Task: "1", State: api.TaskDone},
+		{Task: "2", State: api.TaskFailed, Exit: &three, Node: "drift-d1b102", Stderr: "/cluster/drift/arrays/a-d1b102-3/2.err"},
+		{Task: "3", State: api.TaskFailed, Signal: 9, Exit: &one, Node: "drift-d1b103", Attempts: 2},
+		{Task: "4", State: api.TaskFailed, Error: "node drift-d1b101 died"},
+		{Task: "5", State: api.TaskCancelled},
+	}
+	got := failedTasks("a-d1b102-3", list, 2)
+	want := "  task 2: exit 3 on drift-d1b102; its stderr: /cluster/drift/arrays/a-d1b102-3/2.err\n" +
+		"  task 3: killed by signal 9 on drift-d1b103 after 2 tries\n" +
+		"  and 1 more failed: drift ps a-d1b102-3 lists every task\n"
+	if got != want {
+		t.Errorf("failedTasks:\n%s\nwant:\n%s", got, want)
+	}
+	if got := failedTasks("a-d1b102-3", list[:1], 5); got != "" {
+		t.Errorf("no failed task: %q", got)
+	}
+}
