@@ -579,3 +579,34 @@ func TestRemaining(t *testing.T) {
 		}
 	}
 }
+
+// Whoever is told an array has ended finds its summary, even before any
+// node's next look at the queue.
+func TestArrayEndedHasItsSummary(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa"}, 2)
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"true"}, Range: "1-2", Mem: 1 << 20, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.svcs[0].Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tasks := filepath.Join(info.Dir, "tasks")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ok, _ := filepath.Glob(filepath.Join(tasks, "*.ok"))
+		if len(ok) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the tasks did not end: %v", ok)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got, err := l.svcs[0].Array(info.ID)
+	if err != nil || !got.Finished() || got.Done != 2 {
+		t.Fatalf("Array = %+v, %v; want 2 done", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(info.Dir, "summary.csv")); err != nil {
+		t.Errorf("the array has ended but its summary is not written: %v", err)
+	}
+}

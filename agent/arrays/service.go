@@ -1132,7 +1132,13 @@ func (s *Service) Array(id string) (api.ArrayInfo, error) {
 	if err != nil {
 		return api.ArrayInfo{}, err
 	}
-	return s.info(v), nil
+	info = s.info(v)
+	if info.Finished() && !s.summaryWritten(id) {
+		// Whoever is told the array has ended finds its summary: write
+		// it now rather than at a node's next look.
+		s.finish(v)
+	}
+	return info, nil
 }
 
 // Tasks returns an array with each of its tasks.
