@@ -610,3 +610,45 @@ func TestArrayEndedHasItsSummary(t *testing.T) {
 		t.Errorf("the array has ended but its summary is not written: %v", err)
 	}
 }
+
+// A wrapper started ahead is let run the moment it is ready: the SIGUSR2
+// that lets it run is never lost, however soon it comes.
+func TestTaskAheadReleasedAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 20 {
+		res := filepath.Join(dir, fmt.Sprintf("%d.1", i))
+		if err := os.WriteFile(waitingMarker(res), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(os.Args[0], TaskArg, "--out", res+".out", "--err", res+".err", "--result", res, "--hold", "--", "true")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !waitsItsTurn(cmd.Process.Pid) {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("run %d: the wrapper never said it waits its turn", i)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		cmd.Process.Signal(syscall.SIGUSR2)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run %d: the wrapper let run ended with %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("run %d: the wrapper did not run its command after SIGUSR2: the signal was lost", i)
+		}
+		if _, err := os.Stat(res + ".ok"); err != nil {
+			t.Errorf("run %d: no result: %v", i, err)
+		}
+		if _, err := os.Stat(waitingMarker(res)); err == nil {
+			t.Errorf("run %d: the waiting marker is left", i)
+		}
+	}
+}

@@ -829,7 +829,7 @@ func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
 		s.mu.Lock()
 		w := s.waiting[job]
 		s.mu.Unlock()
-		if !catchesSIGUSR2(local[job].PID) {
+		if !waitsItsTurn(local[job].PID) {
 			continue
 		}
 		if err := s.Agent.Signal(ctx, job, int(syscall.SIGUSR2)); err != nil {

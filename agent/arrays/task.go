@@ -59,6 +59,11 @@ func RunTask(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	comm := procfs.Proc{}.Comm(os.Getpid())
+	if *hold {
+		// SIGUSR2 is caught (above): the node may let this run now.
+		setComm(waitingComm)
+	}
 	argv := fs.Args()
 	host, _ := os.Hostname()
 	res := result{Node: host, Started: time.Now()}
@@ -111,7 +116,9 @@ func RunTask(args []string) int {
 		}
 	}
 	if *hold {
-		if sig, ok := waitTurn(sigs, waitingMarker(*resPath)); !ok {
+		sig, ok := waitTurn(sigs, waitingMarker(*resPath))
+		setComm(comm)
+		if !ok {
 			return finish(128+int(sig), int(sig), "")
 		}
 		res.Started = time.Now()
@@ -221,14 +228,27 @@ func busyboxName(path, argv0 string) string {
 	return filepath.Base(target)
 }
 
-// catchesSIGUSR2 reports whether the job whose init is pid has a process
-// that catches SIGUSR2 (the init runs the wrapper as its child), as a
-// wrapper waiting its turn does once it has started.
-func catchesSIGUSR2(pid int) bool {
+// waitingComm is the command name a wrapper started ahead takes once it
+// is ready for the SIGUSR2 that lets it run. That a process catches
+// SIGUSR2 does not say so: the job's init catches every signal to pass
+// it on, even before it has started the wrapper, and a Go program's
+// runtime has a handler for SIGUSR2 from its first instruction, which
+// drops the signal until the program asks for it.
+const waitingComm = "drift-waiting"
+
+// setComm sets this process's command name (its main thread's, which
+// /proc/PID/comm shows).
+func setComm(name string) {
+	os.WriteFile("/proc/self/comm", []byte(name), 0)
+}
+
+// waitsItsTurn reports whether the job whose init is pid has a wrapper
+// ready for the SIGUSR2 that lets it run (waitingComm).
+func waitsItsTurn(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
 	var proc procfs.Proc
 	pids, _ := proc.Tree(pid)
-	return slices.ContainsFunc(pids, func(p int) bool { return proc.Catches(p, syscall.SIGUSR2) })
+	return slices.ContainsFunc(pids, func(p int) bool { return proc.Comm(p) == waitingComm })
 }

@@ -14,7 +14,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // Proc reads a proc file system. The zero Proc reads the host's /proc.
@@ -152,18 +151,12 @@ func (p Proc) Usage(pid int) (Usage, error) {
 
 var errBadStat = errors.New("stat has too few fields")
 
-// Catches reports whether process pid has a handler for sig: the SigCgt
-// mask of /proc/PID/status. false if the process is gone.
-func (p Proc) Catches(pid int, sig syscall.Signal) bool {
-	b, err := fs.ReadFile(p.fsys(), path.Join(strconv.Itoa(pid), "status"))
+// Comm is process pid's command name (/proc/PID/comm, as the process
+// may have set it itself); "" if the process is gone.
+func (p Proc) Comm(pid int) string {
+	b, err := fs.ReadFile(p.fsys(), path.Join(strconv.Itoa(pid), "comm"))
 	if err != nil {
-		return false
+		return ""
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
-			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && sig > 0 && mask&(1<<(uint(sig)-1)) != 0
-		}
-	}
-	return false
+	return strings.TrimSuffix(string(b), "\n")
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"syscall"
 	"testing"
 	"testing/fstest"
 
@@ -90,17 +89,16 @@ func TestHostTree(t *testing.T) {
 	}
 }
 
-func TestCatches(t *testing.T) {
-	fsys := fstest.MapFS{
-		// SIGUSR2 (12) is bit 11: 0x800; SIGTERM (15) bit 14.
-		"7/status": &fstest.MapFile{Data: []byte("Name:\tdriftd\nSigBlk:\t0000000000000000\nSigCgt:\t0000000000004800\n")},
-		"8/status": &fstest.MapFile{Data: []byte("Name:\tsh\nSigCgt:\t0000000000004000\n")},
-	}
+func TestComm(t *testing.T) {
+	fsys := fstest.MapFS{"7/comm": &fstest.MapFile{Data: []byte("drift-waiting\n")}}
 	p := Proc{FS: fsys}
-	if !p.Catches(7, syscall.SIGUSR2) || !p.Catches(7, syscall.SIGTERM) {
-		t.Error("process 7 catches SIGUSR2 and SIGTERM, Catches says not")
+	if got := p.Comm(7); got != "drift-waiting" {
+		t.Errorf("Comm(7) = %q, want drift-waiting", got)
 	}
-	if p.Catches(8, syscall.SIGUSR2) || p.Catches(9, syscall.SIGUSR2) {
-		t.Error("Catches says yes for a process without the handler, or gone")
+	if got := p.Comm(8); got != "" {
+		t.Errorf("Comm of a process gone = %q, want \"\"", got)
+	}
+	if got := (Proc{}).Comm(os.Getpid()); got == "" {
+		t.Error("Comm(self) is empty")
 	}
 }
