@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -24,6 +25,12 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == arrays.TaskArg {
 		os.Exit(arrays.RunTask(os.Args[2:]))
+	}
+	if len(os.Args) > 1 || os.Getenv(daemon.AgentEnv) == "" && os.Getppid() != 1 {
+		// Run by hand from a node's shell: a second agent would fight
+		// the node's own for its ports and its network.
+		fmt.Fprintln(os.Stderr, "driftd is the node's agent: the node's init starts it at boot and it takes no arguments; it is running already. Use drift (drift help) to work with the cluster.")
+		os.Exit(2)
 	}
 	ring := &logring.Ring{} // the log that `drift logs` reads
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, ring), &slog.HandlerOptions{Level: slog.LevelInfo}))
