@@ -310,3 +310,48 @@ func testArraySubmitterDies(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	c.whole(ctx, t)
 }
+
+// shortSh is a user's shell script: one short step of a sweep, which fails
+// on multiples of 7.
+const shortSh = `#!/bin/sh
+n=$1
+if [ $((n % 7)) -eq 0 ]; then
+  echo "cannot do $n" >&2
+  exit 3
+fi
+echo "square of $n is $((n * n))"
+`
+
+// testArrayShortTasks: a sweep of a shell script whose tasks take no
+// time, started from the host. Tasks started ahead are let run within
+// moments of starting (a release that came too soon once left a task
+// waiting for ever); the sweep ends with exit 1, naming its two failed
+// tasks, and its summary is there when drift run returns.
+func testArrayShortTasks(ctx context.Context, t *testing.T, c *cluster) {
+	const tasks = 20
+	ws := newWorkstation(t, c.l, c.img)
+	work := t.TempDir()
+	if err := os.WriteFile(filepath.Join(work, "short.sh"), []byte(shortSh), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ws.ok(ctx, t, work, "cp", "short.sh", ":short/")
+	res := ws.run(ctx, t, work, nil, "run", "--array", fmt.Sprintf("1-%d", tasks), "--", "/cluster/short/short.sh", "{}")
+	stderr := string(res.Stderr)
+	if res.ExitCode != 1 {
+		t.Fatalf("drift run --array of a script failing on tasks 7 and 14: exit %d, want 1; stderr %q", res.ExitCode, stderr)
+	}
+	for _, want := range []string{"task 7: exit 3", "task 14: exit 3", "7.err"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("drift run's stderr does not name the failed tasks (%q): %q", want, stderr)
+		}
+	}
+	id := arrayID(stderr)
+	if id == "" {
+		t.Fatalf("no array id in drift run's stderr %q", stderr)
+	}
+	dir := "/cluster/drift/arrays/" + id
+	out, err := c.l.ExecOK(ctx, 1, "sh", "-c", fmt.Sprintf("cd %s && grep -c ,done, summary.csv && cat 13.out 14.err", dir))
+	if want := fmt.Sprintf("%d\nsquare of 13 is 169\ncannot do 14\n", tasks-2); err != nil || out != want {
+		t.Errorf("summary and outputs of %s: %q, %v; want %q", id, out, err, want)
+	}
+}
