@@ -75,7 +75,15 @@ func (s *netbootService) Run(ctx context.Context) error {
 	}
 
 	// The kernel mounts ISO 9660 only with isofs; the CD drivers come
-	// with coldplug, but load them here too in case.
+	// with coldplug, but load them here too in case. Their files are
+	// among those the image unpacks late (daemon.go): wait for them.
+	if done := a.node.ModulesDone; done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if p, err := kmodule.NewProber(kmodule.ProbeOpts{}); err == nil {
 		for _, m := range []string{"isofs", "cdrom", "sr_mod"} {
 			if err := p.Probe(m, ""); err != nil {
