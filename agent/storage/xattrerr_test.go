@@ -113,3 +113,53 @@ func TestXattrConnSplitWrites(t *testing.T) {
 }
 
 const rwalk9 = 111
+
+// writes records each Write it is given.
+type writes [][]byte
+
+func (w *writes) Write(p []byte) (int, error) {
+	*w = append(*w, bytes.Clone(p))
+	return len(p), nil
+}
+
+// TestXattrConnOneWritePerReply: the server writes a reply's header, body
+// and payload apart; each reply must reach the socket in one write, as
+// each write is a TCP segment of its own.
+func TestXattrConnOneWritePerReply(t *testing.T) {
+	var w writes
+	x := &xattrConn{r: &bytes.Buffer{}, w: &w, pending: map[uint16]bool{}}
+	payload := bytes.Repeat([]byte{'x'}, 100<<10)
+	replies := [][]byte{
+		rawMsg(117, 1, u32(uint32(len(payload))), payload), // Rread: count[4] data
+		rawMsg(rwalk9, 2, u16(0)),
+		rawMsg(125, 3), // Rclunk: no body
+		rawMsg(msgRlerror, 4, u32(uint32(unix.ENOENT))),
+	}
+	for _, r := range replies {
+		// As net.Buffers.WriteTo writes them: header, body, payload.
+		for _, part := range [][]byte{r[:msgHeaderLen], r[msgHeaderLen:min(len(r), msgHeaderLen+4)], r[min(len(r), msgHeaderLen+4):]} {
+			if len(part) == 0 {
+				continue
+			}
+			if _, err := x.Write(part); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(w) != len(replies) {
+		t.Fatalf("%d replies went out in %d writes, want one each", len(replies), len(w))
+	}
+	for i, r := range replies {
+		if !bytes.Equal(w[i], r) {
+			t.Errorf("write %d: %d bytes, want reply %d whole (%d bytes)", i, len(w[i]), i, len(r))
+		}
+	}
+	// Two replies in one write still go out one by one, whole.
+	w = nil
+	if _, err := x.Write(append(bytes.Clone(replies[1]), replies[3]...)); err != nil {
+		t.Fatal(err)
+	}
+	if len(w) != 2 || !bytes.Equal(w[0], replies[1]) || !bytes.Equal(w[1], replies[3]) {
+		t.Errorf("two replies in one write went out as %d writes", len(w))
+	}
+}
