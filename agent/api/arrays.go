@@ -192,6 +192,13 @@ func (c *Client) ArrayTasks(ctx context.Context, id string) (ArrayStatus, error)
 	return out, c.Call(ctx, http.MethodGet, arrayPath(id, "/tasks"), nil, &out)
 }
 
+// LookAtQueue asks a node to look at the queue now rather than at its
+// next look: a node that has just queued or killed an array tells the
+// others, so their cores start on it at once.
+func (c *Client) LookAtQueue(ctx context.Context) error {
+	return c.Call(ctx, http.MethodPost, "/v1/arrays-look", nil, nil)
+}
+
 // KillArray stops an array: no queued task starts, running ones get
 // SIGTERM. It returns the array's counts.
 func (c *Client) KillArray(ctx context.Context, id string) (ArrayInfo, error) {

@@ -3,6 +3,8 @@ package arrays
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -649,6 +651,55 @@ func TestTaskAheadReleasedAtOnce(t *testing.T) {
 		}
 		if _, err := os.Stat(waitingMarker(res)); err == nil {
 			t.Errorf("run %d: the waiting marker is left", i)
+		}
+	}
+}
+
+// TestSubmitTellsTheOthers: a node that queues an array tells the other
+// live nodes, which look at the queue at once instead of at their next
+// look (here an hour away).
+func TestSubmitTellsTheOthers(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb"}, 1)
+	a, b := l.svcs[0], l.svcs[1]
+	b.Interval = time.Hour
+	mux := http.NewServeMux()
+	for pattern, h := range b.Routes() {
+		mux.Handle(pattern, h)
+	}
+	sock := filepath.Join(t.TempDir(), "b.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+	a.Peer = func(node string) (*api.Client, error) {
+		if node != b.Self {
+			return nil, fmt.Errorf("no node %s", node)
+		}
+		return api.Local(sock), nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(200 * time.Millisecond) // b's first look, at an empty queue
+	info, err := a.Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 0.2"}, Range: "1-2", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for started := 0; started == 0; {
+		l.nodes[1].mu.Lock()
+		started = l.nodes[1].seq
+		l.nodes[1].mu.Unlock()
+		if time.Now().After(deadline) {
+			st, _ := a.Tasks(info.ID)
+			t.Fatalf("10 s after the array was queued on %s, %s has taken no task: %+v", a.Self, b.Self, st.ArrayInfo)
+		}
+		if started == 0 {
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 }

@@ -18,6 +18,7 @@ func (s *Service) Routes() map[string]http.Handler {
 		"GET /v1/arrays/{id}":       http.HandlerFunc(s.handleGet),
 		"GET /v1/arrays/{id}/tasks": http.HandlerFunc(s.handleTasks),
 		"POST /v1/arrays/{id}/kill": http.HandlerFunc(s.handleKill),
+		"POST /v1/arrays-look":      http.HandlerFunc(s.handleLook),
 	}
 }
 
@@ -40,6 +41,12 @@ func (s *Service) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, info)
+}
+
+// handleLook: another node has queued or killed an array.
+func (s *Service) handleLook(w http.ResponseWriter, r *http.Request) {
+	s.lookNow()
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {

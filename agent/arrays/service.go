@@ -69,6 +69,10 @@ type Service struct {
 	Agent      Agent  // required
 	// Alive lists the live nodes, this one included (required).
 	Alive func() []string
+	// Peer is a client of another node's agent, for telling the live
+	// nodes to look at the queue at once when an array is queued or
+	// killed here. nil: they see it at their next look.
+	Peer func(node string) (*api.Client, error)
 	// Accepting says whether this node takes new jobs (not blocked or
 	// draining). nil: always.
 	Accepting func() (bool, string)
@@ -162,6 +166,40 @@ func (s *Service) store() store {
 		root = api.SharedRoot
 	}
 	return store{root: filepath.Join(root, Dir)}
+}
+
+// lookNow makes the next look at the queue come at once and list the
+// queue's root, whatever its modification time says.
+func (s *Service) lookNow() {
+	s.mu.Lock()
+	s.listedM = time.Time{}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// tellOthers asks every other live node to look at the queue now, in the
+// background: a node that does not answer sees the change at its next
+// look anyway.
+func (s *Service) tellOthers() {
+	if s.Peer == nil {
+		return
+	}
+	for _, node := range s.Alive() {
+		if node == s.Self {
+			continue
+		}
+		go func() {
+			c, err := s.Peer(node)
+			if err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				err = c.LookAtQueue(ctx)
+			}
+			if err != nil {
+				s.log().Debug("arrays: tell a node to look at the queue", "node", node, "err", err)
+			}
+		}()
+	}
 }
 
 func (s *Service) poke() {
@@ -1194,6 +1232,7 @@ func (s *Service) Submit(spec api.ArraySpec) (api.ArrayInfo, error) {
 	}
 	s.log().Info("arrays: array submitted", "array", rec.ID, "tasks", len(rec.keys()), "argv", spec.Argv)
 	s.poke()
+	s.tellOthers()
 	return s.Array(rec.ID)
 }
 
@@ -1211,6 +1250,7 @@ func (s *Service) Kill(id string) (api.ArrayInfo, error) {
 	delete(s.done, id)
 	s.mu.Unlock()
 	s.poke()
+	s.tellOthers()
 	return s.Array(id)
 }
 

@@ -19,6 +19,7 @@ func (a *agent) startArrays(ctx context.Context, cl *cluster) map[string]http.Ha
 		Jobs:      a.jobs,
 		Agent:     api.Local(api.DefaultSocket),
 		Alive:     (&peers{a: a, cl: cl}).Nodes,
+		Peer:      (&peers{a: a, cl: cl}).Client,
 		Accepting: a.bal.accepting,
 		Shared:    func() bool { return isMounted(storage.MountPoint) },
 		Logger:    a.log,
