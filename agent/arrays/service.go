@@ -496,6 +496,12 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 				if st.hasResult(id, t.key, a.n) {
 					continue
 				}
+				if marker := waitingMarker(st.attempt(id, t.key, a.n)); fileExists(marker) {
+					// It ended while it waited for a core: it never ran.
+					st.lose(id, t.key, a.n, "its job ended on "+s.Self+" while it waited for a core")
+					os.Remove(marker)
+					continue
+				}
 				code := 255
 				if j.Exit != nil {
 					code = *j.Exit
@@ -756,8 +762,12 @@ func (s *Service) takeTasks(ctx context.Context, active []*view) {
 			if t.state(spec.Retries, v.killed) != api.TaskQueued {
 				continue
 			}
-			if need == 0 && mine[v.rec.ID] > 0 {
-				break // the first task here tells how much memory they need
+			if need == 0 && mine[v.rec.ID] > 0 && free > 0 {
+				// The first task here tells how much memory they need.
+				// One may still wait ahead of it for its core (every
+				// core is taken): waiting, it runs nothing, and it runs
+				// only once a task here has ended.
+				break
 			}
 			// A node with no job at all gives a task the memory it has:
 			// else tasks larger than the reserve allows would wait for ever.

@@ -355,3 +355,8 @@ func (s store) lose(id, key string, n int, why string) error {
 	b, _ := json.Marshal(map[string]string{"why": why, "at": time.Now().UTC().Format(time.RFC3339)})
 	return writeAtomic(s.attempt(id, key, n)+".lost", b)
 }
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
