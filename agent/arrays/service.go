@@ -327,6 +327,11 @@ func (s *Service) Tick(ctx context.Context) error {
 		s.pin(st.dir(id), st.tasks(id))
 		v, err := s.look(id)
 		if err != nil {
+			if fi, serr := os.Stat(st.dir(id)); errors.Is(err, fs.ErrNotExist) && serr == nil && time.Since(fi.ModTime()) < time.Minute {
+				// Its node is writing it now (create): seen at the next look.
+				s.log().Debug("arrays: array not written yet", "array", id)
+				continue
+			}
 			s.log().Warn("arrays: read array", "array", id, "err", err)
 			continue
 		}

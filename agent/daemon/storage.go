@@ -184,11 +184,19 @@ func (s *nodeStorage) isMember(addr netip.Addr) bool {
 	})
 }
 
-// headSource is the head's export, as membership knows the head.
+// headSource is the head's export, as membership knows the head; on the
+// head itself, its own export's directory, bound.
 func (s *nodeStorage) headSource() (storage.Source, error) {
 	for _, m := range s.cl.Members() {
 		if m.Info.Role != string(boot.RoleHead) || m.State != membership.StateAlive {
 			continue
+		}
+		if m.Name == s.a.node.Name { // this head: its export, bound
+			b := s.backing.Load()
+			if b == nil {
+				return storage.Source{}, fmt.Errorf("this head's export is not ready yet: %w", storage.ErrNoServer)
+			}
+			return storage.Source{Kind: storage.KindLocal, Dir: b.Dir}, nil
 		}
 		addr, err := netip.ParseAddr(m.Addr)
 		if err != nil {

@@ -296,7 +296,11 @@ func MountSource(src Source, target string) error {
 		return fmt.Errorf("mount %s on %s: %w", src, target, err)
 	}
 	dev, fstype, data := src.mountArgs()
-	if err := unix.Mount(dev, target, fstype, 0, data); err != nil {
+	var flags uintptr
+	if src.Kind == KindLocal {
+		fstype, flags = "", unix.MS_BIND
+	}
+	if err := unix.Mount(dev, target, fstype, flags, data); err != nil {
 		return fmt.Errorf("mount %s on %s (%s %s): %w", src, target, fstype, data, err)
 	}
 	return nil

@@ -1,8 +1,9 @@
 // Package storage is the cluster's shared storage: one directory that every
 // node sees at /cluster. The head exports a directory over 9P2000.L
 // (Server, with hugelgupf/p9's server and its own file implementation) to
-// the cluster's members only; every node, the head included, mounts it with
-// the kernel's v9fs client and keeps it mounted (Mounter): it retries while
+// the cluster's members only; every other node mounts it with the kernel's
+// v9fs client (the head binds the exported directory at /cluster itself,
+// KindLocal) and keeps it mounted (Mounter): it retries while
 // the server is unreachable and mounts again when a mount goes dead, e.g.
 // after the head rebooted. A site with a NAS names an external NFS or 9P
 // server instead (drift.storage=), and then no node exports. The head's
@@ -37,6 +38,12 @@ type Kind string
 const (
 	Kind9P  Kind = "9p"
 	KindNFS Kind = "nfs"
+	// KindLocal is the head's own export, which the head binds at
+	// /cluster instead of mounting it through its own 9P server: the
+	// same files, without a 9P round trip over loopback for each of its
+	// own operations (its queue looks, its tasks' outputs, its jobs'
+	// checkpoints), which cost the node that serves every other node.
+	KindLocal Kind = "local"
 )
 
 // Source is where shared storage is mounted from.
@@ -45,6 +52,7 @@ type Source struct {
 	Host   netip.Addr // the server's IPv4 address (the kernel clients take no names without helpers)
 	Port   int        // 9p: the server's TCP port; nfs: 0 (2049)
 	Export string     // nfs: the exported path, e.g. /srv/drift
+	Dir    string     // local: the exported directory
 }
 
 // String is the source as drift.storage= writes it.
@@ -57,6 +65,8 @@ func (s Source) String() string {
 			return "nfs://" + net.JoinHostPort(s.Host.String(), strconv.Itoa(s.Port)) + s.Export
 		}
 		return "nfs://" + s.Host.String() + s.Export
+	case KindLocal:
+		return s.Dir
 	}
 	return ""
 }
@@ -127,6 +137,8 @@ func (s Source) mountArgs() (src, fstype, data string) {
 			data += ",port=" + strconv.Itoa(s.Port)
 		}
 		return s.Host.String() + ":" + s.Export, "nfs4", data
+	case KindLocal:
+		return s.Dir, "bind", ""
 	}
 	return "", "", ""
 }
