@@ -175,6 +175,29 @@ func Decide(nodes []Node, jobs []Job, from string, p Params) (Move, bool) {
 	return cpuMove(src, movable, targets, p)
 }
 
+// mayMove reports whether Decide could move any job of from, whatever its
+// jobs: from drains or is short of memory, another node has a free core,
+// or one would run a job faster than from does now. When it says no, a
+// node need not read its jobs' CPU use from /proc at all (on a busy
+// cluster, every node, every period, for every job).
+func mayMove(nodes []Node, from string, p Params) bool {
+	p = p.withDefaults()
+	src := find(nodes, from)
+	if src == nil {
+		return false
+	}
+	if src.Draining || src.MemTotal > 0 && src.MemFree < p.reserve(src) {
+		return true
+	}
+	here := Rate(src, src.Runnable)
+	for _, t := range candidates(nodes, from) {
+		if t.Runnable+1 <= float64(max(t.Cores, 1)) || Rate(t, t.Runnable+1) >= here*(1+p.Hysteresis) {
+			return true
+		}
+	}
+	return false
+}
+
 // candidates are the nodes that accept jobs, other than from, best first
 // for one more CPU-bound task.
 func candidates(nodes []Node, from string) []*Node {

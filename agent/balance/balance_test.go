@@ -190,3 +190,39 @@ func TestPlace(t *testing.T) {
 		})
 	}
 }
+
+// mayMove says no only when Decide could move nothing whatever the jobs,
+// so that a node of a busy cluster need not read its jobs' CPU use.
+func TestMayMove(t *testing.T) {
+	short := node("w1", 1)
+	short.MemFree = short.MemTotal / 20
+	draining := node("w1", 1)
+	draining.Draining = true
+	blocked := node("w2", 0)
+	blocked.Accepts = false
+	for _, tc := range []struct {
+		name  string
+		nodes []Node
+		want  bool
+	}{
+		{"every node has one job on its one core", []Node{node("w1", 1), node("w2", 1), node("w3", 1)}, false},
+		{"another node has a free core", []Node{node("w1", 1), node("w2", 0), node("w3", 1)}, true},
+		{"a node with a free core that takes no jobs", []Node{node("w1", 1), blocked, node("w3", 1)}, false},
+		{"three here, one there: a job runs faster there", []Node{node("w1", 3), node("w2", 1)}, true},
+		{"two here, two there", []Node{node("w1", 2), node("w2", 2)}, false},
+		{"draining", []Node{draining, node("w2", 1)}, true},
+		{"short of memory", []Node{short, node("w2", 1)}, true},
+		{"not in the cluster", []Node{node("w2", 0)}, false},
+	} {
+		if got := mayMove(tc.nodes, "w1", Params{}); got != tc.want {
+			t.Errorf("%s: mayMove = %v, want %v", tc.name, got, tc.want)
+		}
+		if src := find(tc.nodes, "w1"); !tc.want && src != nil {
+			// Decide agrees: w1's jobs, as many as it has runnable,
+			// stay where they are.
+			if mv, ok := Decide(tc.nodes, busy("w1", int(src.Runnable)), "w1", Params{}); ok {
+				t.Errorf("%s: mayMove says no, but Decide moves: %v", tc.name, mv)
+			}
+		}
+	}
+}

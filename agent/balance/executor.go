@@ -313,6 +313,9 @@ func (e *Executor) next() (Move, int, bool) {
 		return Move{}, 0, false
 	}
 	nodes := coarsen(e.Cluster.Nodes())
+	if _, draining := e.Mode(); !draining && !mayMove(nodes, e.Self, e.Params) {
+		return Move{}, 0, false // every node is as busy as this one: no need to read the jobs
+	}
 	now := e.now()
 	residents := e.Residents.Residents()
 	e.mu.Lock()

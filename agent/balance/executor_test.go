@@ -458,3 +458,31 @@ func TestExecutorMeasuredRate(t *testing.T) {
 		})
 	}
 }
+
+// countingWorld counts the reads of this node's jobs.
+type countingWorld struct {
+	*world
+	reads int
+}
+
+func (c *countingWorld) Residents() []Resident { c.reads++; return c.world.Residents() }
+
+// On a cluster where every node is as busy as this one, a look reads
+// none of this node's jobs (their CPU use costs reads of /proc); once a
+// core frees elsewhere, it does, and moves.
+func TestExecutorReadsJobsOnlyWhenOneMayMove(t *testing.T) {
+	w := newWorld([]Node{node("w1", 2), node("w2", 1), node("w3", 1)}, "a", "b")
+	w.nodes[1].Runnable, w.nodes[2].Runnable = 2, 2
+	cw := &countingWorld{world: w}
+	e := w.executor()
+	e.Residents = cw
+	if got := w.look(e, time.Minute); got != "" || cw.reads != 0 {
+		t.Fatalf("every node has 2 runnable: moved %q, read the jobs %d times; want nothing, 0", got, cw.reads)
+	}
+	w.mu.Lock()
+	w.nodes[2].Runnable = 0
+	w.mu.Unlock()
+	if got := w.look(e, 2*time.Minute); got == "" || cw.reads == 0 {
+		t.Errorf("w3 idle: moved %q, read the jobs %d times; want a move to w3", got, cw.reads)
+	}
+}
