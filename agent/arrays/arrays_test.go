@@ -137,6 +137,22 @@ func (n *node) PS(ctx context.Context) (api.PSResult, error) {
 	return api.PSResult{Jobs: n.Local()}, nil
 }
 
+// stopAll kills every job of n and waits until each has exited, so that
+// none writes into a test's directory as it is removed.
+func (n *node) stopAll(t *testing.T) {
+	t.Helper()
+	for _, j := range n.Local() {
+		n.Signal(context.Background(), j.ID, int(syscall.SIGKILL))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.Running() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: jobs still running 10 s after SIGKILL", n.name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 type lab struct {
 	root  string
 	alive map[string]bool
@@ -685,7 +701,7 @@ func TestSubmitTellsTheOthers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() { cancel(); <-done; l.nodes[1].stopAll(t) }()
 	time.Sleep(200 * time.Millisecond) // b's first look, at an empty queue
 	info, err := a.Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 0.2"}, Range: "1-2", Dir: t.TempDir()})
 	if err != nil {
@@ -727,8 +743,6 @@ func TestFirstLookHoldsOneAhead(t *testing.T) {
 		if jobs != want || load != 1 {
 			t.Errorf("%d cores: after the first looks the node holds %d tasks, %d running; want %d, 1 running", cores, jobs, load, want)
 		}
-		for _, j := range l.nodes[0].Local() {
-			l.nodes[0].Signal(context.Background(), j.ID, int(syscall.SIGKILL))
-		}
+		l.nodes[0].stopAll(t)
 	}
 }

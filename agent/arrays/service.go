@@ -889,6 +889,10 @@ func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
 			s.log().Warn("arrays: let a waiting task run", "array", w.array, "task", w.key, "job", job, "err", err)
 			continue
 		}
+		// Ready no longer: its wrapper removes the marker too, but only
+		// once it has the signal, and until then drift ps would count it
+		// ready beside the task this node takes ahead next.
+		os.Remove(waitingMarker(s.store().attempt(w.array, w.key, w.n)))
 		s.mu.Lock()
 		delete(s.waiting, job)
 		if t, ok := s.started[job]; ok {
