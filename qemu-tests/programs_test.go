@@ -315,15 +315,35 @@ print("done", file=sys.stderr)
 		if sha256.Sum256(back) != sha256.Sum256(big) {
 			t.Errorf("50 MB up and back with drift cp: %d bytes back, checksums differ", len(back))
 		}
-		// Kill the client half way through an upload.
-		cmd := l.Command(ctx, ws.drift, append([]string{"cp"}, append(ws.flags, "big.bin", ":data/cut.bin")...)...)
+		// Kill the client half way through an upload: of a file large
+		// enough (sparse: 300 MB the head never holds whole) that the
+		// upload is still under way when its part file shows on a node.
+		f, err := os.Create(filepath.Join(work, "cut.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Truncate(300 << 20)
+		f.Close()
+		cmd := l.Command(ctx, ws.drift, append([]string{"cp"}, append(ws.flags, "cut.bin", ":data/cut.bin")...)...)
 		cmd.Dir = work
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(1500 * time.Millisecond)
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		for seen := false; !seen; {
+			select {
+			case err := <-exited:
+				t.Fatalf("drift cp of 300 MB ended (%v) before its part file showed: nothing to interrupt", err)
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			default:
+			}
+			ls, _ := l.ExecOK(ctx, 2, "ls", "-a", "/cluster/data")
+			seen = strings.Contains(ls, ".cut.bin.drift-part-")
+		}
 		cmd.Process.Kill()
-		cmd.Wait()
+		<-exited
 		ls, err := l.ExecOK(ctx, 2, "ls", "-a", "/cluster/data")
 		if err != nil {
 			t.Fatal(err)
