@@ -352,8 +352,14 @@ func (s store) markWaiting(id, key string, n int) error {
 // lose records that attempt n was lost with its node: the task is queued
 // again.
 func (s store) lose(id, key string, n int, why string) error {
+	return writeLost(s.attempt(id, key, n), why)
+}
+
+// writeLost writes base.lost, which says why the attempt at base is lost
+// (its task is queued again).
+func writeLost(base, why string) error {
 	b, _ := json.Marshal(map[string]string{"why": why, "at": time.Now().UTC().Format(time.RFC3339)})
-	return writeAtomic(s.attempt(id, key, n)+".lost", b)
+	return writeAtomic(base+".lost", b)
 }
 
 func fileExists(path string) bool {

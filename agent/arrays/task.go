@@ -121,8 +121,7 @@ func RunTask(args []string) int {
 		if !ok {
 			// Stopped before it ran: the task is not failed but lost,
 			// queued again (or cancelled, if its array was killed).
-			b, _ := json.Marshal(map[string]string{"why": fmt.Sprintf("stopped by %v while it waited for a core on %s", sig, host), "at": time.Now().UTC().Format(time.RFC3339)})
-			if err := writeAtomic(*resPath+".lost", b); err != nil {
+			if err := writeLost(*resPath, fmt.Sprintf("stopped by %v while it waited for a core on %s", sig, host)); err != nil {
 				fmt.Fprintf(os.Stderr, "drift: task: %v\n", err)
 			}
 			return 128 + int(sig)

@@ -173,7 +173,7 @@ func (m *Mounter) Run(ctx context.Context) error {
 				continue
 			}
 			cur, mounted, backoff, lastErr = src, true, backoff0, ""
-			_, fstype, _ := src.mountArgs()
+			_, fstype, _, _ := src.mountArgs()
 			now := time.Now()
 			m.update(func(s *api.MountStatus) {
 				*s = api.MountStatus{Source: src.String(), FSType: fstype, Mounted: true, Healthy: true, Since: now}
@@ -295,11 +295,7 @@ func MountSource(src Source, target string) error {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return fmt.Errorf("mount %s on %s: %w", src, target, err)
 	}
-	dev, fstype, data := src.mountArgs()
-	var flags uintptr
-	if src.Kind == KindLocal {
-		fstype, flags = "", unix.MS_BIND
-	}
+	dev, fstype, data, flags := src.mountArgs()
 	if err := unix.Mount(dev, target, fstype, flags, data); err != nil {
 		return fmt.Errorf("mount %s on %s (%s %s): %w", src, target, fstype, data, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/driftcluster/drift/agent/api"
+	"golang.org/x/sys/unix"
 )
 
 // Defaults.
@@ -119,26 +120,27 @@ func ParseSource(s string) (Source, error) {
 	return src, nil
 }
 
-// mountArgs is what mount(2) takes for s: source, file system type and
-// options. Without the mount.nfs helper, the kernel's NFS client needs
+// mountArgs is what mount(2) takes for s: source, file system type,
+// options and flags. Without the mount.nfs helper, the kernel's NFS client needs
 // the server's address as an option; NFSv4 needs no mountd, rpcbind or
 // lock manager, so it goes through a NAS's firewall and needs no nolock.
-func (s Source) mountArgs() (src, fstype, data string) {
+func (s Source) mountArgs() (src, fstype, data string, flags uintptr) {
 	switch s.Kind {
 	case Kind9P:
 		// cache=mmap: read(2) and write(2) still go to the server, so
 		// what one node writes the next read on another node sees; only
 		// mapped pages are cached, which is what lets programs map files
 		// shared and writable (cache=none allows read-only mappings).
-		return s.Host.String(), "9p", fmt.Sprintf("trans=tcp,port=%d,version=9p2000.L,msize=%d,cache=mmap", s.Port, DefaultMsize)
+		return s.Host.String(), "9p", fmt.Sprintf("trans=tcp,port=%d,version=9p2000.L,msize=%d,cache=mmap", s.Port, DefaultMsize), 0
 	case KindNFS:
 		data = "vers=4.1,proto=tcp,addr=" + s.Host.String() + ",hard,timeo=100,retrans=3"
 		if s.Port != 0 {
 			data += ",port=" + strconv.Itoa(s.Port)
 		}
-		return s.Host.String() + ":" + s.Export, "nfs4", data
+		return s.Host.String() + ":" + s.Export, "nfs4", data, 0
 	case KindLocal:
-		return s.Dir, "bind", ""
+		// With MS_BIND the kernel ignores the type: "bind" is for drift storage.
+		return s.Dir, "bind", "", unix.MS_BIND
 	}
-	return "", "", ""
+	return "", "", "", 0
 }

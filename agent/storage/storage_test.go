@@ -44,7 +44,7 @@ func TestParseSource(t *testing.T) {
 			if s := got.String(); s != tt.in && s != tt.in+":5640" {
 				t.Errorf("ParseSource(%q).String() = %q", tt.in, s)
 			}
-			src, fstype, data := got.mountArgs()
+			src, fstype, data, _ := got.mountArgs()
 			if a := [3]string{src, fstype, data}; a != tt.wantArgs {
 				t.Errorf("mountArgs(%q) = %q, want %q", tt.in, a, tt.wantArgs)
 			}
