@@ -38,9 +38,9 @@ func TestDecide(t *testing.T) {
 	for i := range young {
 		young[i].Resident, young[i].Moves = 5*time.Second, 1
 	}
-	fresh := busy("w1", 6) // started 1 s ago
+	fresh := busy("w1", 6) // started half a second ago
 	for i := range fresh {
-		fresh[i].Age, fresh[i].Resident = time.Second, time.Second
+		fresh[i].Age, fresh[i].Resident = time.Second/2, time.Second/2
 	}
 	started := busy("w1", 6) // started 3 s ago, never moved
 	for i := range started {

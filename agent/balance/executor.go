@@ -127,11 +127,12 @@ var (
 const defaultPeriod = 2 * time.Second
 
 // maxOutgoing is how many moves a node makes at once, each to a
-// different target. The node is busy by definition, so its dumps share
-// one starved CPU and every frozen job waits longer: on the bench (9 jobs
-// on one of 3 VMs) one move at a time, the next as soon as one ends, did
-// better than two at once.
-const maxOutgoing = 1
+// different target. The node's dumps take turns (migrate.Node holds one
+// dump at a time), so a second move dumps its job while the first one's
+// images travel and are restored: on a busy node (9 jobs on one of 3
+// VMs) that is half of each move's freeze. Two dumps at once shared one
+// starved CPU and made every frozen job wait longer.
+const maxOutgoing = 2
 
 // admissionTTL is how long a target's own count on admission outranks
 // gossip that shows less (gossip carries a load change within a second
@@ -169,6 +170,7 @@ type Executor struct {
 	wake     chan struct{} // look again now
 
 	mu       sync.Mutex
+	due      time.Time            // when a job the last look found too new to move may move; zero: none
 	failed   map[string]strike    // jobs whose last moves failed, left alone a while
 	refused  map[string]strike    // targets that refused, left alone a while
 	admitted map[string]admission // the load each target reported when it last took a job from here
@@ -281,6 +283,11 @@ func (e *Executor) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(period)
 	defer t.Stop()
+	// due fires when a job that is too new to move now may move: a
+	// burst started here spreads as soon as the policy allows, not at
+	// the next period.
+	due := time.NewTimer(time.Hour)
+	defer due.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -288,6 +295,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-due.C:
 		case <-e.wakeCh():
 		}
 		for {
@@ -300,7 +308,21 @@ func (e *Executor) Run(ctx context.Context) error {
 				e.move(ctx, mv, expect)
 			})
 		}
+		if d := e.dueIn(); d > 0 && d < period {
+			due.Reset(d)
+		}
 	}
+}
+
+// dueIn is how long until the newest job that the last look left here
+// because it had not stayed long enough may move; 0: none.
+func (e *Executor) dueIn() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d := e.due.Sub(e.now()); d > 0 {
+		return d
+	}
+	return 0
 }
 
 // next returns the next move to start, if any, and the number of jobs
@@ -344,9 +366,18 @@ func (e *Executor) next() (Move, int, bool) {
 		}
 	}
 	var js []Job
+	p := e.Params.withDefaults()
+	e.due = time.Time{}
 	for _, r := range here {
 		if f, ok := e.failed[r.ID]; ok && now.Before(f.retry) {
 			continue
+		}
+		stay := p.MinResidence
+		if r.Moves == 0 {
+			stay = p.FirstMove
+		}
+		if at := r.Since.Add(stay); at.After(now) && (e.due.IsZero() || at.Before(e.due)) {
+			e.due = at
 		}
 		js = append(js, Job{ID: r.ID, Node: e.Self, CPU: r.CPU, Rate: r.Ran * speed, RSS: r.RSS, Age: now.Sub(r.Since),
 			Resident: now.Sub(r.Since), Moves: r.Moves, Stay: r.Stay, Remaining: r.Remaining})

@@ -123,7 +123,15 @@ func TestExecutorDecides(t *testing.T) {
 		{"a blocked node still sends work away", []Node{w1, node("w2", 0)}, []string{"a", "b", "c", "d"},
 			func(e *Executor) { e.SetMode(on(true), nil) }, "a→w2@0"},
 		{"a node measured a little slower counts as as fast", []Node{w1, slow}, []string{"a", "b"}, nil, "a→w2@0"},
-		{"one move at a time", []Node{w1, node("w2", 0), node("w3", 0)}, []string{"a", "b", "c", "d"},
+		{"a second move at once goes to another target", []Node{w1, node("w2", 0), node("w3", 0)}, []string{"a", "b", "c", "d"},
+			func(e *Executor) {
+				if mv, _, _ := e.next(); mv.To != "w2" {
+					panic("the first move goes to " + mv.To)
+				}
+			}, "b→w3@0"},
+		{"no third move at once", []Node{w1, node("w2", 0), node("w3", 0), node("w4", 0)}, []string{"a", "b", "c", "d"},
+			func(e *Executor) { e.next(); e.next() }, ""},
+		{"a target with a move under way gets no second", []Node{w1, node("w2", 0)}, []string{"a", "b", "c", "d"},
 			func(e *Executor) { e.next() }, ""},
 	}
 	for _, tt := range tests {
@@ -485,4 +493,36 @@ func TestExecutorReadsJobsOnlyWhenOneMayMove(t *testing.T) {
 	if got := w.look(e, 2*time.Minute); got == "" || cw.reads == 0 {
 		t.Errorf("w3 idle: moved %q, read the jobs %d times; want a move to w3", got, cw.reads)
 	}
+}
+
+// TestExecutorLooksWhenAJobMayMove: a look that finds jobs too new to
+// move looks again as soon as they may, not a period later, so a burst
+// started on one node spreads at once.
+func TestExecutorLooksWhenAJobMayMove(t *testing.T) {
+	w := newWorld([]Node{node("w1", 0), node("w2", 0)})
+	e := w.executor()
+	e.Now = nil // the real clock: Run's timers run on it
+	e.Period = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	started := time.Now()
+	w.mu.Lock()
+	for _, id := range []string{"a", "b", "c", "d"} {
+		w.jobs = append(w.jobs, Resident{ID: id, CPU: 1, RSS: 64 << 20, Since: started})
+	}
+	w.mu.Unlock()
+	e.Wake() // the jobs started: too new to move yet
+	for len(w.Residents()) == 4 {
+		if time.Since(started) > 10*time.Second {
+			t.Fatalf("no move 10 s after the jobs started (they may move after %v; the period is an hour)\nlog:\n%s", e.Params.withDefaults().FirstMove, &w.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(started); took < e.Params.withDefaults().FirstMove {
+		t.Errorf("a job moved %v after it started, before the policy's first move at %v", took, e.Params.withDefaults().FirstMove)
+	}
+	cancel()
+	<-done
 }

@@ -41,6 +41,14 @@ func newBalancer(a *agent, cl *cluster) *balancer {
 // Run balances this node's jobs until ctx ends.
 func (b *balancer) Run(ctx context.Context) error { return b.ex.Run(ctx) }
 
+// loadChanged is told when the jobs here change: the node gossips its
+// load at once, and looks at once for a move (a job that just started
+// may move as soon as the policy allows; the look says when).
+func (b *balancer) loadChanged() {
+	b.cl.refresh()
+	b.ex.Wake()
+}
+
 // mode is what the node gossips about itself.
 func (b *balancer) mode() (blocked, draining bool) { return b.ex.Mode() }
 

@@ -114,6 +114,10 @@ func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 				a.con.Event("peers=%d", n)
 			}
 		},
+		// A peer whose job ended may take one of ours now: look at
+		// once, not at the next period (work stealing's pull, without
+		// another message).
+		OnLighter: func(string) { a.bal.ex.Wake() },
 	})
 	if err != nil {
 		return err

@@ -174,7 +174,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cl := &cluster{a: a, net: net}
 	a.enrollNet = net
 	a.bal = newBalancer(a, cl)
-	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: cl.refresh, KillOrphans: true}
+	a.jobs = &jobs.Manager{Self: node.Name, Peers: &peers{a: a, cl: cl}, Logger: log, Place: a.bal.place, Accepting: a.bal.accepting, OnLoad: a.bal.loadChanged, KillOrphans: true}
 	if node.Options.Lab { // a test holds a move at a named point by a file there
 		a.jobs.Failpoints = "/run/drift/failpoints"
 	}

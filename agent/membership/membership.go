@@ -57,6 +57,12 @@ type Config struct {
 	// members other than this node, at start and whenever it changes; nil: not called.
 	OnPeers func(n int)
 
+	// OnLighter is called (from memberlist's goroutine, the member list
+	// locked: it must neither block nor call Membership) when another member gossips fewer jobs than it did before:
+	// it may take work now, and a busy node need not wait for its next
+	// look to send some; nil: not called.
+	OnLighter func(name string)
+
 	// DeadRetention is how long a dead member stays in Members; 0: 10 minutes.
 	DeadRetention time.Duration
 
@@ -442,7 +448,11 @@ func (m *Membership) upsert(n *memberlist.Node, st State) {
 	mb.Addr = n.Addr.String()
 	mb.Port = int(n.Port)
 	if len(n.Meta) > 0 {
+		before := mb.Info
 		mb.Info, mb.InfoErr = nodeinfo.Decode(n.Meta)
+		if ok && !mb.Self && mb.InfoErr == nil && mb.Info.Jobs < before.Jobs && m.cfg.OnLighter != nil {
+			m.cfg.OnLighter(n.Name)
+		}
 	}
 }
 

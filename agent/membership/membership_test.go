@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +87,16 @@ type agent struct {
 	done   chan error
 	once   sync.Once
 	jobs   atomic.Int64
+
+	lighterMu sync.Mutex
+	lighter   []string // the peers OnLighter named, in order
+}
+
+// lighters is what OnLighter was called with so far.
+func (a *agent) lighters() []string {
+	a.lighterMu.Lock()
+	defer a.lighterMu.Unlock()
+	return slices.Clone(a.lighter)
 }
 
 func startAgent(t testing.TB, name string, key clusterkey.Key, port int, tune func(*memberlist.Config)) *agent {
@@ -109,7 +120,12 @@ func startAgentWith(t testing.TB, name string, key clusterkey.Key, port int, tun
 		},
 		MetaInterval: metaInterval,
 		OnPeers:      func(n int) { a.peers.Store(int64(n)) },
-		Tune:         tune,
+		OnLighter: func(name string) {
+			a.lighterMu.Lock()
+			a.lighter = append(a.lighter, name)
+			a.lighterMu.Unlock()
+		},
+		Tune: tune,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -397,4 +413,37 @@ func TestRefreshGossipsAtOnce(t *testing.T) {
 	}
 	b.m.Refresh()
 	waitFor(t, 5*time.Second, "a sees b's jobs=3 after Refresh", func() bool { return jobsOf("drift-b") == 3 })
+}
+
+// TestLighterPeerReported: a peer that gossips fewer jobs than before is
+// named to OnLighter (its busy peers may send it work at once); one that
+// gossips more, or the same, is not.
+func TestLighterPeerReported(t *testing.T) {
+	key := mustKey(t)
+	a := startAgentWith(t, "drift-a", key, freePort(t), fastTiming, time.Hour)
+	b := startAgentWith(t, "drift-b", key, freePort(t), fastTiming, time.Hour)
+	b.m.Join([]string{a.addr})
+	waitFor(t, 5*time.Second, "a and b see each other", func() bool { return a.peers.Load() == 1 && b.peers.Load() == 1 })
+	jobsOf := func(name string) int {
+		for _, m := range a.m.Members() {
+			if m.Name == name {
+				return m.Info.Jobs
+			}
+		}
+		return -1
+	}
+	for _, step := range []struct {
+		jobs int64
+		want []string
+	}{{3, nil}, {1, []string{"drift-b"}}, {2, []string{"drift-b"}}, {0, []string{"drift-b", "drift-b"}}} {
+		b.jobs.Store(step.jobs)
+		b.m.Refresh()
+		waitFor(t, 5*time.Second, fmt.Sprintf("a sees b's jobs=%d", step.jobs), func() bool { return jobsOf("drift-b") == int(step.jobs) })
+		if got := a.lighters(); !slices.Equal(got, step.want) {
+			t.Fatalf("after b gossiped jobs=%d: OnLighter named %q, want %q", step.jobs, got, step.want)
+		}
+	}
+	if got := b.lighters(); len(got) != 0 {
+		t.Errorf("b's OnLighter named %q: a's jobs never fell", got)
+	}
 }
