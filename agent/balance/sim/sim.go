@@ -188,7 +188,7 @@ func Run(cfg Config) Result {
 		if cfg.Noise > 0 {
 			next = math.Min(next, nextNoise)
 		}
-		s.advance(next)
+		ended := s.advance(next)
 		s.promote()
 		s.arrivals()
 		s.landings()
@@ -197,11 +197,16 @@ func Run(cfg Config) Result {
 			s.redraw()
 			nextNoise += noisePeriod
 		}
-		if s.now >= nextTick {
+		// Nodes look each period, and at once when a job ends: the node
+		// that ran it gossips its lower load and the others look (the
+		// agents' Executor.Wake).
+		if s.now >= nextTick || ended > 0 {
 			if cfg.Balance {
 				s.tick()
 				s.pull()
 			}
+		}
+		if s.now >= nextTick {
 			nextTick += period
 		}
 	}
@@ -262,8 +267,9 @@ func (s *state) nextEvent() float64 {
 	return t
 }
 
-// advance runs every node's jobs up to time t and retires those done.
-func (s *state) advance(t float64) {
+// advance runs every node's jobs up to time t, retires those done and
+// returns how many were.
+func (s *state) advance(t float64) (ended int) {
 	dt := t - s.now
 	for i := range s.running {
 		if len(s.running[i]) == 0 {
@@ -276,6 +282,7 @@ func (s *state) advance(t float64) {
 			if j.left <= 1e-9 {
 				j.finished, j.done = true, t
 				s.left--
+				ended++
 				s.nodes[i].MemFree += j.spec.RSS
 				continue
 			}
@@ -284,6 +291,7 @@ func (s *state) advance(t float64) {
 		s.running[i] = keep
 	}
 	s.now = t
+	return ended
 }
 
 func (s *state) arrivals() {
