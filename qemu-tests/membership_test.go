@@ -229,8 +229,10 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	gone := names[2]
 
 	// A job that runs on the node, started from worker 1 and attached:
-	// it cannot move (it holds a file under /tmp open), so once the node
-	// is declared dead its drift run ends, with 255 and why.
+	// it stays there and cannot be checkpointed (it holds a file under
+	// /tmp open), so once the node is declared dead its drift run ends,
+	// with 255 and why. Without --stay the balancer may move it in the
+	// second before its shell opens the file, as the node runs four jobs.
 	type ran struct {
 		res *labport.Result
 		err error
@@ -238,7 +240,7 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	}
 	done := make(chan ran, 1)
 	go func() {
-		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--name", "held", "--", "sh", "-c",
+		res, err := l.Exec(ctx, 2, "drift", "run", "--node", gone, "--name", "held", "--stay", "--checkpoint-every", "5s", "--", "sh", "-c",
 			"exec 3>/tmp/drift-held.$$; i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done")
 		done <- ran{res, err, time.Now()}
 	}()
