@@ -390,55 +390,54 @@ func TestLogWriter(t *testing.T) {
 	}
 }
 
+// joinedPair starts drift-a and drift-b, which gossip their metadata
+// every hour unless refreshed, and waits until they see each other.
+func joinedPair(t *testing.T) (a, b *agent) {
+	t.Helper()
+	key := mustKey(t)
+	a = startAgentWith(t, "drift-a", key, freePort(t), fastTiming, time.Hour)
+	b = startAgentWith(t, "drift-b", key, freePort(t), fastTiming, time.Hour)
+	b.m.Join([]string{a.addr})
+	waitFor(t, 5*time.Second, "a and b see each other", func() bool { return a.peers.Load() == 1 && b.peers.Load() == 1 })
+	return a, b
+}
+
+// jobsOf is the jobs this agent last heard the member name gossip; -1:
+// no such member.
+func (a *agent) jobsOf(name string) int {
+	for _, m := range a.m.Members() {
+		if m.Name == name {
+			return m.Info.Jobs
+		}
+	}
+	return -1
+}
+
 // Refresh gossips a load change at once, without waiting for the next
 // metadata interval.
 func TestRefreshGossipsAtOnce(t *testing.T) {
-	key := mustKey(t)
-	a := startAgentWith(t, "drift-a", key, freePort(t), fastTiming, time.Hour)
-	b := startAgentWith(t, "drift-b", key, freePort(t), fastTiming, time.Hour)
-	b.m.Join([]string{a.addr})
-	waitFor(t, 5*time.Second, "a and b see each other", func() bool { return a.peers.Load() == 1 && b.peers.Load() == 1 })
-	jobsOf := func(name string) int {
-		for _, m := range a.m.Members() {
-			if m.Name == name {
-				return m.Info.Jobs
-			}
-		}
-		return -1
-	}
+	a, b := joinedPair(t)
 	b.jobs.Store(3)
 	time.Sleep(500 * time.Millisecond)
-	if n := jobsOf("drift-b"); n != 0 {
+	if n := a.jobsOf("drift-b"); n != 0 {
 		t.Fatalf("a sees b's jobs=%d before b refreshed, want 0 (the interval is an hour)", n)
 	}
 	b.m.Refresh()
-	waitFor(t, 5*time.Second, "a sees b's jobs=3 after Refresh", func() bool { return jobsOf("drift-b") == 3 })
+	waitFor(t, 5*time.Second, "a sees b's jobs=3 after Refresh", func() bool { return a.jobsOf("drift-b") == 3 })
 }
 
 // TestLighterPeerReported: a peer that gossips fewer jobs than before is
 // named to OnLighter (its busy peers may send it work at once); one that
 // gossips more, or the same, is not.
 func TestLighterPeerReported(t *testing.T) {
-	key := mustKey(t)
-	a := startAgentWith(t, "drift-a", key, freePort(t), fastTiming, time.Hour)
-	b := startAgentWith(t, "drift-b", key, freePort(t), fastTiming, time.Hour)
-	b.m.Join([]string{a.addr})
-	waitFor(t, 5*time.Second, "a and b see each other", func() bool { return a.peers.Load() == 1 && b.peers.Load() == 1 })
-	jobsOf := func(name string) int {
-		for _, m := range a.m.Members() {
-			if m.Name == name {
-				return m.Info.Jobs
-			}
-		}
-		return -1
-	}
+	a, b := joinedPair(t)
 	for _, step := range []struct {
 		jobs int64
 		want []string
 	}{{3, nil}, {1, []string{"drift-b"}}, {2, []string{"drift-b"}}, {0, []string{"drift-b", "drift-b"}}} {
 		b.jobs.Store(step.jobs)
 		b.m.Refresh()
-		waitFor(t, 5*time.Second, fmt.Sprintf("a sees b's jobs=%d", step.jobs), func() bool { return jobsOf("drift-b") == int(step.jobs) })
+		waitFor(t, 5*time.Second, fmt.Sprintf("a sees b's jobs=%d", step.jobs), func() bool { return a.jobsOf("drift-b") == int(step.jobs) })
 		if got := a.lighters(); !slices.Equal(got, step.want) {
 			t.Fatalf("after b gossiped jobs=%d: OnLighter named %q, want %q", step.jobs, got, step.want)
 		}
