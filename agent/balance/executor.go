@@ -129,9 +129,10 @@ const defaultPeriod = 2 * time.Second
 // maxOutgoing is how many moves a node makes at once, each to a
 // different target. The node's dumps take turns (migrate.Node holds one
 // dump at a time), so a second move dumps its job while the first one's
-// images travel and are restored: on a busy node (9 jobs on one of 3
-// VMs) that is half of each move's freeze. Two dumps at once shared one
-// starved CPU and made every frozen job wait longer.
+// images travel and are restored: on the bench (9 jobs on one of 3 VMs)
+// the six moves that spread them took 11 to 12 s instead of 14. Two
+// dumps at once would share one starved CPU and make every frozen job
+// wait longer.
 const maxOutgoing = 2
 
 // admissionTTL is how long a target's own count on admission outranks
@@ -314,8 +315,8 @@ func (e *Executor) Run(ctx context.Context) error {
 	}
 }
 
-// dueIn is how long until the newest job that the last look left here
-// because it had not stayed long enough may move; 0: none.
+// dueIn is how long until the first of the jobs that the last look found
+// too new to move may move; 0: none.
 func (e *Executor) dueIn() time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -115,8 +115,7 @@ func (c *cluster) runOn(ctx context.Context, addr netip.Addr) error {
 			}
 		},
 		// A peer whose job ended may take one of ours now: look at
-		// once, not at the next period (work stealing's pull, without
-		// another message).
+		// once, not at the next period.
 		OnLighter: func(string) { a.bal.ex.Wake() },
 	})
 	if err != nil {

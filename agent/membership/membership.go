@@ -57,10 +57,11 @@ type Config struct {
 	// members other than this node, at start and whenever it changes; nil: not called.
 	OnPeers func(n int)
 
-	// OnLighter is called (from memberlist's goroutine, the member list
-	// locked: it must neither block nor call Membership) when another member gossips fewer jobs than it did before:
-	// it may take work now, and a busy node need not wait for its next
-	// look to send some; nil: not called.
+	// OnLighter is called when another member gossips fewer jobs than
+	// it did before: it may take work now, and a busy node need not wait
+	// for its next look to send some. It runs on memberlist's goroutine
+	// with the member list locked, so it must neither block nor call
+	// Membership; nil: not called.
 	OnLighter func(name string)
 
 	// DeadRetention is how long a dead member stays in Members; 0: 10 minutes.
