@@ -188,7 +188,7 @@ func Run(cfg Config) Result {
 		if cfg.Noise > 0 {
 			next = math.Min(next, nextNoise)
 		}
-		ended := s.advance(next)
+		s.advance(next)
 		s.promote()
 		s.arrivals()
 		s.landings()
@@ -197,16 +197,11 @@ func Run(cfg Config) Result {
 			s.redraw()
 			nextNoise += noisePeriod
 		}
-		// Nodes look each period, and at once when a job ends: the node
-		// that ran it gossips its lower load and the others look (the
-		// agents' Executor.Wake).
-		if s.now >= nextTick || ended > 0 {
+		if s.now >= nextTick {
 			if cfg.Balance {
 				s.tick()
 				s.pull()
 			}
-		}
-		if s.now >= nextTick {
 			nextTick += period
 		}
 	}
@@ -267,9 +262,8 @@ func (s *state) nextEvent() float64 {
 	return t
 }
 
-// advance runs every node's jobs up to time t, retires those done and
-// returns how many were.
-func (s *state) advance(t float64) (ended int) {
+// advance runs every node's jobs up to time t and retires those done.
+func (s *state) advance(t float64) {
 	dt := t - s.now
 	for i := range s.running {
 		if len(s.running[i]) == 0 {
@@ -282,7 +276,6 @@ func (s *state) advance(t float64) (ended int) {
 			if j.left <= 1e-9 {
 				j.finished, j.done = true, t
 				s.left--
-				ended++
 				s.nodes[i].MemFree += j.spec.RSS
 				continue
 			}
@@ -291,7 +284,6 @@ func (s *state) advance(t float64) (ended int) {
 		s.running[i] = keep
 	}
 	s.now = t
-	return ended
 }
 
 func (s *state) arrivals() {
