@@ -135,6 +135,15 @@ func (p Params) Cost(rss uint64) time.Duration {
 	return p.FixedCost + time.Duration(float64(rss)/p.Bandwidth*float64(time.Second))
 }
 
+// stay is how long a job that has moved moves times must have run where
+// it is before it may move for load (p with its defaults).
+func (p Params) stay(moves int) time.Duration {
+	if moves == 0 {
+		return p.FirstMove
+	}
+	return p.MinResidence
+}
+
 // reserve is the free memory a node keeps.
 func (p Params) reserve(n *Node) uint64 { return uint64(float64(n.MemTotal) * p.MemReserve) }
 
@@ -265,11 +274,7 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		if j.Rate > 0 && j.Rate < model*starved {
 			cur, measured = j.Rate, " measured"
 		}
-		stay := p.MinResidence
-		if j.Moves == 0 {
-			stay = p.FirstMove
-		}
-		if j.Resident < stay || j.CPU < p.MinCPU {
+		if j.Resident < p.stay(j.Moves) || j.CPU < p.MinCPU {
 			continue
 		}
 		t := bestFit(targets, j.RSS, p)

@@ -373,11 +373,7 @@ func (e *Executor) next() (Move, int, bool) {
 		if f, ok := e.failed[r.ID]; ok && now.Before(f.retry) {
 			continue
 		}
-		stay := p.MinResidence
-		if r.Moves == 0 {
-			stay = p.FirstMove
-		}
-		if at := r.Since.Add(stay); at.After(now) && (e.due.IsZero() || at.Before(e.due)) {
+		if at := r.Since.Add(p.stay(r.Moves)); at.After(now) && (e.due.IsZero() || at.Before(e.due)) {
 			e.due = at
 		}
 		js = append(js, Job{ID: r.ID, Node: e.Self, CPU: r.CPU, Rate: r.Ran * speed, RSS: r.RSS, Age: now.Sub(r.Since),
