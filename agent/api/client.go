@@ -68,9 +68,15 @@ func Remote(addr string, k clusterkey.Key) (*Client, error) {
 	// Agents on dead machines must not hold a caller for minutes: a short
 	// dial timeout, and TCP gives up on unacknowledged data after 15 s.
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 10 * time.Second, Control: userTimeout(15 * time.Second)}
-	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false, TLSHandshakeTimeout: 10 * time.Second, DialContext: dialer.DialContext}
+	// Idle connections are kept for less than the server's IdleTimeout,
+	// so that a kept one is not closed under a request.
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: false, TLSHandshakeTimeout: 10 * time.Second, DialContext: dialer.DialContext,
+		IdleConnTimeout: 30 * time.Second, MaxIdleConnsPerHost: 4}
 	return &Client{hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, base: "https://" + addr, target: addr, remote: true}, nil
 }
+
+// CloseIdleConnections closes the connections kept for later calls.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
 // Nodes lists every member of the cluster.
 func (c *Client) Nodes(ctx context.Context) ([]Node, error) {

@@ -111,14 +111,15 @@ var ErrNotANode = errors.New("driftd runs only on a node booted from a drift ima
 
 // agent is one running driftd.
 type agent struct {
-	log  *slog.Logger
-	con  *console.Console
-	node *Node
-	keys *clusterkey.Ring // the cluster's ID and keys; drift rekey changes them (rekey.go)
-	sup  *supervise.Supervisor
-	jobs *jobs.Manager
-	bal  *balancer
-	obs  *observer
+	log     *slog.Logger
+	con     *console.Console
+	node    *Node
+	keys    *clusterkey.Ring // the cluster's ID and keys; drift rekey changes them (rekey.go)
+	clients peerClients      // API clients of peers, kept for their connections (jobs.go)
+	sup     *supervise.Supervisor
+	jobs    *jobs.Manager
+	bal     *balancer
+	obs     *observer
 
 	rekey     *rekeyService  // drift rekey and drift remove (rekey.go)
 	enroll    *enrollService // head: machines that network-boot enrol here (enroll.go); nil on a worker

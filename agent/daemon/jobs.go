@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/clusterkey"
 	"github.com/driftcluster/drift/agent/membership"
 )
 
@@ -21,16 +23,67 @@ func (p *peers) Client(node string) (*api.Client, error) {
 		if m.Name != node {
 			continue
 		}
-		if m.State == membership.StateDead {
-			return nil, fmt.Errorf("node %s is down", node)
-		}
 		port := m.Info.APIPort
 		if port == 0 {
 			port = api.DefaultPort
 		}
-		return api.Remote(net.JoinHostPort(m.Addr, strconv.Itoa(port)), p.a.keys.Current())
+		addr := net.JoinHostPort(m.Addr, strconv.Itoa(port))
+		if m.State == membership.StateDead {
+			p.a.clients.forget(addr)
+			return nil, fmt.Errorf("node %s is down", node)
+		}
+		return p.a.clients.get(addr, p.a.keys.Current())
 	}
 	return nil, fmt.Errorf("no node %s in the cluster (drift nodes lists them)", node)
+}
+
+// peerClients keeps one API client per peer's address and key, so that
+// calls to a peer reuse its TLS connections instead of shaking hands
+// for each: a move makes several calls, and handshakes were about 9% of
+// an agent's CPU while it moved jobs. A new key (drift rekey) makes a
+// new client; a peer seen dead loses its kept connections, so that the
+// machine that comes back at its address gets new ones.
+type peerClients struct {
+	mu sync.Mutex
+	m  map[peerClientKey]*api.Client
+}
+
+type peerClientKey struct {
+	addr string
+	key  clusterkey.Key
+}
+
+func (pc *peerClients) get(addr string, k clusterkey.Key) (*api.Client, error) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if c, ok := pc.m[peerClientKey{addr, k}]; ok {
+		return c, nil
+	}
+	c, err := api.Remote(addr, k)
+	if err != nil {
+		return nil, err
+	}
+	pc.forgetLocked(addr) // a client under the key before a rekey
+	if pc.m == nil {
+		pc.m = map[peerClientKey]*api.Client{}
+	}
+	pc.m[peerClientKey{addr, k}] = c
+	return c, nil
+}
+
+func (pc *peerClients) forget(addr string) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.forgetLocked(addr)
+}
+
+func (pc *peerClients) forgetLocked(addr string) {
+	for k, c := range pc.m {
+		if k.addr == addr {
+			c.CloseIdleConnections()
+			delete(pc.m, k)
+		}
+	}
 }
 
 func (p *peers) Nodes() []string {
