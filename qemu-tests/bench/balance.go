@@ -37,8 +37,8 @@ type BalanceResult struct {
 	Jobs       int
 	Share      float64
 	Alone      time.Duration     // one job alone on a node
-	Busy       []time.Duration   // one job on each node at once, per node (node 1, the head, first)
-	Ideal      time.Duration     // total work over total capacity, the capacity measured by Busy
+	Busy       [][]time.Duration // one job on each node at once, per node (node 1, the head, first); sampled before each run with balancing
+	Ideal      time.Duration     // total work over total capacity, the capacity each node's median in Busy
 	WithoutBal time.Duration     // makespan with balancing off
 	WithBal    []time.Duration   // makespan with balancing on, per run
 	Migrations []int             // moves made with balancing on, per run
@@ -76,14 +76,18 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		return nil, err
 	}
 	res.Alone = alone
-	if res.Busy, err = b.capacity(ctx, iters); err != nil {
-		return nil, err
-	}
-	res.Ideal = idealOf(cfg.Jobs, res.Busy)
 	if res.WithoutBal, err = b.run(ctx, cfg.Jobs, iters, false); err != nil {
 		return nil, err
 	}
 	for range cfg.Runs {
+		// The host's speed wanders by several percent over an
+		// invocation: capacity is sampled before each run, and the
+		// ideal rests on the median of the samples, not on one.
+		busy, err := b.capacity(ctx, iters)
+		if err != nil {
+			return nil, err
+		}
+		res.Busy = append(res.Busy, busy)
 		before, balStart := b.moves, time.Now()
 		took, err := b.run(ctx, cfg.Jobs, iters, true)
 		if err != nil {
@@ -94,7 +98,8 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		res.Migrations = append(res.Migrations, b.moves-before)
 		log.Info("bench-balance: with balancing", "took", took, "moves", b.moves-before)
 	}
-	res.Sim3 = simulateLab(cfg.Jobs, res.Busy, cfg.Runs)
+	res.Ideal = idealOf(cfg.Jobs, medianEach(res.Busy))
+	res.Sim3 = simulateLab(cfg.Jobs, medianEach(res.Busy), cfg.Runs)
 	res.Sim1000 = simulate(1000)
 	return res, nil
 }
@@ -209,6 +214,33 @@ func idealOf(jobs int, each []time.Duration) time.Duration {
 		rate += 1 / d.Seconds()
 	}
 	return time.Duration(float64(jobs) / rate * float64(time.Second))
+}
+
+// medianEach is each node's median time over samples of capacity (each
+// a time per node, in the same order).
+func medianEach(samples [][]time.Duration) []time.Duration {
+	if len(samples) == 0 {
+		return nil
+	}
+	out := make([]time.Duration, len(samples[0]))
+	for i := range out {
+		var ds []time.Duration
+		for _, s := range samples {
+			ds = append(ds, s[i])
+		}
+		out[i] = Median(ds)
+	}
+	return out
+}
+
+// idealsOf is the ideal of each sample of capacity alone, to show how
+// much it wanders.
+func idealsOf(jobs int, samples [][]time.Duration) []time.Duration {
+	var out []time.Duration
+	for _, s := range samples {
+		out = append(out, idealOf(jobs, s))
+	}
+	return out
 }
 
 // run starts n jobs of iters work on b.on, balancing on or off, and
@@ -447,8 +479,11 @@ func simulate(nodes int) [2]sim.Result {
 func (r *BalanceResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "balance: %d equal CPU-bound jobs (no checkpoints) started on one node of 3, each VM held to %.0f%% of a core, accel %s\n", r.Jobs, r.Share*100, r.Accel)
 	fmt.Fprintf(w, "  one job alone          %8.1f s\n", r.Alone.Seconds())
-	fmt.Fprintf(w, "  one job on each at once %s s (head, worker 1, worker 2)\n", secs(r.Busy))
-	fmt.Fprintf(w, "  ideal (work/capacity)  %8.1f s  (%d jobs over the three nodes' summed rates, measured at once)\n", r.Ideal.Seconds(), r.Jobs)
+	for i, busy := range r.Busy {
+		fmt.Fprintf(w, "  one job on each at once %s s (head, worker 1, worker 2; before run %d)\n", secs(busy), i+1)
+	}
+	fmt.Fprintf(w, "  ideal (work/capacity)  %8.1f s  (%d jobs over the three nodes' summed rates, measured at once; each node's median of %d samples, whose ideals alone are %s s)\n",
+		r.Ideal.Seconds(), r.Jobs, len(r.Busy), secs(idealsOf(r.Jobs, r.Busy)))
 	fmt.Fprintf(w, "  without balancing      %8.1f s  %.2fx ideal\n", r.WithoutBal.Seconds(), ratio(r.WithoutBal, r.Ideal))
 	for i, d := range r.WithBal {
 		fmt.Fprintf(w, "  with balancing, run %d  %8.1f s  %.2fx ideal  (%d migrations, ended at %v)\n", i+1, d.Seconds(), ratio(d, r.Ideal), r.Migrations[i], r.MoveTimes[i])

@@ -33,11 +33,11 @@ type SweepResult struct {
 	Accel       lab.Accel
 	Tasks       int
 	Share       float64
-	Alone       time.Duration   // one task alone on a node
-	Busy        []time.Duration // one task on each node at once, per node (node 1, the head, first)
-	Ideal       time.Duration   // total work over total capacity, the capacity measured by Busy
-	Array, Loop []time.Duration // makespans: drift run --array; a loop of drift run -d
-	ArrayMoves  []int           // migrations in each array run
+	Alone       time.Duration     // one task alone on a node
+	Busy        [][]time.Duration // one task on each node at once, per node (node 1, the head, first); sampled before each round
+	Ideal       time.Duration     // total work over total capacity, the capacity each node's median in Busy
+	Array, Loop []time.Duration   // makespans: drift run --array; a loop of drift run -d
+	ArrayMoves  []int             // migrations in each array run
 	LoopMoves   []int
 	Pool        SweepSim
 }
@@ -86,15 +86,18 @@ func Sweep(ctx context.Context, cfg SweepConfig) (*SweepResult, error) {
 		return nil, err
 	}
 	res.Alone = alone
-	if res.Busy, err = b.capacity(ctx, iters); err != nil {
-		return nil, err
-	}
-	res.Ideal = idealOf(cfg.Tasks, res.Busy)
-	if _, err := b.exec(ctx, "drift", "balance", "on"); err != nil {
-		return nil, err
-	}
 	workload := []string{"drift-workload", "work", "-n", fmt.Sprint(iters)}
 	for run := range cfg.Runs {
+		// Capacity is sampled before each round, as in bench-balance:
+		// the ideal rests on the median of the samples.
+		busy, err := b.capacity(ctx, iters)
+		if err != nil {
+			return nil, err
+		}
+		res.Busy = append(res.Busy, busy)
+		if _, err := b.exec(ctx, "drift", "balance", "on"); err != nil {
+			return nil, err
+		}
 		sctx, stop := context.WithCancel(ctx)
 		b.sampleProcs(sctx, fmt.Sprintf("array%d", run+1), 10*time.Second)
 		took, moves, err := b.array(ctx, 2, cfg.Tasks, workload)
@@ -111,6 +114,7 @@ func Sweep(ctx context.Context, cfg SweepConfig) (*SweepResult, error) {
 		res.Loop, res.LoopMoves = append(res.Loop, took), append(res.LoopMoves, moves)
 		log.Info("bench-sweep: loop", "took", took, "moves", moves)
 	}
+	res.Ideal = idealOf(cfg.Tasks, medianEach(res.Busy))
 	res.Pool = simulateSweep(cfg.SimNodes, cfg.SimTasks, cfg.Runs)
 	return res, nil
 }
@@ -229,8 +233,11 @@ const busyWeight = 0.05
 func (r *SweepResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "sweep: %d equal CPU-bound tasks submitted from one worker of 3, each VM held to %.0f%% of a core, accel %s\n", r.Tasks, r.Share*100, r.Accel)
 	fmt.Fprintf(w, "  one task alone           %8.1f s\n", r.Alone.Seconds())
-	fmt.Fprintf(w, "  one task on each at once %s s (head, worker 1, worker 2)\n", secs(r.Busy))
-	fmt.Fprintf(w, "  ideal (work/capacity)    %8.1f s  (%d tasks over the three nodes' summed rates, measured at once)\n", r.Ideal.Seconds(), r.Tasks)
+	for i, busy := range r.Busy {
+		fmt.Fprintf(w, "  one task on each at once %s s (head, worker 1, worker 2; before round %d)\n", secs(busy), i+1)
+	}
+	fmt.Fprintf(w, "  ideal (work/capacity)    %8.1f s  (%d tasks over the three nodes' summed rates, measured at once; each node's median of %d samples, whose ideals alone are %s s)\n",
+		r.Ideal.Seconds(), r.Tasks, len(r.Busy), secs(idealsOf(r.Tasks, r.Busy)))
 	row := func(name string, ds []time.Duration, moves []int) {
 		fmt.Fprintf(w, "  %-24s %8.1f s  %.2fx ideal  spread %.1f s  runs %s s  migrations %v\n",
 			name, Median(ds).Seconds(), ratio(Median(ds), r.Ideal), Spread(ds).Seconds(), secs(ds), moves)
