@@ -23,8 +23,8 @@ func Tree(pid int) []int {
 // cpuMeter turns each job tree's CPU time into rates between one reading
 // and the next. Each reader (drift ps, the balancer) has its own meter,
 // so that neither shortens the other's window; readings closer together
-// than minWindow repeat the last rates (CPU time counts in 10 ms ticks: a
-// short window reads as idle).
+// than minWindow repeat the last one, memory included (CPU time counts in
+// 10 ms ticks: a short window reads as idle).
 type cpuMeter struct {
 	mu   sync.Mutex
 	last map[int]sample // root pid → its last reading
@@ -52,6 +52,15 @@ type usage struct {
 // restored tree starts counting from zero, so since is the start of its
 // stint on this node.
 func (c *cpuMeter) read(pid int, since time.Time) usage {
+	c.mu.Lock()
+	prev, ok := c.last[pid]
+	c.mu.Unlock()
+	if ok && time.Since(prev.at) < minWindow {
+		// The last reading stands: reading a tree (every thread's
+		// children and schedstat) costs the node milliseconds, and the
+		// balancer looks at every job start and end.
+		return prev.use
+	}
 	tu, _ := proc.TreeUsage(pid) // a tree that is gone reads as zero
 	ticks, wantNs := tu.Ticks, tu.WantNs
 	now := time.Now()
@@ -60,7 +69,7 @@ func (c *cpuMeter) read(pid int, since time.Time) usage {
 	if c.last == nil {
 		c.last = map[int]sample{}
 	}
-	prev, ok := c.last[pid]
+	prev, ok = c.last[pid]
 	if !ok {
 		prev = sample{at: since}
 	}

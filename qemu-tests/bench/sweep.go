@@ -119,18 +119,20 @@ func Sweep(ctx context.Context, cfg SweepConfig) (*SweepResult, error) {
 	return res, nil
 }
 
-// calibrate finds the work of a job that runs about d alone on b.on,
-// balancing off: starting and watching a job has overhead of its own, so
-// it scales until that is small. It returns the work and the time.
+// calibrate finds the work of a job that runs d alone on b.on, within
+// a tenth, balancing off: starting and watching a job has overhead of its
+// own, so one scaling undershoots, and it scales again until the time is
+// close (a shorter job than asked gives each job's start more weight in
+// the makespan). It returns the work and the time.
 func (b *batch) calibrate(ctx context.Context, d time.Duration) (uint64, time.Duration, error) {
 	iters := uint64(1 << 26)
 	var alone time.Duration
-	for range 5 {
+	for range 7 {
 		var err error
 		if alone, err = b.run(ctx, 1, iters, false); err != nil {
 			return 0, 0, err
 		}
-		if alone >= d*7/10 {
+		if math.Abs(alone.Seconds()-d.Seconds()) <= d.Seconds()/10 {
 			break
 		}
 		scale := math.Min(16, d.Seconds()/math.Max(alone.Seconds(), 0.1))
