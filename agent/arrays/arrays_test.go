@@ -21,7 +21,16 @@ import (
 // The test binary is also the tasks' wrapper: driftd task-exec.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == TaskArg {
+		if mb, _ := strconv.Atoi(os.Getenv("DRIFT_TEST_WRAPPER_MB")); mb > 0 {
+			ballast = touched(mb) // a wrapper bigger than its command
+		}
 		os.Exit(RunTask(os.Args[2:]))
+	}
+	if len(os.Args) > 2 && os.Args[1] == "hold-mb" {
+		mb, _ := strconv.Atoi(os.Args[2])
+		ballast = touched(mb)
+		time.Sleep(time.Second)
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }

@@ -11,7 +11,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -149,6 +151,8 @@ func RunTask(args []string) int {
 			syscall.Kill(pid, s.(syscall.Signal))
 		}
 	}()
+	own, _ := procfs.Proc{}.PeakRSS("self") // after the exec: see peakRSS
+	peak := watchPeak(pid)
 	var ws syscall.WaitStatus
 	var ru syscall.Rusage
 	for {
@@ -160,7 +164,7 @@ func RunTask(args []string) int {
 	if err != nil {
 		return finish(255, 0, fmt.Sprintf("wait for %s: %v", argv[0], err))
 	}
-	res.PeakRSS = uint64(ru.Maxrss) * 1024
+	res.PeakRSS = peakRSS(uint64(ru.Maxrss)*1024, own, peak())
 	switch {
 	case ws.Signaled():
 		return finish(128+int(ws.Signal()), int(ws.Signal()), "")
@@ -231,6 +235,64 @@ func busyboxName(path, argv0 string) string {
 		return argv0
 	}
 	return filepath.Base(target)
+}
+
+// peakEvery is how often a task's wrapper samples its memory.
+const peakEvery = 500 * time.Millisecond
+
+// watchPeak samples the resident memory of the tree of processes rooted
+// at pid, summed, at once and every peakEvery, until the function it
+// returns is called; that returns the highest sample. The root's own
+// high-water mark (VmHWM) counts too, so a peak of the command itself
+// between two samples is not missed.
+func watchPeak(pid int) func() uint64 {
+	var (
+		mu   sync.Mutex
+		max  uint64
+		stop = make(chan struct{})
+		done = make(chan struct{})
+	)
+	sample := func() {
+		var p procfs.Proc
+		sum, _ := p.TreeRSS(pid)
+		hwm, _ := p.PeakRSS(strconv.Itoa(pid))
+		mu.Lock()
+		max = slices.Max([]uint64{max, sum, hwm})
+		mu.Unlock()
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(peakEvery)
+		defer t.Stop()
+		for {
+			sample()
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(stop)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return max
+	}
+}
+
+// peakRSS is a task's peak resident memory: what wait4 reported for the
+// command (ru_maxrss, which counts its reaped descendants) when it is
+// above this wrapper's own high-water mark, else the sampled peak. Go
+// starts the command with vfork, and the exec then records the wrapper's
+// high-water mark as the command's: a command smaller than the wrapper
+// (about 14 MB) would report the wrapper's size.
+func peakRSS(maxrss, wrapper, sampled uint64) uint64 {
+	if maxrss > wrapper {
+		return max(maxrss, sampled)
+	}
+	return sampled
 }
 
 // waitingComm is the command name a wrapper started ahead takes once it

@@ -160,3 +160,44 @@ func (p Proc) Comm(pid int) string {
 	}
 	return strings.TrimSuffix(string(b), "\n")
 }
+
+// TreeRSS sums the resident memory of pid and its descendants now
+// (/proc/PID/statm), the way a tree of processes uses memory at once.
+func (p Proc) TreeRSS(pid int) (uint64, error) {
+	pids, err := p.Tree(pid)
+	if err != nil {
+		return 0, err
+	}
+	var sum uint64
+	for _, q := range pids {
+		b, err := fs.ReadFile(p.fsys(), path.Join(strconv.Itoa(q), "statm"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			pages, _ := strconv.ParseUint(f[1], 10, 64)
+			sum += pages * p.pageSize()
+		}
+	}
+	return sum, nil
+}
+
+// PeakRSS is the high-water mark of pid's resident memory since it
+// started or last executed a program (VmHWM in /proc/PID/status), in
+// bytes; "self" is this process.
+func (p Proc) PeakRSS(pid string) (uint64, error) {
+	b, err := fs.ReadFile(p.fsys(), path.Join(pid, "status"))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("process %s: VmHWM: %w", pid, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("process %s: no VmHWM in its status", pid)
+}
