@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -83,9 +84,18 @@ func (f *arrayFlags) spec(job api.JobSpec) (api.ArraySpec, error) {
 	return s, nil
 }
 
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 // readLines reads the non-blank lines of an --array-file.
 func readLines(path string) ([]string, error) {
 	fh, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && strings.HasPrefix(path, api.SharedRoot+"/") && !exists(api.SharedRoot) {
+		// From a workstation, /cluster is the nodes', not this machine's.
+		return nil, fmt.Errorf("--array-file: %w: the file is read on this machine, which does not mount %s; give a file here, or fetch it first (drift cp :%s .)", err, api.SharedRoot, strings.TrimPrefix(path, api.SharedRoot+"/"))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--array-file: %w", err)
 	}

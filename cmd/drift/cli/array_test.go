@@ -23,6 +23,7 @@ func TestRunArrayUsageErrors(t *testing.T) {
 		{[]string{"--array", "5-1", "--", "x"}, "last index is below the first"},
 		{[]string{"--array", "1-3", "--array-file", empty, "--", "x"}, "give one of them"},
 		{[]string{"--array-file", "/nonexistent/f", "--", "x"}, "no such file"},
+		{[]string{"--array-file", "/cluster/nonexistent/params", "--", "x"}, "read on this machine, which does not mount /cluster; give a file here, or fetch it first (drift cp :nonexistent/params .)"},
 		{[]string{"--array-file", empty, "--", "x"}, "has no lines"},
 		{[]string{"--array", "1-3", "--mem", "lots", "--", "x"}, "want a number"},
 		{[]string{"--array", "1-3", "--node", "n", "--", "x"}, "for single jobs"},
