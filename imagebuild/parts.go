@@ -16,7 +16,7 @@ import (
 
 // The parts of an initramfs that make image reports the size of.
 const (
-	PartGo       = "Go binaries (driftd, drift, drift-workload, drift-init)"
+	PartGo       = "Go binaries (driftd, drift, drift-workload, drift-init, drift-job)"
 	PartUroot    = "u-root tools (init, gosh and the console's commands)"
 	PartCRIU     = "criu and its libraries"
 	PartModules  = "kernel modules"

@@ -298,23 +298,24 @@ func (b *builder) splitLate(files []initramfs.File, late func(dst string) bool) 
 	return append(early, initramfs.File{Src: out, Dst: agentboot.LatePath}), nil
 }
 
-// goBinaries builds driftd, the drift CLI and the demo workloads with the
-// version stamped in.
+// goBinaries builds driftd, the drift CLI, the demo workloads, the node's
+// init and drift-job (what runs inside every job) with the version
+// stamped in.
 func (b *builder) goBinaries(ctx context.Context) ([]initramfs.File, error) {
 	dir := filepath.Join(b.staging, "bin")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("go build: %w", err)
 	}
 	var files []initramfs.File
-	for _, name := range []string{"driftd", "drift", "drift-workload", "drift-init"} {
+	for _, name := range []string{"driftd", "drift", "drift-workload", "drift-init", "drift-job"} {
 		out := filepath.Join(dir, name)
 		if err := initramfs.GoBuild(ctx, b.cfg.GoDir, "./cmd/"+name, out, b.cfg.Version); err != nil {
 			return nil, err
 		}
 		files = append(files, initramfs.File{Src: out, Dst: "bin/" + name})
 	}
-	b.progress("go build: driftd %s, drift %s, drift-workload %s, drift-init %s (version %s)",
-		mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), mib(fileSize(files[2].Src)), mib(fileSize(files[3].Src)), b.cfg.Version)
+	b.progress("go build: driftd %s, drift %s, drift-workload %s, drift-init %s, drift-job %s (version %s)",
+		mib(fileSize(files[0].Src)), mib(fileSize(files[1].Src)), mib(fileSize(files[2].Src)), mib(fileSize(files[3].Src)), mib(fileSize(files[4].Src)), b.cfg.Version)
 	return files, nil
 }
 

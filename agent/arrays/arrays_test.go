@@ -16,21 +16,13 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/taskexec"
 )
 
-// The test binary is also the tasks' wrapper: driftd task-exec.
+// The test binary is also the tasks' wrapper: drift-job task-exec.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == TaskArg {
-		if mb, _ := strconv.Atoi(os.Getenv("DRIFT_TEST_WRAPPER_MB")); mb > 0 {
-			ballast = touched(mb) // a wrapper bigger than its command
-		}
-		os.Exit(RunTask(os.Args[2:]))
-	}
-	if len(os.Args) > 2 && os.Args[1] == "hold-mb" {
-		mb, _ := strconv.Atoi(os.Args[2])
-		ballast = touched(mb)
-		time.Sleep(time.Second)
-		os.Exit(0)
+		os.Exit(taskexec.Run(os.Args[2:]))
 	}
 	os.Exit(m.Run())
 }
@@ -646,7 +638,7 @@ func TestTaskAheadReleasedAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	for i := range 20 {
 		res := filepath.Join(dir, fmt.Sprintf("%d.1", i))
-		if err := os.WriteFile(waitingMarker(res), nil, 0o644); err != nil {
+		if err := os.WriteFile(taskexec.WaitingMarker(res), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(os.Args[0], TaskArg, "--out", res+".out", "--err", res+".err", "--result", res, "--hold", "--", "true")
@@ -676,7 +668,7 @@ func TestTaskAheadReleasedAtOnce(t *testing.T) {
 		if _, err := os.Stat(res + ".ok"); err != nil {
 			t.Errorf("run %d: no result: %v", i, err)
 		}
-		if _, err := os.Stat(waitingMarker(res)); err == nil {
+		if _, err := os.Stat(taskexec.WaitingMarker(res)); err == nil {
 			t.Errorf("run %d: the waiting marker is left", i)
 		}
 	}

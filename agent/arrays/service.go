@@ -6,7 +6,7 @@
 // that reads the queue and takes the tasks it has room for, each by a
 // mkdir that only one node can win (store.go). A task runs as an
 // ordinary drift job homed on the node that took it, so the balancer can
-// still move it; inside the job, driftd task-exec (task.go) sends its
+// still move it; inside the job, drift-job task-exec (package taskexec) sends its
 // output to files and writes its result beside the queue, wherever it
 // ends. The submitting node may die: the queue goes on without it, and
 // the tasks that were running on a dead node are queued again.
@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/jobinit"
+	"github.com/driftcluster/drift/agent/taskexec"
 )
 
 // Dir is where the arrays live, under the shared root.
@@ -84,13 +86,13 @@ type Service struct {
 	// when one ends: starting a task (its claim on the shared storage,
 	// its job, its wrapper) takes seconds on a busy node, seconds its
 	// core would otherwise sit idle. A task started ahead waits, running
-	// nothing, until a core frees (driftd task-exec --hold). 0: 1;
+	// nothing, until a core frees (drift-job task-exec --hold). 0: 1;
 	// negative: none.
 	Ahead        int
 	MemAvailable func() uint64 // bytes free for new processes; nil: /proc/meminfo's MemAvailable
 	// Reserve is memory left free for the agent and migrations. 0: 64 MiB.
 	Reserve uint64
-	// TaskCmd runs a task's wrapper; nil: /bin/driftd task-exec.
+	// TaskCmd runs a task's wrapper; nil: drift-job task-exec (driftd task-exec on a machine without drift-job).
 	TaskCmd  []string
 	Interval time.Duration // between two looks at the queue; 0: 2 s
 	// FreedEvery is how often Run checks, between looks, whether a job
@@ -501,7 +503,7 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 				if st.hasResult(id, t.key, a.n) {
 					continue
 				}
-				if marker := waitingMarker(st.attempt(id, t.key, a.n)); fileExists(marker) {
+				if marker := taskexec.WaitingMarker(st.attempt(id, t.key, a.n)); fileExists(marker) {
 					// It ended while it waited for a core: it never ran.
 					st.lose(id, t.key, a.n, "its job ended on "+s.Self+" while it waited for a core")
 					os.Remove(marker)
@@ -512,7 +514,7 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 					code = *j.Exit
 				}
 				why := "the task's job ended before its wrapper wrote a result"
-				writeResult(st.attempt(id, t.key, a.n), result{Exit: code, Node: j.Node, Started: c.Started, Ended: time.Now(), Error: why})
+				taskexec.WriteResult(st.attempt(id, t.key, a.n), result{Exit: code, Node: j.Node, Started: c.Started, Ended: time.Now(), Error: why})
 			}
 		case !alive[c.Node]:
 			changed = true
@@ -593,12 +595,12 @@ func (s *Service) finish(v *view) bool {
 			strconv.FormatUint(t.PeakRSS, 10), strconv.Itoa(t.Attempts), t.Stdout, t.Error})
 	}
 	w.Flush()
-	if err := writeAtomic(filepath.Join(dir, "summary.csv"), buf.Bytes()); err != nil {
+	if err := taskexec.WriteAtomic(filepath.Join(dir, "summary.csv"), buf.Bytes()); err != nil {
 		s.log().Warn("arrays: summary", "array", v.rec.ID, "err", err)
 		return true
 	}
 	b, _ := json.MarshalIndent(status, "", "  ")
-	if err := writeAtomic(filepath.Join(dir, "summary.json"), b); err != nil {
+	if err := taskexec.WriteAtomic(filepath.Join(dir, "summary.json"), b); err != nil {
 		s.log().Warn("arrays: summary", "array", v.rec.ID, "err", err)
 		return true
 	}
@@ -840,7 +842,7 @@ func (s *Service) adopt(job, array, key string, n int) {
 		return
 	}
 	if !mine { // it arrived here: is it waiting?
-		if _, err := os.Stat(waitingMarker(s.store().attempt(array, key, n))); err != nil {
+		if _, err := os.Stat(taskexec.WaitingMarker(s.store().attempt(array, key, n))); err != nil {
 			return
 		}
 	}
@@ -892,7 +894,7 @@ func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
 		// Ready no longer: its wrapper removes the marker too, but only
 		// once it has the signal, and until then drift ps would count it
 		// ready beside the task this node takes ahead next.
-		os.Remove(waitingMarker(s.store().attempt(w.array, w.key, w.n)))
+		os.Remove(taskexec.WaitingMarker(s.store().attempt(w.array, w.key, w.n)))
 		s.mu.Lock()
 		delete(s.waiting, job)
 		if t, ok := s.started[job]; ok {
@@ -941,7 +943,7 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int, hol
 	out, errPath := outputPaths(rec, st.dir(rec.ID), key, s.sharedRoot())
 	wrapper := s.TaskCmd
 	if wrapper == nil {
-		wrapper = []string{"/bin/driftd", TaskArg}
+		wrapper = jobinit.Command(TaskArg, "/bin/driftd")
 	}
 	cmd := append(append([]string(nil), wrapper...), "--out", out, "--err", errPath, "--result", st.attempt(rec.ID, key, n))
 	if rec.Spec.Nice > 0 {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/taskexec"
 )
 
 // The queue on the shared storage, one directory per array:
@@ -167,7 +168,7 @@ func (s store) create(node string, spec api.ArraySpec, now time.Time) (*record, 
 		}
 		r := &record{ID: id, Node: node, Submitted: now, Spec: spec}
 		b, _ := json.MarshalIndent(r, "", "  ")
-		if err := writeAtomic(filepath.Join(s.dir(id), "array.json"), b); err != nil {
+		if err := taskexec.WriteAtomic(filepath.Join(s.dir(id), "array.json"), b); err != nil {
 			return nil, err
 		}
 		return r, nil
@@ -229,7 +230,7 @@ func (s store) killed(id string) bool {
 }
 
 func (s store) kill(id string) error {
-	return writeAtomic(filepath.Join(s.dir(id), "killed"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"))
+	return taskexec.WriteAtomic(filepath.Join(s.dir(id), "killed"), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"))
 }
 
 // scan reads the tasks' names: one directory listing.
@@ -270,7 +271,7 @@ func (s store) scan(r *record) ([]*taskState, error) {
 			a.fail = true
 		case len(parts) == 3 && parts[2] == "lost":
 			a.lost = true
-		case len(parts) == 3 && parts[2] == WaitingSuffix:
+		case len(parts) == 3 && parts[2] == taskexec.WaitingSuffix:
 			a.waiting = true
 		}
 	}
@@ -306,7 +307,7 @@ func (s store) take(id, key string, n int) (bool, error) {
 
 func (s store) writeClaim(id, key string, n int, c claim) error {
 	b, _ := json.Marshal(c)
-	return writeAtomic(filepath.Join(s.attempt(id, key, n), "claim.json"), b)
+	return taskexec.WriteAtomic(filepath.Join(s.attempt(id, key, n), "claim.json"), b)
 }
 
 func (s store) readClaim(id, key string, n int) (claim, error) {
@@ -346,20 +347,13 @@ func (s store) hasResult(id, key string, n int) bool {
 // markWaiting records that attempt n was started ahead of its turn and
 // waits for a core (its wrapper removes the file when it is let run).
 func (s store) markWaiting(id, key string, n int) error {
-	return os.WriteFile(waitingMarker(s.attempt(id, key, n)), nil, 0o644)
+	return os.WriteFile(taskexec.WaitingMarker(s.attempt(id, key, n)), nil, 0o644)
 }
 
 // lose records that attempt n was lost with its node: the task is queued
 // again.
 func (s store) lose(id, key string, n int, why string) error {
-	return writeLost(s.attempt(id, key, n), why)
-}
-
-// writeLost writes base.lost, which says why the attempt at base is lost
-// (its task is queued again).
-func writeLost(base, why string) error {
-	b, _ := json.Marshal(map[string]string{"why": why, "at": time.Now().UTC().Format(time.RFC3339)})
-	return writeAtomic(base+".lost", b)
+	return taskexec.WriteLost(s.attempt(id, key, n), why)
 }
 
 func fileExists(path string) bool {

@@ -20,7 +20,7 @@ const AgentEnv = "DRIFTD_AGENT"
 
 // oomShield is the OOM score adjustment of both driftd processes: the
 // kernel's OOM killer takes a job, never the agent. A job's init gives
-// its job the default back (jobs.RunInit).
+// its job the default back (jobinit.Run).
 const oomShield = -1000
 
 // SuperviseAgent runs the agent as a child process, this executable again

@@ -1,6 +1,6 @@
 // Package jobs runs drift's jobs: programs started in the pool that may
 // move between nodes while they run. A job runs in its own PID namespace
-// and session, behind a small init (RunInit), with its standard streams
+// and session, behind a small init (jobinit.Run, in drift-job), with its standard streams
 // on pipes held by the agent of the node it runs on (its runner). The
 // agent of the node it was started from (its home, openMosix's deputy)
 // keeps the job's record and relays its terminal: the client of

@@ -18,11 +18,12 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/jobinit"
 )
 
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == InitArg {
-		os.Exit(RunInit(os.Args[2:]))
+		os.Exit(jobinit.Run(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "count-pidfds" {
 		os.Exit(countPidfds())

@@ -12,6 +12,7 @@ import (
 
 	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/internal/atomicfile"
+	"github.com/driftcluster/drift/agent/jobinit"
 	"github.com/driftcluster/drift/agent/migrate"
 )
 
@@ -29,7 +30,7 @@ type Manager struct {
 	Self       string       // this node's name (required)
 	Peers      Peers        // required for anything that crosses nodes
 	Logger     *slog.Logger // nil: slog.Default()
-	InitCmd    []string     // the job init; nil: this executable with "job-init" (then --dir=DIR -- CMD ARGS...)
+	InitCmd    []string     // the job init; nil: drift-job, or this executable, with "job-init" (then --dir=DIR -- CMD ARGS...)
 	SharedRoot string       // the cluster's shared directory; "": /cluster
 	StateDir   string       // where the job counter is kept; "": /var/lib/drift
 	// CheckpointEvery is the cluster's shortest time between two
@@ -119,7 +120,7 @@ func (m *Manager) initCmd() []string {
 	if m.InitCmd != nil {
 		return m.InitCmd
 	}
-	return []string{"/proc/self/exe", InitArg}
+	return jobinit.Command(InitArg, "/proc/self/exe")
 }
 
 func (m *Manager) sharedRoot() string {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/jobinit"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,7 +117,7 @@ func startProcess(initCmd []string, spec api.JobSpec, dir string) (*exec.Cmd, *p
 	args := append(append(append([]string(nil), initCmd...), "--dir="+dir, "--"), spec.Argv...)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = spec.Env
-	cmd.Dir = "/" // the init enters dir, not this process's fork: see RunInit
+	cmd.Dir = "/" // the init enters dir, not this process's fork: see jobinit.Run
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.jobIn, p.jobOut, p.jobErr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -161,7 +162,7 @@ func (r *runner) run() {
 		r.out().end(nil)
 		return
 	}
-	st := &api.ExitStatus{Code: exitCode(ws)}
+	st := &api.ExitStatus{Code: jobinit.ExitCode(ws)}
 	if ws.Signaled() {
 		st.Signal = int(ws.Signal())
 	}

@@ -11,20 +11,22 @@ import (
 	"os"
 	"time"
 
-	"github.com/driftcluster/drift/agent/arrays"
 	"github.com/driftcluster/drift/agent/console"
 	"github.com/driftcluster/drift/agent/daemon"
-	"github.com/driftcluster/drift/agent/jobs"
+	"github.com/driftcluster/drift/agent/jobinit"
 	"github.com/driftcluster/drift/agent/logring"
+	"github.com/driftcluster/drift/agent/taskexec"
 	"github.com/driftcluster/drift/configs/modules"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == jobs.InitArg {
-		os.Exit(jobs.RunInit(os.Args[2:]))
+	// The agent starts these from drift-job, which is smaller, and from
+	// itself where drift-job is missing.
+	if len(os.Args) > 1 && os.Args[1] == jobinit.Arg {
+		os.Exit(jobinit.Run(os.Args[2:]))
 	}
-	if len(os.Args) > 1 && os.Args[1] == arrays.TaskArg {
-		os.Exit(arrays.RunTask(os.Args[2:]))
+	if len(os.Args) > 1 && os.Args[1] == taskexec.Arg {
+		os.Exit(taskexec.Run(os.Args[2:]))
 	}
 	if len(os.Args) > 1 || os.Getenv(daemon.AgentEnv) == "" && os.Getppid() != 1 {
 		// Run by hand from a node's shell: a second agent would fight

@@ -1,14 +1,34 @@
-package arrays
+package taskexec
 
 import (
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 )
 
 var ballast []byte
+
+// The test binary is also the wrapper (task-exec), and a command that
+// holds memory (hold-mb N).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == Arg {
+		if mb, _ := strconv.Atoi(os.Getenv("DRIFT_TEST_WRAPPER_MB")); mb > 0 {
+			ballast = touched(mb) // a wrapper bigger than its command
+		}
+		os.Exit(Run(os.Args[2:]))
+	}
+	if len(os.Args) > 2 && os.Args[1] == "hold-mb" {
+		mb, _ := strconv.Atoi(os.Args[2])
+		ballast = touched(mb)
+		time.Sleep(time.Second)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 // touched is mb MiB of memory, every page written.
 func touched(mb int) []byte {
@@ -39,7 +59,7 @@ func TestTaskPeakRSS(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			res := filepath.Join(dir, "1.1")
-			args := append([]string{TaskArg, "--out", filepath.Join(dir, "out"), "--err", filepath.Join(dir, "err"), "--result", res, "--"}, c.argv...)
+			args := append([]string{Arg, "--out", filepath.Join(dir, "out"), "--err", filepath.Join(dir, "err"), "--result", res, "--"}, c.argv...)
 			cmd := exec.Command(self, args...)
 			cmd.Env = append(os.Environ(), "DRIFT_TEST_WRAPPER_MB=64")
 			if out, err := cmd.CombinedOutput(); err != nil {
@@ -49,7 +69,7 @@ func TestTaskPeakRSS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var r result
+			var r Result
 			if err := json.Unmarshal(b, &r); err != nil {
 				t.Fatal(err)
 			}
