@@ -201,3 +201,48 @@ func (p Proc) PeakRSS(pid string) (uint64, error) {
 	}
 	return 0, fmt.Errorf("process %s: no VmHWM in its status", pid)
 }
+
+// ChildID is the id under which /proc lists this process's child whose
+// id in this process's own PID namespace is pid; 0 if there is none. A
+// job runs in a PID namespace of its own but sees the node's /proc,
+// whose ids are of the outer namespace; they change when the job moves
+// to another node, so the lookup is made each time.
+func (p Proc) ChildID(pid int) int {
+	fsys := p.fsys()
+	tasks, err := fs.ReadDir(fsys, "self/task")
+	if err != nil {
+		return 0
+	}
+	for _, t := range tasks {
+		b, err := fs.ReadFile(fsys, path.Join("self/task", t.Name(), "children"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			c, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			if c == pid || p.innerID(c) == pid {
+				return c
+			}
+		}
+	}
+	return 0
+}
+
+// innerID is process id's id in its innermost PID namespace (the last
+// NSpid entry of its status); 0 if it is gone.
+func (p Proc) innerID(id int) int {
+	b, err := fs.ReadFile(p.fsys(), path.Join(strconv.Itoa(id), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	return 0
+}

@@ -235,7 +235,8 @@ func WriteAtomic(path string, b []byte) error {
 const peakEvery = 500 * time.Millisecond
 
 // watchPeak samples the resident memory of the tree of processes rooted
-// at pid, summed, at once and every peakEvery, until the function it
+// at pid (this process's child, by its id in the job's PID namespace),
+// summed, at once and every peakEvery, until the function it
 // returns is called; that returns the highest sample. The root's own
 // high-water mark (VmHWM) counts too, so a peak of the command itself
 // between two samples is not missed.
@@ -248,8 +249,12 @@ func watchPeak(pid int) func() uint64 {
 	)
 	sample := func() {
 		var p procfs.Proc
-		sum, _ := p.TreeRSS(pid)
-		hwm, _ := p.PeakRSS(strconv.Itoa(pid))
+		host := p.ChildID(pid)
+		if host == 0 {
+			return
+		}
+		sum, _ := p.TreeRSS(host)
+		hwm, _ := p.PeakRSS(strconv.Itoa(host))
 		mu.Lock()
 		max = slices.Max([]uint64{max, sum, hwm})
 		mu.Unlock()

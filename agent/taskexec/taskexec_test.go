@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,16 +53,25 @@ func TestTaskPeakRSS(t *testing.T) {
 		name     string
 		argv     []string
 		min, max uint64
+		pidNS    bool // as in a job: in a PID namespace of its own, with the node's /proc
 	}{
-		{"small command, large wrapper", []string{"sleep", "1"}, 1, 32 << 20},
-		{"large command", []string{self, "hold-mb", "100"}, 100 << 20, 400 << 20},
+		{"small command, large wrapper", []string{"sleep", "1"}, 1, 32 << 20, false},
+		{"large command", []string{self, "hold-mb", "100"}, 100 << 20, 400 << 20, false},
+		{"small command in a PID namespace", []string{"sleep", "1"}, 1, 32 << 20, true},
+		{"large command in a PID namespace", []string{self, "hold-mb", "100"}, 100 << 20, 400 << 20, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			if c.pidNS && os.Geteuid() != 0 {
+				t.Skip("a PID namespace needs root")
+			}
 			dir := t.TempDir()
 			res := filepath.Join(dir, "1.1")
 			args := append([]string{Arg, "--out", filepath.Join(dir, "out"), "--err", filepath.Join(dir, "err"), "--result", res, "--"}, c.argv...)
 			cmd := exec.Command(self, args...)
 			cmd.Env = append(os.Environ(), "DRIFT_TEST_WRAPPER_MB=64")
+			if c.pidNS {
+				cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+			}
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("task-exec: %v: %s", err, out)
 			}
@@ -74,7 +84,7 @@ func TestTaskPeakRSS(t *testing.T) {
 				t.Fatal(err)
 			}
 			if r.PeakRSS < c.min || r.PeakRSS > c.max {
-				t.Errorf("peak RSS %d MiB, want between %d and %d MiB (the wrapper holds 64)", r.PeakRSS>>20, c.min>>20, c.max>>20)
+				t.Errorf("peak RSS %d KiB, want between %d and %d KiB (the wrapper holds 64 MiB)", r.PeakRSS>>10, c.min>>10, c.max>>10)
 			}
 		})
 	}
