@@ -72,10 +72,10 @@ func Run(args []string) int {
 		setComm(WaitingComm)
 	}
 	argv := fs.Args()
-	host, _ := os.Hostname()
-	res := Result{Node: host, Started: time.Now()}
+	res := Result{Started: time.Now()}
 	finish := func(code, sig int, why string) int {
 		res.Exit, res.Signal, res.Error, res.Ended = code, sig, why, time.Now()
+		res.Node = hostname() // now: the task may have moved since it started
 		if why != "" {
 			fmt.Fprintf(os.Stderr, "drift: task: %s\n", why)
 		}
@@ -128,7 +128,7 @@ func Run(args []string) int {
 		if !ok {
 			// Stopped before it ran: the task is not failed but lost,
 			// queued again (or cancelled, if its array was killed).
-			if err := WriteLost(*resPath, fmt.Sprintf("stopped by %v while it waited for a core on %s", sig, host)); err != nil {
+			if err := WriteLost(*resPath, fmt.Sprintf("stopped by %v while it waited for a core on %s", sig, hostname())); err != nil {
 				fmt.Fprintf(os.Stderr, "drift: task: %v\n", err)
 			}
 			return 128 + int(sig)
@@ -229,6 +229,11 @@ func WriteAtomic(path string, b []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
 }
 
 // peakEvery is how often a task's wrapper samples its memory.
