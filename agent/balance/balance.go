@@ -69,7 +69,7 @@ type Job struct {
 type Params struct {
 	Hysteresis   float64       // a move must raise the job's rate by this factor over 1; 0: 0.3
 	MinResidence time.Duration // no CPU move of a job that has moved before it has stayed this long; 0: 10s
-	FirstMove    time.Duration // a job that has never moved may move once it has run this long (its CPU use is measured by then), half as long from a crowded node; 0: 2s
+	FirstMove    time.Duration // a job that has never moved may move once it has run this long (its CPU use is measured by then); 0: 2s
 	MinHorizon   time.Duration // the least remaining life assumed for a job; 0: 30s
 	FixedCost    time.Duration // cost of a move besides copying memory; 0: 2s
 	Bandwidth    float64       // bytes per second between nodes; 0: 10 MB/s
@@ -136,23 +136,13 @@ func (p Params) Cost(rss uint64) time.Duration {
 }
 
 // stay is how long a job that has moved moves times must have run where
-// it is before it may move for load (p with its defaults), on a node of
-// cores with runnable jobs. A job that has never moved may go after half
-// the first-move time from a crowded node (more than crowded runnable
-// jobs per core): it gets less than a third of a core there, while a
-// core elsewhere may sit idle waiting for it.
-func (p Params) stay(moves int, runnable float64, cores int) time.Duration {
-	switch {
-	case moves > 0:
-		return p.MinResidence
-	case runnable > crowded*float64(max(cores, 1)):
-		return p.FirstMove / 2
+// it is before it may move for load (p with its defaults).
+func (p Params) stay(moves int) time.Duration {
+	if moves == 0 {
+		return p.FirstMove
 	}
-	return p.FirstMove
+	return p.MinResidence
 }
-
-// crowded is how many runnable jobs per core make a node crowded (stay).
-const crowded = 3
 
 // reserve is the free memory a node keeps.
 func (p Params) reserve(n *Node) uint64 { return uint64(float64(n.MemTotal) * p.MemReserve) }
@@ -284,7 +274,7 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		if j.Rate > 0 && j.Rate < model*starved {
 			cur, measured = j.Rate, " measured"
 		}
-		if j.Resident < p.stay(j.Moves, src.Runnable, src.Cores) || j.CPU < p.MinCPU {
+		if j.Resident < p.stay(j.Moves) || j.CPU < p.MinCPU {
 			continue
 		}
 		t := bestFit(targets, j.RSS, p)

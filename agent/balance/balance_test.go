@@ -42,13 +42,6 @@ func TestDecide(t *testing.T) {
 	for i := range fresh {
 		fresh[i].Age, fresh[i].Resident = time.Second/2, time.Second/2
 	}
-	second := func(n int) []Job { // started 1.5 s ago, never moved
-		js := busy("w1", n)
-		for i := range js {
-			js[i].Age, js[i].Resident = 1500*time.Millisecond, 1500*time.Millisecond
-		}
-		return js
-	}
 	started := busy("w1", 6) // started 3 s ago, never moved
 	for i := range started {
 		started[i].Age, started[i].Resident = 3*time.Second, 3*time.Second
@@ -107,8 +100,6 @@ func TestDecide(t *testing.T) {
 		{"minimum residence after a move", []Node{node("w1", 6), node("w2", 0)}, young, "", ""},
 		{"a new job's CPU use is not known yet", []Node{node("w1", 6), node("w2", 0)}, fresh, "", ""},
 		{"a burst spreads at once", []Node{node("w1", 6), node("w2", 0)}, started, "w2", "load:"},
-		{"a crowded node lets a new job go sooner", []Node{node("w1", 6), node("w2", 0)}, second(6), "w2", "load:"},
-		{"an uncrowded node keeps a new job its first-move time", []Node{node("w1", 3), node("w2", 0)}, second(3), "", ""},
 		{"I/O-bound jobs stay", []Node{node("w1", 6), node("w2", 0)}, idle, "", ""},
 		{"pinned jobs stay", []Node{node("w1", 2), node("w2", 0)}, pinned, "", ""},
 		{"a starved job moves to a free core", []Node{node("w1", 1), node("w2", 1), node("w3", 0)}, starved, "w3", "measured"},

@@ -369,22 +369,11 @@ func (e *Executor) next() (Move, int, bool) {
 	var js []Job
 	p := e.Params.withDefaults()
 	e.due = time.Time{}
-	runnable, cores := 0.0, 1
-	for _, r := range here {
-		if !r.Waiting {
-			runnable++
-		}
-	}
-	for _, n := range nodes {
-		if n.Name == e.Self {
-			cores = n.Cores
-		}
-	}
 	for _, r := range here {
 		if f, ok := e.failed[r.ID]; ok && now.Before(f.retry) {
 			continue
 		}
-		if at := r.Since.Add(p.stay(r.Moves, runnable, cores)); at.After(now) && (e.due.IsZero() || at.Before(e.due)) {
+		if at := r.Since.Add(p.stay(r.Moves)); at.After(now) && (e.due.IsZero() || at.Before(e.due)) {
 			e.due = at
 		}
 		js = append(js, Job{ID: r.ID, Node: e.Self, CPU: r.CPU, Rate: r.Ran * speed, RSS: r.RSS, Age: now.Sub(r.Since),
@@ -396,7 +385,12 @@ func (e *Executor) next() (Move, int, bool) {
 			blocked, draining := e.Mode()
 			n.Accepts = n.Accepts && !blocked
 			n.Draining = draining
-			n.Runnable = runnable
+			n.Runnable = 0
+			for _, r := range here {
+				if !r.Waiting {
+					n.Runnable++
+				}
+			}
 			continue
 		}
 		if a, ok := e.admitted[n.Name]; ok && now.Sub(a.at) < admissionTTL {
