@@ -243,7 +243,9 @@ func (c *Chain) Dump(ctx context.Context, job Job, seq int, frozen func()) (*Dum
 	n.chainMu.Unlock()
 	src.lockDump()
 	start := time.Now()
+	stopWatch := watchDying(job.Pid, filepath.Join(c.local, name), src.logger().Warn)
 	err = cr.Dump(opts, hook)
+	stopWatch()
 	unlock.Do(src.unlockDump)
 	if !hook.done || err != nil {
 		// CRIU resumes the tree itself; make sure (SIGCONT is harmless to

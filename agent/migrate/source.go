@@ -189,7 +189,9 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore
 		}
 		t0 := time.Now()
 		s.lockDump()
+		stopWatch := watchDying(s.Pid, dir, log.Warn)
 		err = c.PreDump(opts, nil)
+		stopWatch()
 		s.unlockDump()
 		img.Close()
 		if err != nil {
@@ -241,7 +243,9 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore
 	}}
 	s.lockDump()
 	freezeStart = time.Now()
+	stopWatch := watchDying(s.Pid, dir, log.Warn)
 	err = c.Dump(opts, hook)
+	stopWatch()
 	unlock.Do(s.unlockDump)
 	committed := hook.done && hook.err == nil
 	if hook.done && errors.Is(hook.err, ErrCommitLost) {
