@@ -3,6 +3,7 @@ package jobs
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,22 +20,25 @@ type client interface {
 
 // homeJob is a job's record at its home: where it runs, its terminal.
 type homeJob struct {
-	spawn   func(func()) // runs a goroutine its Manager owns
-	mu      sync.Mutex
-	info    api.JobInfo
-	epoch   int                     // the stint whose output is delivered now
-	held    map[int][]api.Frame     // output of later stints, held until earlier ones end
-	ended   map[int]*api.ExitStatus // later stints that ended already (nil value: moved)
-	clients map[client]bool
-	backlog []api.Frame // output while nobody is attached
-	blBytes int
-	dropped int // bytes of output dropped from the backlog's front
-	exit    *api.ExitStatus
-	exitAt  time.Time // when it exited
-	movedAt time.Time // when its last stint ended as moved, until the next one starts
-	newest  int       // the newest stint that started
-	exited  chan struct{}
-	control func(api.Frame) // to the current stint: stdin, signals; nil: none yet
+	spawn    func(func()) // runs a goroutine its Manager owns
+	mu       sync.Mutex
+	info     api.JobInfo
+	epoch    int                     // the stint whose output is delivered now
+	held     map[int][]api.Frame     // output of later stints, held until earlier ones end
+	ended    map[int]*api.ExitStatus // later stints that ended already (nil value: moved)
+	clients  map[client]bool
+	backlog  []api.Frame // output while nobody is attached
+	blBytes  int
+	dropped  int // bytes of output dropped from the backlog's front
+	exit     *api.ExitStatus
+	exitAt   time.Time // when it exited
+	movedAt  time.Time // when its last stint ended as moved, until the next one starts
+	newest   int       // the newest stint that started
+	exited   chan struct{}
+	control  func(api.Frame) // to the current stint: stdin, signals; nil: none yet
+	ctlEpoch int             // the stint control goes to
+	sigSent  map[int][]int   // the signals sent to each stint, until it ends
+	sigNext  []int           // signals for the next stint: they came after the last one moved away
 
 	inMu    sync.Mutex    // keeps stdin in order across the first stint's start; taken before mu
 	input   []api.Frame   // stdin sent before the first stint took control
@@ -165,6 +169,7 @@ func (h *homeJob) finish(exit *api.ExitStatus) {
 		return
 	}
 	h.exit, h.exitAt = exit, time.Now()
+	h.sigSent, h.sigNext = nil, nil
 	h.info.State = api.JobExited
 	if h.dropDir != nil && h.ckRoot != "" {
 		dir := h.ckRoot
@@ -205,11 +210,26 @@ func (h *homeJob) detach(c client) {
 
 // send passes stdin or a signal to the stint that runs the job now.
 // Stdin sent before the first stint has started is kept for it; a signal
-// then is refused (false).
+// then is refused (false). A signal that comes while the job is between
+// two stints (it moved, and its next stint has not started yet) is kept
+// for the next one.
 func (h *homeJob) send(f api.Frame) bool {
 	h.inMu.Lock()
 	h.mu.Lock()
 	ctl := h.control
+	if ctl != nil && f.Type == api.FrameSignal && len(f.Data) == 1 {
+		sig := int(f.Data[0])
+		if h.ctlEpoch < h.epoch { // that stint has ended as moved
+			h.sigNext = append(h.sigNext, sig)
+			h.mu.Unlock()
+			h.inMu.Unlock()
+			return true
+		}
+		if h.sigSent == nil {
+			h.sigSent = map[int][]int{}
+		}
+		h.sigSent[h.ctlEpoch] = append(h.sigSent[h.ctlEpoch], sig)
+	}
 	h.mu.Unlock()
 	if ctl == nil {
 		defer h.inMu.Unlock()
@@ -254,8 +274,12 @@ func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame),
 	if epoch < h.epoch {
 		return false
 	}
-	h.control = ctl
+	h.control, h.ctlEpoch = ctl, epoch
 	h.newest = max(h.newest, epoch)
+	if len(h.sigNext) > 0 && ctl != nil {
+		h.resend(h.sigNext)
+		h.sigNext = nil
+	}
 	h.movedAt = time.Time{}
 	if h.info.Node != "" && h.info.Node != node {
 		h.info.Moves++
@@ -272,6 +296,41 @@ func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame),
 		h.info.State = api.JobRunning
 	}
 	return true
+}
+
+// handedOver sends again, to the job's next stint, the signals that stint
+// epoch did not deliver before the job moved away: those it kept while
+// the job was moving, and those sent after it stopped reading.
+func (h *homeJob) handedOver(epoch int, ho handOver) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sent := h.sigSent[epoch]
+	delete(h.sigSent, epoch)
+	again := ho.Kept
+	if ho.Received < len(sent) {
+		again = append(again, sent[ho.Received:]...)
+	}
+	switch {
+	case len(again) == 0 || h.exit != nil:
+	case h.control != nil && h.ctlEpoch > epoch:
+		h.resend(again)
+	default:
+		h.sigNext = append(h.sigNext, again...)
+	}
+}
+
+// resend sends signals to the stint control goes to. h.mu is held.
+func (h *homeJob) resend(sigs []int) {
+	if h.sigSent == nil {
+		h.sigSent = map[int][]int{}
+	}
+	h.sigSent[h.ctlEpoch] = append(h.sigSent[h.ctlEpoch], sigs...)
+	ctl, sigs := h.control, slices.Clone(sigs)
+	h.spawn(func() {
+		for _, sig := range sigs {
+			ctl(api.Frame{Type: api.FrameSignal, Data: []byte{byte(sig)}})
+		}
+	})
 }
 
 // lostInMove ends a job whose stint ended as moved longer than limit ago
@@ -345,8 +404,11 @@ func (s localSink) output(t byte, data []byte) error {
 	return nil
 }
 
-func (s localSink) end(exit *api.ExitStatus) error {
+func (s localSink) end(exit *api.ExitStatus, ho handOver) error {
 	s.h.stintEnded(s.epoch, exit)
+	if exit == nil {
+		s.h.handedOver(s.epoch, ho)
+	}
 	return nil
 }
 

@@ -152,6 +152,15 @@ func (m *Manager) Migrate(ctx context.Context, id string, req api.MigrateRequest
 		time.Sleep(100 * time.Millisecond)
 	}
 	defer r.migrating.Store(false)
+	// A signal sent now would reach a copy that is frozen, or left
+	// behind: it is kept, and delivered where the job runs once the move
+	// is over.
+	r.holdSignals()
+	defer func() {
+		if err != nil {
+			r.releaseSignals() // the job runs here still, or is gone
+		}
+	}()
 	// A target that membership declares dead ends the migration at once
 	// (the job resumes here), instead of waiting on TCP.
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,7 +25,18 @@ const FrameMoved byte = 'm'
 // sink receives a stint's output, in order, and its end.
 type sink interface {
 	output(t byte, data []byte) error
-	end(exit *api.ExitStatus) error // exit nil: the job moved away
+	// end: exit nil means the job moved away, and ho says what became of
+	// the signals the home sent the stint.
+	end(exit *api.ExitStatus, ho handOver) error
+}
+
+// handOver is what a stint that ended as moved tells its home of the
+// signals it sent: how many frames reached the stint, and the signals it
+// kept for the job's next stint (they came while the job was moving).
+// The home sends those again, and those that never reached the stint.
+type handOver struct {
+	Received int   `json:"received"`
+	Kept     []int `json:"kept,omitempty"`
 }
 
 // runner is a job's process on this node: one stint.
@@ -57,6 +69,15 @@ type runner struct {
 	unread    []byte // a copy of what the job had not read when it froze
 	heldIn    []byte
 	heldEOF   bool
+
+	// While the job moves, the signals the home sends are kept, not
+	// delivered: the copy here is frozen or about to be left behind. A
+	// failed move delivers them here; a move that succeeds hands them
+	// over (handOver) for the next stint. sigMu.
+	sigMu   sync.Mutex
+	sigHold bool
+	sigKept []int
+	sigRecv int // signal frames received from the home
 
 	written [2]atomic.Int64 // bytes of stdout and stderr handed to the sink
 	ckMu    sync.Mutex
@@ -159,7 +180,7 @@ func (r *runner) run() {
 	readers.Wait()
 	r.stdin.Close()
 	if r.moved.Load() {
-		r.out().end(nil)
+		r.out().end(nil, r.handOver())
 		return
 	}
 	st := &api.ExitStatus{Code: jobinit.ExitCode(ws)}
@@ -170,7 +191,7 @@ func (r *runner) run() {
 		st = &api.ExitStatus{Code: 255, Error: err.Error()}
 	}
 	r.log.Info("job exited", "job", r.id, "code", st.Code, "signal", st.Signal)
-	r.out().end(st)
+	r.out().end(st, handOver{})
 }
 
 // pump sends what the job writes on f to the sink.
@@ -249,10 +270,50 @@ func (r *runner) control(f api.Frame) {
 		r.stdin.Close()
 		r.stdinMu.Unlock()
 	case api.FrameSignal:
-		if len(f.Data) == 1 {
+		if len(f.Data) == 1 && !r.keepSignal(int(f.Data[0])) {
 			r.signal(syscall.Signal(f.Data[0]))
 		}
 	}
+}
+
+// keepSignal counts a signal frame from the home, and keeps the signal if
+// the job is moving (or has moved) away from here.
+func (r *runner) keepSignal(sig int) bool {
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
+	r.sigRecv++
+	if r.sigHold {
+		r.sigKept = append(r.sigKept, sig)
+	}
+	return r.sigHold
+}
+
+// holdSignals keeps the signals that come from now on, for the job's
+// next stint, until releaseSignals.
+func (r *runner) holdSignals() {
+	r.sigMu.Lock()
+	r.sigHold = true
+	r.sigMu.Unlock()
+}
+
+// releaseSignals delivers the signals kept since holdSignals, in order,
+// and those that come later: the move failed and the job runs here still.
+func (r *runner) releaseSignals() {
+	r.sigMu.Lock()
+	kept := r.sigKept
+	r.sigKept, r.sigHold = nil, false
+	r.sigMu.Unlock()
+	for _, sig := range kept {
+		r.log.Info("a signal sent while the job was moving is delivered: the move failed", "job", r.id, "signal", sig)
+		r.signal(syscall.Signal(sig))
+	}
+}
+
+// handOver is what the stint says of its signals as it ends as moved.
+func (r *runner) handOver() handOver {
+	r.sigMu.Lock()
+	defer r.sigMu.Unlock()
+	return handOver{Received: r.sigRecv, Kept: slices.Clone(r.sigKept)}
 }
 
 // holdStdin is called while the job is frozen for a move: from now on

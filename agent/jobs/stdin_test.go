@@ -26,7 +26,7 @@ func (s *bufSink) output(t byte, data []byte) error {
 	return nil
 }
 
-func (s *bufSink) end(exit *api.ExitStatus) error { s.ended <- exit; return nil }
+func (s *bufSink) end(exit *api.ExitStatus, ho handOver) error { s.ended <- exit; return nil }
 
 // startCat runs a job that reads its stdin only after a while, and copies
 // it to its stdout.

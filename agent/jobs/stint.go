@@ -161,11 +161,12 @@ func (s *remoteSink) attach(r *runner) {
 
 func (s *remoteSink) output(t byte, data []byte) error { return s.fc.Write(t, data) }
 
-func (s *remoteSink) end(exit *api.ExitStatus) error {
+func (s *remoteSink) end(exit *api.ExitStatus, ho handOver) error {
 	s.ended.Store(true)
 	defer s.fc.Close()
 	if exit == nil {
-		return s.fc.Write(FrameMoved, nil)
+		b, _ := json.Marshal(ho)
+		return s.fc.Write(FrameMoved, b)
 	}
 	return s.fc.WriteJSON(api.FrameExit, exit)
 }
@@ -220,6 +221,10 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 			h.output(hello.Epoch, f.Type, f.Data)
 		case FrameMoved:
 			h.stintEnded(hello.Epoch, nil)
+			var ho handOver
+			if json.Unmarshal(f.Data, &ho) == nil { // an agent that says nothing of its signals: none sent again
+				h.handedOver(hello.Epoch, ho)
+			}
 			return
 		case api.FrameExit:
 			var st api.ExitStatus
