@@ -66,7 +66,7 @@ func TestCluster(t *testing.T) {
 
 		{"counter moved worker 1 → worker 2 → head → worker 1", 10 * time.Minute, testHops},
 		{"a file open under /tmp keeps a job from moving", 5 * time.Minute, testHeldFile},
-		{"drift kill from the head", 5 * time.Minute, testKill},
+		{"drift kill from the head, and during a move", 5 * time.Minute, testKill},
 		{"a stopped terminal stalls neither drift ps nor a move", 5 * time.Minute, testStalledTerminal},
 		{"stdin not yet read, and its end, follow a job that moves", 5 * time.Minute, testStdinAcrossMove},
 		{"programs from a workstation", 30 * time.Minute, testUserPrograms},

@@ -104,7 +104,8 @@ func testHeldFile(ctx context.Context, t *testing.T, c *cluster) {
 }
 
 // testKill: drift kill from the head ends jobs on both workers, and
-// drift run reports the signal in its exit status.
+// drift run reports the signal in its exit status; a job killed while it
+// moves ends too, where it moved to.
 func testKill(ctx context.Context, t *testing.T, c *cluster) {
 	l := c.l
 	w1, w2 := c.names[1], c.names[2]
@@ -130,6 +131,34 @@ func testKill(ctx context.Context, t *testing.T, c *cluster) {
 		}
 		waitJob(ctx, t, l, 1, k.job.ID, func(j api.JobInfo) bool { return j.State != "running" })
 	}
+
+	// A user's program, killed while it moves: the copy being left is
+	// frozen, so the signal must follow the job to where it runs next.
+	// It holds 48 MB, so that its move takes seconds.
+	const prog = `import time
+held = bytes(range(256)) * (48 * 4096)
+print("holding", len(held), flush=True)
+while True:
+    time.sleep(1)
+`
+	moving := startExec(ctx, t, l, 2, "drift", "run", "--stay", "--node", w1, "--name", "moving", "--", "python3", "-c", prog)
+	jm := waitNamed(ctx, t, l, 1, "moving", func(j api.JobInfo) bool { return lab.Running(w1)(j) && j.RSS >= 40<<20 })
+	mig := startExec(ctx, t, l, 1, "drift", "migrate", jm.ID, w2)
+	waitJob(ctx, t, l, 1, jm.ID, func(j api.JobInfo) bool { return j.State == api.JobMigrating })
+	if _, err := l.ExecOK(ctx, 1, "drift", "kill", "-s", "KILL", jm.ID); err != nil {
+		t.Error(err)
+	}
+	mres := mig.wait(ctx, t, 2*time.Minute)
+	t.Logf("drift migrate, killed during the move: exit %d: %s%s", mres.ExitCode, mres.Stdout, mres.Stderr)
+	res := moving.wait(ctx, t, time.Minute)
+	if res.ExitCode != 137 {
+		t.Errorf("drift run of a job killed with SIGKILL while it moved exited %d, want 137 (stderr %q)", res.ExitCode, res.Stderr)
+	}
+	if !strings.HasPrefix(string(res.Stdout), "holding") {
+		t.Errorf("the job killed while it moved printed %q, want its first line", res.Stdout)
+	}
+	end := waitJob(ctx, t, l, 1, jm.ID, func(j api.JobInfo) bool { return j.State == api.JobExited })
+	t.Logf("killed during its move: ended on %s after %d moves", end.Node, end.Moves)
 }
 
 // testTargetDies powers worker 2 off while two jobs migrate to it from

@@ -284,6 +284,7 @@ func (r *runner) keepSignal(sig int) bool {
 	r.sigRecv++
 	if r.sigHold {
 		r.sigKept = append(r.sigKept, sig)
+		r.log.Info("a signal for the job is kept until its move is over", "job", r.id, "signal", sig)
 	}
 	return r.sigHold
 }
