@@ -157,8 +157,15 @@ while True:
 	if !strings.HasPrefix(string(res.Stdout), "holding") {
 		t.Errorf("the job killed while it moved printed %q, want its first line", res.Stdout)
 	}
+	// The signal waits for the move: the job gets it where it went.
+	if mres.ExitCode != 0 {
+		t.Errorf("drift migrate of a job killed while it moved: exit %d, want the move done and the signal delivered after it", mres.ExitCode)
+	}
 	end := waitJob(ctx, t, l, 1, jm.ID, func(j api.JobInfo) bool { return j.State == api.JobExited })
 	t.Logf("killed during its move: ended on %s after %d moves", end.Node, end.Moves)
+	if end.Node != w2 {
+		t.Errorf("a job killed while it moved to %s ended on %s", w2, end.Node)
+	}
 }
 
 // testTargetDies powers worker 2 off while two jobs migrate to it from
