@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"github.com/driftcluster/drift/agent/procfs"
 )
 
 // killOrphans kills the jobs that an earlier agent of this node ran and
@@ -27,7 +29,7 @@ func killOrphans() int {
 			continue
 		}
 		args := bytes.Split(cmd, []byte{0})
-		if len(args) < 2 || string(args[1]) != InitArg || parentOf(pid) == self {
+		if len(args) < 2 || string(args[1]) != InitArg || (procfs.Proc{}).Parent(pid) == self {
 			continue
 		}
 		// The init of its own PID namespace: killing it ends them all.
@@ -36,22 +38,4 @@ func killOrphans() int {
 		}
 	}
 	return n
-}
-
-func parentOf(pid int) int {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	p, _ := strconv.Atoi(string(f[1]))
-	return p
 }

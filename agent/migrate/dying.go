@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/driftcluster/drift/agent/procfs"
 )
 
 // pfExiting is the kernel's PF_EXITING flag in /proc/PID/stat's flags.
@@ -88,7 +90,7 @@ func killCriuIn(dir string) []int {
 			continue
 		}
 		out = append(out, p)
-		if pp := parentOf(p); pp > 1 && pp != os.Getpid() {
+		if pp := (procfs.Proc{}).Parent(p); pp > 1 && pp != os.Getpid() {
 			if c, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pp), "comm")); err == nil && strings.TrimSpace(string(c)) == "criu" {
 				syscall.Kill(pp, syscall.SIGKILL)
 				out = append(out, pp)
@@ -112,19 +114,4 @@ func namesDir(cmd []byte, dir string) bool {
 			return true
 		}
 	}
-}
-
-// parentOf is pid's parent, 0 if unknown.
-func parentOf(pid int) int {
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	if i < 0 || len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
 }

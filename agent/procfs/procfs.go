@@ -151,6 +151,26 @@ func (p Proc) Usage(pid int) (Usage, error) {
 
 var errBadStat = errors.New("stat has too few fields")
 
+// Parent is process pid's parent (its PPid in /proc/PID/stat), 0 if the
+// process is gone or its stat cannot be read.
+func (p Proc) Parent(pid int) int {
+	b, err := fs.ReadFile(p.fsys(), path.Join(strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(string(f[1]))
+	return ppid
+}
+
 // Comm is process pid's command name (/proc/PID/comm, as the process
 // may have set it itself); "" if the process is gone.
 func (p Proc) Comm(pid int) string {

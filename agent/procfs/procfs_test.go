@@ -102,3 +102,16 @@ func TestComm(t *testing.T) {
 		t.Error("Comm(self) is empty")
 	}
 }
+
+func TestParent(t *testing.T) {
+	p := Proc{FS: fakeProc()}
+	if got := p.Parent(42); got != 1 { // the command name holds ") "
+		t.Errorf("Parent(42) = %d, want 1", got)
+	}
+	if got := p.Parent(99); got != 0 {
+		t.Errorf("Parent of a process gone = %d, want 0", got)
+	}
+	if got, want := (Proc{}).Parent(os.Getpid()), os.Getppid(); got != want {
+		t.Errorf("Parent(self) = %d, want %d", got, want)
+	}
+}
