@@ -747,3 +747,58 @@ func TestFirstLookHoldsOneAhead(t *testing.T) {
 		l.nodes[0].stopAll(t)
 	}
 }
+
+// A task started ahead on a node whose core is taken is given back to the
+// queue when nothing else is queued and another node has had a free core
+// for a second: it runs there at once, beside the first, instead of after
+// it. The attempt given back is lost, not failed, and says why.
+func TestWaitingTaskGivenBackToAnIdleNode(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb"}, 1)
+	a, b := l.svcs[0], l.svcs[1]
+	a.Idle = func() []string { // b, while it runs nothing
+		if l.nodes[1].Load() == 0 {
+			return []string{b.Self}
+		}
+		return nil
+	}
+	defer l.nodes[0].stopAll(t)
+	defer l.nodes[1].stopAll(t)
+	info, err := a.Submit(api.ArraySpec{Argv: []string{"sh", "-c", "date +%s.%N; sleep 3; date +%s.%N"}, Range: "1-2", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a takes both: one runs, one waits ahead of its turn; b has not looked yet.
+	if err := a.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.nodes[0].Running(); got != 2 {
+		t.Fatalf("a holds %d tasks after its first look, want 2 (one waiting)", got)
+	}
+	info = l.run(t, info.ID, nil)
+	if info.Done != 2 {
+		t.Fatalf("finished with %+v, want 2 done", info)
+	}
+	type span struct{ from, to float64 }
+	var spans []span
+	for i := 1; i <= 2; i++ {
+		out, err := os.ReadFile(filepath.Join(info.Dir, strconv.Itoa(i)+".out"))
+		var sp span
+		if _, serr := fmt.Sscan(string(out), &sp.from, &sp.to); err != nil || serr != nil {
+			t.Fatalf("task %d output %q: %v %v", i, out, err, serr)
+		}
+		spans = append(spans, sp)
+	}
+	if !(spans[0].from < spans[1].to && spans[1].from < spans[0].to) {
+		t.Errorf("the waiting task ran after the first (%v then %v): it was not given back to the idle node", spans[0], spans[1])
+	}
+	lost, _ := filepath.Glob(filepath.Join(info.Dir, "tasks", "*.lost"))
+	if len(lost) != 1 {
+		t.Fatalf("lost attempts %v, want the one given back", lost)
+	}
+	if why, _ := os.ReadFile(lost[0]); !strings.Contains(string(why), "given back to the queue") {
+		t.Errorf("the attempt given back says %s", why)
+	}
+	if failed, _ := filepath.Glob(filepath.Join(info.Dir, "tasks", "*.fail")); len(failed) != 0 {
+		t.Errorf("failed attempts %v, want none", failed)
+	}
+}

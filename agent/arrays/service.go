@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -100,6 +101,11 @@ type Service struct {
 	// look. 0: 250 ms.
 	FreedEvery time.Duration
 	Logger     *slog.Logger // nil: slog.Default()
+	// Idle lists the other nodes that take work and have a free core, as
+	// they last said (gossip). A task started ahead here, waiting for a
+	// core, is given back to the queue for them when nothing else is
+	// queued (giveBack). nil: none is given back.
+	Idle func() []string
 
 	once    sync.Once
 	wake    chan struct{}
@@ -112,6 +118,9 @@ type Service struct {
 	started map[string]taskRef       // the jobs of the tasks started here, by job id
 	waiting map[string]waitRef       // the jobs here of tasks started ahead, not yet let run
 	seen    map[string]bool          // jobs adopt has looked at
+
+	idleSince   map[string]time.Time // since when each node in Idle has been seen idle
+	noAheadTill atomic.Int64         // unix ns: no task is started ahead here before, as one was given back
 
 	pins   map[string]*os.File // directories of the queue held open (pin.go)
 	pinDev uint64              // the device of the queue's root when they were opened
@@ -302,7 +311,8 @@ func (s *Service) Tick(ctx context.Context) error {
 		}
 	}
 	s.release(ctx, local)
-	if s.quiet(exited, aliveSig) {
+	giving := s.mayGiveBack()
+	if !giving && s.quiet(exited, aliveSig) {
 		return nil
 	}
 	rootM := s.checkPins(st.root)
@@ -358,7 +368,135 @@ func (s *Service) Tick(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.takeTasks(ctx, active)
+	if giving {
+		s.giveBack(ctx, active, local)
+	}
 	return nil
+}
+
+// giveBackAfter is how long a node must have said it has a free core
+// before a task waiting here is given back for it: a node that has just
+// ended a task takes its own waiting one.
+const giveBackAfter = time.Second
+
+// giveBackWait is the shortest wait for a core here that makes a waiting
+// task worth giving back: starting it again elsewhere costs a claim and a
+// start, a second or two.
+const giveBackWait = 3 * time.Second
+
+// mayGiveBack reports whether a task waits here for a core while another
+// node has had a free core for giveBackAfter: the look at the queue then
+// must not be skipped, as giveBack may act.
+func (s *Service) mayGiveBack() bool {
+	if s.Idle == nil {
+		return false
+	}
+	idle := s.Idle()
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idleSince == nil {
+		s.idleSince = map[string]time.Time{}
+	}
+	for n := range s.idleSince {
+		if !slices.Contains(idle, n) {
+			delete(s.idleSince, n)
+		}
+	}
+	ready := false
+	for _, n := range idle {
+		if n == s.Self {
+			continue
+		}
+		if _, ok := s.idleSince[n]; !ok {
+			s.idleSince[n] = now
+		}
+		ready = ready || now.Sub(s.idleSince[n]) >= giveBackAfter
+	}
+	return ready && len(s.waiting) > 0
+}
+
+// giveBack returns to the queue the tasks started ahead here that wait
+// for a core, one for each node idle for giveBackAfter, when no task is
+// left queued (an idle node takes a queued one itself) and no core here
+// frees within giveBackWait: there they run at once, here they would wait.
+// A task given back has run nothing: its attempt is lost, not failed,
+// and the task is queued again; its job here ends.
+func (s *Service) giveBack(ctx context.Context, active []*view, local map[string]api.JobInfo) {
+	for _, v := range active {
+		if v.count(api.TaskQueued) > 0 {
+			return
+		}
+	}
+	now := time.Now()
+	s.mu.Lock()
+	var idle []string
+	for n, since := range s.idleSince {
+		if now.Sub(since) >= giveBackAfter {
+			idle = append(idle, n)
+		}
+	}
+	var ws []string
+	for job := range s.waiting {
+		ws = append(ws, job)
+	}
+	// The newest first: the oldest runs here next.
+	sort.Slice(ws, func(i, j int) bool { return s.waiting[ws[i]].at.After(s.waiting[ws[j]].at) })
+	s.mu.Unlock()
+	if len(idle) == 0 || len(ws) == 0 {
+		return
+	}
+	// When a core frees here: the soonest end expected of a task running
+	// here; a job that is not one (or a task of an array that has no
+	// run time yet) may run on for ever.
+	soonest := time.Duration(-1)
+	for _, j := range local {
+		if j.State == api.JobExited || j.Node != s.Self || slices.Contains(ws, j.ID) {
+			continue
+		}
+		r := s.Remaining(j.ID, now)
+		if r == 0 {
+			soonest = -1
+			break
+		}
+		if soonest < 0 || r < soonest {
+			soonest = r
+		}
+	}
+	if soonest >= 0 && soonest < giveBackWait {
+		return
+	}
+	slices.Sort(idle)
+	gave := 0
+	for _, job := range ws {
+		if gave == len(idle) {
+			break
+		}
+		s.mu.Lock()
+		w, ok := s.waiting[job]
+		s.mu.Unlock()
+		if !ok || !waitsItsTurn(local[job].PID) {
+			continue
+		}
+		why := fmt.Sprintf("given back to the queue: it waited for a core on %s while %s had one free", s.Self, idle[gave])
+		if err := s.store().lose(w.array, w.key, w.n, why); err != nil {
+			s.log().Warn("arrays: give a waiting task back", "array", w.array, "task", w.key, "err", err)
+			continue
+		}
+		if err := s.Agent.Signal(ctx, job, int(syscall.SIGTERM)); err != nil {
+			s.log().Warn("arrays: stop a task given back", "array", w.array, "task", w.key, "job", job, "err", err)
+		}
+		s.mu.Lock()
+		delete(s.waiting, job) // counted in no load until its job has ended
+		s.mu.Unlock()
+		s.log().Info("arrays: task given back to the queue", "array", w.array, "task", w.key, "attempt", w.n, "job", job, "for", idle[gave])
+		gave++
+	}
+	if gave > 0 {
+		// Not taken again here at once: the idle nodes are told to look now.
+		s.noAheadTill.Store(now.Add(5 * time.Second).UnixNano())
+		s.tellOthers()
+	}
 }
 
 // rescanEvery is how long a node with no room for a task goes, at most,
@@ -416,6 +554,9 @@ func (s *Service) slots() (cores, ahead int) {
 		ahead = 1
 	case s.Ahead > 0:
 		ahead = s.Ahead
+	}
+	if time.Now().UnixNano() < s.noAheadTill.Load() {
+		ahead = 0
 	}
 	return cores, ahead
 }

@@ -20,6 +20,7 @@ func (a *agent) startArrays(ctx context.Context, cl *cluster) map[string]http.Ha
 		Agent:     api.Local(api.DefaultSocket),
 		Alive:     (&peers{a: a, cl: cl}).Nodes,
 		Peer:      (&peers{a: a, cl: cl}).Client,
+		Idle:      (&peers{a: a, cl: cl}).Idle,
 		Accepting: a.bal.accepting,
 		Shared:    func() bool { return isMounted(storage.MountPoint) },
 		Logger:    a.log,

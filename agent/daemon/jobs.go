@@ -86,6 +86,19 @@ func (pc *peerClients) forgetLocked(addr string) {
 	}
 }
 
+// Idle lists the other live nodes that take work and, as they last
+// gossiped, have a core that runs no job.
+func (p *peers) Idle() []string {
+	var out []string
+	for _, m := range p.cl.Members() {
+		i := m.Info
+		if !m.Self && m.State == membership.StateAlive && i.Cores > 0 && i.Jobs < i.Cores && !i.Blocked && !i.Draining {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
 func (p *peers) Nodes() []string {
 	var out []string
 	for _, m := range p.cl.Members() {

@@ -127,9 +127,12 @@ func Run(args []string) int {
 		setComm(comm)
 		if !ok {
 			// Stopped before it ran: the task is not failed but lost,
-			// queued again (or cancelled, if its array was killed).
-			if err := WriteLost(*resPath, fmt.Sprintf("stopped by %v while it waited for a core on %s", sig, hostname())); err != nil {
-				fmt.Fprintf(os.Stderr, "drift: task: %v\n", err)
+			// queued again (or cancelled, if its array was killed). The
+			// node that gave it back to the queue has said why already.
+			if _, err := os.Stat(*resPath + ".lost"); err != nil {
+				if err := WriteLost(*resPath, fmt.Sprintf("stopped by %v while it waited for a core on %s", sig, hostname())); err != nil {
+					fmt.Fprintf(os.Stderr, "drift: task: %v\n", err)
+				}
 			}
 			return 128 + int(sig)
 		}
