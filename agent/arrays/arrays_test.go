@@ -599,6 +599,17 @@ func TestRemaining(t *testing.T) {
 			t.Errorf("Remaining(%s) after %v = %v, want %v", tt.job, tt.at, got, tt.want)
 		}
 	}
+	// Past half as long again as the median, a task is overdue: how much
+	// longer it runs is not known.
+	for _, tt := range []struct {
+		job  string
+		at   time.Duration
+		want bool
+	}{{"x-7", 25 * time.Second, false}, {"x-7", 31 * time.Second, true}, {"x-8", time.Hour, false}} {
+		if got := s.overdue(tt.job, t0.Add(tt.at)); got != tt.want {
+			t.Errorf("overdue(%s) after %v = %v, want %v", tt.job, tt.at, got, tt.want)
+		}
+	}
 }
 
 // Whoever is told an array has ended finds its summary, even before any

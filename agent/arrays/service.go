@@ -455,7 +455,7 @@ func (s *Service) giveBack(ctx context.Context, active []*view, local map[string
 			continue
 		}
 		r := s.Remaining(j.ID, now)
-		if r == 0 {
+		if r == 0 || s.overdue(j.ID, now) {
 			soonest = -1
 			break
 		}
@@ -1072,6 +1072,20 @@ func (s *Service) Remaining(job string, now time.Time) time.Duration {
 	}
 	slices.Sort(took)
 	return max(took[len(took)/2]-now.Sub(t.at), time.Second)
+}
+
+// overdue reports whether the task that job runs has run half as long
+// again as its array's median: the tasks are not alike, and it may run
+// much longer than Remaining says.
+func (s *Service) overdue(job string, now time.Time) bool {
+	s.mu.Lock()
+	t, ok := s.started[job]
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	median := s.Remaining(job, t.at) // at its start: the median itself
+	return median > 0 && now.Sub(t.at) > median*3/2
 }
 
 // start runs attempt n of a task as a job on this node.
