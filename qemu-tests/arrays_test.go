@@ -355,3 +355,60 @@ func testArrayShortTasks(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("summary and outputs of %s: %q, %v; want %q", id, out, err, want)
 	}
 }
+
+// testArrayUneven runs, from the host, a sweep of one long task and five
+// short ones (a shell command that sleeps as long as its line says, then
+// prints the time): the node that takes the long one also takes the next,
+// ahead of its turn. Once the other nodes have run the short ones and sit
+// idle, that waiting task is given back to the queue and runs on one of
+// them, long before the long one ends; without that it would wait for it.
+func testArrayUneven(ctx context.Context, t *testing.T, c *cluster) {
+	ws := newWorkstation(t, c.l, c.img)
+	work := t.TempDir()
+	const long = 40
+	lines := fmt.Sprintf("%d\n3\n3\n3\n3\n3\n", long)
+	if err := os.WriteFile(filepath.Join(work, "lengths.txt"), []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	res := ws.run(ctx, t, work, nil, "run", "--array-file", "lengths.txt", "--", "sh", "-c", `sleep "$1"; date +%s`, "task", "{1}")
+	took := time.Since(began)
+	if res.ExitCode != 0 {
+		t.Fatalf("drift run --array-file of sleeps: exit %d; stderr %q", res.ExitCode, res.Stderr)
+	}
+	id := arrayID(string(res.Stderr))
+	dir := "/cluster/drift/arrays/" + id
+	out, err := c.l.ExecOK(ctx, 1, "sh", "-c", fmt.Sprintf("cd %s && cat 1.out 2.out && cat summary.csv && ls tasks", dir))
+	if err != nil {
+		t.Fatalf("%s: %v", dir, err)
+	}
+	t.Logf("the sweep took %s; %s", took.Round(time.Second), out)
+	var end1, end2 int64
+	if _, err := fmt.Sscan(out, &end1, &end2); err != nil {
+		t.Fatalf("the first two tasks' outputs: %v in %q", err, out)
+	}
+	// Task 2 waited behind task 1 (40 s) on the node that took both; given
+	// back, it ends some 30 s before task 1 does.
+	if end2 > end1-long/2 {
+		t.Errorf("task 2 ended at %d, task 1 at %d: the task waiting behind the long one was not given back to an idle node", end2, end1)
+	}
+	var node1, node2, tries2 string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Split(l, ",")
+		if len(f) < 8 {
+			continue
+		}
+		switch f[0] {
+		case "1":
+			node1 = f[2]
+		case "2":
+			node2, tries2 = f[2], f[7]
+		}
+	}
+	if node2 == node1 || tries2 != "2" {
+		t.Errorf("summary: task 1 on %q, task 2 on %q after %s attempts; want task 2 on another node, its second attempt", node1, node2, tries2)
+	}
+	if !strings.Contains(out, "2.1.lost") {
+		t.Errorf("the attempt given back is not recorded as lost: %q", out)
+	}
+}

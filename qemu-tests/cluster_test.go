@@ -78,6 +78,7 @@ func TestCluster(t *testing.T) {
 		{"a sweep of a host program: every output right, no node over its cores + 1", 15 * time.Minute, testArraySweep},
 		{"a sweep of 150 MB tasks on 512 MB nodes: no OOM kill", 10 * time.Minute, testArrayMemory},
 		{"a sweep of a short shell script from the host: ends at once, names its failures", 5 * time.Minute, testArrayShortTasks},
+		{"a sweep of uneven tasks: the one waiting behind a long task runs on an idle node", 5 * time.Minute, testArrayUneven},
 
 		// These boot a fourth and a fifth node, stopped again at the end
 		// of their step.
