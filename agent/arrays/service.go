@@ -932,6 +932,11 @@ func (s *Service) takeTasks(ctx context.Context, active []*view) {
 					continue // a retry goes to another node, if one takes it within a minute
 				}
 			}
+			if l := t.last(); l != nil && l.lost && free <= 0 {
+				// Given back, or lost with its node: it goes to a node
+				// with a free core, not to wait here again.
+				continue
+			}
 			n := t.next()
 			got, err := s.store().take(v.rec.ID, t.key, n)
 			if err != nil {

@@ -87,12 +87,20 @@ func (pc *peerClients) forgetLocked(addr string) {
 }
 
 // Idle lists the other live nodes that take work and, as they last
-// gossiped, have a core that runs no job.
+// gossiped, have a core that runs no job, and one nearly as fast as this
+// node's (a task there runs no slower than here).
 func (p *peers) Idle() []string {
+	members := p.cl.Members()
+	self := 0.0
+	for _, m := range members {
+		if m.Self {
+			self = m.Info.Speed
+		}
+	}
 	var out []string
-	for _, m := range p.cl.Members() {
+	for _, m := range members {
 		i := m.Info
-		if !m.Self && m.State == membership.StateAlive && i.Cores > 0 && i.Jobs < i.Cores && !i.Blocked && !i.Draining {
+		if !m.Self && m.State == membership.StateAlive && i.Cores > 0 && i.Jobs < i.Cores && !i.Blocked && !i.Draining && i.Speed >= 0.9*self {
 			out = append(out, m.Name)
 		}
 	}

@@ -48,7 +48,9 @@ type SweepSim struct {
 	Alpha, Shortest float64 // the Pareto law of task lengths (reference-core-seconds)
 	Slow            float64 // share of the nodes at half speed
 	Noise           float64
-	Plain, Balanced []sim.Result // per seed: the queue alone; the queue and the balancer
+	// Per seed: the queue alone, with no task taken ahead ever given
+	// back; the queue as the arrays service runs it; and the balancer too.
+	Kept, Plain, Balanced []sim.Result
 }
 
 // Sweep boots a 3-node lab, holds each VM to the same CPU share, and
@@ -210,6 +212,8 @@ func simulateSweep(nodes, tasks, seeds int) SweepSim {
 	for seed := range uint64(seeds) {
 		cfg := sim.Config{Nodes: ns, Queue: sim.Pareto(tasks, out.Alpha, out.Shortest, 16<<20, seed), Seed: seed,
 			Noise: out.Noise, BusySource: busyWeight, Observe: true, TaskStart: taskStart, Ahead: 1}
+		out.Kept = append(out.Kept, sim.Run(cfg))
+		cfg.GiveBack = true // as the arrays service does
 		out.Plain = append(out.Plain, sim.Run(cfg))
 		cfg.Balance = true
 		out.Balanced = append(out.Balanced, sim.Run(cfg))
@@ -256,15 +260,15 @@ func (r *SweepResult) Print(w io.Writer) {
 	for _, s := range []struct {
 		name string
 		rs   []sim.Result
-	}{{"queue, no migration", p.Plain}, {"queue and balancer", p.Balanced}} {
+	}{{"queue, nothing given back", p.Kept}, {"queue, no migration", p.Plain}, {"queue and balancer", p.Balanced}} {
 		ms := make([]time.Duration, len(s.rs))
 		ratios := make([]string, len(s.rs))
-		moves := make([]int, len(s.rs))
+		moves, given := make([]int, len(s.rs)), make([]int, len(s.rs))
 		for i, x := range s.rs {
-			ms[i], ratios[i], moves[i] = x.Makespan, fmt.Sprintf("%.2f", x.Ratio()), x.Migrations
+			ms[i], ratios[i], moves[i], given[i] = x.Makespan, fmt.Sprintf("%.2f", x.Ratio()), x.Migrations, x.GivenBack
 		}
-		fmt.Fprintf(w, "  %-20s makespan median %.0f s, spread %.0f s; x ideal %s; migrations %v\n",
-			s.name, Median(ms).Seconds(), Spread(ms).Seconds(), strings.Join(ratios, " "), moves)
+		fmt.Fprintf(w, "  %-26s makespan median %.0f s, spread %.0f s; x ideal %s; migrations %v; given back %v\n",
+			s.name, Median(ms).Seconds(), Spread(ms).Seconds(), strings.Join(ratios, " "), moves, given)
 	}
 }
 

@@ -62,12 +62,20 @@ type Config struct {
 	// queue holds tasks, as the arrays service's Ahead (its default is
 	// 1); 0: none. Such a task starts (TaskStart), then waits, running
 	// nothing, until a core of its node frees.
-	Ahead   int
-	Params  balance.Params
-	Period  time.Duration // balancer tick; 0: 2s
-	Balance bool          // run the balancer (false: jobs stay where they start)
-	Place   bool          // place new jobs with balance.Place instead of on Home
-	Seed    uint64        // order in which nodes decide each tick; the noise
+	Ahead int
+	// GiveBack gives a task started ahead back, as the arrays service
+	// does, when the queue is empty and another node at least as fast has
+	// had a free core for a second, unless a core of its node frees within
+	// 3 s by the median run time of the tasks that have ended (a task past
+	// 1.5 times the median may run on for long): the idle node starts it
+	// (TaskStart), and the giver takes no task ahead for 5 s. Looked at
+	// every Period.
+	GiveBack bool
+	Params   balance.Params
+	Period   time.Duration // balancer tick; 0: 2s
+	Balance  bool          // run the balancer (false: jobs stay where they start)
+	Place    bool          // place new jobs with balance.Place instead of on Home
+	Seed     uint64        // order in which nodes decide each tick; the noise
 	// Noise makes each node's CPU share wander: every NoisePeriod its
 	// speed is multiplied by a factor drawn uniformly from
 	// [1-Noise, 1+Noise], which the policy does not see in Speed. 0: none.
@@ -92,6 +100,7 @@ type Result struct {
 	MeanSlowdown float64       // mean of response time over run time alone on the fastest node
 	Migrations   int
 	MaxMoves     int // most moves of any one job
+	GivenBack    int // tasks given back to the queue (GiveBack)
 }
 
 func (r Result) String() string {
@@ -121,13 +130,17 @@ type state struct {
 	nodes    []balance.Node // as the policy sees them
 	eff      []float64      // each node's true per-core speed now
 	jobs     []*job
-	waiting  []*job   // not arrived yet, by arrival
-	queue    []*job   // arrived tasks waiting for a core, in order
-	inflight []*job   // moving
-	running  [][]*job // per node
-	held     [][]*job // per node: tasks started ahead, waiting for a core
-	inbound  []int    // per node: jobs in flight towards it
-	left     int      // jobs not finished
+	waiting  []*job    // not arrived yet, by arrival
+	queue    []*job    // arrived tasks waiting for a core, in order
+	inflight []*job    // moving
+	running  [][]*job  // per node
+	held     [][]*job  // per node: tasks started ahead, waiting for a core
+	inbound  []int     // per node: jobs in flight towards it
+	noAhead  []float64 // per node: takes no task ahead before then (GiveBack)
+	idleAt   []float64 // per node: since when it has had a free core (-1: it has none)
+	took     []float64 // run times of the first tasks that ended unmoved, for the median
+	gaveBack int
+	left     int // jobs not finished
 	res      Result
 	rng      *rand.Rand
 }
@@ -162,6 +175,11 @@ func Run(cfg Config) Result {
 	s.running = make([][]*job, len(cfg.Nodes))
 	s.held = make([][]*job, len(cfg.Nodes))
 	s.inbound = make([]int, len(cfg.Nodes))
+	s.noAhead = make([]float64, len(cfg.Nodes))
+	s.idleAt = make([]float64, len(cfg.Nodes))
+	for i := range s.idleAt {
+		s.idleAt[i] = -1
+	}
 	work, longest, first := 0.0, 0.0, math.Inf(1)
 	add := func(js JobSpec, home int) {
 		j := &job{spec: js, left: js.Work, node: home, target: -1}
@@ -198,6 +216,9 @@ func Run(cfg Config) Result {
 			nextNoise += noisePeriod
 		}
 		if s.now >= nextTick {
+			if cfg.GiveBack {
+				s.giveBack()
+			}
 			if cfg.Balance {
 				s.tick()
 				s.pull()
@@ -213,6 +234,7 @@ func Run(cfg Config) Result {
 		s.res.MaxMoves = max(s.res.MaxMoves, j.moves)
 	}
 	s.res.Makespan = dur(last - first)
+	s.res.GivenBack = s.gaveBack
 	s.res.MeanSlowdown = slow / float64(len(s.jobs))
 	return s.res
 }
@@ -275,6 +297,9 @@ func (s *state) advance(t float64) {
 			j.left -= r * dt
 			if j.left <= 1e-9 {
 				j.finished, j.done = true, t
+				if j.moves == 0 && j.spec.Home == "" && len(s.took) < 201 {
+					s.took = append(s.took, t-j.arrived)
+				}
 				s.left--
 				s.nodes[i].MemFree += j.spec.RSS
 				continue
@@ -313,7 +338,15 @@ func (s *state) pull() {
 	n := len(s.nodes)
 	for k, off := 0, s.rng.IntN(n); k < n; k++ {
 		i := (off + k) % n
-		for len(s.queue) > 0 && s.nodes[i].Accepts && len(s.running[i])+len(s.held[i])+s.inbound[i] < s.nodes[i].Cores+s.cfg.Ahead {
+		for len(s.queue) > 0 && s.nodes[i].Accepts {
+			room := len(s.running[i]) + len(s.held[i]) + s.inbound[i]
+			ahead := s.cfg.Ahead
+			if s.now < s.noAhead[i] {
+				ahead = 0
+			}
+			if room >= s.nodes[i].Cores+ahead {
+				break
+			}
 			j := s.queue[0]
 			s.queue = s.queue[1:]
 			j.target, j.landsAt, j.starting = i, s.now+s.cfg.TaskStart.Seconds(), true
@@ -343,6 +376,67 @@ func (s *state) landings() {
 		s.land(j, j.target)
 	}
 	s.inflight = keep
+}
+
+// giveBack is GiveBack, at one look.
+func (s *state) giveBack() {
+	var ready []int
+	for i := range s.nodes {
+		if s.nodes[i].Accepts && len(s.running[i])+len(s.held[i])+s.inbound[i] < s.nodes[i].Cores {
+			if s.idleAt[i] < 0 {
+				s.idleAt[i] = s.now
+			}
+			if s.now-s.idleAt[i] >= 1 {
+				ready = append(ready, i)
+			}
+		} else {
+			s.idleAt[i] = -1
+		}
+	}
+	if len(ready) == 0 || len(s.queue) > 0 {
+		return
+	}
+	median := -1.0
+	if len(s.took) > 0 {
+		t := slices.Clone(s.took)
+		slices.Sort(t)
+		median = t[len(t)/2]
+	}
+	for i := range s.held {
+		if len(ready) == 0 {
+			return
+		}
+		if len(s.held[i]) == 0 {
+			continue
+		}
+		soonest := -1.0
+		for _, j := range s.running[i] {
+			elapsed := s.now - j.arrived
+			if median < 0 || elapsed > 1.5*median {
+				soonest = -1
+				break
+			}
+			if r := math.Max(median-elapsed, 1); soonest < 0 || r < soonest {
+				soonest = r
+			}
+		}
+		if soonest >= 0 && soonest < 3 {
+			continue
+		}
+		k := slices.IndexFunc(ready, func(r int) bool { return s.nodes[r].Speed >= s.nodes[i].Speed })
+		if k < 0 {
+			continue // only slower nodes are idle: it would run slower there
+		}
+		j := s.held[i][len(s.held[i])-1]
+		s.held[i] = s.held[i][:len(s.held[i])-1]
+		r := ready[k]
+		j.node, j.target, j.landsAt, j.starting = -1, r, s.now+s.cfg.TaskStart.Seconds(), true
+		s.inflight = append(s.inflight, j)
+		s.inbound[r]++
+		s.noAhead[i] = s.now + 5
+		s.gaveBack++
+		ready = slices.Delete(ready, k, k+1)
+	}
 }
 
 // promote lets held tasks run where a core has freed.

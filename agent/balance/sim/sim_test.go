@@ -181,3 +181,22 @@ func TestTaskAhead(t *testing.T) {
 		t.Errorf("3 s starts of 10 s tasks with one ahead: %v, want within 1.1x ideal", ahead)
 	}
 }
+
+// TestGiveBack: a task taken ahead behind a long one waits for it while
+// another node idles; given back, it runs there.
+func TestGiveBack(t *testing.T) {
+	q := tasks(3, 10)
+	q[0].Work = 100 // the first node to look takes it, and the next ahead
+	cfg := Config{Nodes: nodes(2), Queue: q, TaskStart: time.Second, Ahead: 1}
+	kept := Run(cfg)
+	cfg.GiveBack = true
+	given := Run(cfg)
+	t.Logf("kept:       %v", kept)
+	t.Logf("given back: %v (%d)", given, given.GivenBack)
+	if kept.Makespan < 105*time.Second {
+		t.Errorf("without giving back, the task behind the 100 s one ran at %v: want after it", kept.Makespan)
+	}
+	if given.GivenBack != 1 || given.Makespan > 102*time.Second {
+		t.Errorf("given back %d, makespan %v: want 1, and the long task last", given.GivenBack, given.Makespan)
+	}
+}
