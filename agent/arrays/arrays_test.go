@@ -467,16 +467,7 @@ func TestArrayTaskAheadWaits(t *testing.T) {
 	if running != 1 || ready != 1 {
 		t.Errorf("the counts showed at most %d running and %d ready; want 1 and 1", running, ready)
 	}
-	type span struct{ from, to float64 }
-	var spans []span
-	for i := 1; i <= 3; i++ {
-		b, err := os.ReadFile(filepath.Join(info.Dir, strconv.Itoa(i)+".out"))
-		var sp span
-		if _, serr := fmt.Sscan(string(b), &sp.from, &sp.to); err != nil || serr != nil {
-			t.Fatalf("task %d output %q: %v %v", i, b, err, serr)
-		}
-		spans = append(spans, sp)
-	}
+	spans := readSpans(t, info.Dir, 3)
 	for i := range spans {
 		for j := range spans {
 			if i != j && spans[i].from < spans[j].to && spans[j].from < spans[i].to {
@@ -789,16 +780,7 @@ func TestWaitingTaskGivenBackToAnIdleNode(t *testing.T) {
 	if info.Done != 2 {
 		t.Fatalf("finished with %+v, want 2 done", info)
 	}
-	type span struct{ from, to float64 }
-	var spans []span
-	for i := 1; i <= 2; i++ {
-		out, err := os.ReadFile(filepath.Join(info.Dir, strconv.Itoa(i)+".out"))
-		var sp span
-		if _, serr := fmt.Sscan(string(out), &sp.from, &sp.to); err != nil || serr != nil {
-			t.Fatalf("task %d output %q: %v %v", i, out, err, serr)
-		}
-		spans = append(spans, sp)
-	}
+	spans := readSpans(t, info.Dir, 2)
 	if !(spans[0].from < spans[1].to && spans[1].from < spans[0].to) {
 		t.Errorf("the waiting task ran after the first (%v then %v): it was not given back to the idle node", spans[0], spans[1])
 	}
@@ -812,4 +794,22 @@ func TestWaitingTaskGivenBackToAnIdleNode(t *testing.T) {
 	if failed, _ := filepath.Glob(filepath.Join(info.Dir, "tasks", "*.fail")); len(failed) != 0 {
 		t.Errorf("failed attempts %v, want none", failed)
 	}
+}
+
+// span is when a task ran: the two times it printed, from date +%s.%N.
+type span struct{ from, to float64 }
+
+// readSpans reads the spans tasks 1 to n of the array in dir printed.
+func readSpans(t *testing.T, dir string, n int) []span {
+	t.Helper()
+	var spans []span
+	for i := 1; i <= n; i++ {
+		b, err := os.ReadFile(filepath.Join(dir, strconv.Itoa(i)+".out"))
+		var sp span
+		if _, serr := fmt.Sscan(string(b), &sp.from, &sp.to); err != nil || serr != nil {
+			t.Fatalf("task %d output %q: %v %v", i, b, err, serr)
+		}
+		spans = append(spans, sp)
+	}
+	return spans
 }

@@ -1,8 +1,6 @@
 package jobs
 
 import (
-	"log/slog"
-	"os/exec"
 	"slices"
 	"sync"
 	"syscall"
@@ -12,25 +10,6 @@ import (
 	"github.com/driftcluster/drift/agent/api"
 )
 
-// startSleeper runs a job that waits for a signal, as a stint whose end
-// the returned sink receives.
-func startSleeper(t *testing.T) (*runner, *bufSink) {
-	t.Helper()
-	p, err := newPipes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("sleep", "60")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.jobIn, p.jobOut, p.jobErr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &bufSink{ended: make(chan *api.ExitStatus, 1)}
-	r := newRunner("aaaaaa-1", 1, cmd.Process.Pid, p, waitCmd(cmd), s, slog.Default())
-	t.Cleanup(func() { cmd.Process.Kill(); <-r.done })
-	return r, s
-}
-
 func signalFrame(sig syscall.Signal) api.Frame {
 	return api.Frame{Type: api.FrameSignal, Data: []byte{byte(sig)}}
 }
@@ -38,7 +17,7 @@ func signalFrame(sig syscall.Signal) api.Frame {
 // A signal that comes while the job moves is kept, not delivered to the
 // copy being left; a failed move delivers it, and later ones go through.
 func TestSignalKeptDuringMove(t *testing.T) {
-	r, s := startSleeper(t)
+	r, s := startStint(t, "sleep", "60")
 	r.holdSignals()
 	r.control(signalFrame(syscall.SIGTERM))
 	select {

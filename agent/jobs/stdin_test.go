@@ -31,12 +31,18 @@ func (s *bufSink) end(exit *api.ExitStatus, ho handOver) error { s.ended <- exit
 // startCat runs a job that reads its stdin only after a while, and copies
 // it to its stdout.
 func startCat(t *testing.T) (*runner, *bufSink) {
+	return startStint(t, "sh", "-c", "sleep 1; exec cat")
+}
+
+// startStint runs argv as a job's stint, whose end the returned sink
+// receives; the test's end kills it.
+func startStint(t *testing.T, argv ...string) (*runner, *bufSink) {
 	t.Helper()
 	p, err := newPipes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", "-c", "sleep 1; exec cat")
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.jobIn, p.jobOut, p.jobErr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
