@@ -813,3 +813,30 @@ func readSpans(t *testing.T, dir string, n int) []span {
 	}
 	return spans
 }
+
+// mayGiveBack asks for a full look while a task waits here and another
+// node has been idle a second; while the last look saw tasks queued, at
+// most every 10 s.
+func TestMayGiveBackThrottled(t *testing.T) {
+	s := &Service{Self: "drift-aaaaaa", Idle: func() []string { return []string{"drift-bbbbbb"} }}
+	s.init()
+	if s.mayGiveBack() {
+		t.Fatal("a full look asked for with no task waiting here")
+	}
+	s.waiting = map[string]waitRef{"aaaaaa-2": {array: "a-aaaaaa-1", key: "2", n: 1}}
+	if s.mayGiveBack() {
+		t.Fatal("a full look asked for the moment the other node was seen idle")
+	}
+	s.idleSince["drift-bbbbbb"] = time.Now().Add(-2 * time.Second)
+	s.lastQueued = 3
+	if !s.mayGiveBack() {
+		t.Fatal("no full look asked for: the other node has been idle 2 s")
+	}
+	if s.mayGiveBack() {
+		t.Error("a second full look asked for at once while tasks were queued at the last look")
+	}
+	s.lastQueued = 0
+	if !s.mayGiveBack() {
+		t.Error("no full look asked for once the last look saw nothing queued")
+	}
+}

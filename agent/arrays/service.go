@@ -120,6 +120,8 @@ type Service struct {
 	seen    map[string]bool          // jobs adopt has looked at
 
 	idleSince   map[string]time.Time // since when each node in Idle has been seen idle
+	lastQueued  int                  // tasks queued at the last full look
+	forcedAt    time.Time            // the last full look mayGiveBack asked for while tasks were queued
 	noAheadTill atomic.Int64         // unix ns: no task is started ahead here before, as one was given back
 
 	pins   map[string]*os.File // directories of the queue held open (pin.go)
@@ -363,8 +365,10 @@ func (s *Service) Tick(ctx context.Context) error {
 	s.mu.Lock()
 	s.active = len(active)
 	s.lastScan, s.lastExited, s.lastAlive, s.lastActive = time.Now(), exited, aliveSig, nil
+	s.lastQueued = 0
 	for _, v := range active {
 		s.lastActive = append(s.lastActive, v.rec.ID)
+		s.lastQueued += v.count(api.TaskQueued)
 	}
 	s.mu.Unlock()
 	s.takeTasks(ctx, active)
@@ -413,7 +417,17 @@ func (s *Service) mayGiveBack() bool {
 		}
 		ready = ready || now.Sub(s.idleSince[n]) >= giveBackAfter
 	}
-	return ready && len(s.waiting) > 0
+	if !ready || len(s.waiting) == 0 {
+		return false
+	}
+	// While the last look saw tasks queued (the idle node may lack the
+	// memory for them), a full look is made for this at most every 10 s:
+	// a full node otherwise skips them, to spare the head.
+	if s.lastQueued > 0 && now.Sub(s.forcedAt) < 10*time.Second {
+		return false
+	}
+	s.forcedAt = now
+	return true
 }
 
 // giveBack returns to the queue the tasks started ahead here that wait
