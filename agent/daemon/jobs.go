@@ -87,8 +87,9 @@ func (pc *peerClients) forgetLocked(addr string) {
 }
 
 // Idle lists the other live nodes that take work and, as they last
-// gossiped, have a core that runs no job, and one nearly as fast as this
-// node's (a task there runs no slower than here).
+// gossiped, have a core that runs no job, and one not much slower than
+// this node's (at least 3/4 of its measured speed, which wanders by a
+// tenth or so from one measurement to the next).
 func (p *peers) Idle() []string {
 	members := p.cl.Members()
 	self := 0.0
@@ -100,7 +101,7 @@ func (p *peers) Idle() []string {
 	var out []string
 	for _, m := range members {
 		i := m.Info
-		if !m.Self && m.State == membership.StateAlive && i.Cores > 0 && i.Jobs < i.Cores && !i.Blocked && !i.Draining && i.Speed >= 0.9*self {
+		if !m.Self && m.State == membership.StateAlive && i.Cores > 0 && i.Jobs < i.Cores && !i.Blocked && !i.Draining && i.Speed >= 0.75*self {
 			out = append(out, m.Name)
 		}
 	}

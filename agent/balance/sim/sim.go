@@ -64,7 +64,7 @@ type Config struct {
 	// nothing, until a core of its node frees.
 	Ahead int
 	// GiveBack gives a task started ahead back, as the arrays service
-	// does, when the queue is empty and another node at least as fast has
+	// does, when the queue is empty and another node at least 3/4 as fast has
 	// had a free core for a second, unless a core of its node frees within
 	// 3 s by the median run time of the tasks that have ended (a task past
 	// 1.5 times the median may run on for long): the idle node starts it
@@ -423,7 +423,7 @@ func (s *state) giveBack() {
 		if soonest >= 0 && soonest < 3 {
 			continue
 		}
-		k := slices.IndexFunc(ready, func(r int) bool { return s.nodes[r].Speed >= s.nodes[i].Speed })
+		k := slices.IndexFunc(ready, func(r int) bool { return s.nodes[r].Speed >= 0.75*s.nodes[i].Speed })
 		if k < 0 {
 			continue // only slower nodes are idle: it would run slower there
 		}
