@@ -373,7 +373,7 @@ func (s *Service) Tick(ctx context.Context) error {
 	s.mu.Unlock()
 	s.takeTasks(ctx, active)
 	if giving {
-		s.giveBack(ctx, active, local)
+		s.giveBack(ctx, local)
 	}
 	return nil
 }
@@ -436,14 +436,13 @@ func (s *Service) mayGiveBack() bool {
 // frees within giveBackWait: there they run at once, here they would wait.
 // A task given back has run nothing: its attempt is lost, not failed,
 // and the task is queued again; its job here ends.
-func (s *Service) giveBack(ctx context.Context, active []*view, local map[string]api.JobInfo) {
-	for _, v := range active {
-		if v.count(api.TaskQueued) > 0 {
-			return
-		}
-	}
+func (s *Service) giveBack(ctx context.Context, local map[string]api.JobInfo) {
 	now := time.Now()
 	s.mu.Lock()
+	if s.lastQueued > 0 { // counted by this look, before this node took any
+		s.mu.Unlock()
+		return
+	}
 	var idle []string
 	for n, since := range s.idleSince {
 		if now.Sub(since) >= giveBackAfter {

@@ -7,34 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/driftcluster/drift/agent/procfs"
 )
-
-// pfExiting is the kernel's PF_EXITING flag in /proc/PID/stat's flags.
-const pfExiting = 0x4
-
-// exiting reports whether process pid has begun to exit (killed, or its
-// last thread returned) but has not been reaped.
-func exiting(pid int) bool {
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false // gone
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 7 {
-		return false
-	}
-	flags, err := strconv.ParseUint(f[6], 10, 64)
-	return err == nil && flags&pfExiting != 0
-}
 
 // watchDying kills the CRIU processes working in dir if the job rooted
 // at pid is killed while CRIU dumps it, until the function it returns
@@ -56,7 +33,7 @@ func watchDying(pid int, dir string, logf func(msg string, args ...any)) (stop f
 				return
 			case <-t.C:
 			}
-			if !exiting(pid) {
+			if !(procfs.Proc{}).Exiting(pid) {
 				continue
 			}
 			// Give a dump that ends by itself (its job killed at its
@@ -91,7 +68,7 @@ func killCriuIn(dir string) []int {
 		}
 		out = append(out, p)
 		if pp := (procfs.Proc{}).Parent(p); pp > 1 && pp != os.Getpid() {
-			if c, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pp), "comm")); err == nil && strings.TrimSpace(string(c)) == "criu" {
+			if (procfs.Proc{}).Comm(pp) == "criu" {
 				syscall.Kill(pp, syscall.SIGKILL)
 				out = append(out, pp)
 			}

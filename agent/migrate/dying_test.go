@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/driftcluster/drift/agent/procfs"
 )
 
 // A job killed while CRIU dumps it: once the job's root is exiting, the
@@ -29,7 +31,7 @@ func TestWatchDyingKillsCriu(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer job.Wait()
-	if exiting(job.Process.Pid) {
+	if (procfs.Proc{}).Exiting(job.Process.Pid) {
 		t.Fatal("a running job reads as exiting")
 	}
 	stop := watchDying(job.Process.Pid, dir, func(msg string, args ...any) { t.Log(append([]any{msg}, args...)...) })
@@ -41,10 +43,10 @@ func TestWatchDyingKillsCriu(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		// The job (not reaped: a zombie, as a killed job is under CRIU)
 		// exited after 1 s; the watchdog waits 2 s more.
-		t.Fatalf("CRIU's stand-in still runs 10 s after the job exited (exiting: %v)", exiting(job.Process.Pid))
+		t.Fatalf("CRIU's stand-in still runs 10 s after the job exited (exiting: %v)", (procfs.Proc{}).Exiting(job.Process.Pid))
 	}
 	time.Sleep(100 * time.Millisecond)
-	if exiting(other.Process.Pid) { // killed, it would be a zombie: not reaped yet
+	if (procfs.Proc{}).Exiting(other.Process.Pid) { // killed, it would be a zombie: not reaped yet
 		t.Error("the watchdog killed the CRIU of another dump")
 	}
 }

@@ -151,24 +151,44 @@ func (p Proc) Usage(pid int) (Usage, error) {
 
 var errBadStat = errors.New("stat has too few fields")
 
+// statFields are the fields of /proc/PID/stat after the command name
+// (which may hold spaces and parentheses): state first. nil if the
+// process is gone or its stat cannot be read.
+func (p Proc) statFields(pid int) [][]byte {
+	b, err := fs.ReadFile(p.fsys(), path.Join(strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return bytes.Fields(b[i+1:])
+}
+
 // Parent is process pid's parent (its PPid in /proc/PID/stat), 0 if the
 // process is gone or its stat cannot be read.
 func (p Proc) Parent(pid int) int {
-	b, err := fs.ReadFile(p.fsys(), path.Join(strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := bytes.Fields(b[i+1:])
+	f := p.statFields(pid)
 	if len(f) < 2 {
 		return 0
 	}
 	ppid, _ := strconv.Atoi(string(f[1]))
 	return ppid
+}
+
+// pfExiting is the kernel's PF_EXITING flag in /proc/PID/stat's flags.
+const pfExiting = 0x4
+
+// Exiting reports whether process pid has begun to exit (killed, or its
+// last thread returned) but has not been reaped.
+func (p Proc) Exiting(pid int) bool {
+	f := p.statFields(pid)
+	if len(f) < 7 {
+		return false // gone
+	}
+	flags, err := strconv.ParseUint(string(f[6]), 10, 64)
+	return err == nil && flags&pfExiting != 0
 }
 
 // Comm is process pid's command name (/proc/PID/comm, as the process

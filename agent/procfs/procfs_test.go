@@ -114,4 +114,11 @@ func TestParent(t *testing.T) {
 	if got, want := (Proc{}).Parent(os.Getpid()), os.Getppid(); got != want {
 		t.Errorf("Parent(self) = %d, want %d", got, want)
 	}
+	if p.Exiting(42) || p.Exiting(99) || (Proc{}).Exiting(os.Getpid()) {
+		t.Error("Exiting of a live process (flags without PF_EXITING), or of one gone, = true")
+	}
+	exiting := fstest.MapFS{"7/stat": &fstest.MapFile{Data: []byte("7 (x) Z 1 7 7 0 -1 4194564 0 0\n")}}
+	if !(Proc{FS: exiting}).Exiting(7) {
+		t.Error("Exiting with PF_EXITING in its flags = false")
+	}
 }
