@@ -840,3 +840,141 @@ func TestMayGiveBackThrottled(t *testing.T) {
 		t.Error("no full look asked for once the last look saw nothing queued")
 	}
 }
+
+// A node reads the claims and results of the tasks other nodes run only
+// as far as it needs them: the claims at its first look (and when a node
+// dies, or every claimsEvery), and learnFrom results besides its own.
+// Every node reading every task's files cost the head, which answers all
+// of them, in proportion to nodes times tasks.
+func TestOthersTasksReadSparingly(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb"}, 1)
+	info, err := l.svcs[0].Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 0.2; echo {}"}, Range: "1-12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.svcs[0], l.svcs[1]
+	// Claims and results of a's tasks that b had read, seen before b's
+	// every look (the look that finds the array ended reads every result
+	// for its summary).
+	othersClaims, othersResults := 0, 0
+	count := func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		c, r := 0, 0
+		for k, cl := range b.claims {
+			if strings.HasPrefix(k, info.ID+"/") && cl.Node == a.Self {
+				c++
+			}
+		}
+		for k := range b.results {
+			if mine, ok := b.claims[k]; strings.HasPrefix(k, info.ID+"/") && (!ok || mine.Node != b.Self) {
+				r++
+			}
+		}
+		othersClaims, othersResults = max(othersClaims, c), max(othersResults, r)
+	}
+	summary := filepath.Join(l.root, Dir, info.ID, "summary.json")
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if err := a.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		count()
+		if _, err := os.Stat(summary); err == nil {
+			break
+		}
+		if err := b.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the array did not finish in 60 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := b.Array(info.ID)
+	if err != nil || got.Done != 12 {
+		t.Fatalf("Array = %+v, %v; want 12 done", got, err)
+	}
+	if l.nodes[0].seq < 4 || l.nodes[1].seq < 4 {
+		t.Fatalf("tasks ran %d and %d, want both nodes to have run several", l.nodes[0].seq, l.nodes[1].seq)
+	}
+	// At b's first look, a ran one task and held one ahead.
+	if othersClaims > 2 {
+		t.Errorf("b read the claims of %d of a's tasks, want at most 2 (those running at its first look)", othersClaims)
+	}
+	if othersResults > learnFrom {
+		t.Errorf("b read the results of %d tasks it did not run, want at most %d", othersResults, learnFrom)
+	}
+}
+
+// A task waiting for a core that moves to a node that never read its
+// claim is known there as waiting at that node's next full look: the
+// job's arrival makes it read the claims, without waiting claimsEvery.
+func TestWaitingTaskMovedHereIsAdopted(t *testing.T) {
+	l := newLab(t, []string{"drift-aaaaaa", "drift-bbbbbb"}, 1)
+	a, b := l.svcs[0], l.svcs[1]
+	na, nb := l.nodes[0], l.nodes[1]
+	_, err := a.Submit(api.ArraySpec{Argv: []string{"sh", "-c", "sleep 5"}, Range: "1-4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// b looks first: it takes a task and holds one ahead; then a does.
+	if err := b.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var moved string
+	for id, waits := range na.wait {
+		if waits {
+			moved = id
+		}
+	}
+	if moved == "" || nb.Running() != 2 {
+		t.Fatalf("a holds no task ahead (%v), or b holds %d tasks, want 2", na.wait, nb.Running())
+	}
+	// The balancer moves a's waiting task to b: b runs it, a is its home.
+	na.mu.Lock()
+	j, cmd := na.jobs[moved], na.cmds[moved]
+	delete(na.cmds, moved)
+	home := *j
+	home.Node = b.Self
+	na.jobs[moved] = &home
+	delete(na.wait, moved)
+	na.mu.Unlock()
+	nb.mu.Lock()
+	arrived := *j
+	arrived.Node = b.Self
+	nb.jobs[moved], nb.cmds[moved] = &arrived, cmd
+	nb.mu.Unlock()
+	t.Cleanup(func() {
+		// The copies of the moved job's state end with its process.
+		cmd.Process.Kill()
+		for ended := false; !ended; {
+			time.Sleep(20 * time.Millisecond)
+			na.mu.Lock()
+			ended = j.State == api.JobExited
+			home.State = j.State
+			na.mu.Unlock()
+		}
+		nb.mu.Lock()
+		arrived.State = api.JobExited
+		nb.mu.Unlock()
+		nb.stopAll(t)
+		na.stopAll(t)
+	})
+	b.lookNow()
+	if err := b.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	_, waits := b.waiting[moved]
+	b.mu.Unlock()
+	nb.mu.Lock()
+	marked := nb.wait[moved]
+	nb.mu.Unlock()
+	if !waits || !marked {
+		t.Errorf("the task that arrived on b is not known there as waiting for a core (b waits for %v)", b.waiting)
+	}
+}

@@ -134,6 +134,15 @@ type Service struct {
 
 	claims     map[string]claim     // claims that name their job, read once: "ID/KEY.A"
 	claimTimes map[string]time.Time // when each attempt was claimed, read once: "ID/KEY.A"
+	// claimsRead is when reap last read the claims of every running
+	// task of each array, those of other nodes included (claimsEvery).
+	claimsRead map[string]time.Time
+	// forced asks the next look to be a full one: the queue changed
+	// (an array killed here, or another node said to look).
+	forced bool
+	// killedAt is when a quiet look last looked for a kill of the
+	// arrays under way.
+	killedAt time.Time
 
 	// What the last full look at the queue saw (Tick): a node with no
 	// room looks again only when one of these changes.
@@ -186,6 +195,7 @@ func (s *Service) store() store {
 func (s *Service) lookNow() {
 	s.mu.Lock()
 	s.listedM = time.Time{}
+	s.forced = true
 	s.mu.Unlock()
 	s.poke()
 }
@@ -281,6 +291,18 @@ type view struct {
 	killed bool
 }
 
+// ended reports whether every task has ended (done, failed or
+// cancelled).
+func (v *view) ended() bool {
+	for _, t := range v.tasks {
+		switch t.state(v.rec.Spec.Retries, v.killed) {
+		case api.TaskQueued, api.TaskRunning:
+			return false
+		}
+	}
+	return true
+}
+
 func (v *view) count(state string) int {
 	n := 0
 	for _, t := range v.tasks {
@@ -304,6 +326,9 @@ func (s *Service) Tick(ctx context.Context) error {
 	}
 	slices.Sort(names)
 	aliveSig := strings.Join(names, " ")
+	s.mu.Lock()
+	departed := s.lastAlive != "" && slices.ContainsFunc(strings.Fields(s.lastAlive), func(n string) bool { return !alive[n] })
+	s.mu.Unlock()
 	local := map[string]api.JobInfo{}
 	exited := 0
 	for _, j := range s.Jobs.Brief() {
@@ -352,7 +377,7 @@ func (s *Service) Tick(ctx context.Context) error {
 		if s.summaryWritten(id) {
 			continue
 		}
-		if s.reap(ctx, v, alive, local, &ps) {
+		if s.reap(ctx, v, alive, local, &ps, departed || s.claimsDue(id, local)) {
 			if v, err = s.look(id); err != nil { // see what it wrote
 				continue
 			}
@@ -364,6 +389,7 @@ func (s *Service) Tick(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.active = len(active)
+	s.forced = false
 	s.lastScan, s.lastExited, s.lastAlive, s.lastActive = time.Now(), exited, aliveSig, nil
 	s.lastQueued = 0
 	for _, v := range active {
@@ -516,6 +542,11 @@ func (s *Service) giveBack(ctx context.Context, local map[string]api.JobInfo) {
 // without a full look at the queue.
 const rescanEvery = 30 * time.Second
 
+// killedEvery is how often a node with no room looks for a kill of the
+// arrays under way: the node where drift kill ran tells the others at
+// once (LookAtQueue), and this is for one that did not hear it.
+const killedEvery = 10 * time.Second
+
 // quiet reports whether a full look at the queue can find nothing to do
 // here: the node has no room for a task (a free core, or a task to start
 // ahead), none of its jobs has ended, no node has come or gone and no
@@ -527,11 +558,18 @@ func (s *Service) quiet(exited int, alive string) bool {
 		return false
 	}
 	s.mu.Lock()
-	same := !s.lastScan.IsZero() && time.Since(s.lastScan) < rescanEvery && exited == s.lastExited && alive == s.lastAlive
+	same := !s.forced && !s.lastScan.IsZero() && time.Since(s.lastScan) < rescanEvery && exited == s.lastExited && alive == s.lastAlive
 	active := slices.Clone(s.lastActive)
+	checkKilled := time.Since(s.killedAt) >= killedEvery
+	if same && checkKilled {
+		s.killedAt = time.Now()
+	}
 	s.mu.Unlock()
 	if !same {
 		return false
+	}
+	if !checkKilled {
+		return true
 	}
 	for _, id := range active {
 		if s.store().killed(id) {
@@ -603,14 +641,30 @@ func (s *Service) look(id string) (*view, error) {
 // and queued again. On a killed array, this node stops its tasks. It
 // reports whether it found a task whose state may differ from v's: a
 // result or a loss written, by it or meanwhile by a wrapper.
-func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, local map[string]api.JobInfo, ps **api.PSResult) (changed bool) {
+//
+// The claims of the tasks that other nodes run are read only when all
+// says so (claimsDue, or a node has died since the last look): every
+// node reading every task's claim at once cost the head, which answers
+// all of them, in proportion to nodes times tasks.
+func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, local map[string]api.JobInfo, ps **api.PSResult, all bool) (changed bool) {
 	st := s.store()
 	id := v.rec.ID
+	if all {
+		s.mu.Lock()
+		if s.claimsRead == nil {
+			s.claimsRead = map[string]time.Time{}
+		}
+		s.claimsRead[id] = time.Now()
+		s.mu.Unlock()
+	}
 	for _, t := range v.tasks {
 		if t.state(v.rec.Spec.Retries, v.killed) != api.TaskRunning {
 			continue
 		}
 		a := t.last()
+		if _, known := s.knownClaim(id, t.key, a.n); !known && !all {
+			continue // another node's, and none has died
+		}
 		c, err := s.claim(id, t.key, a.n)
 		if err != nil {
 			// A claim without its claim.json: its node died between
@@ -731,6 +785,9 @@ func (s *Service) summaryWritten(id string) bool {
 // finish writes the summary of an array whose tasks have all ended, and
 // reports whether it has.
 func (s *Service) finish(v *view) bool {
+	if !v.ended() {
+		return false // before info, which reads every task's result
+	}
 	info := s.info(v)
 	if !info.Finished() {
 		return false
@@ -763,6 +820,42 @@ func (s *Service) finish(v *view) bool {
 	s.mu.Unlock()
 	s.log().Info("arrays: array finished", "array", v.rec.ID, "done", info.Done, "failed", info.Failed, "cancelled", info.Cancelled)
 	return true
+}
+
+// claimsEvery is how often a node reads the claims of every running
+// task, other nodes' too, when no node has died: for a task claimed by
+// a node that died before this one looked (this node started later),
+// and for a claim whose node died before it named its job.
+const claimsEvery = 30 * time.Second
+
+// claimsDue reports whether reap should read the claims of every running
+// task of array id: at the first look, every claimsEvery, and when a job
+// of one of its tasks has arrived here and is not yet known (its claim
+// says which task it runs, and whether it waits for a core).
+func (s *Service) claimsDue(id string, local map[string]api.JobInfo) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if at, ok := s.claimsRead[id]; !ok || time.Since(at) >= claimsEvery {
+		return true
+	}
+	for _, j := range local {
+		if j.Node != s.Self || j.State == api.JobExited || !strings.HasPrefix(j.Name, id+"/") {
+			continue
+		}
+		if _, mine := s.started[j.ID]; !mine && !s.seen[j.ID] {
+			return true
+		}
+	}
+	return false
+}
+
+// knownClaim is the claim of attempt n of a task if it has been read
+// (or written here) already.
+func (s *Service) knownClaim(id, key string, n int) (claim, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.claims[id+"/"+key+"."+strconv.Itoa(n)]
+	return c, ok
 }
 
 // claim reads the claim of attempt n of a task; once it names its job it
@@ -840,14 +933,54 @@ func (s *Service) need(v *view) uint64 {
 		return v.rec.Spec.Mem
 	}
 	var peak uint64
+	learned := 0
+	type ended struct {
+		key string
+		a   attempt
+	}
+	var own, others []ended
 	for _, t := range v.tasks {
 		for _, a := range t.attempts {
-			if r, ok := s.result(v.rec.ID, t.key, a); ok && r.PeakRSS > peak {
-				peak = r.PeakRSS
+			if !a.ok && !a.fail {
+				continue
+			}
+			if r, ok := s.knownResult(v.rec.ID, t.key, a.n); ok {
+				learned++
+				peak = max(peak, r.PeakRSS)
+			} else if c, ok := s.knownClaim(v.rec.ID, t.key, a.n); ok && c.Node == s.Self {
+				own = append(own, ended{t.key, a})
+			} else {
+				others = append(others, ended{t.key, a})
 			}
 		}
 	}
+	// The results of this node's own tasks, and others' only until
+	// learnFrom are known: every node reading every task's result cost
+	// the head, which answers all of them, in proportion to nodes times
+	// tasks.
+	for i, e := range append(own, others...) {
+		if i >= len(own) && learned >= learnFrom {
+			break
+		}
+		if r, ok := s.result(v.rec.ID, e.key, e.a); ok {
+			learned++
+			peak = max(peak, r.PeakRSS)
+		}
+	}
 	return peak + peak/4
+}
+
+// learnFrom is how many ended tasks' results a node reads, besides those
+// of its own tasks, to learn the memory a task of an array needs and how
+// long one runs.
+const learnFrom = 3
+
+// knownResult is the result of attempt n of a task if it has been read.
+func (s *Service) knownResult(id, key string, n int) (result, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.results[id+"/"+key+"."+strconv.Itoa(n)]
+	return r, ok
 }
 
 // takeTasks claims and starts the queued tasks this node has room for:
@@ -889,8 +1022,10 @@ func (s *Service) takeTasks(ctx context.Context, active []*view) {
 			if t.state(v.rec.Spec.Retries, v.killed) != api.TaskRunning {
 				continue
 			}
-			c, err := s.claim(v.rec.ID, t.key, t.last().n)
-			if err != nil || c.Node != s.Self {
+			// This node's tasks: their claims are known (start,
+			// reap).
+			c, ok := s.knownClaim(v.rec.ID, t.key, t.last().n)
+			if !ok || c.Node != s.Self {
 				continue
 			}
 			mine[v.rec.ID]++
@@ -1137,10 +1272,15 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int, hol
 	if err != nil {
 		return err
 	}
-	if err := st.writeClaim(rec.ID, key, n, claim{Node: s.Self, Job: info.ID, Started: started}); err != nil {
+	c := claim{Node: s.Self, Job: info.ID, Started: started}
+	if err := st.writeClaim(rec.ID, key, n, c); err != nil {
 		return err
 	}
 	s.mu.Lock()
+	if s.claims == nil {
+		s.claims = map[string]claim{}
+	}
+	s.claims[rec.ID+"/"+key+"."+strconv.Itoa(n)] = c
 	if s.started == nil {
 		s.started = map[string]taskRef{}
 	}
@@ -1443,7 +1583,7 @@ func (s *Service) Kill(id string) (api.ArrayInfo, error) {
 	s.mu.Lock()
 	delete(s.done, id)
 	s.mu.Unlock()
-	s.poke()
+	s.lookNow()
 	s.tellOthers()
 	return s.Array(id)
 }

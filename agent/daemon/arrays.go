@@ -6,9 +6,7 @@ import (
 
 	"github.com/driftcluster/drift/agent/api"
 	"github.com/driftcluster/drift/agent/arrays"
-	"github.com/driftcluster/drift/agent/storage"
 	"github.com/driftcluster/drift/agent/supervise"
-	"golang.org/x/sys/unix"
 )
 
 // startArrays runs this node's share of the cluster's task queue (drift
@@ -22,19 +20,12 @@ func (a *agent) startArrays(ctx context.Context, cl *cluster) map[string]http.Ha
 		Peer:      (&peers{a: a, cl: cl}).Client,
 		Idle:      (&peers{a: a, cl: cl}).Idle,
 		Accepting: a.bal.accepting,
-		Shared:    func() bool { return isMounted(storage.MountPoint) },
-		Logger:    a.log,
+		// From the mount's own state, not a stat of /cluster: that is a
+		// message to the head, from every node, at every look.
+		Shared: func() bool { return a.shared != nil && a.shared() == nil },
+		Logger: a.log,
 	}
 	a.bal.tasks.Store(s)
 	a.sup.Start(ctx, supervise.Service{Name: "arrays", Run: s.Run})
 	return s.Routes()
-}
-
-// isMounted reports whether dir is on another device than its parent.
-func isMounted(dir string) bool {
-	var st, parent unix.Stat_t
-	if unix.Stat(dir, &st) != nil || unix.Stat(dir+"/..", &parent) != nil {
-		return false
-	}
-	return st.Dev != parent.Dev
 }

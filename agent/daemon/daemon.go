@@ -120,6 +120,9 @@ type agent struct {
 	jobs    *jobs.Manager
 	bal     *balancer
 	obs     *observer
+	// shared says whether /cluster is mounted and answered its last
+	// health check (nil: it is not); set by startStorage.
+	shared func() error
 
 	rekey     *rekeyService  // drift rekey and drift remove (rekey.go)
 	enroll    *enrollService // head: machines that network-boot enrol here (enroll.go); nil on a worker

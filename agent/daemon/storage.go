@@ -42,6 +42,7 @@ func (a *agent) startStorage(ctx context.Context, cl *cluster) map[string]http.H
 	s.start(ctx)
 	a.jobs.WaitShared = s.waitMounted
 	a.obs.storage = s.status
+	a.shared = s.mounted
 	routes := api.StorageRoutes(cl, a.keys, s.status)
 	fsrv := &files.Server{Root: storage.MountPoint, Node: a.node.Name, Ready: s.mounted, Logger: a.log}
 	api.AddRoutes(routes, fsrv.Routes())
