@@ -374,7 +374,7 @@ func (s *Service) Tick(ctx context.Context) error {
 			s.log().Warn("arrays: read array", "array", id, "err", err)
 			continue
 		}
-		if s.summaryWritten(id) {
+		if v.ended() && s.summaryWritten(id) { // not read while tasks are under way
 			continue
 		}
 		if s.reap(ctx, v, alive, local, &ps, departed || s.claimsDue(id, local)) {
@@ -714,7 +714,7 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 				if marker := taskexec.WaitingMarker(st.attempt(id, t.key, a.n)); fileExists(marker) {
 					// It ended while it waited for a core: it never ran.
 					st.lose(id, t.key, a.n, "its job ended on "+s.Self+" while it waited for a core")
-					os.Remove(marker)
+					taskexec.RemoveFile(marker)
 					continue
 				}
 				code := 255
@@ -1188,7 +1188,7 @@ func (s *Service) release(ctx context.Context, local map[string]api.JobInfo) {
 		// Ready no longer: its wrapper removes the marker too, but only
 		// once it has the signal, and until then drift ps would count it
 		// ready beside the task this node takes ahead next.
-		os.Remove(taskexec.WaitingMarker(s.store().attempt(w.array, w.key, w.n)))
+		taskexec.RemoveFile(taskexec.WaitingMarker(s.store().attempt(w.array, w.key, w.n)))
 		s.mu.Lock()
 		delete(s.waiting, job)
 		if t, ok := s.started[job]; ok {

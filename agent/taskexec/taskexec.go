@@ -91,10 +91,15 @@ func Run(args []string) int {
 	}
 	var files [2]*os.File
 	for i, p := range []string{*outPath, *errPath} {
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return finish(126, 0, fmt.Sprintf("output directory: %v", err))
-		}
+		// The directory is made only if it is missing: each look at
+		// the shared storage is a message the head answers.
 		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return finish(126, 0, fmt.Sprintf("output directory: %v", err))
+			}
+			f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		}
 		if err != nil {
 			return finish(126, 0, fmt.Sprintf("output file: %v", err))
 		}
@@ -195,7 +200,7 @@ func WaitingMarker(dir string) string { return dir + "." + WaitingSuffix }
 // waitTurn waits until SIGUSR2 comes (ok) or a signal that ends a task
 // does (that signal), then removes the file marker.
 func waitTurn(sigs <-chan os.Signal, marker string) (syscall.Signal, bool) {
-	defer os.Remove(marker)
+	defer RemoveFile(marker)
 	for s := range sigs {
 		switch s {
 		case syscall.SIGUSR2:
@@ -227,9 +232,21 @@ func WriteAtomic(path string, b []byte) error {
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
+	// rename(2) itself: os.Rename looks up the new name first, one more
+	// message to the head on the shared storage.
+	if err := syscall.Rename(tmp, path); err != nil {
+		RemoveFile(tmp)
+		return fmt.Errorf("write %s: %w", path, &os.LinkError{Op: "rename", Old: tmp, New: path, Err: err})
+	}
+	return nil
+}
+
+// RemoveFile removes the file path if it is there. Unlike os.Remove, it
+// does not try rmdir(2) after unlink(2) fails: on the shared storage,
+// each is a message to the head.
+func RemoveFile(path string) error {
+	if err := syscall.Unlink(path); err != nil && err != syscall.ENOENT {
+		return &os.PathError{Op: "remove", Path: path, Err: err}
 	}
 	return nil
 }
