@@ -190,7 +190,9 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore
 		t0 := time.Now()
 		s.lockDump()
 		stopWatch := watchDying(s.Pid, dir, log.Warn)
+		lower := raiseNice(s.Pid)
 		err = c.PreDump(opts, nil)
+		lower()
 		stopWatch()
 		s.unlockDump()
 		img.Close()
@@ -244,7 +246,9 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore
 	s.lockDump()
 	freezeStart = time.Now()
 	stopWatch := watchDying(s.Pid, dir, log.Warn)
+	lower := raiseNice(s.Pid) // back if the job resumes here
 	err = c.Dump(opts, hook)
+	lower()
 	stopWatch()
 	unlock.Do(s.unlockDump)
 	committed := hook.done && hook.err == nil

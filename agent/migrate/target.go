@@ -227,6 +227,7 @@ type postRestore struct {
 // (CRIU's post-restore action): an error makes CRIU kill them.
 func (p *postRestore) PostRestore(pid int32) error {
 	p.pid = int(pid)
+	settleNice(p.pid)
 	p.restored()
 	if p.hold != nil {
 		return p.hold(p.pid)
