@@ -2,7 +2,9 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -120,6 +122,12 @@ func (m *Manager) newHome(info api.JobInfo, spec api.JobSpec) *homeJob {
 	h := newHomeJob(m.tasks.Go, info)
 	h.spec, h.ckRoot, h.recordPath, h.warn = spec, m.checkpointDir(info.ID), m.recordFile(info.ID), m.log().Warn
 	h.dropDir = func(dir string) {
+		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+			// Never made (a job without checkpoints): looking for its
+			// home file and removing it would each be messages to the
+			// head, for every job that ends.
+			return
+		}
 		other := m.movedHome(info.ID)
 		switch {
 		case dir != h.ckRoot:
