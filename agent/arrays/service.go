@@ -854,37 +854,45 @@ func (s *Service) claimsDue(id string, local map[string]api.JobInfo) bool {
 func (s *Service) knownClaim(id, key string, n int) (claim, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.claims[id+"/"+key+"."+strconv.Itoa(n)]
+	c, ok := s.claims[attemptKey(id, key, n)]
 	return c, ok
 }
 
 // claim reads the claim of attempt n of a task; once it names its job it
 // changes no more, and is read once.
 func (s *Service) claim(id, key string, n int) (claim, error) {
-	k := id + "/" + key + "." + strconv.Itoa(n)
-	s.mu.Lock()
-	c, ok := s.claims[k]
-	s.mu.Unlock()
-	if ok {
+	if c, ok := s.knownClaim(id, key, n); ok {
 		return c, nil
 	}
 	c, err := s.store().readClaim(id, key, n)
 	if err != nil || c.Job == "" {
 		return c, err
 	}
+	s.rememberClaim(id, key, n, c)
+	return c, nil
+}
+
+// rememberClaim keeps the claim of attempt n of a task, which names its
+// job and so changes no more.
+func (s *Service) rememberClaim(id, key string, n int, c claim) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.claims == nil {
 		s.claims = map[string]claim{}
 	}
-	s.claims[k] = c
-	s.mu.Unlock()
-	return c, nil
+	s.claims[attemptKey(id, key, n)] = c
+}
+
+// attemptKey names attempt n of a task of array id in the service's
+// caches: "ID/KEY.N".
+func attemptKey(id, key string, n int) string {
+	return id + "/" + key + "." + strconv.Itoa(n)
 }
 
 // claimedAt is when attempt n of a task was claimed (its directory's
 // time), read once; zero if it cannot be read.
 func (s *Service) claimedAt(id, key string, n int) time.Time {
-	k := id + "/" + key + "." + strconv.Itoa(n)
+	k := attemptKey(id, key, n)
 	s.mu.Lock()
 	at, ok := s.claimTimes[k]
 	s.mu.Unlock()
@@ -909,11 +917,7 @@ func (s *Service) result(id, key string, a attempt) (result, bool) {
 	if !a.ok && !a.fail {
 		return result{}, false
 	}
-	k := id + "/" + key + "." + strconv.Itoa(a.n)
-	s.mu.Lock()
-	r, ok := s.results[k]
-	s.mu.Unlock()
-	if ok {
+	if r, ok := s.knownResult(id, key, a.n); ok {
 		return r, true
 	}
 	r, err := s.store().readResult(id, key, a.n, a.ok)
@@ -921,7 +925,7 @@ func (s *Service) result(id, key string, a attempt) (result, bool) {
 		return result{}, false
 	}
 	s.mu.Lock()
-	s.results[k] = r
+	s.results[attemptKey(id, key, a.n)] = r
 	s.mu.Unlock()
 	return r, true
 }
@@ -979,7 +983,7 @@ const learnFrom = 3
 func (s *Service) knownResult(id, key string, n int) (result, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.results[id+"/"+key+"."+strconv.Itoa(n)]
+	r, ok := s.results[attemptKey(id, key, n)]
 	return r, ok
 }
 
@@ -1276,11 +1280,8 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int, hol
 	if err := st.writeClaim(rec.ID, key, n, c); err != nil {
 		return err
 	}
+	s.rememberClaim(rec.ID, key, n, c)
 	s.mu.Lock()
-	if s.claims == nil {
-		s.claims = map[string]claim{}
-	}
-	s.claims[rec.ID+"/"+key+"."+strconv.Itoa(n)] = c
 	if s.started == nil {
 		s.started = map[string]taskRef{}
 	}

@@ -167,8 +167,7 @@ func lowerPriority(nice int) error {
 			if err != nil {
 				continue
 			}
-			// getpriority returns 20-nice, to stay positive.
-			if p, err := unix.Getpriority(unix.PRIO_PROCESS, tid); err == nil && 20-p == nice {
+			if n, err := ThreadNice(tid); err == nil && n == nice {
 				continue
 			}
 			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil && err != unix.ESRCH {
@@ -181,6 +180,15 @@ func lowerPriority(nice int) error {
 		}
 	}
 	return fmt.Errorf("threads keep appearing at another priority")
+}
+
+// ThreadNice is a thread's nice value.
+func ThreadNice(tid int) (int, error) {
+	p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err != nil {
+		return 0, err
+	}
+	return 20 - p, nil // getpriority(2) answers 20 - nice, to stay positive
 }
 
 // nsTID is the id, in this process's PID namespace, of the thread that

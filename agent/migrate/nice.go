@@ -1,9 +1,6 @@
 package migrate
 
 import (
-	"os"
-	"strconv"
-
 	"github.com/driftcluster/drift/agent/jobinit"
 	"github.com/driftcluster/drift/agent/procfs"
 	"golang.org/x/sys/unix"
@@ -12,11 +9,9 @@ import (
 // Dumping a job on a busy node. CRIU's parasite code runs inside the
 // dumped job's threads, so at the job's priority: a job at nice 19 beside
 // other busy jobs at nice 19 gets a sliver of the CPU, and each of the
-// parasite's many exchanges with CRIU waits for it (a 1.4 MB job took 1.3
-// to 2.4 s to dump on a node running eight others, against a fraction of
-// a second alone). For the dump, its threads run at nice 0; the image
-// then says 0, and the target sets the restored threads to the nice jobs
-// run at before they run (settleNice).
+// parasite's many exchanges with CRIU waits for it. For the dump, its
+// threads run at nice 0; the image then says 0, and the target sets the
+// restored threads to the nice jobs run at before they run (settleNice).
 
 // dumpNice is the nice value of a job's threads while CRIU dumps them.
 const dumpNice = 0
@@ -27,8 +22,8 @@ const dumpNice = 0
 func raiseNice(pid int) (undo func()) {
 	type was struct{ tid, nice int }
 	var raised []was
-	for _, tid := range treeThreads(pid) {
-		n, err := getNice(tid)
+	for _, tid := range (procfs.Proc{}).TreeThreads(pid) {
+		n, err := jobinit.ThreadNice(tid)
 		if err != nil || n <= dumpNice {
 			continue
 		}
@@ -47,40 +42,9 @@ func raiseNice(pid int) (undo func()) {
 // runs at a lower nice value than jobs do (its image was written while
 // it was raised for its dump) to theirs.
 func settleNice(pid int) {
-	for _, tid := range treeThreads(pid) {
-		if n, err := getNice(tid); err == nil && n < jobinit.Nice {
+	for _, tid := range (procfs.Proc{}).TreeThreads(pid) {
+		if n, err := jobinit.ThreadNice(tid); err == nil && n < jobinit.Nice {
 			unix.Setpriority(unix.PRIO_PROCESS, tid, jobinit.Nice)
 		}
 	}
-}
-
-// getNice is a thread's nice value (getpriority(2) answers 20 - nice).
-func getNice(tid int) (int, error) {
-	p, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-	if err != nil {
-		return 0, err
-	}
-	return 20 - p, nil
-}
-
-// treeThreads lists the threads of every process of the tree rooted at
-// pid.
-func treeThreads(pid int) []int {
-	pids, err := procfs.Proc{}.Tree(pid)
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, p := range pids {
-		ents, err := os.ReadDir("/proc/" + strconv.Itoa(p) + "/task")
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if tid, err := strconv.Atoi(e.Name()); err == nil {
-				out = append(out, tid)
-			}
-		}
-	}
-	return out
 }

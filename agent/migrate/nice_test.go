@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/driftcluster/drift/agent/jobinit"
+	"github.com/driftcluster/drift/agent/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +26,7 @@ func TestDumpNice(t *testing.T) {
 	defer func() { unix.Kill(-cmd.Process.Pid, unix.SIGKILL); cmd.Process.Kill(); cmd.Wait() }()
 	var tids []int
 	for range 100 {
-		if tids = treeThreads(cmd.Process.Pid); len(tids) >= 2 {
+		if tids = (procfs.Proc{}).TreeThreads(cmd.Process.Pid); len(tids) >= 2 {
 			break
 		}
 		unix.Nanosleep(&unix.Timespec{Nsec: 20e6}, nil)
@@ -36,7 +37,7 @@ func TestDumpNice(t *testing.T) {
 	nices := func() []int {
 		var out []int
 		for _, tid := range tids {
-			n, err := getNice(tid)
+			n, err := jobinit.ThreadNice(tid)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -73,6 +73,29 @@ func (p Proc) Tree(pid int) ([]int, error) {
 	return out, nil
 }
 
+// TreeThreads lists the threads of pid and of all its descendants (their
+// ids in this /proc's PID namespace); those that exit meanwhile are left
+// out.
+func (p Proc) TreeThreads(pid int) []int {
+	pids, err := p.Tree(pid)
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, q := range pids {
+		tasks, err := fs.ReadDir(p.fsys(), path.Join(strconv.Itoa(q), "task"))
+		if err != nil {
+			continue
+		}
+		for _, t := range tasks {
+			if tid, err := strconv.Atoi(t.Name()); err == nil {
+				out = append(out, tid)
+			}
+		}
+	}
+	return out
+}
+
 // Usage is what a process, or a tree of them, has used.
 type Usage struct {
 	Ticks  uint64 // CPU time, user and system, in USER_HZ ticks (1/100 s)
