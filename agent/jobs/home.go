@@ -194,10 +194,17 @@ func (h *homeJob) attach(c client) bool {
 	for _, f := range h.backlog {
 		c.Write(f.Type, f.Data)
 	}
-	h.backlog, h.blBytes, h.dropped = nil, 0, 0
 	if h.exit != nil {
+		// The job has ended: its output is kept for whoever attaches
+		// next, and each gets the exit status, even when it went to a
+		// terminal attached when the job ended.
+		if n := len(h.backlog); n == 0 || h.backlog[n-1].Type != api.FrameExit {
+			b, _ := json.Marshal(h.exit)
+			c.Write(api.FrameExit, b)
+		}
 		return false
 	}
+	h.backlog, h.blBytes, h.dropped = nil, 0, 0
 	h.clients[c] = true
 	return true
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os/exec"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,5 +141,45 @@ func TestBacklogDropMarked(t *testing.T) {
 	h.attach(&again)
 	if len(again) != 1 || string(again[0].Data) != "more\n" {
 		t.Errorf("second attach got %+v, want only the new output", again)
+	}
+}
+
+// Every terminal that attaches to a job that has ended gets its kept
+// output and its exit status: the first, the next, and one that attaches
+// after a terminal saw the job end.
+func TestAttachAfterTheEnd(t *testing.T) {
+	var ts tasks
+	defer ts.wait()
+	exitOf := func(got frames) string {
+		for _, f := range got {
+			if f.Type == api.FrameExit {
+				return string(f.Data)
+			}
+		}
+		return ""
+	}
+	h := newHomeJob(ts.Go, api.JobInfo{ID: "aaaaaa-1"})
+	h.runsOn(1, "a", 10, func(api.Frame) {}, "")
+	h.output(1, api.FrameStdout, []byte("out\n"))
+	h.stintEnded(1, &api.ExitStatus{Code: 3})
+	for i := range 2 {
+		var got frames
+		if h.attach(&got) {
+			t.Fatalf("attach %d to an ended job kept the terminal attached", i+1)
+		}
+		if len(got) == 0 || string(got[0].Data) != "out\n" || !strings.Contains(exitOf(got), `"code":3`) {
+			t.Errorf("attach %d to an ended job got %+v, want its output and exit 3", i+1, got)
+		}
+	}
+	// A terminal was attached when the job ended: the next gets the exit too.
+	h2 := newHomeJob(ts.Go, api.JobInfo{ID: "aaaaaa-2"})
+	h2.runsOn(1, "a", 11, func(api.Frame) {}, "")
+	var first frames
+	h2.attach(&first)
+	h2.stintEnded(1, &api.ExitStatus{Code: 143})
+	var later frames
+	h2.attach(&later)
+	if !strings.Contains(exitOf(first), `"code":143`) || !strings.Contains(exitOf(later), `"code":143`) {
+		t.Errorf("exit seen by the terminal attached at the end %q, by the next %q; want 143 for both", exitOf(first), exitOf(later))
 	}
 }
