@@ -2,6 +2,7 @@ package arrays
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -87,15 +88,29 @@ func (s *Service) rootUnchanged(mtime time.Time) bool {
 }
 
 // listedRoot records that the root was listed after its modification
-// time read mtime. A file system stamps times at the coarse clock's
-// tick, so a change made in the same tick as the one before the listing,
-// but after it, would leave mtime as it was: a time is trusted only once
-// it has stood for a second before a listing.
-func (s *Service) listedRoot(mtime time.Time, listedAt time.Time) {
+// time read mtime, and named ids. A file system stamps times at the
+// coarse clock's tick, so a change made in the same tick as the one
+// before the listing, but after it, would leave mtime as it was: a time
+// is trusted only once it has stood for a second before a listing.
+func (s *Service) listedRoot(mtime time.Time, listedAt time.Time, ids []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.listedM = time.Time{}
+	s.listedM, s.listedIDs, s.listedAt = time.Time{}, nil, time.Time{}
 	if mtime.Equal(s.rootM) && listedAt.Sub(s.rootMSince) >= time.Second {
-		s.listedM = mtime
+		s.listedM, s.listedIDs, s.listedAt = mtime, slices.Clone(ids), listedAt
 	}
+}
+
+// sameIDs returns the arrays the root's last listing named, if its
+// modification time, mtime, has not changed since and that listing was
+// lately: while a sweep is under way every look reads the queue, and the
+// root (a listing, a dozen messages for the head) changes only when an
+// array is submitted or removed.
+func (s *Service) sameIDs(mtime time.Time) ([]string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mtime.IsZero() || !mtime.Equal(s.listedM) || time.Since(s.listedAt) >= rescanEvery {
+		return nil, false
+	}
+	return slices.Clone(s.listedIDs), true
 }

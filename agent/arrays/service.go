@@ -131,6 +131,10 @@ type Service struct {
 	// when it has read so, and as it was when the root was last listed
 	// (zero: not trusted).
 	rootM, rootMSince, listedM time.Time
+	// listedIDs are the arrays the root's last listing named, at
+	// listedAt: while its time stays listedM, a look reuses them.
+	listedIDs []string
+	listedAt  time.Time
 
 	claims     map[string]claim     // claims that name their job, read once: "ID/KEY.A"
 	claimTimes map[string]time.Time // when each attempt was claimed, read once: "ID/KEY.A"
@@ -346,12 +350,15 @@ func (s *Service) Tick(ctx context.Context) error {
 	if s.rootUnchanged(rootM) {
 		return nil
 	}
-	listedAt := time.Now()
-	ids, err := st.ids()
-	if err != nil {
-		return err
+	ids, listed := s.sameIDs(rootM)
+	if !listed {
+		listedAt := time.Now()
+		var err error
+		if ids, err = st.ids(); err != nil {
+			return err
+		}
+		s.listedRoot(rootM, listedAt, ids)
 	}
-	s.listedRoot(rootM, listedAt)
 	s.pin(st.root)
 	var ps *api.PSResult // asked once, if a dead node's task needs it
 	var active []*view
@@ -667,8 +674,8 @@ func (s *Service) reap(ctx context.Context, v *view, alive map[string]bool, loca
 		}
 		c, err := s.claim(id, t.key, a.n)
 		if err != nil {
-			// A claim without its claim.json: its node died between
-			// the two, or is writing it now.
+			// A claim not written yet: its node died between taking
+			// it and starting its job, or is starting it now.
 			if time.Since(s.claimedAt(id, t.key, a.n)) > time.Minute {
 				st.lose(id, t.key, a.n, "claimed, never started")
 				changed = true
@@ -889,8 +896,8 @@ func attemptKey(id, key string, n int) string {
 	return id + "/" + key + "." + strconv.Itoa(n)
 }
 
-// claimedAt is when attempt n of a task was claimed (its directory's
-// time), read once; zero if it cannot be read.
+// claimedAt is when attempt n of a task was claimed (its claim's time),
+// read once; zero if it cannot be read.
 func (s *Service) claimedAt(id, key string, n int) time.Time {
 	k := attemptKey(id, key, n)
 	s.mu.Lock()
@@ -1089,8 +1096,12 @@ func (s *Service) takeTasks(ctx context.Context, active []*view) {
 				// with a free core, not to wait here again.
 				continue
 			}
+			hold := free <= 0 // every core is taken: this one waits its turn
+			if hold && spec.MaxRunning > 0 {
+				break // a task held here would count against the cap while another node idles
+			}
 			n := t.next()
-			got, err := s.store().take(v.rec.ID, t.key, n)
+			f, got, err := s.store().take(v.rec.ID, t.key, n)
 			if err != nil {
 				s.log().Warn("arrays: claim", "array", v.rec.ID, "task", t.key, "err", err)
 				return
@@ -1098,16 +1109,12 @@ func (s *Service) takeTasks(ctx context.Context, active []*view) {
 			if !got {
 				continue
 			}
-			hold := free <= 0 // every core is taken: this one waits its turn
-			if hold && spec.MaxRunning > 0 {
-				break // a task held here would count against the cap while another node idles
-			}
 			if hold {
 				if err := s.store().markWaiting(v.rec.ID, t.key, n); err != nil {
 					s.log().Warn("arrays: mark a task started ahead", "array", v.rec.ID, "task", t.key, "err", err)
 				}
 			}
-			if err := s.start(ctx, v.rec, t.key, n, hold); err != nil {
+			if err := s.start(ctx, v.rec, t.key, n, hold, f); err != nil {
 				s.log().Warn("arrays: start task", "array", v.rec.ID, "task", t.key, "err", err)
 				s.store().lose(v.rec.ID, t.key, n, "start on "+s.Self+": "+err.Error())
 				return
@@ -1245,11 +1252,13 @@ func (s *Service) overdue(job string, now time.Time) bool {
 	return median > 0 && now.Sub(t.at) > median*3/2
 }
 
-// start runs attempt n of a task as a job on this node.
-func (s *Service) start(ctx context.Context, rec *record, key string, n int, hold bool) error {
+// start runs attempt n of a task as a job on this node and writes its
+// claim, f, which take made (and which start closes).
+func (s *Service) start(ctx context.Context, rec *record, key string, n int, hold bool, f *os.File) error {
 	st := s.store()
 	argv, err := expand(rec.Spec, key)
 	if err != nil {
+		f.Close()
 		return err
 	}
 	out, errPath := outputPaths(rec, st.dir(rec.ID), key, s.sharedRoot())
@@ -1274,10 +1283,11 @@ func (s *Service) start(ctx context.Context, rec *record, key string, n int, hol
 	// (a recovery from a checkpoint as well would run it twice).
 	info, err := s.Agent.RunDetached(ctx, api.JobSpec{Argv: cmd, Env: env, Name: rec.ID + "/" + key, Node: s.Self, CheckpointEvery: -1, Waiting: hold})
 	if err != nil {
+		f.Close()
 		return err
 	}
 	c := claim{Node: s.Self, Job: info.ID, Started: started}
-	if err := st.writeClaim(rec.ID, key, n, c); err != nil {
+	if err := writeClaim(f, c); err != nil {
 		return err
 	}
 	s.rememberClaim(rec.ID, key, n, c)

@@ -19,9 +19,9 @@ import (
 // The queue on the shared storage, one directory per array:
 //
 //	ID/array.json        the spec, written once at submission
-//	ID/tasks/KEY.A/      attempt A of task KEY: made with mkdir, which
-//	                     succeeds for one node only, so that two nodes
-//	                     never both take it; claim.json inside says who
+//	ID/tasks/KEY.A       attempt A of task KEY: created with O_EXCL,
+//	                     which succeeds for one node only, so that two
+//	                     nodes never both take it; it says who, as JSON
 //	ID/tasks/KEY.A.ok    its result, exit 0 (written whole, by rename)
 //	ID/tasks/KEY.A.fail  its result, any other ending
 //	ID/tasks/KEY.A.lost  it was lost with its node: KEY is queued again
@@ -58,7 +58,7 @@ func (r *record) keys() []string {
 	return out
 }
 
-// claim is tasks/KEY.A/claim.json.
+// claim is what tasks/KEY.A holds.
 type claim struct {
 	Node    string    `json:"node"`
 	Job     string    `json:"job,omitempty"` // "" until the job started
@@ -68,7 +68,7 @@ type claim struct {
 // attempt is what the names say of one attempt of a task.
 type attempt struct {
 	n              int
-	claimed        bool // KEY.A/ exists
+	claimed        bool // KEY.A exists
 	ok, fail, lost bool
 	waiting        bool // KEY.A.waiting: started ahead, waiting for a core
 }
@@ -263,7 +263,7 @@ func (s store) scan(r *record) ([]*taskState, error) {
 			byKey[key][n] = a
 		}
 		switch {
-		case len(parts) == 2 && e.IsDir():
+		case len(parts) == 2:
 			a.claimed = true
 		case len(parts) == 3 && parts[2] == "ok":
 			a.ok = true
@@ -289,32 +289,46 @@ func (s store) scan(r *record) ([]*taskState, error) {
 }
 
 // take claims attempt n of a task: false if another node did first. The
-// directory is the claim; claim.json, which names the node and the job,
-// is written once the job has started (writeClaim): until then, and if
-// the node dies before, the directory's time tells how long it has been
-// claimed. (Writing claim.json twice cost the head two dozen 9P messages
-// a task.)
-func (s store) take(id, key string, n int) (bool, error) {
-	err := os.Mkdir(s.attempt(id, key, n), 0o755)
+// claim is the file KEY.A, created here; it is written once the job has
+// started (writeClaim, on the file take returns): until then, and if the
+// node dies before, it is empty, and its time tells how long it has been
+// claimed. One file, written on the descriptor that created it, costs the
+// head half a dozen 9P messages a task.
+func (s store) take(id, key string, n int) (*os.File, bool, error) {
+	f, err := os.OpenFile(s.attempt(id, key, n), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrExist) {
-		return false, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("claim task %s of %s: %w", key, id, err)
+		return nil, false, fmt.Errorf("claim task %s of %s: %w", key, id, err)
 	}
-	return true, nil
+	return f, true, nil
 }
 
-func (s store) writeClaim(id, key string, n int, c claim) error {
+// writeClaim writes c to the claim f that take made, in one write (a
+// reader sees the whole of it or nothing), and closes f.
+func writeClaim(f *os.File, c claim) error {
 	b, _ := json.Marshal(c)
-	return taskexec.WriteAtomic(filepath.Join(s.attempt(id, key, n), "claim.json"), b)
+	_, err := f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write claim %s: %w", f.Name(), err)
+	}
+	return nil
 }
 
+// readClaim reads the claim of attempt n; an error if it is not written
+// yet.
 func (s store) readClaim(id, key string, n int) (claim, error) {
 	var c claim
-	b, err := os.ReadFile(filepath.Join(s.attempt(id, key, n), "claim.json"))
+	b, err := os.ReadFile(s.attempt(id, key, n))
 	if err != nil {
 		return c, err
+	}
+	if len(b) == 0 {
+		return c, fmt.Errorf("claim of task %s of %s: not written yet", key, id)
 	}
 	return c, json.Unmarshal(b, &c)
 }

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
