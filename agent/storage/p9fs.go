@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,6 +29,10 @@ import (
 //     inside an os.Root, so a symlink cannot lead out of the directory.
 type exportFS struct {
 	root *os.Root
+
+	fdOnce sync.Once
+	dir    *os.File // the root directory, open for openat2 (beneath.go)
+	fd     int
 }
 
 // attach implements p9.Attacher.
@@ -64,7 +69,7 @@ func (f *file) lstat() (fs.FileInfo, error) {
 	if f.f != nil {
 		return f.f.Stat()
 	}
-	return f.fs.root.Lstat(f.path)
+	return f.fs.lstatBeneath(f.path)
 }
 
 // Walk implements p9.File.
@@ -188,7 +193,7 @@ func (f *file) truncate(size int64) error {
 			return nil
 		}
 	}
-	t, err := f.fs.root.OpenFile(f.path, os.O_WRONLY, 0)
+	t, err := f.fs.openBeneath(f.path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -207,7 +212,7 @@ func openFlags(mode p9.OpenFlags) int {
 // Open implements p9.File.
 func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 	flags := openFlags(mode)
-	of, err := f.fs.root.OpenFile(f.path, flags, 0)
+	of, err := f.fs.openBeneath(f.path, flags, 0)
 	if err != nil {
 		return p9.QID{}, 0, err
 	}
@@ -227,7 +232,7 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 func (f *file) Create(name string, mode p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
 	p := f.child(name)
 	flags := openFlags(mode)
-	of, err := f.fs.root.OpenFile(p, flags|os.O_CREATE|os.O_EXCL, osMode(perm)&os.ModePerm)
+	of, err := f.fs.openBeneath(p, flags|os.O_CREATE|os.O_EXCL, osMode(perm)&os.ModePerm)
 	switch {
 	case err == nil:
 		// The client applied its umask already: give the file exactly
@@ -235,7 +240,7 @@ func (f *file) Create(name string, mode p9.OpenFlags, perm p9.FileMode, uid p9.U
 		of.Chmod(osMode(perm))
 		chown(of, uid, gid)
 	case errors.Is(err, fs.ErrExist) && int(mode)&unix.O_EXCL == 0:
-		if of, err = f.fs.root.OpenFile(p, flags, 0); err != nil {
+		if of, err = f.fs.openBeneath(p, flags, 0); err != nil {
 			return nil, p9.QID{}, 0, err
 		}
 	default:
@@ -281,7 +286,7 @@ func (f *file) Mkdir(name string, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.
 		}
 		f.fs.root.Lchown(p, u, g)
 	}
-	fi, err := f.fs.root.Lstat(p)
+	fi, err := f.fs.lstatBeneath(p)
 	if err != nil {
 		return p9.QID{}, err
 	}
@@ -295,7 +300,7 @@ func (f *file) Symlink(target, name string, uid p9.UID, gid p9.GID) (p9.QID, err
 	if err := f.fs.root.Symlink(target, p); err != nil {
 		return p9.QID{}, err
 	}
-	fi, err := f.fs.root.Lstat(p)
+	fi, err := f.fs.lstatBeneath(p)
 	if err != nil {
 		return p9.QID{}, err
 	}
@@ -346,7 +351,7 @@ func (f *file) Renamed(parent p9.File, newName string) {
 // UnlinkAt implements p9.File.
 func (f *file) UnlinkAt(name string, flags uint32) error {
 	p := f.child(name)
-	fi, err := f.fs.root.Lstat(p)
+	fi, err := f.fs.lstatBeneath(p)
 	if err != nil {
 		return err
 	}
@@ -367,8 +372,8 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer d.Close()
 	names, err := d.Readdirnames(-1)
-	d.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -380,11 +385,15 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 	end := min(uint64(len(names)), offset+uint64(count)/24+1)
 	var out p9.Dirents
 	for i := offset; i < end; i++ {
-		fi, err := f.fs.root.Lstat(f.child(names[i]))
-		if err != nil {
+		// Each entry by its name in the directory open here, without
+		// following a symlink: one system call, where a lookup from the
+		// export's root opens every directory on the way.
+		var st unix.Stat_t
+		if err := unix.Fstatat(int(d.Fd()), names[i], &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			continue // removed meanwhile
 		}
-		out = append(out, p9.Dirent{QID: qid(fi), Type: direntType(fi.Mode()), Name: names[i], Offset: i + 1})
+		m := statMode(st.Mode)
+		out = append(out, p9.Dirent{QID: p9.QID{Type: p9.ModeFromOS(m).QIDType(), Path: st.Ino}, Type: direntType(m), Name: names[i], Offset: i + 1})
 	}
 	return out, nil
 }
@@ -500,4 +509,33 @@ func (f *file) Close() error {
 		return nil
 	}
 	return f.f.Close()
+}
+
+// statMode is the fs.FileMode of a stat(2) mode: its type and permissions.
+func statMode(mode uint32) fs.FileMode {
+	m := fs.FileMode(mode & 0o777)
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		m |= fs.ModeDir
+	case unix.S_IFLNK:
+		m |= fs.ModeSymlink
+	case unix.S_IFIFO:
+		m |= fs.ModeNamedPipe
+	case unix.S_IFSOCK:
+		m |= fs.ModeSocket
+	case unix.S_IFCHR:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFBLK:
+		m |= fs.ModeDevice
+	}
+	if mode&unix.S_ISUID != 0 {
+		m |= fs.ModeSetuid
+	}
+	if mode&unix.S_ISGID != 0 {
+		m |= fs.ModeSetgid
+	}
+	if mode&unix.S_ISVTX != 0 {
+		m |= fs.ModeSticky
+	}
+	return m
 }
