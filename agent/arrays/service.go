@@ -113,6 +113,7 @@ type Service struct {
 	records map[string]*record       // array.json, read once
 	results map[string]result        // KEY.A.ok|fail of an array, read once: "ID/KEY.A"
 	done    map[string]api.ArrayInfo // arrays whose summary is written
+	endSeen map[string]time.Time     // when this node first saw each array end, its summary not written
 	killed  map[string]bool          // jobs this node has signalled for drift kill
 	active  int                      // arrays under way at the last look
 	started map[string]taskRef       // the jobs of the tasks started here, by job id
@@ -208,25 +209,29 @@ func (s *Service) lookNow() {
 // background: a node that does not answer sees the change at its next
 // look anyway.
 func (s *Service) tellOthers() {
+	for _, node := range s.Alive() {
+		if node != s.Self {
+			s.tell(node)
+		}
+	}
+}
+
+// tell asks node to look at the queue now, in the background.
+func (s *Service) tell(node string) {
 	if s.Peer == nil {
 		return
 	}
-	for _, node := range s.Alive() {
-		if node == s.Self {
-			continue
+	go func() {
+		c, err := s.Peer(node)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err = c.LookAtQueue(ctx)
 		}
-		go func() {
-			c, err := s.Peer(node)
-			if err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				err = c.LookAtQueue(ctx)
-			}
-			if err != nil {
-				s.log().Debug("arrays: tell a node to look at the queue", "node", node, "err", err)
-			}
-		}()
-	}
+		if err != nil {
+			s.log().Debug("arrays: tell a node to look at the queue", "node", node, "err", err)
+		}
+	}()
 }
 
 func (s *Service) poke() {
@@ -389,7 +394,7 @@ func (s *Service) Tick(ctx context.Context) error {
 				continue
 			}
 		}
-		if s.finish(v) {
+		if s.finish(v, false) {
 			continue
 		}
 		active = append(active, v)
@@ -543,6 +548,48 @@ func (s *Service) giveBack(ctx context.Context, local map[string]api.JobInfo) {
 		s.noAheadTill.Store(now.Add(5 * time.Second).UnixNano())
 		s.tellOthers()
 	}
+}
+
+// summaryGrace is how long a node that is not an array's summary writer
+// waits, once it has seen the array end, before it writes the summary
+// itself: the writer has died, or cannot write.
+const summaryGrace = 15 * time.Second
+
+// writesSummary reports whether this node writes the summary of v, which
+// has ended: the node that submitted it, if it is alive, else the first
+// live node by name; another node once summaryGrace has passed since it
+// first saw v end. Writing it means reading every task's result: every
+// node doing so at once cost the head, which answers all of them, nodes
+// times tasks messages. A node that is not the writer asks it to look at
+// once, so that it sees the end without waiting for its next look.
+func (s *Service) writesSummary(v *view) bool {
+	names := s.Alive()
+	writer := v.rec.Node
+	if !slices.Contains(names, writer) {
+		slices.Sort(names)
+		writer = ""
+		if len(names) > 0 {
+			writer = names[0]
+		}
+	}
+	if writer == "" || writer == s.Self {
+		return true
+	}
+	now := time.Now()
+	s.mu.Lock()
+	if s.endSeen == nil {
+		s.endSeen = map[string]time.Time{}
+	}
+	first, seen := s.endSeen[v.rec.ID]
+	if !seen {
+		s.endSeen[v.rec.ID] = now
+	}
+	s.mu.Unlock()
+	if !seen {
+		s.tell(writer)
+		return false
+	}
+	return now.Sub(first) >= summaryGrace
 }
 
 // rescanEvery is how long a node with no room for a task goes, at most,
@@ -785,15 +832,21 @@ func (s *Service) summaryWritten(id string) bool {
 	}
 	s.mu.Lock()
 	s.done[id] = sum.ArrayInfo
+	delete(s.endSeen, id)
 	s.mu.Unlock()
 	return true
 }
 
 // finish writes the summary of an array whose tasks have all ended, and
-// reports whether it has.
-func (s *Service) finish(v *view) bool {
+// reports whether it has: at a look, if this node is its writer
+// (writesSummary); asked by a client, whichever node it is, so that the
+// client finds the summary it is told of.
+func (s *Service) finish(v *view, asked bool) bool {
 	if !v.ended() {
 		return false // before info, which reads every task's result
+	}
+	if !asked && !s.writesSummary(v) {
+		return false
 	}
 	info := s.info(v)
 	if !info.Finished() {
@@ -824,6 +877,7 @@ func (s *Service) finish(v *view) bool {
 	}
 	s.mu.Lock()
 	s.done[v.rec.ID] = info
+	delete(s.endSeen, v.rec.ID)
 	s.mu.Unlock()
 	s.log().Info("arrays: array finished", "array", v.rec.ID, "done", info.Done, "failed", info.Failed, "cancelled", info.Cancelled)
 	return true
@@ -1519,7 +1573,7 @@ func (s *Service) Array(id string) (api.ArrayInfo, error) {
 	if info.Finished() && !s.summaryWritten(id) {
 		// Whoever is told the array has ended finds its summary: write
 		// it now rather than at a node's next look.
-		s.finish(v)
+		s.finish(v, true)
 	}
 	return info, nil
 }

@@ -1,6 +1,7 @@
 package arrays
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -33,5 +34,35 @@ func TestTakeOnce(t *testing.T) {
 	}
 	if c, err := st.readClaim(r.ID, "1", 1); err != nil || c != want {
 		t.Fatalf("claim read back %+v %v, want %+v", c, err, want)
+	}
+}
+
+func TestOneNodeWritesTheSummary(t *testing.T) {
+	alive := []string{"drift-c", "drift-a", "drift-b"}
+	v := &view{rec: &record{ID: "a-00000a-1", Node: "drift-b"}}
+	for _, tc := range []struct {
+		self, submitter string
+		want            bool
+	}{
+		{"drift-b", "drift-b", true},  // the submitter
+		{"drift-a", "drift-b", false}, // another node, at first
+		{"drift-a", "drift-z", true},  // the submitter is gone: the first by name
+		{"drift-c", "drift-z", false},
+	} {
+		s := &Service{Self: tc.self, Alive: func() []string { return slices.Clone(alive) }}
+		v.rec.Node = tc.submitter
+		if got := s.writesSummary(v); got != tc.want {
+			t.Errorf("%s, array from %s: writes the summary %v, want %v", tc.self, tc.submitter, got, tc.want)
+		}
+	}
+	// A node that is not the writer writes it once the grace has passed.
+	s := &Service{Self: "drift-c", Alive: func() []string { return slices.Clone(alive) }}
+	v.rec.Node = "drift-b"
+	if s.writesSummary(v) || s.writesSummary(v) {
+		t.Fatal("a node that is not the writer writes the summary at once")
+	}
+	s.endSeen[v.rec.ID] = time.Now().Add(-summaryGrace)
+	if !s.writesSummary(v) {
+		t.Fatal("the summary is never written when its writer does not write it")
 	}
 }
