@@ -264,6 +264,20 @@ func TestArrayRunsEveryTaskOnce(t *testing.T) {
 		if n.seq == 0 {
 			t.Errorf("%s ran no task, want them spread over the nodes", n.name)
 		}
+	}	// Once a node knows the summary is written, it keeps nothing of the
+	// tasks' claims and results.
+	for _, svc := range l.svcs {
+		if err := svc.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		svc.mu.Lock()
+		for _, m := range []int{len(svc.results), len(svc.claims), len(svc.claimTimes), len(svc.claimsRead)} {
+			if m != 0 {
+				t.Errorf("%s keeps %d results, %d claims, %d claim times and %d claim reads of a finished array", svc.Self, len(svc.results), len(svc.claims), len(svc.claimTimes), len(svc.claimsRead))
+				break
+			}
+		}
+		svc.mu.Unlock()
 	}
 }
 

@@ -830,11 +830,36 @@ func (s *Service) summaryWritten(id string) bool {
 	if json.Unmarshal(b, &sum) != nil {
 		return false
 	}
-	s.mu.Lock()
-	s.done[id] = sum.ArrayInfo
-	delete(s.endSeen, id)
-	s.mu.Unlock()
+	s.finished(id, sum.ArrayInfo)
 	return true
+}
+
+// finished records that array id has ended and its summary is written,
+// and forgets what was read of its tasks: a pool that runs sweep after
+// sweep would otherwise keep every claim and result it ever read (the
+// summary's writer reads them all).
+func (s *Service) finished(id string, info api.ArrayInfo) {
+	prefix := id + "/"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done[id] = info
+	delete(s.endSeen, id)
+	delete(s.claimsRead, id)
+	for k := range s.results {
+		if strings.HasPrefix(k, prefix) {
+			delete(s.results, k)
+		}
+	}
+	for k := range s.claims {
+		if strings.HasPrefix(k, prefix) {
+			delete(s.claims, k)
+		}
+	}
+	for k := range s.claimTimes {
+		if strings.HasPrefix(k, prefix) {
+			delete(s.claimTimes, k)
+		}
+	}
 }
 
 // finish writes the summary of an array whose tasks have all ended, and
@@ -875,10 +900,7 @@ func (s *Service) finish(v *view, asked bool) bool {
 		s.log().Warn("arrays: summary", "array", v.rec.ID, "err", err)
 		return true
 	}
-	s.mu.Lock()
-	s.done[v.rec.ID] = info
-	delete(s.endSeen, v.rec.ID)
-	s.mu.Unlock()
+	s.finished(v.rec.ID, info)
 	s.log().Info("arrays: array finished", "array", v.rec.ID, "done", info.Done, "failed", info.Failed, "cancelled", info.Cancelled)
 	return true
 }
