@@ -264,7 +264,8 @@ func TestArrayRunsEveryTaskOnce(t *testing.T) {
 		if n.seq == 0 {
 			t.Errorf("%s ran no task, want them spread over the nodes", n.name)
 		}
-	}	// Once a node knows the summary is written, it keeps nothing of the
+	}
+	// Once a node knows the summary is written, it keeps nothing of the
 	// tasks' claims and results.
 	for _, svc := range l.svcs {
 		if err := svc.Tick(context.Background()); err != nil {
