@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -70,5 +71,21 @@ func TestParsePhases(t *testing.T) {
 	}
 	if s := Spread([]time.Duration{3 * time.Second, time.Second, 2 * time.Second}); s != 2*time.Second {
 		t.Errorf("Spread = %v, want 2s", s)
+	}
+}
+
+func TestBracketed(t *testing.T) {
+	s := func(d float64) []time.Duration {
+		x := time.Duration(d * float64(time.Second))
+		return []time.Duration{x, x, x}
+	}
+	busy := [][]time.Duration{s(10), s(12), s(11)}
+	runs := []time.Duration{55 * time.Second, 66 * time.Second, 70 * time.Second}
+	got := bracketed(15, busy, runs)
+	// Run 1 between samples of 10 and 12 s: 11 s a task, 15 tasks on 3
+	// nodes, an ideal of 55 s; run 2 between 12 and 11; run 3 has no
+	// sample after it.
+	if len(got) != 2 || math.Abs(got[0]-1) > 1e-9 || math.Abs(got[1]-66/57.5) > 1e-9 {
+		t.Fatalf("bracketed = %v, want [1 %.4f]", got, 66/57.5)
 	}
 }

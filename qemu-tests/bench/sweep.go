@@ -34,7 +34,7 @@ type SweepResult struct {
 	Tasks       int
 	Share       float64
 	Alone       time.Duration     // one task alone on a node
-	Busy        [][]time.Duration // one task on each node at once, per node (node 1, the head, first); sampled before each round
+	Busy        [][]time.Duration // one task on each node at once, per node (node 1, the head, first); sampled before each round and after the last
 	Ideal       time.Duration     // total work over total capacity, the capacity each node's median in Busy
 	Array, Loop []time.Duration   // makespans: drift run --array; a loop of drift run -d
 	ArrayMoves  []int             // migrations in each array run
@@ -116,6 +116,14 @@ func Sweep(ctx context.Context, cfg SweepConfig) (*SweepResult, error) {
 		res.Loop, res.LoopMoves = append(res.Loop, took), append(res.LoopMoves, moves)
 		log.Info("bench-sweep: loop", "took", took, "moves", moves)
 	}
+	// Once more after the last round: each round is then bracketed by
+	// samples, and each run can be set against the capacity measured
+	// around it as well as against the median of all of them.
+	busy, err := b.capacity(ctx, iters)
+	if err != nil {
+		return nil, err
+	}
+	res.Busy = append(res.Busy, busy)
 	res.Ideal = idealOf(cfg.Tasks, medianEach(res.Busy))
 	res.Pool = simulateSweep(cfg.SimNodes, cfg.SimTasks, cfg.Runs)
 	return res, nil
@@ -240,7 +248,11 @@ func (r *SweepResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "sweep: %d equal CPU-bound tasks submitted from one worker of 3, each VM held to %.0f%% of a core, accel %s\n", r.Tasks, r.Share*100, r.Accel)
 	fmt.Fprintf(w, "  one task alone           %8.1f s\n", r.Alone.Seconds())
 	for i, busy := range r.Busy {
-		fmt.Fprintf(w, "  one task on each at once %s s (head, worker 1, worker 2; before round %d)\n", secs(busy), i+1)
+		when := fmt.Sprintf("before round %d", i+1)
+		if i == len(r.Array) {
+			when = fmt.Sprintf("after round %d", i)
+		}
+		fmt.Fprintf(w, "  one task on each at once %s s (head, worker 1, worker 2; %s)\n", secs(busy), when)
 	}
 	fmt.Fprintf(w, "  ideal (work/capacity)    %8.1f s  (%d tasks over the three nodes' summed rates, measured at once; each node's median of %d samples, whose ideals alone are %s s)\n",
 		r.Ideal.Seconds(), r.Tasks, len(r.Busy), secs(idealsOf(r.Tasks, r.Busy)))
@@ -250,6 +262,14 @@ func (r *SweepResult) Print(w io.Writer) {
 	}
 	row("drift run --array", r.Array, r.ArrayMoves)
 	row("loop of drift run -d", r.Loop, r.LoopMoves) // placed by drift, no checkpoints (as tasks)
+	if b := bracketed(r.Tasks, r.Busy, r.Array); len(b) > 0 {
+		var each []string
+		for _, x := range b {
+			each = append(each, fmt.Sprintf("%.2fx", x))
+		}
+		sorted := slices.Sorted(slices.Values(b))
+		fmt.Fprintf(w, "  each array run against the capacity sampled before and after its round: %s (median %.2fx)\n", strings.Join(each, " "), sorted[len(sorted)/2])
+	}
 	fmt.Fprintf(w, "  goal: the array within 1.10x ideal (median of %d runs)\n", len(r.Array))
 	p := r.Pool
 	fmt.Fprintf(w, "simulator: %d tasks on %d one-core nodes (%.0f%% at half speed), lengths Pareto(shape %.1f, shortest %.0f s), shares ±%.0f%%, moves dearer from busy nodes, tasks %v to start (one ahead per node), %d seeds\n",
@@ -286,4 +306,20 @@ func simSecs(rs []sim.Result, f func(sim.Result) time.Duration) string {
 		s = append(s, fmt.Sprintf("%.0f s", f(r).Seconds()))
 	}
 	return strings.Join(slices.Compact(s), ", ")
+}
+
+// bracketed sets each run (run i of round i) against the ideal of the
+// mean of the capacity samples before and after its round (busy[i] and
+// busy[i+1]): the host's speed wanders by several percent over an
+// invocation, and the samples next to a run say most about it. Nothing
+// for a run without a sample after it.
+func bracketed(tasks int, busy [][]time.Duration, runs []time.Duration) []float64 {
+	var out []float64
+	for i, d := range runs {
+		if i+1 >= len(busy) {
+			break
+		}
+		out = append(out, ratio(d, idealOf(tasks, medianEach([][]time.Duration{busy[i], busy[i+1]}))))
+	}
+	return out
 }
