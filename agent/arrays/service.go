@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -845,21 +846,9 @@ func (s *Service) finished(id string, info api.ArrayInfo) {
 	s.done[id] = info
 	delete(s.endSeen, id)
 	delete(s.claimsRead, id)
-	for k := range s.results {
-		if strings.HasPrefix(k, prefix) {
-			delete(s.results, k)
-		}
-	}
-	for k := range s.claims {
-		if strings.HasPrefix(k, prefix) {
-			delete(s.claims, k)
-		}
-	}
-	for k := range s.claimTimes {
-		if strings.HasPrefix(k, prefix) {
-			delete(s.claimTimes, k)
-		}
-	}
+	maps.DeleteFunc(s.results, func(k string, _ result) bool { return strings.HasPrefix(k, prefix) })
+	maps.DeleteFunc(s.claims, func(k string, _ claim) bool { return strings.HasPrefix(k, prefix) })
+	maps.DeleteFunc(s.claimTimes, func(k string, _ time.Time) bool { return strings.HasPrefix(k, prefix) })
 }
 
 // finish writes the summary of an array whose tasks have all ended, and

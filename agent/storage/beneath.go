@@ -17,6 +17,10 @@ import (
 // every way out of the export (.., an absolute symlink, a symlink that
 // leads out, /proc magic links). Kernels before 5.6 lack it: os.Root then.
 
+// beneath is how every path is resolved: inside the export's directory,
+// and through no /proc magic link.
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
+
 // noOpenat2 is set once openat2 has been found missing.
 var noOpenat2 atomic.Bool
 
@@ -28,7 +32,7 @@ func (e *exportFS) lstatBeneath(name string) (fs.FileInfo, error) {
 	}
 	fd, err := unix.Openat2(e.rootFD(), name, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+		Resolve: beneath,
 	})
 	if errors.Is(err, unix.ENOSYS) {
 		noOpenat2.Store(true)
@@ -63,7 +67,7 @@ func (e *exportFS) openBeneath(name string, flag int, perm fs.FileMode) (*os.Fil
 	fd, err := unix.Openat2(e.rootFD(), name, &unix.OpenHow{
 		Flags:   uint64(flag) | unix.O_CLOEXEC,
 		Mode:    uint64(perm.Perm()),
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+		Resolve: beneath,
 	})
 	if errors.Is(err, unix.ENOSYS) {
 		noOpenat2.Store(true)

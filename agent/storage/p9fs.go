@@ -392,8 +392,8 @@ func (f *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 		if err := unix.Fstatat(int(d.Fd()), names[i], &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			continue // removed meanwhile
 		}
-		m := statMode(st.Mode)
-		out = append(out, p9.Dirent{QID: p9.QID{Type: p9.ModeFromOS(m).QIDType(), Path: st.Ino}, Type: direntType(m), Name: names[i], Offset: i + 1})
+		m := p9.FileMode(st.Mode)
+		out = append(out, p9.Dirent{QID: p9.QID{Type: m.QIDType(), Path: st.Ino}, Type: direntType(m.OSMode()), Name: names[i], Offset: i + 1})
 	}
 	return out, nil
 }
@@ -509,33 +509,4 @@ func (f *file) Close() error {
 		return nil
 	}
 	return f.f.Close()
-}
-
-// statMode is the fs.FileMode of a stat(2) mode: its type and permissions.
-func statMode(mode uint32) fs.FileMode {
-	m := fs.FileMode(mode & 0o777)
-	switch mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		m |= fs.ModeDir
-	case unix.S_IFLNK:
-		m |= fs.ModeSymlink
-	case unix.S_IFIFO:
-		m |= fs.ModeNamedPipe
-	case unix.S_IFSOCK:
-		m |= fs.ModeSocket
-	case unix.S_IFCHR:
-		m |= fs.ModeDevice | fs.ModeCharDevice
-	case unix.S_IFBLK:
-		m |= fs.ModeDevice
-	}
-	if mode&unix.S_ISUID != 0 {
-		m |= fs.ModeSetuid
-	}
-	if mode&unix.S_ISGID != 0 {
-		m |= fs.ModeSetgid
-	}
-	if mode&unix.S_ISVTX != 0 {
-		m |= fs.ModeSticky
-	}
-	return m
 }
