@@ -65,6 +65,9 @@ type ExitStatus struct {
 	Code   int    `json:"code"`
 	Signal int    `json:"signal,omitempty"`
 	Error  string `json:"error,omitempty"` // the job could not start
+	// CPU is the CPU time, in seconds, the job's processes used in its
+	// last stint (on the node it ended on).
+	CPU float64 `json:"cpu_s,omitempty"`
 }
 
 // JobHome returns the node name of a job's home, from its id

@@ -15,7 +15,9 @@
 // margin (hysteresis), when the time that saves over its expected
 // remaining life (taken to be its age so far, as a job that has run long
 // tends to run long, unless it is known better: a sweep's task is expected
-// to run as long as its array's ended tasks did) beats the time the move costs (its RSS over the
+// to run as long as its array's ended tasks did, and a job to need as
+// much CPU time as the jobs of its command from its home that ended
+// while it ran) beats the time the move costs (its RSS over the
 // link's bandwidth, plus a fixed cost), and when it has stayed where it is
 // for a minimum time (after a move; a job that never moved goes as soon
 // as its CPU use is known, so that a burst started on one node spreads
@@ -25,6 +27,7 @@ package balance
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -55,6 +58,13 @@ type Job struct {
 	// something knows better than its age (a task of a sweep, whose
 	// like have ended); 0: not known, taken to be its age.
 	Remaining time.Duration
+	// Work is how much more CPU time (at this node's speed) the job is
+	// expected to need, when jobs of the same command started from the
+	// same home have ended (their median less what it has used); 0: not
+	// known. Its time left is Work over its share of a core here: a job
+	// on a node crowded by dumps or other jobs has used less than its
+	// age says, which age alone cannot tell.
+	Work time.Duration
 	// Rate is the rate it was measured to run at here over the last
 	// sample (the CPU time it got over the wall time, times the node's
 	// speed); 0: not measured. Other work on the node (a head serving
@@ -69,7 +79,7 @@ type Job struct {
 type Params struct {
 	Hysteresis   float64       // a move must raise the job's rate by this factor over 1; 0: 0.3
 	MinResidence time.Duration // no CPU move of a job that has moved before it has stayed this long; 0: 10s
-	FirstMove    time.Duration // a job that has never moved may move once it has run this long (its CPU use is measured by then); 0: 2s
+	FirstMove    time.Duration // a job that has never moved may move once it has run this long (its CPU use is measured by then); 0: 1s
 	MinHorizon   time.Duration // the least remaining life assumed for a job; 0: 30s
 	FixedCost    time.Duration // cost of a move besides copying memory; 0: 2s
 	Bandwidth    float64       // bytes per second between nodes; 0: 10 MB/s
@@ -95,7 +105,7 @@ func (p Params) withDefaults() Params {
 	def(&p.MemReserve, 0.1)
 	def(&p.MinCPU, 0.5)
 	defD(&p.MinResidence, 10*time.Second)
-	defD(&p.FirstMove, 2*time.Second)
+	defD(&p.FirstMove, time.Second)
 	defD(&p.MinHorizon, 30*time.Second)
 	defD(&p.FixedCost, 2*time.Second)
 	return p
@@ -111,13 +121,18 @@ func (m Move) String() string {
 	return fmt.Sprintf("move %s %s→%s: %s", m.Job, m.From, m.To, m.Reason)
 }
 
+// speed is n's relative per-core speed.
+func speed(n *Node) float64 {
+	if n.Speed == 0 {
+		return 1
+	}
+	return n.Speed
+}
+
 // Rate is the speed at which one CPU-bound task runs on n when n has
 // runnable tasks (that task included).
 func Rate(n *Node, runnable float64) float64 {
-	c, s := float64(max(n.Cores, 1)), n.Speed
-	if s == 0 {
-		s = 1
-	}
+	c, s := float64(max(n.Cores, 1)), speed(n)
 	if runnable <= c {
 		return s
 	}
@@ -128,6 +143,28 @@ func Rate(n *Node, runnable float64) float64 {
 // be for the policy to weigh it: less than that is the noise of sampling
 // a VM's CPU.
 const starved = 0.5
+
+// overdueFactor: a job that has used this much more CPU time than the
+// median of its like is not like them after all.
+const overdueFactor = 1.5
+
+// WorkLeft is how much more CPU time a job that has used used is
+// expected to need, when jobs like it (the same command, from the same
+// home) that ended used like: their median less used, at least a
+// second; 0 (not known) when there are none, or once it has used half as
+// much again as the median.
+func WorkLeft(used time.Duration, like []time.Duration) time.Duration {
+	if len(like) == 0 {
+		return 0
+	}
+	like = slices.Clone(like)
+	slices.Sort(like)
+	median := like[len(like)/2]
+	if median <= 0 || float64(used) > float64(median)*overdueFactor {
+		return 0
+	}
+	return max(median-used, time.Second)
+}
 
 // Cost is how long moving a job of rss bytes takes.
 func (p Params) Cost(rss uint64) time.Duration {
@@ -296,9 +333,13 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 			// one gains, while the core it leaves here goes to waste.
 			continue
 		}
-		horizon := max(j.Age, p.MinHorizon)
-		if j.Remaining > 0 {
+		horizon, known := max(j.Age, p.MinHorizon), ""
+		switch {
+		case j.Remaining > 0:
 			horizon = j.Remaining
+		case j.Work > 0:
+			horizon = time.Duration(float64(j.Work) * speed(src) / cur)
+			known = fmt.Sprintf(" (%s of CPU left, as its like say)", j.Work.Round(time.Second/10))
 		}
 		saved := time.Duration(float64(horizon) * (1 - cur/next))
 		cost := p.Cost(j.RSS)
@@ -307,8 +348,8 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		}
 		bestGain = saved
 		best = Move{Job: j.ID, From: src.Name, To: t.Name,
-			Reason: fmt.Sprintf("load: rate %.2f%s on %s (%.1f runnable on %d cores) vs %.2f on %s; saves ~%s for a %s move",
-				cur, measured, src.Name, src.Runnable, max(src.Cores, 1), next, t.Name, saved.Round(time.Second), cost.Round(time.Second))}
+			Reason: fmt.Sprintf("load: rate %.2f%s on %s (%.1f runnable on %d cores) vs %.2f on %s; saves ~%s%s for a %s move",
+				cur, measured, src.Name, src.Runnable, max(src.Cores, 1), next, t.Name, saved.Round(time.Second), known, cost.Round(time.Second))}
 	}
 	return best, bestGain > 0
 }

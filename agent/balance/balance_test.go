@@ -78,6 +78,17 @@ func TestDecide(t *testing.T) {
 	for i := range longTasks {
 		longTasks[i].Remaining = time.Minute
 	}
+	// A batch's last jobs on a node crowded by its own moves, once the
+	// batch's others have ended elsewhere: old, but their work left is
+	// known from their like.
+	batchEnding := busy("w1", 3) // a second of CPU each: 3 s at a third of a core
+	for i := range batchEnding {
+		batchEnding[i].Age, batchEnding[i].Resident, batchEnding[i].Work = 2*time.Minute, 2*time.Minute, time.Second
+	}
+	batchBehind := busy("w1", 3) // 10 s of CPU each: 30 s at a third of a core
+	for i := range batchBehind {
+		batchBehind[i].Age, batchBehind[i].Resident, batchBehind[i].Work = 2*time.Minute, 2*time.Minute, 10*time.Second
+	}
 	huge := busy("w1", 2)
 	for i := range huge {
 		huge[i].RSS = 4 * gib
@@ -112,6 +123,8 @@ func TestDecide(t *testing.T) {
 		{"a starved job waits for the minimum residence", []Node{node("w1", 1), node("w2", 1), node("w3", 0)}, starvedNew, "", ""},
 		{"a task about to end stays", []Node{node("w1", 2), node("w2", 0)}, endingTasks, "", ""},
 		{"a task far from its end goes to an idle node", []Node{node("w1", 2), node("w2", 0)}, longTasks, "w2", "load:"},
+		{"an old job with a second of work left stays", []Node{node("w1", 3), node("w2", 0)}, batchEnding, "", ""},
+		{"an old job behind its like goes to an idle node", []Node{node("w1", 3), node("w2", 0)}, batchBehind, "w2", "load:"},
 		{"too big for any target", []Node{node("w1", 2), node("w2", 0)}, huge, "", ""},
 		{"drain moves even a balanced node", []Node{draining, node("w2", 1)}, busy("w1", 1), "w2", "draining"},
 		{"unknown source", []Node{node("w2", 0)}, busy("w1", 2), "", ""},
@@ -223,6 +236,25 @@ func TestMayMove(t *testing.T) {
 			if mv, ok := Decide(tc.nodes, busy("w1", int(src.Runnable)), "w1", Params{}); ok {
 				t.Errorf("%s: mayMove says no, but Decide moves: %v", tc.name, mv)
 			}
+		}
+	}
+}
+
+func TestWorkLeft(t *testing.T) {
+	s := time.Second
+	for _, tt := range []struct {
+		name string
+		used time.Duration
+		like []time.Duration
+		want time.Duration
+	}{
+		{"no like: not known", 5 * s, nil, 0},
+		{"the median less what it used", 20 * s, []time.Duration{30 * s, 100 * s, 32 * s}, 12 * s},
+		{"at least a second", 31 * s, []time.Duration{30 * s}, s},
+		{"half as much again as the median: not known", 46 * s, []time.Duration{30 * s}, 0},
+	} {
+		if got := WorkLeft(tt.used, tt.like); got != tt.want {
+			t.Errorf("%s: WorkLeft(%v, %v) = %v, want %v", tt.name, tt.used, tt.like, got, tt.want)
 		}
 	}
 }

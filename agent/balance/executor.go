@@ -30,6 +30,8 @@ type Resident struct {
 	Stay  bool
 	// Remaining is how much longer it is expected to run; 0: not known.
 	Remaining time.Duration
+	// Work is how much more CPU time it is expected to need; 0: not known.
+	Work time.Duration
 	// Waiting: it waits for a core (a sweep's task started ahead) and
 	// runs nothing: it does not count in the node's load.
 	Waiting bool
@@ -377,7 +379,7 @@ func (e *Executor) next() (Move, int, bool) {
 			e.due = at
 		}
 		js = append(js, Job{ID: r.ID, Node: e.Self, CPU: r.CPU, Rate: r.Ran * speed, RSS: r.RSS, Age: now.Sub(r.Since),
-			Resident: now.Sub(r.Since), Moves: r.Moves, Stay: r.Stay, Remaining: r.Remaining})
+			Resident: now.Sub(r.Since), Moves: r.Moves, Stay: r.Stay, Remaining: r.Remaining, Work: r.Work})
 	}
 	for i := range nodes {
 		n := &nodes[i]

@@ -66,7 +66,7 @@ func (r residents) Residents() []balance.Resident {
 	var out []balance.Resident
 	tasks, now := r.a.bal.tasks.Load(), time.Now()
 	for _, j := range r.a.jobs.Residents() {
-		res := balance.Resident{ID: j.ID, CPU: j.CPU, RSS: j.RSS, Since: j.Since, Moves: j.Moves, Stay: j.Stay, Waiting: j.Waiting}
+		res := balance.Resident{ID: j.ID, CPU: j.CPU, RSS: j.RSS, Since: j.Since, Moves: j.Moves, Stay: j.Stay, Waiting: j.Waiting, Work: j.Work}
 		if tasks != nil {
 			res.Remaining = tasks.Remaining(j.ID, now)
 		}

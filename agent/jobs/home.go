@@ -39,6 +39,7 @@ type homeJob struct {
 	ctlEpoch int             // the stint control goes to
 	sigSent  map[int][]int   // the signals sent to each stint, until it ends
 	sigNext  []int           // signals for the next stint: they came after the last one moved away
+	cpu      time.Duration   // CPU time its stints that ended used
 
 	inMu    sync.Mutex    // keeps stdin in order across the first stint's start; taken before mu
 	input   []api.Frame   // stdin sent before the first stint took control
@@ -412,11 +413,23 @@ func (s localSink) output(t byte, data []byte) error {
 }
 
 func (s localSink) end(exit *api.ExitStatus, ho handOver) error {
+	if exit != nil {
+		s.h.ranFor(exit.CPU)
+	} else {
+		s.h.ranFor(ho.CPU)
+	}
 	s.h.stintEnded(s.epoch, exit)
 	if exit == nil {
 		s.h.handedOver(s.epoch, ho)
 	}
 	return nil
+}
+
+// ranFor adds a stint's CPU time, in seconds, to the job's.
+func (h *homeJob) ranFor(cpu float64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cpu += time.Duration(cpu * float64(time.Second))
 }
 
 // current reports whether stint epoch is the newest that started.

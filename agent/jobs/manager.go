@@ -270,6 +270,10 @@ type Resident struct {
 	Stay  bool
 	// Waiting: it waits for a core and runs nothing (SetWaiting).
 	Waiting bool
+	// Work is the CPU time it is expected to need still, when jobs of
+	// its command homed here have ended since it started (workLeft);
+	// 0: not known.
+	Work time.Duration
 }
 
 // SetWaiting marks a job running here as waiting for a core, or no
@@ -304,9 +308,15 @@ func (m *Manager) Residents() []Resident {
 	}
 	m.mu.Unlock()
 	out := make([]Resident, 0, len(rs))
+	homes := m.homeJobs()
+	like := likeOf(homes)
 	for _, r := range rs {
 		u := m.balMeter.read(r.pid, r.arrived)
-		out = append(out, Resident{ID: r.id, CPU: u.Demand, RSS: u.Anon, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay, Waiting: waiting[r.id]})
+		res := Resident{ID: r.id, CPU: u.Demand, RSS: u.Anon, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay, Waiting: waiting[r.id]}
+		if h := homes[r.id]; h != nil {
+			res.Work = like.workLeft(h, u.Used)
+		}
+		out = append(out, res)
 	}
 	return out
 }

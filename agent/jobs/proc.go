@@ -41,10 +41,11 @@ type sample struct {
 
 // usage is what a job tree used over a window.
 type usage struct {
-	CPU    float64 // cores it ran on (1 = one full core)
-	Demand float64 // cores it wanted: it ran or waited on a run queue (a CPU-bound job wants 1 however busy the node)
-	RSS    uint64  // resident bytes, now (procfs.Usage.RSS)
-	Anon   uint64  // resident bytes a dump would copy, now (procfs.Usage.Anon)
+	CPU    float64       // cores it ran on (1 = one full core)
+	Demand float64       // cores it wanted: it ran or waited on a run queue (a CPU-bound job wants 1 however busy the node)
+	RSS    uint64        // resident bytes, now (procfs.Usage.RSS)
+	Anon   uint64        // resident bytes a dump would copy, now (procfs.Usage.Anon)
+	Used   time.Duration // CPU time the tree's live processes have used, now
 }
 
 // read returns what the tree rooted at pid used since this meter's last
@@ -78,7 +79,7 @@ func (c *cpuMeter) read(pid int, since time.Time) usage {
 		prev.use.RSS, prev.use.Anon = tu.RSS, tu.Anon
 		return prev.use
 	}
-	u := usage{RSS: tu.RSS, Anon: tu.Anon}
+	u := usage{RSS: tu.RSS, Anon: tu.Anon, Used: time.Duration(ticks) * (time.Second / 100)}
 	if dt > 0 && ticks >= prev.ticks {
 		u.CPU = float64(ticks-prev.ticks) / 100 / dt.Seconds() // USER_HZ is 100 on Linux
 	}

@@ -37,6 +37,10 @@ type sink interface {
 type handOver struct {
 	Received int   `json:"received"`
 	Kept     []int `json:"kept,omitempty"`
+	// CPU is the CPU time, in seconds, the job's processes used in the
+	// stint (the home adds up its stints, to tell how much work jobs
+	// of its command take).
+	CPU float64 `json:"cpu_s,omitempty"`
 }
 
 // runner is a job's process on this node: one stint.
@@ -58,8 +62,8 @@ type runner struct {
 	checkpointing atomic.Bool // a checkpoint is
 	arrived       time.Time   // when this stint began
 	pending       atomic.Int64
-	done          chan struct{} // closed when the stint has ended
-	wait          func() (syscall.WaitStatus, error)
+	done          chan struct{}                                     // closed when the stint has ended
+	wait          func() (syscall.WaitStatus, time.Duration, error) // also the CPU time the tree used
 	stdinMu       sync.Mutex
 	stdinEOF      atomic.Bool // the home sent the end of stdin: the next stint gets it too
 	// While the job is frozen for a move, stdin is held: what the job had
@@ -149,7 +153,7 @@ func startProcess(initCmd []string, spec api.JobSpec, dir string) (*exec.Cmd, *p
 }
 
 // newRunner runs a stint for a process that holds the job ends of p.
-func newRunner(id string, epoch, pid int, p *pipes, wait func() (syscall.WaitStatus, error), s sink, log *slog.Logger) *runner {
+func newRunner(id string, epoch, pid int, p *pipes, wait func() (syscall.WaitStatus, time.Duration, error), s sink, log *slog.Logger) *runner {
 	r := &runner{
 		id: id, epoch: epoch, pid: pid, log: log,
 		stdin: p.in, stdout: p.out, stderr: p.errR,
@@ -174,16 +178,18 @@ func (r *runner) run() {
 			r.pump(s.f, s.t)
 		}()
 	}
-	ws, err := r.wait()
+	ws, cpu, err := r.wait()
 	// The pipes reach EOF once every process of the job is gone (the
 	// kernel ends them all with the namespace's init).
 	readers.Wait()
 	r.stdin.Close()
 	if r.moved.Load() {
-		r.out().end(nil, r.handOver())
+		ho := r.handOver()
+		ho.CPU = cpu.Seconds()
+		r.out().end(nil, ho)
 		return
 	}
-	st := &api.ExitStatus{Code: jobinit.ExitCode(ws)}
+	st := &api.ExitStatus{Code: jobinit.ExitCode(ws), CPU: cpu.Seconds()}
 	if ws.Signaled() {
 		st.Signal = int(ws.Signal())
 	}
@@ -430,30 +436,37 @@ func (r *runner) signal(sig syscall.Signal) error {
 }
 
 // waitPID waits for a process that is this agent's child by PID (a job
-// restored by CRIU as our child).
-func waitPID(pid int) func() (syscall.WaitStatus, error) {
-	return func() (syscall.WaitStatus, error) {
+// restored by CRIU as our child), and returns the CPU time it and the
+// children it waited for used: the job's init reaps the whole tree.
+func waitPID(pid int) func() (syscall.WaitStatus, time.Duration, error) {
+	return func() (syscall.WaitStatus, time.Duration, error) {
 		var ws syscall.WaitStatus
+		var ru syscall.Rusage
 		for {
-			_, err := syscall.Wait4(pid, &ws, 0, nil)
+			_, err := syscall.Wait4(pid, &ws, 0, &ru)
 			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
-			return ws, err
+			return ws, cpuTime(&ru), err
 		}
 	}
 }
 
 // waitCmd waits for a process started with exec.
-func waitCmd(cmd *exec.Cmd) func() (syscall.WaitStatus, error) {
-	return func() (syscall.WaitStatus, error) {
+func waitCmd(cmd *exec.Cmd) func() (syscall.WaitStatus, time.Duration, error) {
+	return func() (syscall.WaitStatus, time.Duration, error) {
 		err := cmd.Wait()
 		var ee *exec.ExitError
 		if err == nil || errors.As(err, &ee) {
-			return cmd.ProcessState.Sys().(syscall.WaitStatus), nil
+			ps := cmd.ProcessState
+			return ps.Sys().(syscall.WaitStatus), ps.UserTime() + ps.SystemTime(), nil
 		}
-		return 0, err
+		return 0, 0, err
 	}
+}
+
+func cpuTime(ru *syscall.Rusage) time.Duration {
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // moving reports whether a move of the job is under way (not a checkpoint).

@@ -220,15 +220,18 @@ func (m *Manager) handleStint(w http.ResponseWriter, r *http.Request) {
 		case api.FrameStdout, api.FrameStderr, api.FrameCheckpoint:
 			h.output(hello.Epoch, f.Type, f.Data)
 		case FrameMoved:
-			h.stintEnded(hello.Epoch, nil)
 			var ho handOver
-			if json.Unmarshal(f.Data, &ho) == nil { // an agent that says nothing of its signals: none sent again
+			ok := json.Unmarshal(f.Data, &ho) == nil
+			h.ranFor(ho.CPU)
+			h.stintEnded(hello.Epoch, nil)
+			if ok { // an agent that says nothing of its signals: none sent again
 				h.handedOver(hello.Epoch, ho)
 			}
 			return
 		case api.FrameExit:
 			var st api.ExitStatus
 			json.Unmarshal(f.Data, &st)
+			h.ranFor(st.CPU)
 			h.stintEnded(hello.Epoch, &st)
 			return
 		}

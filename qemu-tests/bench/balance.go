@@ -445,7 +445,7 @@ func simulateLab(jobs int, each []time.Duration, seeds int) [2][]sim.Result {
 	}
 	var js []sim.JobSpec
 	for i := range jobs {
-		js = append(js, sim.JobSpec{ID: fmt.Sprint(i), Work: fastest.Seconds(), RSS: 4 << 20, Home: "n2"})
+		js = append(js, sim.JobSpec{ID: fmt.Sprint(i), Work: fastest.Seconds(), RSS: 4 << 20, Home: "n2", Command: "work"})
 	}
 	var out [2][]sim.Result
 	for seed := range uint64(seeds) {

@@ -44,6 +44,11 @@ type JobSpec struct {
 	RSS    uint64
 	Home   string // where it is started (not used for Queue)
 	Stay   bool
+	// Command makes jobs alike: once jobs of the same command and home
+	// have ended, the agent knows the work the others have left from
+	// theirs (balance.WorkLeft), as an agent's home does. "": alike
+	// with none.
+	Command string
 }
 
 // Config is one simulation.
@@ -523,7 +528,7 @@ func (s *state) view(i int) []balance.Job {
 		bj := balance.Job{
 			ID: j.spec.ID, Node: s.nodes[i].Name, CPU: 1, RSS: j.spec.RSS, // CPU-bound: always wants a core
 			Age: dur(s.now - j.arrived), Resident: dur(s.now - j.arrived),
-			Moves: j.moves, Stay: j.spec.Stay,
+			Moves: j.moves, Stay: j.spec.Stay, Work: s.workLeft(j, i),
 		}
 		if s.cfg.Observe {
 			bj.Rate = s.rate(i)
@@ -531,6 +536,27 @@ func (s *state) view(i int) []balance.Job {
 		out = append(out, bj)
 	}
 	return out
+}
+
+// workLeft is the CPU time on node i that job j is expected to need
+// still, as its home tells it from the jobs like it that ended since it
+// arrived (work counts in reference-core-seconds, CPU time on i at its
+// speed); 0: not known.
+func (s *state) workLeft(j *job, i int) time.Duration {
+	if j.spec.Command == "" {
+		return 0
+	}
+	var like []time.Duration
+	for _, o := range s.jobs {
+		if o.finished && o.spec.Command == j.spec.Command && o.spec.Home == j.spec.Home && o.done > j.spec.Arrive.Seconds() {
+			like = append(like, dur(o.spec.Work))
+		}
+	}
+	speed := s.nodes[i].Speed
+	if speed == 0 {
+		speed = 1
+	}
+	return time.Duration(float64(balance.WorkLeft(dur(j.spec.Work-j.left), like)) / speed)
 }
 
 // start takes a job off node i for the time the move costs.
