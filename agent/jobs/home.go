@@ -40,6 +40,8 @@ type homeJob struct {
 	sigSent  map[int][]int   // the signals sent to each stint, until it ends
 	sigNext  []int           // signals for the next stint: they came after the last one moved away
 	cpu      time.Duration   // CPU time its stints that ended used
+	like     time.Duration   // median CPU time of the jobs like it that ended since it started; 0: none yet
+	onExit   func()          // run (in a goroutine) once it has exited; nil: nothing
 
 	inMu    sync.Mutex    // keeps stdin in order across the first stint's start; taken before mu
 	input   []api.Frame   // stdin sent before the first stint took control
@@ -176,6 +178,9 @@ func (h *homeJob) finish(exit *api.ExitStatus) {
 		dir := h.ckRoot
 		h.spawn(func() { h.dropDir(dir) })
 	}
+	if h.onExit != nil {
+		h.spawn(h.onExit)
+	}
 	code := exit.Code
 	h.info.Exit = &code
 	b, _ := json.Marshal(exit)
@@ -288,6 +293,7 @@ func (h *homeJob) setStint(epoch int, node string, pid int, ctl func(api.Frame),
 		h.resend(h.sigNext)
 		h.sigNext = nil
 	}
+	h.tellLike()
 	h.movedAt = time.Time{}
 	if h.info.Node != "" && h.info.Node != node {
 		h.info.Moves++
@@ -430,6 +436,29 @@ func (h *homeJob) ranFor(cpu float64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.cpu += time.Duration(cpu * float64(time.Second))
+	h.tellLike()
+}
+
+// setLike sets the median CPU time of the jobs like this one that ended
+// since it started, and tells the stint that runs it.
+func (h *homeJob) setLike(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if d != h.like {
+		h.like = d
+		h.tellLike()
+	}
+}
+
+// tellLike tells the current stint what its node's balancer needs to
+// know how much work the job has left (likeInfo), once jobs like it have
+// ended. h.mu is held.
+func (h *homeJob) tellLike() {
+	if h.like <= 0 || h.control == nil || h.exit != nil {
+		return
+	}
+	b, _ := json.Marshal(likeInfo{Like: h.like.Seconds(), Used: h.cpu.Seconds()})
+	h.control(api.Frame{Type: FrameLike, Data: b})
 }
 
 // current reports whether stint epoch is the newest that started.

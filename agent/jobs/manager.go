@@ -271,8 +271,8 @@ type Resident struct {
 	// Waiting: it waits for a core and runs nothing (SetWaiting).
 	Waiting bool
 	// Work is the CPU time it is expected to need still, when jobs of
-	// its command homed here have ended since it started (workLeft);
-	// 0: not known.
+	// its command and home have ended since it started (its home says
+	// how much CPU time they used); 0: not known.
 	Work time.Duration
 }
 
@@ -308,15 +308,10 @@ func (m *Manager) Residents() []Resident {
 	}
 	m.mu.Unlock()
 	out := make([]Resident, 0, len(rs))
-	homes := m.homeJobs()
-	like := likeOf(homes)
 	for _, r := range rs {
 		u := m.balMeter.read(r.pid, r.arrived)
-		res := Resident{ID: r.id, CPU: u.Demand, RSS: u.Anon, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay, Waiting: waiting[r.id]}
-		if h := homes[r.id]; h != nil {
-			res.Work = like.workLeft(h, u.Used)
-		}
-		out = append(out, res)
+		out = append(out, Resident{ID: r.id, CPU: u.Demand, RSS: u.Anon, Since: r.arrived, Moves: r.epoch - 1, Stay: r.spec.Stay,
+			Waiting: waiting[r.id], Work: r.workLeft(u.Used)})
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/balance"
 	"github.com/driftcluster/drift/agent/jobinit"
 	"golang.org/x/sys/unix"
 )
@@ -21,6 +23,19 @@ import (
 // FrameMoved ends a stint whose job moved to another node: everything the
 // job wrote on this node has been sent.
 const FrameMoved byte = 'm'
+
+// FrameLike, from the home to the stint that runs a job, says how much
+// CPU time jobs like it have used (likeInfo): the node it runs on then
+// knows how much work it has left.
+const FrameLike byte = 'l'
+
+// likeInfo is what a home knows of a job's like: the median CPU time
+// of the jobs of the same command line homed there that ended since it
+// started, and the CPU time its earlier stints used, in seconds.
+type likeInfo struct {
+	Like float64 `json:"like_cpu_s"`
+	Used float64 `json:"used_cpu_s"`
+}
 
 // sink receives a stint's output, in order, and its end.
 type sink interface {
@@ -57,10 +72,11 @@ type runner struct {
 	spec          api.JobSpec // what the job runs, for the next node
 	home          string      // the job's home node
 	sink          sink
-	moved         atomic.Bool // set before the job is released after a move
-	migrating     atomic.Bool // a move or a checkpoint of the job is under way
-	checkpointing atomic.Bool // a checkpoint is
-	arrived       time.Time   // when this stint began
+	moved         atomic.Bool  // set before the job is released after a move
+	migrating     atomic.Bool  // a move or a checkpoint of the job is under way
+	checkpointing atomic.Bool  // a checkpoint is
+	arrived       time.Time    // when this stint began
+	like, before  atomic.Int64 // likeInfo, in ns: 0 while the home has said nothing
 	pending       atomic.Int64
 	done          chan struct{}                                     // closed when the stint has ended
 	wait          func() (syscall.WaitStatus, time.Duration, error) // also the CPU time the tree used
@@ -196,7 +212,7 @@ func (r *runner) run() {
 	if err != nil {
 		st = &api.ExitStatus{Code: 255, Error: err.Error()}
 	}
-	r.log.Info("job exited", "job", r.id, "code", st.Code, "signal", st.Signal)
+	r.log.Info("job exited", "job", r.id, "code", st.Code, "signal", st.Signal, "cpu", cpu.Round(time.Millisecond))
 	r.out().end(st, handOver{})
 }
 
@@ -279,7 +295,24 @@ func (r *runner) control(f api.Frame) {
 		if len(f.Data) == 1 && !r.keepSignal(int(f.Data[0])) {
 			r.signal(syscall.Signal(f.Data[0]))
 		}
+	case FrameLike:
+		var li likeInfo
+		if json.Unmarshal(f.Data, &li) == nil {
+			r.before.Store(int64(li.Used * float64(time.Second)))
+			r.like.Store(int64(li.Like * float64(time.Second)))
+		}
 	}
+}
+
+// workLeft is how much more CPU time the job is expected to need, this
+// stint having used ranHere: from what its home said of its like
+// (balance.WorkLeft); 0: not known.
+func (r *runner) workLeft(ranHere time.Duration) time.Duration {
+	like := time.Duration(r.like.Load())
+	if like <= 0 {
+		return 0
+	}
+	return balance.WorkLeft(time.Duration(r.before.Load())+ranHere, []time.Duration{like})
 }
 
 // keepSignal counts a signal frame from the home, and keeps the signal if

@@ -121,6 +121,7 @@ func (m *Manager) takeOver(r *runner, why string) {
 func (m *Manager) newHome(info api.JobInfo, spec api.JobSpec) *homeJob {
 	h := newHomeJob(m.tasks.Go, info)
 	h.spec, h.ckRoot, h.recordPath, h.warn = spec, m.checkpointDir(info.ID), m.recordFile(info.ID), m.log().Warn
+	h.onExit = func() { m.tellLike(info.Argv) }
 	h.dropDir = func(dir string) {
 		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 			// Never made (a job without checkpoints): looking for its

@@ -1,10 +1,9 @@
 package jobs
 
 import (
+	"slices"
 	"strings"
 	"time"
-
-	"github.com/driftcluster/drift/agent/balance"
 )
 
 // Work left. A job's age says little of how long it has left once jobs
@@ -13,8 +12,10 @@ import (
 // cluster ends together only if every node is left as much work, and a
 // node that spent its CPU on sending jobs away is left more than its
 // count of jobs says. The home knows the CPU time each of its jobs used
-// (every stint tells it as it ends), so it can tell how much CPU time a
-// job still needs (balance.WorkLeft).
+// (every stint tells it as it ends), and tells the node that runs each
+// of its jobs how much CPU time the job's like used (FrameLike), once
+// one ends: that node's balancer then knows how much CPU time the job
+// still needs (balance.WorkLeft).
 
 // likeKey is what makes two jobs alike: the same command line.
 func likeKey(argv []string) string { return strings.Join(argv, "\x00") }
@@ -43,18 +44,34 @@ func likeOf(homes map[string]*homeJob) likeJobs {
 	return out
 }
 
-// workLeft is the CPU time the job h is expected to need still, ranHere
-// being what its current stint has used: from the jobs like it that
-// ended since it started. 0: not known.
-func (l likeJobs) workLeft(h *homeJob, ranHere time.Duration) time.Duration {
-	h.mu.Lock()
-	started, used, key := h.info.Started, h.cpu+ranHere, likeKey(h.info.Argv)
-	h.mu.Unlock()
+// since is the median CPU time of the jobs of command line key that
+// ended after started; 0: none.
+func (l likeJobs) since(key string, started time.Time) time.Duration {
 	var like []time.Duration
 	for _, e := range l[key] {
 		if e.at.After(started) {
 			like = append(like, e.cpu)
 		}
 	}
-	return balance.WorkLeft(used, like)
+	if len(like) == 0 {
+		return 0
+	}
+	slices.Sort(like)
+	return like[len(like)/2]
+}
+
+// tellLike tells the jobs homed here that run argv, once one of them has
+// ended, how much CPU time those that ended since each started used: the
+// node each runs on then knows how much work it has left.
+func (m *Manager) tellLike(argv []string) {
+	homes := m.homeJobs()
+	like, key := likeOf(homes), likeKey(argv)
+	for _, h := range homes {
+		h.mu.Lock()
+		running, started := h.exit == nil && likeKey(h.info.Argv) == key, h.info.Started
+		h.mu.Unlock()
+		if running {
+			h.setLike(like.since(key, started))
+		}
+	}
 }
