@@ -37,7 +37,7 @@ type BalanceResult struct {
 	Jobs       int
 	Share      float64
 	Alone      time.Duration     // one job alone on a node
-	Busy       [][]time.Duration // one job on each node at once, per node (node 1, the head, first); sampled before each run with balancing
+	Busy       [][]time.Duration // one job on each node at once, per node (node 1, the head, first); sampled before each run with balancing and after the last
 	Ideal      time.Duration     // total work over total capacity, the capacity each node's median in Busy
 	WithoutBal time.Duration     // makespan with balancing off
 	WithBal    []time.Duration   // makespan with balancing on, per run
@@ -98,6 +98,13 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		res.Migrations = append(res.Migrations, b.moves-before)
 		log.Info("bench-balance: with balancing", "took", took, "moves", b.moves-before)
 	}
+	// Once more after the last run: each run is then bracketed by
+	// samples taken just before and just after it.
+	busy, err := b.capacity(ctx, iters)
+	if err != nil {
+		return nil, err
+	}
+	res.Busy = append(res.Busy, busy)
 	res.Ideal = idealOf(cfg.Jobs, medianEach(res.Busy))
 	res.Sim3 = simulateLab(cfg.Jobs, medianEach(res.Busy), cfg.Runs)
 	res.Sim1000 = simulate(1000)
@@ -480,7 +487,11 @@ func (r *BalanceResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "balance: %d equal CPU-bound jobs (no checkpoints) started on one node of 3, each VM held to %.0f%% of a core, accel %s\n", r.Jobs, r.Share*100, r.Accel)
 	fmt.Fprintf(w, "  one job alone          %8.1f s\n", r.Alone.Seconds())
 	for i, busy := range r.Busy {
-		fmt.Fprintf(w, "  one job on each at once %s s (head, worker 1, worker 2; before run %d)\n", secs(busy), i+1)
+		when := fmt.Sprintf("before run %d", i+1)
+		if i == len(r.WithBal) {
+			when = fmt.Sprintf("after run %d", i)
+		}
+		fmt.Fprintf(w, "  one job on each at once %s s (head, worker 1, worker 2; %s)\n", secs(busy), when)
 	}
 	fmt.Fprintf(w, "  ideal (work/capacity)  %8.1f s  (%d jobs over the three nodes' summed rates, measured at once; each node's median of %d samples, whose ideals alone are %s s)\n",
 		r.Ideal.Seconds(), r.Jobs, len(r.Busy), secs(idealsOf(r.Jobs, r.Busy)))
@@ -490,6 +501,9 @@ func (r *BalanceResult) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  with balancing         median %.1f s, %.2fx ideal, spread %.1f s (goal: every run within 1.10x)\n",
 		Median(r.WithBal).Seconds(), ratio(Median(r.WithBal), r.Ideal), Spread(r.WithBal).Seconds())
+	if b := bracketed(r.Jobs, r.Busy, r.WithBal); len(b) > 0 {
+		fmt.Fprintf(w, "  with balancing, each run against the capacity sampled just before and after it: %s\n", ratios(b))
+	}
 	fmt.Fprintf(w, "simulator, this scenario (nodes as slow as measured at once, shares ±20%%, moves dearer from busy nodes, jobs' rates measured), %d seeds:\n", len(r.Sim3[0]))
 	for i, name := range []string{"without balancing", "with balancing"} {
 		fmt.Fprintf(w, "     3 nodes %-18s", name+":")

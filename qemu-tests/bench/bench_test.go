@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,5 +88,24 @@ func TestBracketed(t *testing.T) {
 	// sample after it.
 	if len(got) != 2 || math.Abs(got[0]-1) > 1e-9 || math.Abs(got[1]-66/57.5) > 1e-9 {
 		t.Fatalf("bracketed = %v, want [1 %.4f]", got, 66/57.5)
+	}
+}
+
+// bench-balance samples capacity once more after its last run, and sets
+// each run against the samples on either side of it.
+func TestBalancePrintBracketed(t *testing.T) {
+	s := func(d float64) []time.Duration {
+		x := time.Duration(d * float64(time.Second))
+		return []time.Duration{x, x, x}
+	}
+	r := &BalanceResult{Jobs: 9, Share: 0.6, Busy: [][]time.Duration{s(30), s(32), s(30), s(34)},
+		WithBal: []time.Duration{93 * time.Second, 99 * time.Second, 96 * time.Second}, Migrations: []int{6, 6, 6}, MoveTimes: make([][]time.Duration, 3)}
+	var b strings.Builder
+	r.Print(&b)
+	for _, want := range []string{"(head, worker 1, worker 2; before run 3)", "(head, worker 1, worker 2; after run 3)",
+		"each run against the capacity sampled just before and after it: 1.00x 1.06x 1.00x (median 1.00x)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("bench-balance printed\n%s\nwant a line with %q", b.String(), want)
+		}
 	}
 }

@@ -263,12 +263,7 @@ func (r *SweepResult) Print(w io.Writer) {
 	row("drift run --array", r.Array, r.ArrayMoves)
 	row("loop of drift run -d", r.Loop, r.LoopMoves) // placed by drift, no checkpoints (as tasks)
 	if b := bracketed(r.Tasks, r.Busy, r.Array); len(b) > 0 {
-		var each []string
-		for _, x := range b {
-			each = append(each, fmt.Sprintf("%.2fx", x))
-		}
-		sorted := slices.Sorted(slices.Values(b))
-		fmt.Fprintf(w, "  each array run against the capacity sampled before and after its round: %s (median %.2fx)\n", strings.Join(each, " "), sorted[len(sorted)/2])
+		fmt.Fprintf(w, "  each array run against the capacity sampled before and after its round: %s\n", ratios(b))
 	}
 	fmt.Fprintf(w, "  goal: the array within 1.10x ideal (median of %d runs)\n", len(r.Array))
 	p := r.Pool
@@ -306,6 +301,16 @@ func simSecs(rs []sim.Result, f func(sim.Result) time.Duration) string {
 		s = append(s, fmt.Sprintf("%.0f s", f(r).Seconds()))
 	}
 	return strings.Join(slices.Compact(s), ", ")
+}
+
+// ratios prints ratios to ideal, and their median.
+func ratios(rs []float64) string {
+	var each []string
+	for _, x := range rs {
+		each = append(each, fmt.Sprintf("%.2fx", x))
+	}
+	sorted := slices.Sorted(slices.Values(rs))
+	return fmt.Sprintf("%s (median %.2fx)", strings.Join(each, " "), sorted[len(sorted)/2])
 }
 
 // bracketed sets each run (run i of round i) against the ideal of the
