@@ -40,6 +40,7 @@ type BalanceResult struct {
 	Busy       [][]time.Duration // one job on each node at once, per node (node 1, the head, first); sampled before each run with balancing and after the last
 	Ideal      time.Duration     // total work over total capacity, the capacity each node's median in Busy
 	WithoutBal time.Duration     // makespan with balancing off
+	Placed     time.Duration     // makespan of the jobs spread evenly over the nodes at their start, balancing off
 	WithBal    []time.Duration   // makespan with balancing on, per run
 	Migrations []int             // moves made with balancing on, per run
 	MoveTimes  [][]time.Duration // per run, when each move ended, from the batch's start
@@ -77,6 +78,11 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 	}
 	res.Alone = alone
 	if res.WithoutBal, err = b.run(ctx, cfg.Jobs, iters, false); err != nil {
+		return nil, err
+	}
+	// What no balancer can beat from a start on one node: the same jobs
+	// placed evenly from the start, each node running its share at once.
+	if res.Placed, err = b.placed(ctx, cfg.Jobs, iters); err != nil {
 		return nil, err
 	}
 	for range cfg.Runs {
@@ -276,6 +282,26 @@ func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (t
 	}
 	took, moves, err := b.finish(ctx, start, ids)
 	b.moves += moves
+	return took, err
+}
+
+// placed starts n jobs of iters work spread evenly over the nodes (job i
+// on node i mod 3), balancing off, and returns the time until the last
+// one ends.
+func (b *batch) placed(ctx context.Context, n int, iters uint64) (time.Duration, error) {
+	if _, err := b.exec(ctx, "drift", "balance", "off"); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	var ids []string
+	for i := range n {
+		out, err := b.exec(ctx, "drift", "run", "-d", "--checkpoint-every", "0", "--node", b.names[i%len(b.names)], "--", "drift-workload", "work", "-n", fmt.Sprint(iters))
+		if err != nil {
+			return 0, err
+		}
+		ids = append(ids, strings.TrimSpace(out))
+	}
+	took, _, err := b.finish(ctx, start, ids)
 	return took, err
 }
 
@@ -496,6 +522,9 @@ func (r *BalanceResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  ideal (work/capacity)  %8.1f s  (%d jobs over the three nodes' summed rates, measured at once; each node's median of %d samples, whose ideals alone are %s s)\n",
 		r.Ideal.Seconds(), r.Jobs, len(r.Busy), secs(idealsOf(r.Jobs, r.Busy)))
 	fmt.Fprintf(w, "  without balancing      %8.1f s  %.2fx ideal\n", r.WithoutBal.Seconds(), ratio(r.WithoutBal, r.Ideal))
+	if r.Placed > 0 {
+		fmt.Fprintf(w, "  placed evenly at start %8.1f s  %.2fx ideal  (%d per node from the start, balancing off: what no balancer beats from one node)\n", r.Placed.Seconds(), ratio(r.Placed, r.Ideal), r.Jobs/3)
+	}
 	for i, d := range r.WithBal {
 		fmt.Fprintf(w, "  with balancing, run %d  %8.1f s  %.2fx ideal  (%d migrations, ended at %v)\n", i+1, d.Seconds(), ratio(d, r.Ideal), r.Migrations[i], r.MoveTimes[i])
 	}
@@ -503,6 +532,13 @@ func (r *BalanceResult) Print(w io.Writer) {
 		Median(r.WithBal).Seconds(), ratio(Median(r.WithBal), r.Ideal), Spread(r.WithBal).Seconds())
 	if b := bracketed(r.Jobs, r.Busy, r.WithBal); len(b) > 0 {
 		fmt.Fprintf(w, "  with balancing, each run against the capacity sampled just before and after it: %s\n", ratios(b))
+	}
+	if r.Placed > 0 {
+		var p []float64
+		for _, d := range r.WithBal {
+			p = append(p, ratio(d, r.Placed))
+		}
+		fmt.Fprintf(w, "  with balancing, each run against placed evenly at start: %s\n", ratios(p))
 	}
 	fmt.Fprintf(w, "simulator, this scenario (nodes as slow as measured at once, shares ±20%%, moves dearer from busy nodes, jobs' rates measured), %d seeds:\n", len(r.Sim3[0]))
 	for i, name := range []string{"without balancing", "with balancing"} {
