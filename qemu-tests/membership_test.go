@@ -308,7 +308,7 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 		t.Errorf("drift why %s (holds a file under /tmp): %q, %v; want it to say it has no checkpoint", id, why, err)
 	}
 	time.Sleep(3 * time.Second) // some work after the checkpoint, to be redone
-	startSamplers(ctx, t, l, 1, 2)
+	samplers := startSamplers(ctx, t, l, 1, 2)
 	mig := moveUntilHeld(ctx, t, l, mv, 3, names[1], 2)
 
 	if err := l.StopNode(ctx, 3); err != nil {
@@ -397,7 +397,7 @@ func testWorkerRejoins(ctx context.Context, t *testing.T, c *cluster) {
 	if res, _ := mig.waitUntil(time.Now().Add(time.Minute)); res != nil {
 		t.Logf("drift migrate of the mover, whose source died before the commit: exit %d, %s", res.ExitCode, strings.TrimSpace(string(res.Stderr)))
 	}
-	checkSamples(ctx, t, l, 1, 2)
+	samplers.check(ctx, t)
 
 	// Their checkpoints are gone: only the home files of the jobs that
 	// other nodes took over stay, while those nodes keep their records.

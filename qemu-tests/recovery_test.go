@@ -73,28 +73,110 @@ while True:
     time.sleep(0.1)
 `
 
+// samplers are samplerScript running on some nodes, with each node's
+// clock offset from the host's as they started.
+type samplers struct {
+	l     *lab.Lab
+	nodes []int
+	start map[int]clockOffset
+}
+
 // startSamplers starts samplerScript on each node, in the background of
 // its shell, writing /tmp/copies.
-func startSamplers(ctx context.Context, t *testing.T, l *lab.Lab, nodes ...int) {
+func startSamplers(ctx context.Context, t *testing.T, l *lab.Lab, nodes ...int) *samplers {
 	t.Helper()
+	s := &samplers{l: l, nodes: nodes, start: map[int]clockOffset{}}
 	for _, n := range nodes {
+		off, err := measureClock(ctx, l, n)
+		if err != nil {
+			t.Fatalf("node %d's clock: %v", n, err)
+		}
+		s.start[n] = off
 		if _, err := l.ExecOK(ctx, n, "sh", "-c", "cat >/tmp/sampler.py <<'EOF'\n"+samplerScript+"EOF\nsetsid python3 /tmp/sampler.py </dev/null >/tmp/copies 2>&1 & echo $! >/tmp/copies.pid"); err != nil {
 			t.Fatalf("start the sampler on node %d: %v", n, err)
 		}
 	}
+	return s
 }
 
-// checkSamples stops the samplers and fails if, in any 100 ms window,
-// the nodes together held more than one copy of the mover.
-func checkSamples(ctx context.Context, t *testing.T, l *lab.Lab, nodes ...int) {
+// clockOffset is how far a node's clock is ahead of the host's, within
+// plus or minus within.
+type clockOffset struct {
+	ahead, within time.Duration
+}
+
+// measureClock reads node n's clock a few times and keeps the reading
+// with the shortest round trip: the guests set their clocks from the
+// emulated RTC at boot, to the second, and nothing keeps them together,
+// so samples of two nodes can only be compared on the host's clock.
+func measureClock(ctx context.Context, l *lab.Lab, n int) (clockOffset, error) {
+	best := clockOffset{within: -1}
+	for range 5 {
+		t0 := time.Now()
+		res, err := l.Exec(ctx, n, "adjtimex")
+		rtt := time.Since(t0)
+		if err != nil {
+			return best, err
+		}
+		g, err := adjtimexTime(string(res.Stdout))
+		if err != nil {
+			return best, err
+		}
+		if best.within < 0 || rtt/2 < best.within {
+			best = clockOffset{ahead: g.Sub(t0.Add(rtt / 2)), within: rtt / 2}
+		}
+	}
+	return best, nil
+}
+
+// adjtimexTime is the time busybox adjtimex prints (time.tv_sec and
+// time.tv_usec lines): the guest's clock to the microsecond, where its
+// date has only seconds.
+func adjtimexTime(out string) (time.Time, error) {
+	var sec, usec int64 = -1, -1
+	for _, ln := range strings.Split(out, "\n") {
+		f := strings.Fields(ln)
+		if len(f) < 2 {
+			continue
+		}
+		v, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+		switch {
+		case err != nil:
+		case f[0] == "time.tv_sec:":
+			sec = v
+		case f[0] == "time.tv_usec:":
+			usec = v
+		}
+	}
+	if sec < 0 || usec < 0 {
+		return time.Time{}, fmt.Errorf("adjtimex printed %q: want time.tv_sec and time.tv_usec lines", out)
+	}
+	return time.Unix(sec, usec*1000), nil
+}
+
+// check stops the samplers and fails if, in any 100 ms window of the
+// host's clock, the nodes together held more than one copy of the mover.
+// Each node's samples are set on the host's clock by the mean of its
+// offsets measured as the samplers started and now (logged with what the
+// measurements leave unknown).
+func (sp *samplers) check(ctx context.Context, t *testing.T) {
 	t.Helper()
 	type sample struct {
-		at     int64
+		at     int64 // on the host's clock
 		copies int
 	}
 	per := map[int][]sample{}
-	for _, n := range nodes {
-		out, err := l.ExecOK(ctx, n, "sh", "-c", "kill $(cat /tmp/copies.pid); cat /tmp/copies")
+	for _, n := range sp.nodes {
+		end, err := measureClock(ctx, sp.l, n)
+		if err != nil {
+			t.Errorf("node %d's clock: %v", n, err)
+			continue
+		}
+		ahead := (sp.start[n].ahead + end.ahead) / 2
+		t.Logf("node %d's clock is %s ahead of the host's (%s as the samplers started, %s at their end, each within %s, %s)",
+			n, ahead.Round(time.Millisecond), sp.start[n].ahead.Round(time.Millisecond), end.ahead.Round(time.Millisecond),
+			sp.start[n].within.Round(time.Millisecond), end.within.Round(time.Millisecond))
+		out, err := sp.l.ExecOK(ctx, n, "sh", "-c", "kill $(cat /tmp/copies.pid); cat /tmp/copies")
 		if err != nil {
 			t.Errorf("read the sampler of node %d: %v", n, err)
 			continue
@@ -109,7 +191,7 @@ func checkSamples(ctx context.Context, t *testing.T, l *lab.Lab, nodes ...int) {
 			if err1 != nil || err2 != nil {
 				t.Fatalf("node %d sampler line %q: want UNIX-NANOSECONDS COUNT", n, ln)
 			}
-			per[n] = append(per[n], sample{at, c})
+			per[n] = append(per[n], sample{at - int64(ahead), c})
 		}
 	}
 	// Each sample of one node against the latest sample of every other
@@ -136,12 +218,12 @@ func checkSamples(ctx context.Context, t *testing.T, l *lab.Lab, nodes ...int) {
 				worst = total
 			}
 			if total > 1 {
-				t.Errorf("at %s, nodes %v held %d copies of the mover", time.Unix(0, s.at).Format("15:04:05.000"), nodes, total)
+				t.Errorf("at %s (host clock), nodes %v held %d copies of the mover", time.Unix(0, s.at).Format("15:04:05.000"), sp.nodes, total)
 				return
 			}
 		}
 	}
-	t.Logf("samplers on nodes %v: %d samples, never more than %d copy of the mover", nodes, samples, worst)
+	t.Logf("samplers on nodes %v: %d samples, never more than %d copy of the mover", sp.nodes, samples, worst)
 	if samples < 50 {
 		t.Errorf("only %d samples: the samplers did not run", samples)
 	}

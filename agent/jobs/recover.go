@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/driftcluster/drift/agent/api"
+	"github.com/driftcluster/drift/agent/migrate"
 )
 
 // Recovery: when membership declares dead the node a job runs on, its
@@ -190,20 +191,14 @@ func (m *Manager) restoreCheckpoint(id string, h *homeJob, ci api.CheckpointInfo
 	spec := h.spec
 	h.mu.Unlock()
 	// A move of the job that its dead node had begun may have left a copy
-	// restored and held on its target: it goes first.
+	// restored and held on its target: it goes first, and every live node
+	// must say so. A held copy is frozen, but it is a copy: none starts
+	// here while one may still be held there. Past HoldTimeout, a target
+	// has killed a copy whose dead source never said it may run.
 	var dropped sync.WaitGroup
+	deadline := time.Now().Add(migrate.HoldTimeout)
 	for _, n := range m.Peers.Nodes() {
-		c, err := m.Peers.Client(n)
-		if err != nil {
-			continue
-		}
-		dropped.Go(func() {
-			ctx, cancel := context.WithTimeout(m.base, 10*time.Second)
-			defer cancel()
-			if err := c.Discard(ctx, id); err != nil {
-				m.log().Warn("recovery: ask a node to drop a held copy of the job", "job", id, "node", n, "err", err)
-			}
-		})
+		dropped.Go(func() { m.dropHeld(n, id, deadline) })
 	}
 	dropped.Wait()
 	var errs []string
@@ -237,6 +232,39 @@ func (m *Manager) restoreCheckpoint(id string, h *homeJob, ci api.CheckpointInfo
 		return node, nil
 	}
 	return "", errors.New(strings.Join(errs, "; "))
+}
+
+// dropHeldEvery is how often a recovery asks a silent node again to
+// drop a copy it may hold.
+var dropHeldEvery = 2 * time.Second
+
+// dropHeld asks node to drop any copy of job id it holds, again every
+// dropHeldEvery until it answers, leaves the cluster, or deadline passes.
+func (m *Manager) dropHeld(node, id string, deadline time.Time) {
+	for {
+		c, err := m.Peers.Client(node)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(m.base, 10*time.Second)
+			err = c.Discard(ctx, id)
+			cancel()
+			if err == nil {
+				return
+			}
+		}
+		if !slices.Contains(m.Peers.Nodes(), node) {
+			return
+		}
+		if time.Now().After(deadline) {
+			m.log().Warn("recovery: a node never said it dropped any copy of the job it held; going on, as such a copy is killed by now", "job", id, "node", node, "err", err)
+			return
+		}
+		m.log().Warn("recovery: ask a node to drop a held copy of the job; asking again", "job", id, "node", node, "in", dropHeldEvery, "err", err)
+		select {
+		case <-m.base.Done():
+			return
+		case <-time.After(dropHeldEvery):
+		}
+	}
 }
 
 // checkpointPath checks that dir is a job's published checkpoint under

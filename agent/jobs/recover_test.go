@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -231,5 +233,94 @@ func TestHomeDiesJobRunsOn(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// silentPeers is one live node whose discard answers with an error
+// until it has been asked fails+1 times; it can leave the cluster.
+type silentPeers struct {
+	mu    sync.Mutex
+	sock  string
+	gone  bool
+	asked int
+}
+
+func (p *silentPeers) Client(string) (*api.Client, error) { return api.Local(p.sock), nil }
+
+func (p *silentPeers) Nodes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gone {
+		return nil
+	}
+	return []string{"drift-bbbbbb"}
+}
+
+func serveDiscard(t *testing.T, p *silentPeers, fails int) {
+	t.Helper()
+	p.sock = filepath.Join(t.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", p.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/jobs/aaaaaa-1/discard" {
+			http.NotFound(w, r)
+			return
+		}
+		p.mu.Lock()
+		p.asked++
+		n := p.asked
+		p.mu.Unlock()
+		if n <= fails {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		api.WriteJSON(w, map[string]bool{"ok": true})
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// A recovery goes on only once every live node has said it holds no
+// copy of the job: a node that fails to answer is asked again, until it
+// answers, leaves the cluster, or a held copy would have been killed.
+func TestRecoveryWaitsForHeldCopiesDropped(t *testing.T) {
+	defer func(d time.Duration) { dropHeldEvery = d }(dropHeldEvery)
+	dropHeldEvery = 10 * time.Millisecond
+
+	p := &silentPeers{}
+	serveDiscard(t, p, 3)
+	m := &Manager{Self: "drift-aaaaaa", Peers: p, StateDir: t.TempDir(), SharedRoot: t.TempDir()}
+	m.init()
+	m.dropHeld("drift-bbbbbb", "aaaaaa-1", time.Now().Add(time.Minute))
+	if p.asked != 4 {
+		t.Errorf("a node that failed 3 times was asked %d times; want 4 (until it answered)", p.asked)
+	}
+
+	p = &silentPeers{}
+	serveDiscard(t, p, 1000)
+	m.Peers = p
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		p.mu.Lock()
+		p.gone = true
+		p.mu.Unlock()
+	}()
+	done := make(chan struct{})
+	go func() { m.dropHeld("drift-bbbbbb", "aaaaaa-1", time.Now().Add(time.Minute)); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("dropHeld still asks a node that left the cluster")
+	}
+
+	p = &silentPeers{}
+	serveDiscard(t, p, 1000)
+	m.Peers = p
+	start := time.Now()
+	m.dropHeld("drift-bbbbbb", "aaaaaa-1", start.Add(200*time.Millisecond))
+	if took := time.Since(start); took > 5*time.Second || p.asked < 2 {
+		t.Errorf("a node that never answers: asked %d times over %s; want several, ending at the deadline", p.asked, took)
 	}
 }
