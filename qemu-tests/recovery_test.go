@@ -129,6 +129,14 @@ func measureClock(ctx context.Context, l *lab.Lab, n int) (clockOffset, error) {
 	return best, nil
 }
 
+// aheadOrBehind says an offset from another clock in words.
+func aheadOrBehind(d time.Duration) string {
+	if d < 0 {
+		return (-d).Round(time.Millisecond).String() + " behind"
+	}
+	return d.Round(time.Millisecond).String() + " ahead of"
+}
+
 // adjtimexTime is the time busybox adjtimex prints (time.tv_sec and
 // time.tv_usec lines): the guest's clock to the microsecond, where its
 // date has only seconds.
@@ -173,8 +181,8 @@ func (sp *samplers) check(ctx context.Context, t *testing.T) {
 			continue
 		}
 		ahead := (sp.start[n].ahead + end.ahead) / 2
-		t.Logf("node %d's clock is %s ahead of the host's (%s as the samplers started, %s at their end, each within %s, %s)",
-			n, ahead.Round(time.Millisecond), sp.start[n].ahead.Round(time.Millisecond), end.ahead.Round(time.Millisecond),
+		t.Logf("node %d's clock is %s the host's (%s as the samplers started, %s at their end; each reading within %s, %s)",
+			n, aheadOrBehind(ahead), aheadOrBehind(sp.start[n].ahead), aheadOrBehind(end.ahead),
 			sp.start[n].within.Round(time.Millisecond), end.within.Round(time.Millisecond))
 		out, err := sp.l.ExecOK(ctx, n, "sh", "-c", "kill $(cat /tmp/copies.pid); cat /tmp/copies")
 		if err != nil {

@@ -523,7 +523,11 @@ func (r *BalanceResult) Print(w io.Writer) {
 		r.Ideal.Seconds(), r.Jobs, len(r.Busy), secs(idealsOf(r.Jobs, r.Busy)))
 	fmt.Fprintf(w, "  without balancing      %8.1f s  %.2fx ideal\n", r.WithoutBal.Seconds(), ratio(r.WithoutBal, r.Ideal))
 	if r.Placed > 0 {
-		fmt.Fprintf(w, "  placed evenly at start %8.1f s  %.2fx ideal  (%d per node from the start, balancing off: what no balancer beats from one node)\n", r.Placed.Seconds(), ratio(r.Placed, r.Ideal), r.Jobs/3)
+		next := ""
+		if len(r.Busy) > 0 {
+			next = fmt.Sprintf(", %.2fx the capacity sampled just after it", ratio(r.Placed, idealOf(r.Jobs, r.Busy[0])))
+		}
+		fmt.Fprintf(w, "  placed evenly at start %8.1f s  %.2fx ideal  (%d per node from the start, balancing off: what no balancer beats from one node%s)\n", r.Placed.Seconds(), ratio(r.Placed, r.Ideal), r.Jobs/3, next)
 	}
 	for i, d := range r.WithBal {
 		fmt.Fprintf(w, "  with balancing, run %d  %8.1f s  %.2fx ideal  (%d migrations, ended at %v)\n", i+1, d.Seconds(), ratio(d, r.Ideal), r.Migrations[i], r.MoveTimes[i])

@@ -100,12 +100,12 @@ func TestBalancePrintBracketed(t *testing.T) {
 	}
 	r := &BalanceResult{Jobs: 9, Share: 0.6, Busy: [][]time.Duration{s(30), s(32), s(30), s(34)},
 		WithBal: []time.Duration{93 * time.Second, 99 * time.Second, 96 * time.Second}, Migrations: []int{6, 6, 6}, MoveTimes: make([][]time.Duration, 3),
-		Placed: 90 * time.Second}
+		Placed: 90 * time.Second, Ideal: 90 * time.Second}
 	var b strings.Builder
 	r.Print(&b)
 	for _, want := range []string{"(head, worker 1, worker 2; before run 3)", "(head, worker 1, worker 2; after run 3)",
 		"each run against the capacity sampled just before and after it: 1.00x 1.06x 1.00x (median 1.00x)",
-		"placed evenly at start     90.0 s", "each run against placed evenly at start: 1.03x 1.10x 1.07x (median 1.07x)"} {
+		"placed evenly at start     90.0 s  1.00x ideal  (3 per node from the start, balancing off: what no balancer beats from one node, 1.00x the capacity sampled just after it)", "each run against placed evenly at start: 1.03x 1.10x 1.07x (median 1.07x)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("bench-balance printed\n%s\nwant a line with %q", b.String(), want)
 		}
