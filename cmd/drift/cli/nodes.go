@@ -13,10 +13,14 @@ import (
 
 func runNodes(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var pending []api.EnrollMachine
+	balancing := true
 	fetch := func(c *api.Client, ctx context.Context) ([]api.Node, error) {
 		nodes, err := c.Nodes(ctx)
 		if err == nil {
 			pending = pendingMachines(ctx, c)
+			if st, err := c.Balance(ctx); err == nil {
+				balancing = st.On
+			}
 		}
 		return nodes, err
 	}
@@ -25,8 +29,17 @@ func runNodes(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			if err := writeNodes(w, nodes, time.Now()); err != nil {
 				return err
 			}
+			writeBalancingOff(w, balancing)
 			return writePendingNodes(w, pending)
 		})
+}
+
+// writeBalancingOff says, under the nodes table, that automatic
+// balancing is off, when it is: then jobs stay where they start.
+func writeBalancingOff(w io.Writer, on bool) {
+	if !on {
+		fmt.Fprintf(w, "\nautomatic balancing is off: running jobs stay where they are (drift balance on)\n")
+	}
 }
 
 // query runs a command that fetches one thing from an agent and prints it

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -193,6 +194,40 @@ func TestHuman(t *testing.T) {
 	for _, tt := range tests {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+// drift nodes says under its table when automatic balancing is off, and
+// nothing when it is on.
+func TestNodesSaysBalancingOff(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		dir := t.TempDir()
+		s := &api.Server{Logger: slog.New(slog.DiscardHandler), SocketPath: filepath.Join(dir, "api.sock"), Cluster: fakeCluster{
+			{Name: "drift-a1b2c3", Addr: "10.77.0.1", State: membership.StateAlive, Self: true, Info: nodeinfo.Info{Cores: 1, Role: "head"}},
+		}, Routes: map[string]http.Handler{"GET /v1/balance": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			api.WriteJSON(w, api.BalanceState{On: on})
+		})}}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		for range 100 {
+			if c, err := net.Dial("unix", s.SocketPath); err == nil {
+				c.Close()
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		var out, errOut strings.Builder
+		err := runNodes(ctx, []string{"--socket", s.SocketPath}, nil, &out, &errOut)
+		cancel()
+		<-done
+		if err != nil {
+			t.Fatalf("drift nodes: %v; stderr %s", err, errOut.String())
+		}
+		said := strings.Contains(out.String(), "automatic balancing is off: running jobs stay where they are (drift balance on)")
+		if said == on {
+			t.Errorf("balancing on=%v: drift nodes printed\n%s", on, out.String())
 		}
 	}
 }
