@@ -200,22 +200,37 @@ type batch struct {
 // (the VMs then share the host's cores, and the head serves the shared
 // storage besides).
 func (b *batch) capacity(ctx context.Context, iters uint64) ([]time.Duration, error) {
-	if _, err := b.exec(ctx, "drift", "balance", "off"); err != nil {
+	start, ids, err := b.startJobs(ctx, "off", b.names, iters, "--stay")
+	if err != nil {
 		return nil, err
-	}
-	start := time.Now()
-	var ids []string
-	for _, node := range b.names {
-		out, err := b.exec(ctx, "drift", "run", "-d", "--stay", "--checkpoint-every", "0", "--node", node, "--", "drift-workload", "work", "-n", fmt.Sprint(iters))
-		if err != nil {
-			return nil, err
-		}
-		ids = append(ids, strings.TrimSpace(out))
 	}
 	if _, _, err := b.finish(ctx, start, ids); err != nil {
 		return nil, err
 	}
 	return b.exits.took(start, ids), nil
+}
+
+// startJobs turns balancing on or off (mode), then starts one job of
+// iters work on each of nodes, in order, with extra flags for drift run,
+// and returns when it began and the jobs. No checkpoints: they are what
+// bench-checkpoint measures, and they cost a batch this dense far more
+// than their 5% (9P publishing on the head); here they would hide the
+// balancer.
+func (b *batch) startJobs(ctx context.Context, mode string, nodes []string, iters uint64, extra ...string) (time.Time, []string, error) {
+	if _, err := b.exec(ctx, "drift", "balance", mode); err != nil {
+		return time.Time{}, nil, err
+	}
+	start := time.Now()
+	var ids []string
+	for _, node := range nodes {
+		argv := append(append([]string{"drift", "run", "-d"}, extra...), "--checkpoint-every", "0", "--node", node, "--", "drift-workload", "work", "-n", fmt.Sprint(iters))
+		out, err := b.exec(ctx, argv...)
+		if err != nil {
+			return start, nil, err
+		}
+		ids = append(ids, strings.TrimSpace(out))
+	}
+	return start, ids, nil
 }
 
 // idealOf is the makespan of jobs equal jobs spread perfectly over nodes
@@ -265,20 +280,9 @@ func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (t
 	if balancing {
 		mode = "on"
 	}
-	if _, err := b.exec(ctx, "drift", "balance", mode); err != nil {
+	start, ids, err := b.startJobs(ctx, mode, slices.Repeat([]string{b.on}, n), iters)
+	if err != nil {
 		return 0, err
-	}
-	start := time.Now()
-	var ids []string
-	for range n {
-		// No checkpoints: they are what bench-checkpoint measures, and
-		// they cost a batch this dense far more than their 5% (9P
-		// publishing on the head); here they would hide the balancer.
-		out, err := b.exec(ctx, "drift", "run", "-d", "--checkpoint-every", "0", "--node", b.on, "--", "drift-workload", "work", "-n", fmt.Sprint(iters))
-		if err != nil {
-			return 0, err
-		}
-		ids = append(ids, strings.TrimSpace(out))
 	}
 	took, moves, err := b.finish(ctx, start, ids)
 	b.moves += moves
@@ -289,17 +293,13 @@ func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (t
 // on node i mod 3), balancing off, and returns the time until the last
 // one ends.
 func (b *batch) placed(ctx context.Context, n int, iters uint64) (time.Duration, error) {
-	if _, err := b.exec(ctx, "drift", "balance", "off"); err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	var ids []string
+	var nodes []string
 	for i := range n {
-		out, err := b.exec(ctx, "drift", "run", "-d", "--checkpoint-every", "0", "--node", b.names[i%len(b.names)], "--", "drift-workload", "work", "-n", fmt.Sprint(iters))
-		if err != nil {
-			return 0, err
-		}
-		ids = append(ids, strings.TrimSpace(out))
+		nodes = append(nodes, b.names[i%len(b.names)])
+	}
+	start, ids, err := b.startJobs(ctx, "off", nodes, iters)
+	if err != nil {
+		return 0, err
 	}
 	took, _, err := b.finish(ctx, start, ids)
 	return took, err
