@@ -127,6 +127,7 @@ type job struct {
 	done     float64
 	finished bool
 	starting bool // a task on its way from the queue to its node
+	ahead    bool // a starting task taken while every core of its node was taken: it waits, counted in no load, as the arrays service marks it
 }
 
 type state struct {
@@ -141,6 +142,7 @@ type state struct {
 	running  [][]*job  // per node
 	held     [][]*job  // per node: tasks started ahead, waiting for a core
 	inbound  []int     // per node: jobs in flight towards it
+	ahead    []int     // per node: of those, tasks taken ahead (they will wait)
 	noAhead  []float64 // per node: takes no task ahead before then (GiveBack)
 	idleAt   []float64 // per node: since when it has had a free core (-1: it has none)
 	took     []float64 // run times of the first tasks that ended unmoved, for the median
@@ -180,6 +182,7 @@ func Run(cfg Config) Result {
 	s.running = make([][]*job, len(cfg.Nodes))
 	s.held = make([][]*job, len(cfg.Nodes))
 	s.inbound = make([]int, len(cfg.Nodes))
+	s.ahead = make([]int, len(cfg.Nodes))
 	s.noAhead = make([]float64, len(cfg.Nodes))
 	s.idleAt = make([]float64, len(cfg.Nodes))
 	for i := range s.idleAt {
@@ -355,6 +358,9 @@ func (s *state) pull() {
 			j := s.queue[0]
 			s.queue = s.queue[1:]
 			j.target, j.landsAt, j.starting = i, s.now+s.cfg.TaskStart.Seconds(), true
+			if j.ahead = room >= s.nodes[i].Cores; j.ahead {
+				s.ahead[i]++
+			}
 			s.inflight = append(s.inflight, j)
 			s.inbound[i]++
 		}
@@ -372,6 +378,10 @@ func (s *state) landings() {
 			continue
 		}
 		s.inbound[j.target]--
+		if j.ahead {
+			s.ahead[j.target]--
+		}
+		j.ahead = false
 		if j.starting && len(s.running[j.target]) >= s.nodes[j.target].Cores {
 			j.starting = false
 			s.held[j.target] = append(s.held[j.target], j)
@@ -475,7 +485,7 @@ func (s *state) index(name string) int {
 // not all send work to the same idle machine in one tick).
 func (s *state) refresh() {
 	for i := range s.nodes {
-		s.nodes[i].Runnable = float64(len(s.running[i]) + s.inbound[i])
+		s.nodes[i].Runnable = float64(len(s.running[i]) + s.inbound[i] - s.ahead[i])
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/driftcluster/drift/agent/balance"
 )
 
 // batch is n equal CPU-bound jobs of work seconds each, all started on home at t=0.
@@ -198,5 +200,33 @@ func TestGiveBack(t *testing.T) {
 	}
 	if given.GivenBack != 1 || given.Makespan > 102*time.Second {
 		t.Errorf("given back %d, makespan %v: want 1, and the long task last", given.GivenBack, given.Makespan)
+	}
+}
+
+// TestTaskAheadIsNoLoad: a task started ahead waits for a core and runs
+// nothing, so its node does not count it as load (the arrays service
+// marks it waiting). Counted, it made the node look crowded while it
+// started, the balancer sent the running task away, the move landed on
+// a node with a task of its own, and so on: in a sweep with jobs free to
+// move after 1 s, tasks moved up to 6 times and the balancer made the
+// sweep slower than the queue alone.
+func TestTaskAheadIsNoLoad(t *testing.T) {
+	var ns []NodeSpec
+	for i := range 50 {
+		sp := 1.0
+		if i%4 == 3 {
+			sp = 0.5
+		}
+		ns = append(ns, NodeSpec{Name: fmt.Sprintf("n%d", i), Cores: 1, Speed: sp})
+	}
+	cfg := Config{Nodes: ns, Queue: Pareto(5000, 2, 5, 16<<20, 0), Seed: 0, Noise: 0.2, BusySource: 0.05, Observe: true,
+		TaskStart: 3 * time.Second, Ahead: 1, GiveBack: true, Params: balance.Params{FirstMove: time.Second}}
+	plain := Run(cfg)
+	cfg.Balance = true
+	bal := Run(cfg)
+	t.Logf("queue alone:        %v", plain)
+	t.Logf("queue and balancer: %v", bal)
+	if bal.MaxMoves > 1 || bal.Migrations > 5000/100 || float64(bal.Makespan) > 1.05*float64(plain.Makespan) {
+		t.Errorf("with the balancer: %v; want no task moved twice, at most one move per 100 tasks, and within 5%% of the queue alone (%v)", bal, plain.Makespan)
 	}
 }
