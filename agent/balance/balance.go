@@ -79,7 +79,7 @@ type Job struct {
 type Params struct {
 	Hysteresis   float64       // a move must raise the job's rate by this factor over 1; 0: 0.3
 	MinResidence time.Duration // no CPU move of a job that has moved before it has stayed this long; 0: 10s
-	FirstMove    time.Duration // a job that has never moved may move once it has run this long (its CPU use is measured by then); 0: 2s
+	FirstMove    time.Duration // a job that has never moved may move once it has run this long (its CPU use is measured by then); 0: 1s
 	MinHorizon   time.Duration // the least remaining life assumed for a job; 0: 30s
 	FixedCost    time.Duration // cost of a move besides copying memory; 0: 2s
 	Bandwidth    float64       // bytes per second between nodes; 0: 10 MB/s
@@ -105,7 +105,7 @@ func (p Params) withDefaults() Params {
 	def(&p.MemReserve, 0.1)
 	def(&p.MinCPU, 0.5)
 	defD(&p.MinResidence, 10*time.Second)
-	defD(&p.FirstMove, 2*time.Second)
+	defD(&p.FirstMove, time.Second)
 	defD(&p.MinHorizon, 30*time.Second)
 	defD(&p.FixedCost, 2*time.Second)
 	return p
