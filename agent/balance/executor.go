@@ -128,21 +128,16 @@ var (
 // besides right after each move ends and on Wake.
 const defaultPeriod = 2 * time.Second
 
-// maxOutgoing is how many moves a node makes at once, and maxPerTarget
-// how many of them go to one target. The node's dumps take turns
-// (migrate.Node holds one dump at a time; two at once would share one
-// starved CPU and make every frozen job wait longer), so the moves in
-// flight overlap the rest: one's setup (the target's admission, CRIU's
-// start), another's images travelling and restored, another's commit
-// and clean-up. On the bench (9 jobs on one of 3 VMs) one move at a time
-// spread them in 14 s, one per target in 11 to 12 s (and 8 to 9 s with
-// first moves after 1 s). A target's moves under way count on it from
-// their start (and, once it has admitted them, in its gossip as well: the
-// count errs high, never low).
-const (
-	maxOutgoing  = 4
-	maxPerTarget = 2
-)
+// maxOutgoing is how many moves a node makes at once, each to a
+// different target. The node's dumps take turns (migrate.Node holds one
+// dump at a time), so a second move dumps its job while the first one's
+// images travel and are restored: on the bench (9 jobs on one of 3 VMs)
+// the six moves that spread them took 11 to 12 s instead of 14. Two
+// dumps at once would share one starved CPU and make every frozen job
+// wait longer. Four moves at once, two to each target, spread them no
+// sooner (the last ended after 11 to 12 s, against 9 with two): their
+// setups (the target's admission, CRIU's start) shared that CPU too.
+const maxOutgoing = 2
 
 // admissionTTL is how long a target's own count on admission outranks
 // gossip that shows less (gossip carries a load change within a second
@@ -337,9 +332,9 @@ func (e *Executor) dueIn() time.Duration {
 
 // next returns the next move to start, if any, and the number of jobs
 // the target is counted to have: moves under way count on their targets
-// and no longer here, a target with maxPerTarget moves under way gets no
-// other, and targets and jobs that failed lately are left out. The move
-// counts as under way from here on: move must follow.
+// and no longer here, a target with a move under way gets no other, and
+// targets and jobs that failed lately are left out. The move counts as
+// under way from here on: move must follow.
 func (e *Executor) next() (Move, int, bool) {
 	if e.off.Load() && !e.draining.Load() {
 		return Move{}, 0, false
@@ -355,9 +350,9 @@ func (e *Executor) next() (Move, int, bool) {
 	if len(e.inflight) >= maxOutgoing {
 		return Move{}, 0, false
 	}
-	busy := map[string]int{}
+	busy := map[string]bool{}
 	for _, to := range e.inflight {
-		busy[to]++
+		busy[to] = true
 	}
 	for id := range e.failed { // forget jobs that ended or left
 		if _, moving := e.inflight[id]; !moving && !slices.ContainsFunc(residents, func(r Resident) bool { return r.ID == id }) {
@@ -405,9 +400,9 @@ func (e *Executor) next() (Move, int, bool) {
 		if a, ok := e.admitted[n.Name]; ok && now.Sub(a.at) < admissionTTL {
 			n.Runnable = max(n.Runnable, float64(a.load))
 		}
-		if k := busy[n.Name]; k > 0 {
-			n.Runnable += float64(k)
-			n.Accepts = n.Accepts && k < maxPerTarget
+		if busy[n.Name] {
+			n.Runnable++
+			n.Accepts = false
 		}
 		if s, ok := e.refused[n.Name]; ok && now.Before(s.retry) {
 			n.Accepts = false

@@ -10,7 +10,7 @@ import (
 // TestExecutorMoving: a job counts as moving from when its move starts
 // until the move has ended, whatever its job does meanwhile.
 func TestExecutorMoving(t *testing.T) {
-	w := newWorld([]Node{node("w1", 0), node("w2", 0)}, "a", "b") // one move: b stays
+	w := newWorld([]Node{node("w1", 0), node("w2", 0)}, "a", "b", "c", "d")
 	bw := blockingWorld{w, make(chan Move), make(chan struct{})}
 	e := w.executor()
 	e.Migrator = bw
