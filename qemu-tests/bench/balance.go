@@ -44,6 +44,8 @@ type BalanceResult struct {
 	WithBal    []time.Duration   // makespan with balancing on, per run
 	Migrations []int             // moves made with balancing on, per run
 	MoveTimes  [][]time.Duration // per run, when each move ended, from the batch's start
+	PlacedCPU  []nodeCPU         // per node, where its CPU went while the evenly placed jobs ran
+	BalCPU     [][]nodeCPU       // per run with balancing, per node, where its CPU went
 	Sim3       [2][]sim.Result   // this scenario simulated (per seed): without and with balancing
 	Sim1000    [2]sim.Result     // the simulator at 1000 nodes: without and with balancing
 }
@@ -85,6 +87,7 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 	if res.Placed, err = b.placed(ctx, cfg.Jobs, iters); err != nil {
 		return nil, err
 	}
+	res.PlacedCPU = b.lastCPU
 	for range cfg.Runs {
 		// The host's speed wanders by several percent over an
 		// invocation: capacity is sampled before each run, and the
@@ -102,6 +105,7 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		res.WithBal = append(res.WithBal, took)
 		res.MoveTimes = append(res.MoveTimes, b.exits.movesSince(balStart))
 		res.Migrations = append(res.Migrations, b.moves-before)
+		res.BalCPU = append(res.BalCPU, b.lastCPU)
 		log.Info("bench-balance: with balancing", "took", took, "moves", b.moves-before)
 	}
 	// Once more after the last run: each run is then bracketed by
@@ -192,6 +196,9 @@ type batch struct {
 	names []string // every node's, node 1's first
 	exits *exitWatch
 	moves int
+	// lastCPU is where each node's CPU went during the last run or
+	// placed batch (nil if a node could not tell).
+	lastCPU []nodeCPU
 }
 
 // capacity runs one job of iters work on each node at once, pinned there,
@@ -280,12 +287,14 @@ func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (t
 	if balancing {
 		mode = "on"
 	}
+	before := b.cpu(ctx)
 	start, ids, err := b.startJobs(ctx, mode, slices.Repeat([]string{b.on}, n), iters)
 	if err != nil {
 		return 0, err
 	}
 	took, moves, err := b.finish(ctx, start, ids)
 	b.moves += moves
+	b.lastCPU = cpuSince(before, b.cpu(ctx))
 	return took, err
 }
 
@@ -297,11 +306,13 @@ func (b *batch) placed(ctx context.Context, n int, iters uint64) (time.Duration,
 	for i := range n {
 		nodes = append(nodes, b.names[i%len(b.names)])
 	}
+	before := b.cpu(ctx)
 	start, ids, err := b.startJobs(ctx, "off", nodes, iters)
 	if err != nil {
 		return 0, err
 	}
 	took, _, err := b.finish(ctx, start, ids)
+	b.lastCPU = cpuSince(before, b.cpu(ctx))
 	return took, err
 }
 
@@ -531,6 +542,17 @@ func (r *BalanceResult) Print(w io.Writer) {
 	}
 	for i, d := range r.WithBal {
 		fmt.Fprintf(w, "  with balancing, run %d  %8.1f s  %.2fx ideal  (%d migrations, ended at %v)\n", i+1, d.Seconds(), ratio(d, r.Ideal), r.Migrations[i], r.MoveTimes[i])
+	}
+	if len(r.PlacedCPU) > 0 || len(r.BalCPU) > 0 {
+		fmt.Fprintf(w, "  where each node's CPU went (jobs / agent, CRIU and kernel / idle, in s; head, worker 1, worker 2):\n")
+		if len(r.PlacedCPU) > 0 {
+			fmt.Fprintf(w, "    placed evenly at start  %s\n", cpuRow(r.PlacedCPU))
+		}
+		for i, c := range r.BalCPU {
+			if len(c) > 0 {
+				fmt.Fprintf(w, "    with balancing, run %d   %s\n", i+1, cpuRow(c))
+			}
+		}
 	}
 	fmt.Fprintf(w, "  with balancing         median %.1f s, %.2fx ideal, spread %.1f s (goal: every run within 1.10x)\n",
 		Median(r.WithBal).Seconds(), ratio(Median(r.WithBal), r.Ideal), Spread(r.WithBal).Seconds())
