@@ -1,6 +1,8 @@
 package migrate
 
 import (
+	"runtime"
+
 	"github.com/driftcluster/drift/agent/jobinit"
 	"github.com/driftcluster/drift/agent/procfs"
 	"golang.org/x/sys/unix"
@@ -10,11 +12,36 @@ import (
 // dumped job's threads, so at the job's priority: a job at nice 19 beside
 // other busy jobs at nice 19 gets a sliver of the CPU, and each of the
 // parasite's many exchanges with CRIU waits for it. For the dump, its
-// threads run at nice 0; the image then says 0, and the target sets the
-// restored threads to the nice jobs run at before they run (settleNice).
+// threads run at dumpNice; the image then says so, and the target sets
+// the restored threads to the nice jobs run at before they run
+// (settleNice).
 
-// dumpNice is the nice value of a job's threads while CRIU dumps them.
-const dumpNice = 0
+// dumpNice is the nice value of a job's threads while CRIU dumps them,
+// and criuNice the one CRIU itself runs at on the source: above the
+// agent's other work (a burst of jobs starting, their streams), so that
+// the first moves out of a node flooded with new jobs freeze them for
+// less time. CFS still gives every other task its turn each period, so
+// gossip is answered while a large job is dumped.
+const (
+	dumpNice = -5
+	criuNice = -5
+)
+
+// niced runs start (which starts a process) on a thread set to nice, so
+// the process starts at that nice value (Linux keeps one per thread, and
+// a child takes its parent thread's), then sets the thread back. Where
+// the nice value cannot be set (no CAP_SYS_NICE), start runs as is.
+func niced(nice int, start func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	was, err := jobinit.ThreadNice(tid)
+	if err != nil || unix.Setpriority(unix.PRIO_PROCESS, tid, nice) != nil {
+		return start()
+	}
+	defer unix.Setpriority(unix.PRIO_PROCESS, tid, was)
+	return start()
+}
 
 // raiseNice sets every thread of the tree rooted at pid that runs at a
 // higher nice value than dumpNice to dumpNice, and returns what puts

@@ -71,3 +71,31 @@ func TestDumpNice(t *testing.T) {
 		}
 	}
 }
+
+// CRIU starts at criuNice, and the agent's thread that started it goes
+// back to its own nice value.
+func TestNicedStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("lowering a nice value needs root")
+	}
+	cmd := exec.Command("sleep", "30")
+	var tid, was int
+	err := niced(criuNice, func() error {
+		tid = unix.Gettid()
+		return cmd.Start()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if n, err := jobinit.ThreadNice(cmd.Process.Pid); err != nil || n != criuNice {
+		t.Errorf("started at nice %d (%v), want %d", n, err, criuNice)
+	}
+	was, err = jobinit.ThreadNice(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := jobinit.ThreadNice(tid); err != nil || n != was {
+		t.Errorf("the starting thread is at nice %d (%v) after, want %d as before", n, err, was)
+	}
+}

@@ -157,7 +157,7 @@ func (s *Source) Migrate(ctx context.Context, snd Sender, frozen func(), restore
 	}
 	// One swrk session for the pre-dumps and the dump: CRIU keeps the
 	// memory tracking state between them.
-	if err := c.Prepare(); err != nil {
+	if err := niced(criuNice, c.Prepare); err != nil {
 		return st, fmt.Errorf("migrate job %d: start criu: %w", s.Pid, err)
 	}
 	cleanup := func() {
