@@ -30,7 +30,7 @@ func (p *peers) Client(node string) (*api.Client, error) {
 		addr := net.JoinHostPort(m.Addr, strconv.Itoa(port))
 		if m.State == membership.StateDead {
 			p.a.clients.forget(addr)
-			return nil, fmt.Errorf("node %s is down", node)
+			return nil, fmt.Errorf("node %s is down (drift nodes lists the nodes and their state)", node)
 		}
 		return p.a.clients.get(addr, p.a.keys.Current())
 	}

@@ -25,7 +25,7 @@ func (a *agent) profileRoutes(p *peers) map[string]http.Handler {
 		if name := r.PathValue("name"); name != "self" && name != a.node.Name {
 			c, err := p.Client(name)
 			if err != nil {
-				http.Error(w, fmt.Sprintf("profile of %s: %v (drift nodes lists the nodes)", name, err), http.StatusNotFound)
+				http.Error(w, fmt.Sprintf("profile of %s: %v", name, err), http.StatusNotFound)
 				return
 			}
 			body, err := c.Profile(r.Context(), name, d)

@@ -79,7 +79,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, node string, q 
 	}
 	c, err := s.Client(node)
 	if err != nil {
-		http.Error(w, fmt.Sprintf("logs of %s: %v (drift nodes lists the nodes)", node, err), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("logs of %s: %v", node, err), http.StatusNotFound)
 		return
 	}
 	body, err := c.Logs(r.Context(), node, q)

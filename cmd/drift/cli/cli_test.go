@@ -19,6 +19,8 @@ func TestMain(t *testing.T) {
 		{"version", []string{"version"}, 0, "drift dev", ""},
 		{"unknown", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		{"bad flag", []string{"version", "--bogus"}, 1, "", "flag provided but not defined"},
+		{"wait for a job", []string{"wait", "d1dd01-1"}, 2, "", "d1dd01-1 is a job, not an array: drift attach d1dd01-1 waits for it"},
+		{"wait for neither", []string{"wait", "bogus"}, 2, "", `"bogus" is not an array id`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

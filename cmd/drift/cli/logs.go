@@ -34,6 +34,9 @@ func runLogs(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	body, err := c.Logs(ctx, node, api.LogsQuery{Lines: *lines, Follow: *follow})
 	if err != nil {
+		if _, jerr := api.JobHome(node); jerr == nil {
+			return fmt.Errorf("%w\n%s looks like a job: drift logs prints a node's agent log; drift attach %s prints the job's output", err, node, node)
+		}
 		return err
 	}
 	defer body.Close()

@@ -20,6 +20,9 @@ func runWait(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	id := fs.Arg(0)
 	if !api.IsArrayID(id) {
+		if _, err := api.JobHome(id); err == nil {
+			return fmt.Errorf("%s is a job, not an array: drift attach %s waits for it, prints its output and exits with its status: %w", id, id, errUsage)
+		}
 		return fmt.Errorf("%q is not an array id (they look like a-d1b102-3; drift ps lists them): %w", id, errUsage)
 	}
 	c, err := cf.client()
