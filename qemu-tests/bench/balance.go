@@ -79,15 +79,14 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		return nil, err
 	}
 	res.Alone = alone
-	if res.WithoutBal, err = b.run(ctx, cfg.Jobs, iters, false); err != nil {
+	if res.WithoutBal, _, err = b.run(ctx, cfg.Jobs, iters, false); err != nil {
 		return nil, err
 	}
 	// What no balancer can beat from a start on one node: the same jobs
 	// placed evenly from the start, each node running its share at once.
-	if res.Placed, err = b.placed(ctx, cfg.Jobs, iters); err != nil {
+	if res.Placed, res.PlacedCPU, err = b.placed(ctx, cfg.Jobs, iters); err != nil {
 		return nil, err
 	}
-	res.PlacedCPU = b.lastCPU
 	for range cfg.Runs {
 		// The host's speed wanders by several percent over an
 		// invocation: capacity is sampled before each run, and the
@@ -98,14 +97,14 @@ func Balance(ctx context.Context, cfg BalanceConfig) (*BalanceResult, error) {
 		}
 		res.Busy = append(res.Busy, busy)
 		before, balStart := b.moves, time.Now()
-		took, err := b.run(ctx, cfg.Jobs, iters, true)
+		took, cpu, err := b.run(ctx, cfg.Jobs, iters, true)
 		if err != nil {
 			return nil, err
 		}
 		res.WithBal = append(res.WithBal, took)
 		res.MoveTimes = append(res.MoveTimes, b.exits.movesSince(balStart))
 		res.Migrations = append(res.Migrations, b.moves-before)
-		res.BalCPU = append(res.BalCPU, b.lastCPU)
+		res.BalCPU = append(res.BalCPU, cpu)
 		log.Info("bench-balance: with balancing", "took", took, "moves", b.moves-before)
 	}
 	// Once more after the last run: each run is then bracketed by
@@ -196,9 +195,6 @@ type batch struct {
 	names []string // every node's, node 1's first
 	exits *exitWatch
 	moves int
-	// lastCPU is where each node's CPU went during the last run or
-	// placed batch (nil if a node could not tell).
-	lastCPU []nodeCPU
 }
 
 // capacity runs one job of iters work on each node at once, pinned there,
@@ -279,41 +275,42 @@ func idealsOf(jobs int, samples [][]time.Duration) []time.Duration {
 }
 
 // run starts n jobs of iters work on b.on, balancing on or off, and
-// returns the time until the last one ends. It learns of ends from the
-// nodes' consoles, which the host reads, so that watching costs the
-// busy VMs nothing; drift ps is asked once, at the end, for the moves.
-func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (time.Duration, error) {
+// returns the time until the last one ends and where each node's CPU
+// went meanwhile. It learns of ends from the nodes' consoles, which the
+// host reads, so that watching costs the busy VMs nothing; drift ps is
+// asked once, at the end, for the moves.
+func (b *batch) run(ctx context.Context, n int, iters uint64, balancing bool) (time.Duration, []nodeCPU, error) {
 	mode := "off"
 	if balancing {
 		mode = "on"
 	}
-	before := b.cpu(ctx)
-	start, ids, err := b.startJobs(ctx, mode, slices.Repeat([]string{b.on}, n), iters)
-	if err != nil {
-		return 0, err
-	}
-	took, moves, err := b.finish(ctx, start, ids)
-	b.moves += moves
-	b.lastCPU = cpuSince(before, b.cpu(ctx))
-	return took, err
+	return b.timed(ctx, mode, slices.Repeat([]string{b.on}, n), iters)
 }
 
 // placed starts n jobs of iters work spread evenly over the nodes (job i
 // on node i mod 3), balancing off, and returns the time until the last
-// one ends.
-func (b *batch) placed(ctx context.Context, n int, iters uint64) (time.Duration, error) {
+// one ends and where each node's CPU went meanwhile.
+func (b *batch) placed(ctx context.Context, n int, iters uint64) (time.Duration, []nodeCPU, error) {
 	var nodes []string
 	for i := range n {
 		nodes = append(nodes, b.names[i%len(b.names)])
 	}
+	return b.timed(ctx, "off", nodes, iters)
+}
+
+// timed starts one job on each of nodes (startJobs), waits until they
+// have all ended, counts their moves, and returns the time until the
+// last one ended and where each node's CPU went meanwhile (nil if a node
+// could not tell), read before the first start and after the last end.
+func (b *batch) timed(ctx context.Context, mode string, nodes []string, iters uint64) (time.Duration, []nodeCPU, error) {
 	before := b.cpu(ctx)
-	start, ids, err := b.startJobs(ctx, "off", nodes, iters)
+	start, ids, err := b.startJobs(ctx, mode, nodes, iters)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	took, _, err := b.finish(ctx, start, ids)
-	b.lastCPU = cpuSince(before, b.cpu(ctx))
-	return took, err
+	took, moves, err := b.finish(ctx, start, ids)
+	b.moves += moves
+	return took, cpuSince(before, b.cpu(ctx)), err
 }
 
 // finish waits until every job of ids has ended and returns the time

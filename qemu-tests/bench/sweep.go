@@ -139,7 +139,7 @@ func (b *batch) calibrate(ctx context.Context, d time.Duration) (uint64, time.Du
 	var alone time.Duration
 	for range 7 {
 		var err error
-		if alone, err = b.run(ctx, 1, iters, false); err != nil {
+		if alone, _, err = b.run(ctx, 1, iters, false); err != nil {
 			return 0, 0, err
 		}
 		if math.Abs(alone.Seconds()-d.Seconds()) <= d.Seconds()/10 {
