@@ -231,3 +231,24 @@ func TestNodesSaysBalancingOff(t *testing.T) {
 		}
 	}
 }
+
+// drift logs given a job id, not a node name: the error says where a
+// job's output is. A node's name that the cluster does not know gets no
+// such line.
+func TestLogsOfAJob(t *testing.T) {
+	sock, _, _ := startAgentAPI(t)
+	for _, tt := range []struct {
+		arg  string
+		hint bool
+	}{{"d1dd01-1", true}, {"drift-zzzzzz", false}} {
+		var out, errOut strings.Builder
+		err := runLogs(context.Background(), []string{"--socket", sock, tt.arg}, strings.NewReader(""), &out, &errOut)
+		if err == nil {
+			t.Fatalf("drift logs %s: no error", tt.arg)
+		}
+		want := tt.arg + " looks like a job: drift logs prints a node's agent log; drift attach " + tt.arg + " prints the job's output"
+		if got := strings.Contains(err.Error(), want); got != tt.hint {
+			t.Errorf("drift logs %s = %v; want the hint %q: %v", tt.arg, err, want, tt.hint)
+		}
+	}
+}
