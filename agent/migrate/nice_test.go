@@ -99,3 +99,52 @@ func TestNicedStart(t *testing.T) {
 		t.Errorf("the starting thread is at nice %d (%v) after, want %d as before", n, err, was)
 	}
 }
+
+// A job that yielded the CPU while it waited to move (SCHED_IDLE) is
+// dumped at dumpNice under the normal policy and stays there at the nice
+// jobs run at; one restored from an image written while it yielded runs
+// at the nice jobs run at.
+func TestYieldedNice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("leaving SCHED_IDLE and lowering a nice value need root")
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+	state := func() (bool, int) {
+		t.Helper()
+		idle, err := jobinit.ThreadIdle(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := jobinit.ThreadNice(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return idle, n
+	}
+	if err := jobinit.SetThreadIdle(pid, true); err != nil {
+		t.Fatal(err)
+	}
+	if idle, _ := state(); !idle {
+		t.Fatal("SetThreadIdle(true) left the thread under another policy")
+	}
+	undo := raiseNice(pid)
+	if idle, n := state(); idle || n != dumpNice {
+		t.Errorf("while dumped: idle %v at nice %d, want the normal policy at %d", idle, n, dumpNice)
+	}
+	undo()
+	if idle, n := state(); idle || n != jobinit.Nice {
+		t.Errorf("after the dump: idle %v at nice %d, want the normal policy at %d", idle, n, jobinit.Nice)
+	}
+	if err := jobinit.SetThreadIdle(pid, true); err != nil {
+		t.Fatal(err)
+	}
+	settleNice(pid)
+	if idle, n := state(); idle || n != jobinit.Nice {
+		t.Errorf("once restored: idle %v at nice %d, want the normal policy at %d", idle, n, jobinit.Nice)
+	}
+}
