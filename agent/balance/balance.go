@@ -221,50 +221,6 @@ func Decide(nodes []Node, jobs []Job, from string, p Params) (Move, bool) {
 	return cpuMove(src, movable, targets, p)
 }
 
-// maxLeaving bounds how many moves Leaving looks ahead: each step scans
-// every job against every target.
-const maxLeaving = 32
-
-// Leaving lists the jobs of from that Decide would send away one after
-// another if each move were made at once (each counted on its target and
-// gone from here before the next), jobs that have not run long enough to
-// move yet taken as if they had: the jobs this node is about to lose, in
-// the order it would send them. While they wait for their turn, the
-// Executor has them yield the CPU to the jobs that stay (Yielder), so
-// that the CPU of a node flooded with new jobs goes to the work that
-// remains here, not to work that is about to leave with them.
-func Leaving(nodes []Node, jobs []Job, from string, p Params) []string {
-	p = p.withDefaults()
-	nodes = slices.Clone(nodes)
-	jobs = slices.Clone(jobs)
-	for i := range jobs {
-		if j := &jobs[i]; j.Moves == 0 {
-			j.Resident = max(j.Resident, p.FirstMove)
-			j.Age = max(j.Age, j.Resident)
-		}
-	}
-	var out []string
-	for len(out) < maxLeaving {
-		mv, ok := Decide(nodes, jobs, from, p)
-		if !ok {
-			break
-		}
-		out = append(out, mv.Job)
-		k := slices.IndexFunc(jobs, func(j Job) bool { return j.ID == mv.Job })
-		rss := jobs[k].RSS
-		jobs = slices.Delete(jobs, k, k+1)
-		if src := find(nodes, from); src != nil {
-			src.Runnable = max(src.Runnable-1, 0)
-			src.MemFree += rss
-		}
-		if t := find(nodes, mv.To); t != nil {
-			t.Runnable++
-			t.MemFree -= min(rss, t.MemFree)
-		}
-	}
-	return out
-}
-
 // mayMove reports whether Decide could move any job of from, whatever its
 // jobs: from drains or is short of memory, another node has a free core,
 // or one would run a job faster than from does now. When it says no, a

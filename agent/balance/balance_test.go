@@ -1,7 +1,6 @@
 package balance
 
 import (
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -257,43 +256,5 @@ func TestWorkLeft(t *testing.T) {
 		if got := WorkLeft(tt.used, tt.like); got != tt.want {
 			t.Errorf("%s: WorkLeft(%v, %v) = %v, want %v", tt.name, tt.used, tt.like, got, tt.want)
 		}
-	}
-}
-
-// Leaving is what Decide would send away move after move: nine jobs on
-// one of three single-core nodes leave six, in the order they would go
-// (jobs too new to move yet count, as they soon may), and none of those
-// that stay put or are crowded out.
-func TestLeaving(t *testing.T) {
-	nodes := []Node{node("w1", 9), node("w2", 0), node("w3", 0)}
-	jobs := busy("w1", 9)
-	for i := range jobs {
-		jobs[i].Age, jobs[i].Resident = 200*time.Millisecond, 200*time.Millisecond // started just now
-		jobs[i].RSS = 2 << 20
-	}
-	got := Leaving(nodes, jobs, "w1", Params{})
-	want := []string{"w1-a", "w1-b", "w1-c", "w1-d", "w1-e", "w1-f"}
-	if !slices.Equal(got, want) {
-		t.Errorf("Leaving = %v, want %v (three stay, three go to each idle node)", got, want)
-	}
-	if nodes[0].Runnable != 9 || jobs[0].Resident != 200*time.Millisecond {
-		t.Errorf("Leaving changed what it was given: %v, %v", nodes[0], jobs[0])
-	}
-	// A job that moved lately waits out its residence: it is not leaving.
-	moved := slices.Clone(jobs)
-	moved[0].Moves = 1
-	if got := Leaving(nodes, moved, "w1", Params{}); slices.Contains(got, "w1-a") || len(got) != 6 {
-		t.Errorf("Leaving with w1-a just arrived = %v, want six others", got)
-	}
-	stay := slices.Clone(jobs)
-	for i := range stay[:8] {
-		stay[i].Stay = true
-	}
-	if got := Leaving(nodes, stay, "w1", Params{}); !slices.Equal(got, []string{"w1-i"}) {
-		t.Errorf("Leaving with all but w1-i told to stay = %v, want [w1-i]", got)
-	}
-	even := []Node{node("w1", 3), node("w2", 3), node("w3", 3)}
-	if got := Leaving(even, busy("w1", 3), "w1", Params{}); len(got) != 0 {
-		t.Errorf("Leaving with three jobs on each node = %v, want none", got)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,13 +40,6 @@ type Resident struct {
 // Residents lists the jobs running on this node that are not moving now.
 type Residents interface {
 	Residents() []Resident
-}
-
-// Yielder has a job of this node yield the CPU to the node's other jobs
-// (on), or take its turn again (off). An error for a job that has ended
-// is fine.
-type Yielder interface {
-	Yield(id string, on bool) error
 }
 
 // Migrator moves one of this node's jobs to another node.
@@ -174,9 +166,6 @@ type Executor struct {
 	// Event records the decisions, refusals and failures in the
 	// cluster's event stream (events.go); nil: none.
 	Event func(kind string, fields map[string]any)
-	// Yielder lowers the priority of the jobs about to leave (Leaving)
-	// while they wait for their turn; nil: none.
-	Yielder Yielder
 
 	off      atomic.Bool // drift balance off
 	blocked  atomic.Bool // drift block: no new jobs or migrations here
@@ -194,9 +183,6 @@ type Executor struct {
 
 	placeMu sync.Mutex
 	placed  pending // recent placements by node
-
-	yieldMu  sync.Mutex
-	yielding map[string]bool // jobs that yield now
 }
 
 // strike is a run of failures (of one kind, for a target) and when to
@@ -308,7 +294,6 @@ func (e *Executor) Run(ctx context.Context) error {
 	due := time.NewTimer(time.Hour)
 	defer due.Stop()
 	var wg sync.WaitGroup
-	defer e.yield(nil) // after the moves under way: every job takes its turn again
 	defer wg.Wait()
 	for {
 		select {
@@ -328,7 +313,6 @@ func (e *Executor) Run(ctx context.Context) error {
 				e.move(ctx, mv, expect)
 			})
 		}
-		e.yield(e.leaving())
 		if d := e.dueIn(); d > 0 && d < period {
 			due.Reset(d)
 		}
@@ -366,37 +350,6 @@ func (e *Executor) next() (Move, int, bool) {
 	if len(e.inflight) >= maxOutgoing {
 		return Move{}, 0, false
 	}
-	js, busy := e.look(nodes, residents, now)
-	for i := range nodes {
-		if busy[nodes[i].Name] {
-			nodes[i].Accepts = false
-		}
-	}
-	mv, ok := Decide(nodes, js, e.Self, e.Params)
-	if !ok {
-		return Move{}, 0, false
-	}
-	var expect int
-	for _, n := range nodes {
-		if n.Name == mv.To {
-			expect = int(n.Runnable)
-		}
-	}
-	if e.inflight == nil {
-		e.inflight = map[string]string{}
-	}
-	e.inflight[mv.Job] = mv.To
-	return mv, expect, true
-}
-
-// look is what next decides on (the caller holds e.mu): it sets nodes,
-// the cluster as gossiped, to what this node knows better (its own mode
-// and jobs, the loads its targets reported on admission, the moves under
-// way, each counted on its target, and the targets that refused lately,
-// which accept nothing), and returns this node's jobs that may move (in
-// the order they arrived, so that the policy picks alike among equals
-// each time) and the targets of the moves under way. It sets e.due.
-func (e *Executor) look(nodes []Node, residents []Resident, now time.Time) ([]Job, map[string]bool) {
 	busy := map[string]bool{}
 	for _, to := range e.inflight {
 		busy[to] = true
@@ -410,12 +363,6 @@ func (e *Executor) look(nodes []Node, residents []Resident, now time.Time) ([]Jo
 	here := slices.DeleteFunc(slices.Clone(residents), func(r Resident) bool {
 		_, moving := e.inflight[r.ID]
 		return moving
-	})
-	slices.SortStableFunc(here, func(a, b Resident) int {
-		if c := a.Since.Compare(b.Since); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
 	})
 	speed := 1.0
 	for _, n := range nodes {
@@ -455,95 +402,33 @@ func (e *Executor) look(nodes []Node, residents []Resident, now time.Time) ([]Jo
 		}
 		if busy[n.Name] {
 			n.Runnable++
+			n.Accepts = false
 		}
 		if s, ok := e.refused[n.Name]; ok && now.Before(s.retry) {
 			n.Accepts = false
 		}
 	}
-	return js, busy
-}
-
-// leaving is the jobs here that the policy is about to send away
-// (Leaving) besides those already on their way: what yields the CPU
-// while it waits for its turn. None while balancing is off.
-func (e *Executor) leaving() []string {
-	if e.off.Load() && !e.draining.Load() {
-		return nil
+	mv, ok := Decide(nodes, js, e.Self, e.Params)
+	if !ok {
+		return Move{}, 0, false
 	}
-	nodes := coarsen(e.Cluster.Nodes())
-	if _, draining := e.Mode(); !draining && !mayMove(nodes, e.Self, e.Params) {
-		return nil
-	}
-	now := e.now()
-	residents := e.Residents.Residents()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	js, _ := e.look(nodes, residents, now)
-	return Leaving(nodes, js, e.Self, e.Params)
-}
-
-// yield has the jobs in ids yield the CPU to the other jobs here, and
-// those that did and are not in ids take their turn again (Yielder;
-// nothing without one). A job that ended is forgotten.
-func (e *Executor) yield(ids []string) {
-	if e.Yielder == nil {
-		return
-	}
-	e.yieldMu.Lock()
-	defer e.yieldMu.Unlock()
-	want := map[string]bool{}
-	for _, id := range ids {
-		want[id] = true
-	}
-	for id := range e.yielding {
-		if !want[id] {
-			e.setYield(id, false)
+	var expect int
+	for _, n := range nodes {
+		if n.Name == mv.To {
+			expect = int(n.Runnable)
 		}
 	}
-	for id := range want {
-		if !e.yielding[id] {
-			e.setYield(id, true)
-		}
+	if e.inflight == nil {
+		e.inflight = map[string]string{}
 	}
-}
-
-// unyield has a job that yields take its turn again: before its move,
-// so that it is dumped at its own priority.
-func (e *Executor) unyield(id string) {
-	if e.Yielder == nil {
-		return
-	}
-	e.yieldMu.Lock()
-	defer e.yieldMu.Unlock()
-	if e.yielding[id] {
-		e.setYield(id, false)
-	}
-}
-
-// setYield has the Yielder set job id to yield or not and notes it
-// (e.yieldMu held).
-func (e *Executor) setYield(id string, on bool) {
-	err := e.Yielder.Yield(id, on)
-	switch {
-	case on && err == nil:
-		if e.yielding == nil {
-			e.yielding = map[string]bool{}
-		}
-		e.yielding[id] = true
-		e.log().Debug("balance: a job about to leave yields the CPU to those that stay", "job", id)
-	case on:
-		e.log().Debug("balance: a job about to leave could not yield", "job", id, "err", err)
-	default:
-		delete(e.yielding, id) // an error: the job has ended, or runs as it did
-		e.log().Debug("balance: a job takes its turn again", "job", id, "err", err)
-	}
+	e.inflight[mv.Job] = mv.To
+	return mv, expect, true
 }
 
 // move makes a move that next decided and records how it went.
 func (e *Executor) move(ctx context.Context, mv Move, expect int) {
 	e.log().Info("balance: moving a job", "job", mv.Job, "to", mv.To, "expect", expect, "why", mv.Reason)
 	e.record(decisionEvent(mv, expect))
-	e.unyield(mv.Job)
 	res, err := e.Migrator.Migrate(ctx, mv, expect)
 	e.done(mv, res, err)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -526,110 +525,4 @@ func TestExecutorLooksWhenAJobMayMove(t *testing.T) {
 	}
 	cancel()
 	<-done
-}
-
-// yields records which jobs yield the CPU, and checks that none of them
-// is moved while it does.
-type yields struct {
-	mu  sync.Mutex
-	now map[string]bool
-}
-
-func (y *yields) Yield(id string, on bool) error {
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	if y.now == nil {
-		y.now = map[string]bool{}
-	}
-	if on {
-		y.now[id] = true
-	} else {
-		delete(y.now, id)
-	}
-	return nil
-}
-
-func (y *yields) list() []string {
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	out := slices.Collect(maps.Keys(y.now))
-	slices.Sort(out)
-	return out
-}
-
-// yieldingWorld is a blockingWorld whose moves say whether their job
-// still yielded when its move began.
-type yieldingWorld struct {
-	blockingWorld
-	y       *yields
-	yielded chan bool
-}
-
-func (w yieldingWorld) Migrate(ctx context.Context, mv Move, expect int) (Moved, error) {
-	w.yielded <- slices.Contains(w.y.list(), mv.Job)
-	return w.blockingWorld.Migrate(ctx, mv, expect)
-}
-
-// The jobs about to leave a crowded node yield the CPU to those that
-// stay while they wait for their turn; each takes its turn again before
-// its move, and all of them when balancing ends.
-func TestExecutorYields(t *testing.T) {
-	w := newWorld([]Node{node("w1", 9), node("w2", 0), node("w3", 0)}, "j1", "j2", "j3", "j4", "j5", "j6", "j7", "j8", "j9")
-	for i := range w.jobs {
-		w.jobs[i].RSS = 2 << 20
-	}
-	y := &yields{}
-	yw := yieldingWorld{blockingWorld{w, make(chan Move), make(chan struct{})}, y, make(chan bool, 10)}
-	e := w.executor()
-	e.Migrator, e.Yielder = yw, y
-	e.Period = time.Hour
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		close(yw.release)
-		<-done
-		if got := y.list(); len(got) != 0 {
-			t.Errorf("yielding once Run returned: %v, want none", got)
-		}
-	}()
-	started := func() Move {
-		t.Helper()
-		select {
-		case mv := <-yw.started:
-			if <-yw.yielded {
-				t.Errorf("%s moves while it yields", mv.Job)
-			}
-			return mv
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no move started\nlog:\n%s", &w.log)
-		}
-		return Move{}
-	}
-	waitFor := func(want []string) {
-		t.Helper()
-		for range 500 {
-			if slices.Equal(y.list(), want) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		t.Fatalf("yielding: %v, want %v", y.list(), want)
-	}
-	e.Wake()
-	if a, b := started(), started(); !slices.Equal([]string{min(a.Job, b.Job), max(a.Job, b.Job)}, []string{"j1", "j2"}) {
-		t.Errorf("first moves: %v, %v; want j1 and j2", a, b)
-	}
-	// Two moves under way, one to each idle node: four more are to
-	// leave, and three stay.
-	waitFor([]string{"j3", "j4", "j5", "j6"})
-	yw.release <- struct{}{}
-	if mv := started(); mv.Job != "j3" {
-		t.Errorf("third move: %v, want j3", mv)
-	}
-	waitFor([]string{"j4", "j5", "j6"})
-	e.SetBalancing(false)
-	e.Wake()
-	waitFor(nil)
 }

@@ -33,7 +33,6 @@ func newBalancer(a *agent, cl *cluster) *balancer {
 		Self:      a.node.Name,
 		Cluster:   gossip{cl},
 		Residents: residents{a},
-		Yielder:   residents{a},
 		Migrator:  migrator{a},
 		Logger:    a.log,
 	}}
@@ -75,9 +74,6 @@ func (r residents) Residents() []balance.Resident {
 	}
 	return out
 }
-
-// Yield has a job about to leave yield the CPU to those that stay.
-func (r residents) Yield(id string, on bool) error { return r.a.jobs.Yield(id, on) }
 
 // migrator makes the balancer's moves through the job manager.
 type migrator struct{ a *agent }

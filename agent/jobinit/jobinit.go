@@ -226,23 +226,3 @@ func BusyboxName(path, argv0 string) string {
 	}
 	return filepath.Base(target)
 }
-
-// SetThreadIdle puts a job's thread under SCHED_IDLE (idle), where it
-// runs only on CPU time that the node's other tasks leave, or back under
-// the normal policy at the nice value jobs run at (Nice).
-func SetThreadIdle(tid int, idle bool) error {
-	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL, Nice: Nice}
-	if idle {
-		attr = unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}
-	}
-	return unix.SchedSetAttr(tid, &attr, 0)
-}
-
-// ThreadIdle reports whether a thread runs under SCHED_IDLE.
-func ThreadIdle(tid int) (bool, error) {
-	attr, err := unix.SchedGetAttr(tid, 0)
-	if err != nil {
-		return false, err
-	}
-	return attr.Policy == unix.SCHED_IDLE, nil
-}

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,8 +14,6 @@ import (
 	"github.com/driftcluster/drift/agent/internal/atomicfile"
 	"github.com/driftcluster/drift/agent/jobinit"
 	"github.com/driftcluster/drift/agent/migrate"
-	"github.com/driftcluster/drift/agent/procfs"
-	"golang.org/x/sys/unix"
 )
 
 // Peers finds other agents.
@@ -295,26 +292,6 @@ func (m *Manager) SetWaiting(id string, waiting bool) {
 	}
 	m.mu.Unlock()
 	m.loadChanged()
-}
-
-// Yield has job id, running here, yield the CPU to the node's other
-// jobs (every thread of it under SCHED_IDLE) while it waits for its turn
-// to move (on), or take its turn again at the nice value jobs run at.
-func (m *Manager) Yield(id string, on bool) error {
-	m.init()
-	m.mu.Lock()
-	r, ok := m.runners[id]
-	m.mu.Unlock()
-	if !ok || r.moved.Load() {
-		return fmt.Errorf("yield: no job %s runs here", id)
-	}
-	var first error
-	for _, tid := range (procfs.Proc{}).TreeThreads(r.pid) {
-		if err := jobinit.SetThreadIdle(tid, on); err != nil && !errors.Is(err, unix.ESRCH) && first == nil {
-			first = fmt.Errorf("yield: job %s, thread %d: %w", id, tid, err)
-		}
-	}
-	return first
 }
 
 // Residents lists the jobs running on this node that are not moving now.

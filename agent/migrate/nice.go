@@ -44,18 +44,13 @@ func niced(nice int, start func() error) error {
 }
 
 // raiseNice sets every thread of the tree rooted at pid that runs at a
-// higher nice value than dumpNice (or under SCHED_IDLE) to dumpNice, and
-// returns what puts each back (threads that ended meanwhile are left
-// out; one that was under SCHED_IDLE goes back to the nice value jobs
-// run at).
+// higher nice value than dumpNice to dumpNice, and returns what puts
+// each back (threads that ended meanwhile are left out).
 func raiseNice(pid int) (undo func()) {
 	type was struct{ tid, nice int }
 	var raised []was
 	for _, tid := range (procfs.Proc{}).TreeThreads(pid) {
 		n, err := jobinit.ThreadNice(tid)
-		if idle, _ := jobinit.ThreadIdle(tid); idle && jobinit.SetThreadIdle(tid, false) == nil {
-			n = jobinit.Nice // it yielded while it waited to move: it is dumped, and stays, at the nice value jobs run at
-		}
 		if err != nil || n <= dumpNice {
 			continue
 		}
@@ -72,14 +67,9 @@ func raiseNice(pid int) (undo func()) {
 
 // settleNice sets every thread of the restored tree rooted at pid that
 // runs at a lower nice value than jobs do (its image was written while
-// it was raised for its dump), or under SCHED_IDLE (it yielded the CPU
-// on its source while it waited to move), to the nice value jobs run at.
+// it was raised for its dump) to theirs.
 func settleNice(pid int) {
 	for _, tid := range (procfs.Proc{}).TreeThreads(pid) {
-		if idle, err := jobinit.ThreadIdle(tid); err == nil && idle {
-			jobinit.SetThreadIdle(tid, false) // it yielded on its source, and was dumped so
-			continue
-		}
 		if n, err := jobinit.ThreadNice(tid); err == nil && n < jobinit.Nice {
 			unix.Setpriority(unix.PRIO_PROCESS, tid, jobinit.Nice)
 		}
