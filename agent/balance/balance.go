@@ -299,12 +299,16 @@ func usher(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 }
 
 // cpuMove picks the job and target that save the most time, if any saves
-// more than its move costs.
+// more than its move costs; of jobs that save as much (young jobs all
+// count the same remaining life), the youngest, which takes the least
+// of this node's work along: the work a busy node has done stays here,
+// instead of leaving it last to finish.
 func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 	model := Rate(src, src.Runnable)
 	var (
 		best     Move
 		bestGain time.Duration
+		bestAge  time.Duration
 	)
 	for _, j := range jobs {
 		cur, measured := model, ""
@@ -343,10 +347,10 @@ func cpuMove(src *Node, jobs []Job, targets []*Node, p Params) (Move, bool) {
 		}
 		saved := time.Duration(float64(horizon) * (1 - cur/next))
 		cost := p.Cost(j.RSS)
-		if float64(saved) <= float64(cost)*p.CostFactor || saved <= bestGain {
+		if float64(saved) <= float64(cost)*p.CostFactor || saved < bestGain || saved == bestGain && j.Age >= bestAge {
 			continue
 		}
-		bestGain = saved
+		bestGain, bestAge = saved, j.Age
 		best = Move{Job: j.ID, From: src.Name, To: t.Name,
 			Reason: fmt.Sprintf("load: rate %.2f%s on %s (%.1f runnable on %d cores) vs %.2f on %s; saves ~%s%s for a %s move",
 				cur, measured, src.Name, src.Runnable, max(src.Cores, 1), next, t.Name, saved.Round(time.Second), known, cost.Round(time.Second))}

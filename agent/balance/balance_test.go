@@ -258,3 +258,28 @@ func TestWorkLeft(t *testing.T) {
 		}
 	}
 }
+
+// Of jobs that would save as much by moving (young jobs all count the
+// least remaining life), the youngest goes: it takes the least of the
+// busy node's work along. Of old jobs, the oldest goes: it is expected
+// to run the longest.
+func TestDecideYoungestOfEquals(t *testing.T) {
+	nodes := []Node{node("w1", 3), node("w2", 0)}
+	jobs := busy("w1", 3)
+	for i, age := range []time.Duration{3 * time.Second, 1500 * time.Millisecond, 2 * time.Second} {
+		jobs[i].Age, jobs[i].Resident, jobs[i].RSS = age, age, 2<<20
+	}
+	if mv, ok := Decide(nodes, jobs, "w1", Params{}); !ok || mv.Job != "w1-b" {
+		t.Errorf("young jobs: Decide = %v, %v; want w1-b (1.5 s old) to go", mv, ok)
+	}
+	for i, age := range []time.Duration{40 * time.Second, 90 * time.Second, 60 * time.Second} {
+		jobs[i].Age, jobs[i].Resident = age, age
+	}
+	if mv, ok := Decide(nodes, jobs, "w1", Params{}); !ok || mv.Job != "w1-b" {
+		t.Errorf("old jobs: Decide = %v, %v; want w1-b (90 s old) to go", mv, ok)
+	}
+	jobs[1].Age, jobs[1].Resident = 50*time.Second, 50*time.Second
+	if mv, ok := Decide(nodes, jobs, "w1", Params{}); !ok || mv.Job != "w1-c" {
+		t.Errorf("old jobs: Decide = %v, %v; want w1-c (60 s old) to go", mv, ok)
+	}
+}
